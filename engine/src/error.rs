@@ -1,0 +1,85 @@
+//! Error types of the storage layers.
+//!
+//! The rule (see `docs/storage.md`): bugs assert, the environment returns errors, and corrupt
+//! input is an `Err` that names the file, the position and what was expected.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::batch::BatchError;
+
+/// What went wrong below the partition log: the device, the file system, or injected faults.
+///
+/// `Clone` because one failed write is reported to every task waiting on it (group commit).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// A system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    /// The simulated disk failed an operation on purpose.
+    #[error("injected {fault} on {path}")]
+    Injected { fault: &'static str, path: PathBuf },
+    /// An earlier write to this file failed; nothing more is accepted, because what is on the
+    /// device after a failed write is unknown (the fsync-gate lesson: never retry and hope).
+    #[error("{path} refuses writes after an earlier failure: {first}")]
+    Poisoned { path: PathBuf, first: Box<StorageError> },
+    /// The file was sealed (rolled) and takes no more appends.
+    #[error("{path} is sealed")]
+    Sealed { path: PathBuf },
+    /// A name that no strategy answers to.
+    #[error("unknown storage strategy {name:?}: expected one of direct, buffered, uring, sim")]
+    UnknownStrategy { name: String },
+}
+
+impl StorageError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            op,
+            path: path.into(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// What went wrong in a partition log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A producer's batch failed validation; nothing was appended.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    /// A batch larger than the segment size can never be stored.
+    #[error("batch of {batch_bytes} bytes exceeds the limit of {max_bytes} bytes")]
+    BatchTooLarge { batch_bytes: usize, max_bytes: usize },
+    /// A read or truncation named an offset outside `[log start, log end]`.
+    #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    /// Bytes on disk that do not parse, found outside the recoverable tail.
+    #[error("corrupt {path} at byte {position}: {what}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        what: &'static str,
+    },
+    /// The buffer holds more than the one batch its header describes.
+    #[error("batch of {batch_bytes} bytes arrived in a buffer of {buffer_bytes} bytes")]
+    TrailingBytes {
+        batch_bytes: usize,
+        buffer_bytes: usize,
+    },
+    /// Settings that cannot work.
+    #[error("invalid log configuration: {problem}")]
+    InvalidConfig { problem: &'static str },
+    /// The log was closed; no operation is accepted.
+    #[error("log {dir} is closed")]
+    Closed { dir: PathBuf },
+}

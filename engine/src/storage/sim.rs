@@ -1,0 +1,357 @@
+//! `sim`: an in-memory disk for tests, which keeps durable and volatile bytes apart.
+//!
+//! Assumptions about the media it models (see `docs/storage.md`):
+//! - A write that completed is visible to reads at once but survives a crash only after a
+//!   `sync` of its file.
+//! - At a crash each unsynced write is independently lost, kept, or torn (a prefix of whole
+//!   512-byte sectors kept), chosen by a seeded generator, so a seed replays the same crash.
+//! - Directory operations (create, remove, rename, whole-file replace) and `set_len` are
+//!   durable when they return (the real strategies fsync for those).
+//!
+//! Faults on demand: failed writes, failed syncs, a crash, and corruption of stored bytes.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::FileIo;
+use crate::error::StorageError;
+
+/// Sector size for torn writes: a crash keeps whole sectors of an interrupted write.
+const SECTOR_BYTES: usize = 512;
+
+/// A tiny deterministic generator (SplitMix64), so a seed replays a crash exactly.
+#[derive(Clone, Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut mixed = self.0;
+        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        mixed ^ (mixed >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+}
+
+#[derive(Default)]
+struct SimFile {
+    /// Identity, as an inode: a handle keeps writing to the file it opened even after that
+    /// file is removed and another is created under the same name.
+    inode: u64,
+    /// What reads see: durable bytes plus every completed write.
+    current: Vec<u8>,
+    /// What a crash leaves, before torn writes are added.
+    durable: Vec<u8>,
+    /// Completed writes since the last sync, in order.
+    unsynced: Vec<(u64, Vec<u8>)>,
+}
+
+fn write_into(target: &mut Vec<u8>, position: u64, bytes: &[u8]) {
+    let start = position as usize;
+    if target.len() < start + bytes.len() {
+        target.resize(start + bytes.len(), 0);
+    }
+    target[start..start + bytes.len()].copy_from_slice(bytes);
+}
+
+struct DiskState {
+    files: BTreeMap<PathBuf, SimFile>,
+    random: SplitMix64,
+    alignment: u64,
+    fail_writes: bool,
+    fail_syncs: bool,
+    crashes: u64,
+    next_inode: u64,
+}
+
+/// A simulated disk shared by every [`SimIo`] it opened. Cheap to clone; single core only.
+#[derive(Clone)]
+pub struct SimDisk {
+    state: Rc<RefCell<DiskState>>,
+}
+
+impl SimDisk {
+    /// A disk with O_DIRECT-like 4 KiB alignment, so the appender's partial-page path runs.
+    pub fn new(seed: u64) -> SimDisk {
+        SimDisk::with_alignment(seed, 4096)
+    }
+
+    /// A disk whose writes must be multiples of `alignment` bytes (1 = none).
+    pub fn with_alignment(seed: u64, alignment: u64) -> SimDisk {
+        SimDisk {
+            state: Rc::new(RefCell::new(DiskState {
+                files: BTreeMap::new(),
+                random: SplitMix64(seed),
+                alignment,
+                fail_writes: false,
+                fail_syncs: false,
+                crashes: 0,
+                next_inode: 1,
+            })),
+        }
+    }
+
+    /// Opens (creating if absent) a file on this disk.
+    pub fn open(&self, path: &Path) -> Rc<SimIo> {
+        let mut state = self.state.borrow_mut();
+        let inode = match state.files.get(path) {
+            Some(file) => file.inode,
+            None => {
+                let inode = state.next_inode;
+                state.next_inode += 1;
+                state.files.insert(
+                    path.to_path_buf(),
+                    SimFile {
+                        inode,
+                        ..SimFile::default()
+                    },
+                );
+                inode
+            }
+        };
+        Rc::new(SimIo {
+            disk: self.clone(),
+            path: path.to_path_buf(),
+            inode,
+            opened_at_crash: state.crashes,
+        })
+    }
+
+    /// Every write from now on fails (or, with `false`, succeeds again).
+    pub fn fail_writes(&self, fail: bool) {
+        self.state.borrow_mut().fail_writes = fail;
+    }
+
+    /// Every sync from now on fails (or, with `false`, succeeds again).
+    pub fn fail_syncs(&self, fail: bool) {
+        self.state.borrow_mut().fail_syncs = fail;
+    }
+
+    /// Power loss: every file keeps its durable bytes plus, for each unsynced write, nothing,
+    /// all of it, or a torn prefix of whole sectors, as the seeded generator decides.
+    /// Handles opened before the crash fail from now on.
+    pub fn crash(&self) {
+        let mut state = self.state.borrow_mut();
+        let DiskState { files, random, .. } = &mut *state;
+        for file in files.values_mut() {
+            let mut survivor = std::mem::take(&mut file.durable);
+            for (position, bytes) in file.unsynced.drain(..) {
+                match random.below(3) {
+                    0 => {}
+                    1 => write_into(&mut survivor, position, &bytes),
+                    _ => {
+                        let sectors = bytes.len().div_ceil(SECTOR_BYTES) as u64;
+                        let kept = (random.below(sectors) as usize * SECTOR_BYTES).min(bytes.len());
+                        write_into(&mut survivor, position, &bytes[..kept]);
+                    }
+                }
+            }
+            file.current = survivor.clone();
+            file.durable = survivor;
+        }
+        state.fail_writes = false;
+        state.fail_syncs = false;
+        state.crashes += 1;
+    }
+
+    /// Flips the bits of `mask` in the byte at `position`, durably (media corruption).
+    pub fn corrupt(&self, path: &Path, position: u64, mask: u8) {
+        let mut state = self.state.borrow_mut();
+        if let Some(file) = state.files.get_mut(path) {
+            for bytes in [&mut file.current, &mut file.durable] {
+                if let Some(byte) = bytes.get_mut(position as usize) {
+                    *byte ^= mask;
+                }
+            }
+        }
+    }
+
+    /// Cuts a file to `len` bytes, durably (a file cut short behind the engine's back).
+    pub fn cut(&self, path: &Path, len: u64) {
+        let mut state = self.state.borrow_mut();
+        if let Some(file) = state.files.get_mut(path) {
+            file.current.truncate(len as usize);
+            file.durable.truncate(len as usize);
+            file.unsynced.clear();
+        }
+    }
+
+    pub fn file_len(&self, path: &Path) -> Option<u64> {
+        let state = self.state.borrow();
+        state.files.get(path).map(|file| file.current.len() as u64)
+    }
+
+    /// Names of the files directly inside `dir`.
+    pub fn list(&self, dir: &Path) -> Vec<String> {
+        let state = self.state.borrow();
+        state
+            .files
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_string))
+            .collect()
+    }
+
+    pub fn remove(&self, path: &Path) {
+        self.state.borrow_mut().files.remove(path);
+    }
+
+    /// Replaces a whole file durably, as `Storage::write_file_atomic` does on a real disk.
+    pub fn write_whole(&self, path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+        let mut state = self.state.borrow_mut();
+        if state.fail_writes {
+            return Err(StorageError::Injected {
+                fault: "write failure",
+                path: path.to_path_buf(),
+            });
+        }
+        let inode = state.next_inode;
+        state.next_inode += 1;
+        state.files.insert(
+            path.to_path_buf(),
+            SimFile {
+                inode,
+                current: bytes.to_vec(),
+                durable: bytes.to_vec(),
+                unsynced: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// A whole file's current bytes, at most `max_bytes` of them.
+    pub fn read_whole(&self, path: &Path, max_bytes: u64) -> Option<Vec<u8>> {
+        let state = self.state.borrow();
+        let file = state.files.get(path)?;
+        let len = file.current.len().min(max_bytes as usize);
+        Some(file.current[..len].to_vec())
+    }
+}
+
+/// One file on a [`SimDisk`].
+pub struct SimIo {
+    disk: SimDisk,
+    path: PathBuf,
+    inode: u64,
+    /// A handle from before a crash is dead: its process died with the power.
+    opened_at_crash: u64,
+}
+
+impl SimIo {
+    fn check(&self, fault: &'static str, injected: bool) -> Result<(), StorageError> {
+        let stale = self.disk.state.borrow().crashes != self.opened_at_crash;
+        if injected || stale {
+            return Err(StorageError::Injected {
+                fault,
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `action` on this handle's file; once that file is removed (unlinked), on a
+    /// detached copy that nothing else can see, as the kernel keeps an unlinked inode.
+    fn with_file<T>(&self, action: impl FnOnce(&mut SimFile) -> T) -> T {
+        let mut state = self.disk.state.borrow_mut();
+        match state.files.get_mut(&self.path) {
+            Some(file) if file.inode == self.inode => action(file),
+            _ => action(&mut SimFile::default()),
+        }
+    }
+}
+
+impl FileIo for SimIo {
+    type Buffer = Vec<u8>;
+
+    fn alignment(&self) -> u64 {
+        self.disk.state.borrow().alignment
+    }
+
+    fn alloc_buffer(&self, bytes: usize) -> Vec<u8> {
+        vec![0; bytes]
+    }
+
+    fn write_at(
+        self: &Rc<Self>,
+        buffer: Vec<u8>,
+        position: u64,
+    ) -> impl Future<Output = Result<(), StorageError>> + 'static {
+        let io = Rc::clone(self);
+        async move {
+            // Let other tasks run first, as a real device would, so interleavings get tested.
+            futures_lite::future::yield_now().await;
+            let alignment = io.alignment();
+            assert!(
+                position % alignment == 0 && buffer.len() as u64 % alignment == 0,
+                "unaligned write of {} bytes at {position} on {}",
+                buffer.len(),
+                io.path.display()
+            );
+            let fail = io.disk.state.borrow().fail_writes;
+            io.check("write failure", fail)?;
+            io.with_file(|file| {
+                write_into(&mut file.current, position, &buffer);
+                file.unsynced.push((position, buffer));
+            });
+            Ok(())
+        }
+    }
+
+    fn sync(self: &Rc<Self>) -> impl Future<Output = Result<(), StorageError>> + 'static {
+        let io = Rc::clone(self);
+        async move {
+            futures_lite::future::yield_now().await;
+            let fail = io.disk.state.borrow().fail_syncs;
+            io.check("sync failure", fail)?;
+            io.with_file(|file| {
+                file.durable = file.current.clone();
+                file.unsynced.clear();
+            });
+            Ok(())
+        }
+    }
+
+    async fn read_at(&self, position: u64, bytes: usize) -> Result<Vec<u8>, StorageError> {
+        self.check("read after crash", false)?;
+        Ok(self.with_file(|file| {
+            let start = (position as usize).min(file.current.len());
+            let end = (start + bytes).min(file.current.len());
+            file.current[start..end].to_vec()
+        }))
+    }
+
+    async fn set_len(&self, len: u64) -> Result<(), StorageError> {
+        self.check("set_len after crash", false)?;
+        self.with_file(|file| {
+            let len = len as usize;
+            file.current.resize(len, 0);
+            file.durable.resize(len, 0);
+            for (position, bytes) in &mut file.unsynced {
+                let keep = len.saturating_sub(*position as usize).min(bytes.len());
+                bytes.truncate(keep);
+            }
+        });
+        Ok(())
+    }
+
+    async fn preallocate(&self, _len: u64) -> Result<(), StorageError> {
+        self.check("preallocate after crash", false)
+    }
+
+    async fn file_len(&self) -> Result<u64, StorageError> {
+        self.check("stat after crash", false)?;
+        Ok(self.with_file(|file| file.current.len() as u64))
+    }
+
+    fn raw_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
