@@ -1,0 +1,22 @@
+//! shardlog's storage engine: Kafka-format partition logs on interchangeable storage strategies.
+//!
+//! Layers, bottom up (each a module; see `docs/storage.md`):
+//! - [`batch`]: Kafka's RecordBatch v2 bytes: validate, patch offsets, build, decode.
+//! - [`storage`]: the seam between the log and the device, and its strategies
+//!   (`direct`, `buffered`, `uring`, `sim`), all driven by one [`storage::Appender`].
+//! - [`index`]: the sparse offset and time indexes beside each segment.
+//! - [`segment`]: one log file and its indexes.
+//! - [`log`]: the partition log: append, read, look up, truncate, retain, recover.
+//! - [`runtime`]: running engine code on glommio executors.
+
+pub mod batch;
+pub mod error;
+pub mod index;
+pub mod log;
+pub mod runtime;
+pub mod segment;
+pub mod storage;
+
+pub use error::{LogError, StorageError};
+pub use log::{AppendInfo, Durability, LogConfig, PartitionLog};
+pub use storage::{Storage, StrategyKind};

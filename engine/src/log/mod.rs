@@ -1,0 +1,457 @@
+//! The partition log: an ordered, immutable sequence of record batches in segments.
+//!
+//! ```text
+//! <dir>/00000000000000000000.log        batches, back to back, as producers sent them
+//!      /00000000000000000000.index      sparse offset index (sealed segments)
+//!      /00000000000000000000.timeindex  sparse time index (sealed segments)
+//!      /00000000000000052311.log        the active segment: appends go here
+//!      /clean-shutdown                  present only between a clean close and the next open
+//! ```
+//!
+//! Invariants: segments are contiguous (each one's base offset is the previous one's next
+//! offset); every sealed segment is durable, trimmed, and has index files; only the last
+//! segment takes appends. See `docs/storage.md` for recovery.
+
+mod config;
+mod recovery;
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+
+use glommio::sync::Semaphore;
+
+pub use config::{Durability, LogConfig};
+pub use recovery::{RecoveryReport, TruncatedTail};
+
+use crate::batch::{self, BatchHeader};
+use crate::error::LogError;
+use crate::segment::{FileRegion, Segment};
+use crate::storage::{AppendConfig, Storage};
+
+/// The marker a clean close leaves; its presence lets the next open trust the index files.
+pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
+
+/// Where an appended batch landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp_ms: i64,
+}
+
+/// A record found by timestamp.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampMatch {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+}
+
+struct LogInner {
+    dir: PathBuf,
+    storage: Storage,
+    config: LogConfig,
+    append_config: AppendConfig,
+    /// Oldest first; the last is the active segment. Never empty.
+    segments: RefCell<Vec<Rc<Segment>>>,
+    /// Serialises appends, rolls, truncation, retention and close. Reads do not take it.
+    append_lock: Semaphore,
+    unsynced_bytes: Cell<u64>,
+    closed: Cell<bool>,
+    recovery: RecoveryReport,
+}
+
+/// One partition's log on one core.
+///
+/// **Concurrency.** Owned by one core and not `Send`; any number of that core's tasks may call
+/// any method at once. Appends, rolls, truncation and retention run one at a time (an async
+/// lock held only while bytes are copied, never across a durability wait), so concurrent
+/// appends share group commits. Reads run alongside them and see whole batches only.
+///
+/// **Durability.** [`append`](Self::append) returns according to the log's [`Durability`]:
+/// with `Always`, when the batch is durable; otherwise when it is in memory. Rolled segments
+/// are always durable. [`close`](Self::close) makes everything durable.
+///
+/// **Bounds.** A batch is at most `max_batch_bytes`; memory is one chunk plus
+/// `write_behind_max` chunks in flight, plus the in-memory indexes (16 bytes per
+/// `index_interval_bytes` of log).
+#[derive(Clone)]
+pub struct PartitionLog {
+    inner: Rc<LogInner>,
+}
+
+impl PartitionLog {
+    /// Opens the log in `dir`, creating it if empty, and recovers it (see `docs/storage.md`):
+    /// after a clean close, the index files are trusted; otherwise the active segment is
+    /// walked batch by batch with CRCs checked and a torn or corrupt tail is cut off.
+    pub async fn open(storage: Storage, dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+        if let Some(problem) = config.problem() {
+            return Err(LogError::InvalidConfig { problem });
+        }
+        let append_config = config.append_config();
+        let (segments, report) =
+            recovery::recover(&storage, dir, &config, &append_config).await?;
+        let log = PartitionLog {
+            inner: Rc::new(LogInner {
+                dir: dir.to_path_buf(),
+                storage,
+                config,
+                append_config,
+                segments: RefCell::new(segments),
+                append_lock: Semaphore::new(1),
+                unsynced_bytes: Cell::new(0),
+                closed: Cell::new(false),
+                recovery: report,
+            }),
+        };
+        if let Durability::Interval { interval_ms, .. } = log.inner.config.durability {
+            start_interval_flusher(Rc::downgrade(&log.inner), interval_ms);
+        }
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// What recovery found and did when the log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self) -> i64 {
+        self.inner.segments.borrow()[0].base_offset()
+    }
+
+    /// The offset the next appended record will get.
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+
+    /// Bytes of batches across all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.segments.borrow().iter().map(|segment| segment.len()).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.inner.segments.borrow().len()
+    }
+
+    /// The base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        let segments = self.inner.segments.borrow();
+        segments.iter().map(|segment| segment.base_offset()).collect()
+    }
+
+    fn active(&self) -> Rc<Segment> {
+        let segments = self.inner.segments.borrow();
+        Rc::clone(segments.last().expect("a log always has a segment"))
+    }
+
+    fn check_open(&self) -> Result<(), LogError> {
+        if self.inner.closed.get() {
+            return Err(LogError::Closed {
+                dir: self.inner.dir.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn lock(&self) -> Result<glommio::sync::Permit<'_>, LogError> {
+        let permit = self
+            .inner
+            .append_lock
+            .acquire_permit(1)
+            .await
+            .map_err(|_| LogError::Closed {
+                dir: self.inner.dir.clone(),
+            })?;
+        self.check_open()?;
+        Ok(permit)
+    }
+
+    /// Appends one producer batch: checks it (header and CRC, nothing else is parsed), gives it
+    /// the next offsets by patching `baseOffset` and `partitionLeaderEpoch` in place (both lie
+    /// outside the CRC), and stores it byte for byte. Returns when the durability policy says.
+    pub async fn append(&self, batch: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
+        let config = &self.inner.config;
+        let header = batch::validate(batch, config.max_batch_bytes)?;
+        let batch_bytes = header.total_bytes();
+        if batch_bytes != batch.len() {
+            return Err(LogError::TrailingBytes {
+                batch_bytes,
+                buffer_bytes: batch.len(),
+            });
+        }
+        if batch_bytes as u64 > config.segment_bytes {
+            return Err(LogError::BatchTooLarge {
+                batch_bytes,
+                max_bytes: config.segment_bytes as usize,
+            });
+        }
+        let permit = self.lock().await?;
+        let mut active = self.active();
+        let base_offset = active.next_offset();
+        let last_offset = base_offset + i64::from(header.last_offset_delta);
+        let full = active.len() + batch_bytes as u64 > config.segment_bytes;
+        let old = config
+            .segment_age_max
+            .is_some_and(|age_max| active.age() >= age_max);
+        if !active.is_empty() && (full || old || !active.fits_offset(last_offset)) {
+            self.roll().await?;
+            active = self.active();
+        }
+        batch::patch_base_offset(batch, base_offset);
+        batch::patch_partition_leader_epoch(batch, leader_epoch);
+        let stored = BatchHeader {
+            base_offset,
+            partition_leader_epoch: leader_epoch,
+            ..header
+        };
+        active.append_batch(batch, &stored, config.index_interval_bytes)?;
+        drop(permit);
+
+        let file = active.file();
+        file.wait_for_room().await?;
+        match config.durability {
+            Durability::None => {}
+            Durability::Always => file.sync().await?,
+            Durability::Interval { interval_bytes, .. } => {
+                let unsynced = self.inner.unsynced_bytes.get() + batch_bytes as u64;
+                if unsynced >= interval_bytes {
+                    self.inner.unsynced_bytes.set(0);
+                    file.sync().await?;
+                } else {
+                    self.inner.unsynced_bytes.set(unsynced);
+                }
+            }
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp_ms: header.max_timestamp,
+        })
+    }
+
+    /// Seals the active segment and starts a new one at the log end. Lock held by the caller.
+    async fn roll(&self) -> Result<(), LogError> {
+        let active = self.active();
+        active.seal(&self.inner.storage).await?;
+        let segment = Segment::create(
+            &self.inner.storage,
+            &self.inner.dir,
+            active.next_offset(),
+            &self.inner.append_config,
+        )
+        .await?;
+        self.inner.segments.borrow_mut().push(Rc::new(segment));
+        Ok(())
+    }
+
+    /// Rolls now if the active segment holds anything (Kafka's forced roll).
+    pub async fn roll_now(&self) -> Result<(), LogError> {
+        let _permit = self.lock().await?;
+        if !self.active().is_empty() {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (but at least one batch).
+    /// Reading at the log end returns nothing; outside `[start, end]` is `OffsetOutOfRange`.
+    pub async fn read(&self, offset: i64, max_bytes: u64) -> Result<Vec<FileRegion>, LogError> {
+        self.read_below(offset, max_bytes, i64::MAX).await
+    }
+
+    /// Like [`read`](Self::read), but only batches that start below `upper_offset` (a high
+    /// watermark, for consumers of a replicated log).
+    pub async fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upper_offset: i64,
+    ) -> Result<Vec<FileRegion>, LogError> {
+        self.check_open()?;
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset < start || offset > end {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        let segments: Vec<Rc<Segment>> = self.inner.segments.borrow().clone();
+        let first = segments.partition_point(|segment| segment.base_offset() <= offset) - 1;
+        for segment in &segments[first..] {
+            if let Some(region) = segment.read(offset, max_bytes, upper_offset).await? {
+                return Ok(vec![region]);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// The first record whose timestamp is at least `target_ms` (Kafka's ListOffsets by
+    /// timestamp), or `None` if every record is older.
+    pub async fn offset_for_timestamp(&self, target_ms: i64) -> Result<Option<TimestampMatch>, LogError> {
+        self.check_open()?;
+        let segments: Vec<Rc<Segment>> = self.inner.segments.borrow().clone();
+        for segment in &segments {
+            let Some(place) = segment.find_by_timestamp(target_ms).await? else {
+                continue;
+            };
+            let bytes = segment
+                .file()
+                .read_at(place.position, place.header.total_bytes())
+                .await?;
+            let records = batch::decode_records(&bytes, self.inner.config.max_batch_bytes * 4)?;
+            let header = place.header;
+            let found = records.iter().find_map(|record| {
+                let timestamp_ms = header.base_timestamp + record.timestamp_delta;
+                (timestamp_ms >= target_ms).then_some(TimestampMatch {
+                    offset: header.base_offset + i64::from(record.offset_delta),
+                    timestamp_ms,
+                })
+            });
+            // With LogAppendTime the batch's max timestamp stands for every record.
+            return Ok(Some(found.unwrap_or(TimestampMatch {
+                offset: header.base_offset,
+                timestamp_ms: header.max_timestamp,
+            })));
+        }
+        Ok(None)
+    }
+
+    /// Removes every record at or after `offset` (a follower cutting a divergent tail), and
+    /// returns the new log end. A batch that holds `offset` goes whole, so the end may land
+    /// below `offset`, at that batch's base. The cut is durable before this returns.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
+        let _permit = self.lock().await?;
+        let (start, end) = (self.log_start_offset(), self.log_end_offset());
+        if offset >= end {
+            return Ok(end);
+        }
+        if offset < start {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start_offset: start,
+                log_end_offset: end,
+            });
+        }
+        let keep = {
+            let segments = self.inner.segments.borrow();
+            segments.partition_point(|segment| segment.base_offset() <= offset)
+        };
+        let dropped: Vec<Rc<Segment>> = self.inner.segments.borrow_mut().split_off(keep);
+        // Newest first, so a crash part-way leaves a contiguous prefix.
+        for segment in dropped.iter().rev() {
+            segment.delete_files(&self.inner.storage)?;
+        }
+        let target = self.active();
+        if let Some(place) = target.find(offset).await? {
+            target
+                .truncate_to(
+                    &self.inner.storage,
+                    place.position,
+                    place.header.base_offset,
+                    &self.inner.append_config,
+                    self.inner.config.index_interval_bytes,
+                    self.inner.config.max_batch_bytes,
+                )
+                .await?;
+        } else {
+            // The cut falls exactly at this segment's end: it must take appends again.
+            let len = target.len();
+            target
+                .truncate_to(
+                    &self.inner.storage,
+                    len,
+                    target.next_offset(),
+                    &self.inner.append_config,
+                    self.inner.config.index_interval_bytes,
+                    self.inner.config.max_batch_bytes,
+                )
+                .await?;
+        }
+        Ok(self.log_end_offset())
+    }
+
+    /// Deletes whole old segments beyond the retention limits (never the active one) and
+    /// returns how many went. `now_ms` is the wall clock in Unix milliseconds.
+    pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
+        let _permit = self.lock().await?;
+        let config = &self.inner.config;
+        let mut deleted = 0;
+        loop {
+            let candidate = {
+                let segments = self.inner.segments.borrow();
+                if segments.len() < 2 {
+                    break;
+                }
+                let total: u64 = segments.iter().map(|segment| segment.len()).sum();
+                let oldest = &segments[0];
+                let over_size = config
+                    .retention_bytes
+                    .is_some_and(|limit| total - oldest.len() >= limit);
+                let too_old = config.retention_age_max.is_some_and(|age_max| {
+                    oldest.max_timestamp_ms() >= 0
+                        && now_ms - oldest.max_timestamp_ms() > age_max.as_millis() as i64
+                });
+                (over_size || too_old).then(|| Rc::clone(oldest))
+            };
+            let Some(segment) = candidate else { break };
+            self.inner.segments.borrow_mut().remove(0);
+            segment.delete_files(&self.inner.storage)?;
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Returns when everything appended so far is written (not necessarily durable).
+    pub async fn flush(&self) -> Result<(), LogError> {
+        Ok(self.active().file().flush().await?)
+    }
+
+    /// Returns when everything appended so far is durable.
+    pub async fn sync(&self) -> Result<(), LogError> {
+        self.inner.unsynced_bytes.set(0);
+        Ok(self.active().file().sync().await?)
+    }
+
+    /// Makes everything durable, writes the active segment's indexes and the clean-shutdown
+    /// marker, and refuses further calls. The next open trusts the indexes.
+    pub async fn close(&self) -> Result<(), LogError> {
+        let _permit = self.lock().await?;
+        self.active().seal(&self.inner.storage).await?;
+        self.inner
+            .storage
+            .write_file_atomic(&self.inner.dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
+        self.inner.closed.set(true);
+        self.inner.append_lock.close();
+        Ok(())
+    }
+}
+
+/// Syncs the log every `interval_ms` while it has unsynced bytes; stops when the log is gone.
+fn start_interval_flusher(log: Weak<LogInner>, interval_ms: u64) {
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(interval_ms.max(1))).await;
+            let Some(inner) = log.upgrade() else { break };
+            if inner.closed.get() {
+                break;
+            }
+            if inner.unsynced_bytes.get() > 0 {
+                inner.unsynced_bytes.set(0);
+                let active = Rc::clone(inner.segments.borrow().last().expect("never empty"));
+                // A failed sync poisons the appender; the next append reports it.
+                let _ = active.file().sync().await;
+            }
+        }
+    })
+    .detach();
+}

@@ -1,0 +1,521 @@
+//! A segment: one log file (`<20-digit base offset>.log`) plus its two sparse indexes.
+//!
+//! The log file is batches back to back, exactly as producers sent them with `baseOffset` and
+//! `partitionLeaderEpoch` patched in; no framing of our own. So a fetch can send file bytes as
+//! they are, and recovery finds batch boundaries from the batches' own length fields.
+
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::batch::layout::{HEADER_BYTES, LOG_OVERHEAD_BYTES};
+use crate::batch::{self, BatchHeader};
+use crate::error::LogError;
+use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
+use crate::storage::{AppendConfig, SegmentFile, Storage};
+
+/// How many bytes a batch walk reads at once: a header read pulls in the following batch
+/// headers when batches are small.
+const WALK_WINDOW_BYTES: usize = 64 * 1024;
+
+/// The file names of a segment.
+#[derive(Clone, Debug)]
+pub struct SegmentPaths {
+    pub log: PathBuf,
+    pub index: PathBuf,
+    pub time_index: PathBuf,
+}
+
+impl SegmentPaths {
+    pub fn new(dir: &Path, base_offset: i64) -> SegmentPaths {
+        let stem = format!("{base_offset:020}");
+        SegmentPaths {
+            log: dir.join(format!("{stem}.log")),
+            index: dir.join(format!("{stem}.index")),
+            time_index: dir.join(format!("{stem}.timeindex")),
+        }
+    }
+
+    /// The base offset named by a log file name, if it is one of ours.
+    pub fn parse_log_name(name: &str) -> Option<i64> {
+        let stem = name.strip_suffix(".log")?;
+        if stem.len() != 20 || !stem.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        stem.parse().ok()
+    }
+}
+
+/// A contiguous run of whole batches in one segment file, ready to be sent as it is:
+/// with `sendfile` from [`raw_fd`](Self::raw_fd) where the strategy has a descriptor,
+/// or copied with [`read_bytes`](Self::read_bytes).
+#[derive(Clone)]
+pub struct FileRegion {
+    pub file: SegmentFile,
+    pub position: u64,
+    pub len: u64,
+}
+
+impl FileRegion {
+    /// The region's bytes, copied out of the file.
+    pub async fn read_bytes(&self) -> Result<Vec<u8>, LogError> {
+        Ok(self.file.read_at(self.position, self.len as usize).await?)
+    }
+
+    pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.file.raw_fd()
+    }
+}
+
+/// Where a batch sits in a segment, as far as reads and truncation need to know.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchPlace {
+    pub position: u64,
+    pub header: BatchHeader,
+}
+
+struct Indexes {
+    offset: OffsetIndex,
+    time: TimeIndex,
+    bytes_since_entry: u64,
+}
+
+/// One segment of a partition log. Owned by the log's core; not `Send`.
+///
+/// Appends go through the log, which serialises them; reads may run concurrently with appends
+/// (they see whole batches only, up to the end the log passes them).
+pub struct Segment {
+    base_offset: i64,
+    paths: SegmentPaths,
+    file: RefCell<SegmentFile>,
+    indexes: RefCell<Indexes>,
+    next_offset: Cell<i64>,
+    max_timestamp_ms: Cell<i64>,
+    created: Instant,
+}
+
+/// What a scan of a segment file found.
+pub struct ScanOutcome {
+    /// Bytes of valid batches from the start of the file.
+    pub valid_len: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub stopped_by: Option<String>,
+}
+
+impl Segment {
+    /// A new, empty segment whose first batch will get `base_offset`.
+    pub async fn create(
+        storage: &Storage,
+        dir: &Path,
+        base_offset: i64,
+        config: &AppendConfig,
+    ) -> Result<Segment, LogError> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        // Leftovers of an interrupted roll or truncation must not be read as this segment's.
+        for path in [&paths.log, &paths.index, &paths.time_index] {
+            storage.remove(path)?;
+        }
+        let file = storage.open_segment_file(&paths.log, 0, config).await?;
+        Ok(Segment::with_file(base_offset, paths, file))
+    }
+
+    fn with_file(base_offset: i64, paths: SegmentPaths, file: SegmentFile) -> Segment {
+        Segment {
+            base_offset,
+            paths,
+            file: RefCell::new(file),
+            indexes: RefCell::new(Indexes {
+                offset: OffsetIndex::default(),
+                time: TimeIndex::default(),
+                bytes_since_entry: 0,
+            }),
+            next_offset: Cell::new(base_offset),
+            max_timestamp_ms: Cell::new(-1),
+            created: Instant::now(),
+        }
+    }
+
+    /// Opens an existing segment for recovery: the file is taken as `len` bytes long, for
+    /// appending (`sealed == false`) or reading only.
+    pub async fn open(
+        storage: &Storage,
+        dir: &Path,
+        base_offset: i64,
+        len: u64,
+        sealed: bool,
+        config: &AppendConfig,
+    ) -> Result<Segment, LogError> {
+        let paths = SegmentPaths::new(dir, base_offset);
+        let file = if sealed {
+            storage
+                .open_sealed_segment_file(&paths.log, len, config)
+                .await?
+        } else {
+            storage.open_segment_file(&paths.log, len, config).await?
+        };
+        Ok(Segment::with_file(base_offset, paths, file))
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    /// The offset the next batch appended here would get.
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset.get()
+    }
+
+    /// The largest batch timestamp in the segment, or -1 when empty.
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.max_timestamp_ms.get()
+    }
+
+    pub fn age(&self) -> std::time::Duration {
+        self.created.elapsed()
+    }
+
+    pub fn paths(&self) -> &SegmentPaths {
+        &self.paths
+    }
+
+    pub fn file(&self) -> SegmentFile {
+        self.file.borrow().clone()
+    }
+
+    /// Bytes of batches in the log file.
+    pub fn len(&self) -> u64 {
+        self.file.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Offsets relative to the base fit in 32 bits: the log rolls before they would not.
+    fn relative(&self, offset: i64) -> u32 {
+        let relative = offset - self.base_offset;
+        debug_assert!((0..=i64::from(u32::MAX)).contains(&relative));
+        relative.clamp(0, i64::from(u32::MAX)) as u32
+    }
+
+    /// Whether a batch spanning `last_offset` can still get a 32-bit relative offset here.
+    pub fn fits_offset(&self, last_offset: i64) -> bool {
+        last_offset - self.base_offset <= i64::from(u32::MAX)
+    }
+
+    /// Notes a batch at `position` in the indexes and offsets, without writing it.
+    fn account(&self, position: u64, header: &BatchHeader, interval_bytes: u64) {
+        let mut indexes = self.indexes.borrow_mut();
+        let max_timestamp_ms = self.max_timestamp_ms.get().max(header.max_timestamp);
+        if position > 0 && indexes.bytes_since_entry >= interval_bytes {
+            let relative = self.relative(header.base_offset);
+            indexes.offset.push(relative, position as u32);
+            indexes.time.push(max_timestamp_ms, relative);
+            indexes.bytes_since_entry = 0;
+        }
+        indexes.bytes_since_entry += header.total_bytes() as u64;
+        self.max_timestamp_ms.set(max_timestamp_ms);
+        self.next_offset.set(header.last_offset() + 1);
+    }
+
+    /// Copies a validated, offset-patched batch to the end of the file (in memory; see
+    /// `Appender` for when it is written and durable).
+    pub fn append_batch(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        interval_bytes: u64,
+    ) -> Result<(), LogError> {
+        let file = self.file.borrow().clone();
+        let position = file.len();
+        file.append(batch)?;
+        self.account(position, header, interval_bytes);
+        Ok(())
+    }
+
+    /// Walks the batches from the start of the file (or from the last index entry when
+    /// `from_last_index_entry`), checking each one's CRC and that offsets follow on; rebuilds
+    /// what the indexes lack and stops at the first batch that fails.
+    pub async fn scan(
+        &self,
+        max_batch_bytes: usize,
+        interval_bytes: u64,
+        from_last_index_entry: bool,
+    ) -> Result<ScanOutcome, LogError> {
+        let file = self.file();
+        let end = file.len();
+        let (mut position, mut expected_offset) = match self.indexes.borrow().offset.last() {
+            Some((relative, entry_position)) if from_last_index_entry => (
+                u64::from(entry_position),
+                self.base_offset + i64::from(relative),
+            ),
+            _ => (0, self.base_offset),
+        };
+        if position == 0 {
+            let mut indexes = self.indexes.borrow_mut();
+            indexes.offset = OffsetIndex::default();
+            indexes.time = TimeIndex::default();
+            indexes.bytes_since_entry = 0;
+            self.max_timestamp_ms.set(-1);
+        } else {
+            // Entries from here on are rebuilt by the walk.
+            let mut indexes = self.indexes.borrow_mut();
+            indexes.offset.truncate_to_position(position);
+            indexes.time.truncate_to_offset(self.relative(expected_offset));
+            indexes.bytes_since_entry = interval_bytes;
+        }
+        self.next_offset.set(expected_offset);
+        let mut walker = Walker::new(file, end);
+        let stopped_by = loop {
+            if position >= end {
+                break None;
+            }
+            let header = match walker.header_at(position).await? {
+                Ok(header) => header,
+                Err(reason) => break Some(reason),
+            };
+            let total = header.total_bytes();
+            if total > max_batch_bytes || position + total as u64 > end {
+                break Some(format!(
+                    "batch at byte {position} claims {total} bytes, past the end or the limit"
+                ));
+            }
+            let bytes = walker.bytes(position, total).await?;
+            if let Err(error) = batch::validate(bytes, max_batch_bytes) {
+                break Some(format!("batch at byte {position}: {error}"));
+            }
+            if header.base_offset != expected_offset {
+                break Some(format!(
+                    "batch at byte {position} has base offset {}, expected {expected_offset}",
+                    header.base_offset
+                ));
+            }
+            self.account(position, &header, interval_bytes);
+            expected_offset = header.last_offset() + 1;
+            position += total as u64;
+        };
+        Ok(ScanOutcome {
+            valid_len: position,
+            stopped_by,
+        })
+    }
+
+    /// The place of the first batch whose last offset is at least `offset`, if any.
+    pub async fn find(&self, offset: i64) -> Result<Option<BatchPlace>, LogError> {
+        let file = self.file();
+        let end = file.readable_len();
+        let relative = self.relative(offset.max(self.base_offset));
+        let mut position = u64::from(self.indexes.borrow().offset.lookup(relative));
+        let mut walker = Walker::new(file, end);
+        while position < end {
+            let header = self.header_or_corrupt(&mut walker, position).await?;
+            if header.last_offset() >= offset {
+                return Ok(Some(BatchPlace { position, header }));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    async fn header_or_corrupt(
+        &self,
+        walker: &mut Walker,
+        position: u64,
+    ) -> Result<BatchHeader, LogError> {
+        walker
+            .header_at(position)
+            .await?
+            .map_err(|_| LogError::Corrupt {
+                path: self.paths.log.clone(),
+                position,
+                what: "no valid batch header where the index or the previous batch points",
+            })
+    }
+
+    /// Whole batches from the one holding `offset`, at most `max_bytes` of them (but always the
+    /// first, as Kafka does, so a consumer can make progress), stopping before `upper_offset`.
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upper_offset: i64,
+    ) -> Result<Option<FileRegion>, LogError> {
+        let Some(first) = self.find(offset).await? else {
+            return Ok(None);
+        };
+        if first.header.base_offset >= upper_offset {
+            return Ok(None);
+        }
+        let file = self.file();
+        let end = file.readable_len();
+        let mut walker = Walker::new(file.clone(), end);
+        let mut region_end = first.position + first.header.total_bytes() as u64;
+        while region_end < end {
+            let header = self.header_or_corrupt(&mut walker, region_end).await?;
+            let next_end = region_end + header.total_bytes() as u64;
+            if header.base_offset >= upper_offset || next_end - first.position > max_bytes {
+                break;
+            }
+            region_end = next_end;
+        }
+        Ok(Some(FileRegion {
+            file,
+            position: first.position,
+            len: region_end - first.position,
+        }))
+    }
+
+    /// The first batch whose largest timestamp is at least `target_ms`, if any.
+    pub async fn find_by_timestamp(&self, target_ms: i64) -> Result<Option<BatchPlace>, LogError> {
+        if self.max_timestamp_ms.get() < target_ms {
+            return Ok(None);
+        }
+        let file = self.file();
+        let end = file.readable_len();
+        let start_relative = self.indexes.borrow().time.lookup(target_ms);
+        let mut position = u64::from(self.indexes.borrow().offset.lookup(start_relative));
+        let mut walker = Walker::new(file, end);
+        while position < end {
+            let header = self.header_or_corrupt(&mut walker, position).await?;
+            if header.max_timestamp >= target_ms {
+                return Ok(Some(BatchPlace { position, header }));
+            }
+            position += header.total_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Removes every batch from `place` on, durably; appends continue there. A sealed
+    /// segment's file is reopened for appending.
+    pub async fn truncate_to(
+        &self,
+        storage: &Storage,
+        position: u64,
+        next_offset: i64,
+        config: &AppendConfig,
+        interval_bytes: u64,
+        max_batch_bytes: usize,
+    ) -> Result<(), LogError> {
+        let file = self.file();
+        match file.truncate(position).await {
+            Ok(()) => {}
+            Err(crate::error::StorageError::Sealed { .. }) => {
+                // A sealed file was trimmed to its length; reopen it for appending.
+                let reopened = storage
+                    .open_segment_file(&self.paths.log, file.len(), config)
+                    .await?;
+                reopened.truncate(position).await?;
+                *self.file.borrow_mut() = reopened;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        // Index files on disk describe the old contents; they are rewritten at the next seal.
+        storage.remove(&self.paths.index)?;
+        storage.remove(&self.paths.time_index)?;
+        // Rebuild offsets, timestamps and indexes from what remains.
+        let outcome = self.scan(max_batch_bytes, interval_bytes, false).await?;
+        debug_assert_eq!(outcome.valid_len, position);
+        debug_assert_eq!(self.next_offset(), next_offset);
+        Ok(())
+    }
+
+    /// Makes the segment durable, trims it, writes its indexes, and refuses further appends.
+    pub async fn seal(&self, storage: &Storage) -> Result<(), LogError> {
+        self.file().seal().await?;
+        self.write_indexes(storage)
+    }
+
+    fn write_indexes(&self, storage: &Storage) -> Result<(), LogError> {
+        let indexes = self.indexes.borrow();
+        storage.write_file_atomic(&self.paths.index, &indexes.offset.encode())?;
+        storage.write_file_atomic(&self.paths.time_index, &indexes.time.encode())?;
+        Ok(())
+    }
+
+    /// Loads the index files of a sealed segment of `len` bytes; `false` if they are missing
+    /// or fail their checks (the caller then rebuilds them with a full scan).
+    pub fn load_indexes(&self, storage: &Storage, len: u64) -> Result<bool, LogError> {
+        // An entry per batch at most, and a batch is at least a header long.
+        let entries_max = len / HEADER_BYTES as u64 + 1;
+        let Some(offset_bytes) =
+            storage.read_file(&self.paths.index, entries_max * OFFSET_ENTRY_BYTES as u64 + 1)?
+        else {
+            return Ok(false);
+        };
+        let Some(time_bytes) =
+            storage.read_file(&self.paths.time_index, entries_max * TIME_ENTRY_BYTES as u64 + 1)?
+        else {
+            return Ok(false);
+        };
+        let Ok(offset) = OffsetIndex::decode(&offset_bytes, len) else {
+            return Ok(false);
+        };
+        let relative_bound = offset.last().map_or(0, |(relative, _)| u64::from(relative)) + 1;
+        // Time entries may not point past the offset index's reach... except after the last
+        // entry, so only bound them by what the offset range allows.
+        let Ok(time) = TimeIndex::decode(&time_bytes, relative_bound.max(u64::from(u32::MAX)))
+        else {
+            return Ok(false);
+        };
+        let mut indexes = self.indexes.borrow_mut();
+        indexes.offset = offset;
+        indexes.time = time;
+        Ok(true)
+    }
+
+    /// Removes the segment's files. The segment must no longer be in the log's list.
+    pub fn delete_files(&self, storage: &Storage) -> Result<(), LogError> {
+        for path in [&self.paths.log, &self.paths.index, &self.paths.time_index] {
+            storage.remove(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads batch headers and bodies through a window, so walking small batches costs one read
+/// per window rather than one per batch. Bounded by `WALK_WINDOW_BYTES` or one batch.
+struct Walker {
+    file: SegmentFile,
+    end: u64,
+    window: Vec<u8>,
+    window_start: u64,
+}
+
+impl Walker {
+    fn new(file: SegmentFile, end: u64) -> Walker {
+        Walker {
+            file,
+            end,
+            window: Vec::new(),
+            window_start: 0,
+        }
+    }
+
+    /// `len` bytes at `position` (fewer at the end of the file).
+    async fn bytes(&mut self, position: u64, len: usize) -> Result<&[u8], LogError> {
+        let window_end = self.window_start + self.window.len() as u64;
+        let wanted_end = (position + len as u64).min(self.end);
+        if position < self.window_start || wanted_end > window_end {
+            let read_len = (wanted_end - position).max(WALK_WINDOW_BYTES as u64);
+            let read_len = read_len.min(self.end - position) as usize;
+            self.window = self.file.read_at(position, read_len).await?;
+            self.window_start = position;
+        }
+        let from = (position - self.window_start) as usize;
+        let to = (from + len).min(self.window.len());
+        Ok(&self.window[from..to])
+    }
+
+    /// The header of the batch at `position`, or why there is none (a torn or zeroed tail).
+    async fn header_at(&mut self, position: u64) -> Result<Result<BatchHeader, String>, LogError> {
+        let bytes = self.bytes(position, HEADER_BYTES).await?;
+        if bytes.len() < HEADER_BYTES {
+            return Ok(Err(format!(
+                "{} bytes at byte {position}, fewer than a batch header",
+                bytes.len()
+            )));
+        }
+        debug_assert!(LOG_OVERHEAD_BYTES < HEADER_BYTES);
+        Ok(BatchHeader::parse_fields(bytes).map_err(|error| format!("at byte {position}: {error}")))
+    }
+}

@@ -1,0 +1,396 @@
+//! The storage conformance suite: every scenario runs on every strategy (`direct`, `buffered`,
+//! `uring`, `sim`). A strategy is done when it passes all of them.
+
+mod common;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use common::{as_stored, make_batch, place, read_all, run, split_batches};
+use shardlog::batch::{self, Compression};
+use shardlog::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
+
+/// Small chunks and segments so a few hundred kilobytes cross every boundary.
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 256 * 1024,
+        chunk_bytes: 16 * 1024,
+        write_behind_max: 4,
+        index_interval_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `batches` and returns them as stored (patched), in order.
+async fn append_all(log: &PartitionLog, batches: Vec<Vec<u8>>, epoch: i32) -> Vec<Vec<u8>> {
+    let mut stored = Vec::new();
+    for mut batch in batches {
+        let expected_base = log.log_end_offset();
+        let info = log.append(&mut batch, epoch).await.expect("append");
+        assert_eq!(info.base_offset, expected_base);
+        assert_eq!(batch, as_stored(batch.clone(), expected_base, epoch));
+        stored.push(batch);
+    }
+    stored
+}
+
+/// Batches of 1 to 40 records with values of 1 to 3000 bytes: sizes straddle chunk edges.
+fn varied_batches(count: usize, seed: u64) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|index| {
+            let records = 1 + (index * 7 + seed as usize) % 40;
+            let value_bytes = 1 + (index * 389 + seed as usize) % 3000;
+            make_batch(records, value_bytes, 1_000 + index as i64 * 100, seed + index as u64)
+        })
+        .collect()
+}
+
+fn append_then_read_returns_the_same_bytes(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("open");
+        let stored = append_all(&log, varied_batches(60, 1), 5).await;
+        assert!(log.segment_count() > 1, "the test must cross a roll");
+        assert_eq!(read_all(&log, 0, 1 << 20).await, stored);
+        // Also in small steps, which return exactly one batch each.
+        assert_eq!(read_all(&log, 0, 1).await, stored);
+        // Patched batches still pass the CRC: the patched fields lie outside it.
+        for batch in &stored {
+            batch::validate(batch, usize::MAX).expect("stored batch valid");
+        }
+    });
+}
+
+fn every_offset_reads_its_own_batch(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("open");
+        let stored = append_all(&log, varied_batches(80, 2), 0).await;
+        for batch in &stored {
+            let header = batch::validate(batch, usize::MAX).expect("valid");
+            for offset in [header.base_offset, header.last_offset()] {
+                let regions = log.read(offset, 1).await.expect("read");
+                let bytes = regions[0].read_bytes().await.expect("bytes");
+                assert_eq!(&split_batches(&bytes)[0], batch, "offset {offset}");
+            }
+        }
+    });
+}
+
+fn reads_are_bounded_and_checked(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("open");
+        let batches: Vec<Vec<u8>> = (0..10).map(|seed| make_batch(10, 100, 0, seed)).collect();
+        let one = batches[0].len() as u64;
+        append_all(&log, batches, 0).await;
+        let regions = log.read(0, one * 5 / 2).await.expect("read");
+        let bytes = regions[0].read_bytes().await.expect("bytes");
+        assert_eq!(split_batches(&bytes).len(), 2, "whole batches only, within max_bytes");
+        let end = log.log_end_offset();
+        assert!(log.read(end, 1 << 20).await.expect("read at end").is_empty());
+        assert!(matches!(
+            log.read(end + 1, 1 << 20).await,
+            Err(LogError::OffsetOutOfRange { offset, .. }) if offset == end + 1
+        ));
+        assert!(matches!(
+            log.read(-1, 1 << 20).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
+        // An upper bound (a high watermark) hides the batches at and above it.
+        let below = log.read_below(0, 1 << 20, 20).await.expect("read below");
+        let bytes = below[0].read_bytes().await.expect("bytes");
+        assert_eq!(split_batches(&bytes).len(), 2);
+    });
+}
+
+fn bad_batches_are_refused_and_the_log_keeps_working(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("open");
+        append_all(&log, vec![make_batch(3, 10, 0, 1)], 0).await;
+        let mut corrupt = make_batch(3, 10, 0, 2);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(matches!(
+            log.append(&mut corrupt, 0).await,
+            Err(LogError::InvalidBatch(batch::BatchError::CrcMismatch { .. }))
+        ));
+        let mut trailing = make_batch(3, 10, 0, 3);
+        trailing.extend_from_slice(&[0; 5]);
+        assert!(matches!(
+            log.append(&mut trailing, 0).await,
+            Err(LogError::TrailingBytes { .. })
+        ));
+        let mut garbage = vec![0xAB; 100];
+        assert!(log.append(&mut garbage, 0).await.is_err());
+        assert_eq!(log.log_end_offset(), 3, "nothing was appended");
+        let stored = append_all(&log, vec![make_batch(2, 10, 0, 4)], 0).await;
+        assert_eq!(read_all(&log, 3, 1 << 20).await, stored);
+    });
+}
+
+fn lookup_by_timestamp_finds_the_first_record_at_or_after(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("open");
+        // 50 batches of 10 records, timestamps 10 ms apart by batch and 1 ms by record.
+        let batches: Vec<Vec<u8>> = (0..50)
+            .map(|index| make_batch(10, 500, 10_000 + index * 10, index as u64))
+            .collect();
+        append_all(&log, batches, 0).await;
+        for target in [0, 10_000, 10_005, 10_009, 10_010, 10_255, 10_499] {
+            let found = log.offset_for_timestamp(target).await.expect("lookup");
+            // Record n has timestamp 10_000 + (n / 10) * 10 + n % 10.
+            let expected = (0..500).find(|n| 10_000 + (n / 10) * 10 + n % 10 >= target);
+            assert_eq!(found.map(|found| found.offset), expected, "target {target}");
+        }
+        assert_eq!(log.offset_for_timestamp(20_000).await.expect("lookup"), None);
+    });
+}
+
+fn truncation_cuts_whole_batches_and_appends_continue(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("open");
+        let stored = append_all(&log, varied_batches(60, 3), 1).await;
+        let segments_before = log.segment_count();
+        // Cut in the middle of batch 10, inside an early segment.
+        let cut_batch = batch::validate(&stored[10], usize::MAX).expect("valid");
+        let new_end = log
+            .truncate_to(cut_batch.base_offset + 1.min(i64::from(cut_batch.last_offset_delta)))
+            .await
+            .expect("truncate");
+        assert_eq!(new_end, cut_batch.base_offset, "a batch goes whole");
+        assert!(log.segment_count() < segments_before);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, stored[..10].to_vec());
+        let more = append_all(&log, varied_batches(30, 4), 2).await;
+        let mut expected = stored[..10].to_vec();
+        expected.extend(more);
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+        log.close().await.expect("close");
+        let reopened = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("reopen");
+        assert_eq!(read_all(&reopened, 0, 1 << 20).await, expected);
+        // Truncating to the start empties the log; to the end changes nothing.
+        let end = reopened.log_end_offset();
+        assert_eq!(reopened.truncate_to(end).await.expect("noop"), end);
+        assert_eq!(reopened.truncate_to(0).await.expect("to start"), 0);
+        assert!(read_all(&reopened, 0, 1 << 20).await.is_empty());
+    });
+}
+
+fn retention_deletes_whole_old_segments(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let config = LogConfig {
+            retention_bytes: Some(600 * 1024),
+            ..small_config()
+        };
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
+            .await
+            .expect("open");
+        let stored = append_all(&log, varied_batches(150, 5), 0).await;
+        let size_before = log.size_bytes();
+        assert!(size_before > 900 * 1024);
+        let deleted = log.enforce_retention(0).await.expect("retention");
+        assert!(deleted > 0);
+        assert!(log.size_bytes() >= 600 * 1024, "never below the limit");
+        assert!(log.size_bytes() < size_before);
+        let start = log.log_start_offset();
+        assert!(start > 0);
+        let kept: Vec<Vec<u8>> = stored
+            .into_iter()
+            .filter(|batch| batch::validate(batch, usize::MAX).expect("valid").base_offset >= start)
+            .collect();
+        assert_eq!(read_all(&log, start, 1 << 20).await, kept);
+        assert!(matches!(log.read(0, 1).await, Err(LogError::OffsetOutOfRange { .. })));
+
+        // By age: timestamps in the batches are around 1_000..16_000 ms.
+        let aged_config = LogConfig {
+            retention_age_max: Some(Duration::from_millis(1_000)),
+            ..small_config()
+        };
+        drop(log);
+        let aged = PartitionLog::open(place.storage.clone(), &place.dir, aged_config)
+            .await
+            .expect("reopen");
+        let segments = aged.segment_count();
+        assert_eq!(aged.enforce_retention(0).await.expect("none old yet"), 0);
+        let deleted = aged.enforce_retention(1 << 40).await.expect("all old");
+        assert_eq!(deleted, segments - 1, "all but the active segment");
+    });
+}
+
+fn clean_reopen_trusts_indexes_and_keeps_everything(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("open");
+        let mut stored = append_all(&log, varied_batches(70, 6), 0).await;
+        log.close().await.expect("close");
+        assert!(matches!(log.read(0, 1).await, Err(LogError::Closed { .. })));
+        let reopened = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("reopen");
+        let report = reopened.recovery_report();
+        assert!(report.clean_shutdown);
+        assert_eq!(report.indexes_rebuilt, 0);
+        assert!(report.truncated.is_empty());
+        stored.extend(append_all(&reopened, varied_batches(5, 7), 0).await);
+        assert_eq!(read_all(&reopened, 0, 1 << 20).await, stored);
+    });
+}
+
+fn reopen_after_sync_without_close_recovers_everything(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let config = LogConfig {
+            durability: Durability::Always,
+            ..small_config()
+        };
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, config.clone())
+            .await
+            .expect("open");
+        let stored = append_all(&log, varied_batches(40, 8), 0).await;
+        drop(log); // no close: the next open must walk the active segment
+        let reopened = PartitionLog::open(place.storage.clone(), &place.dir, config)
+            .await
+            .expect("reopen");
+        let report = reopened.recovery_report().clone();
+        assert!(!report.clean_shutdown);
+        assert!(report.indexes_rebuilt >= 1, "{report:?}");
+        assert!(report.truncated.is_empty(), "{report:?}");
+        assert_eq!(read_all(&reopened, 0, 1 << 20).await, stored);
+    });
+}
+
+fn concurrent_appends_share_group_commits(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let config = LogConfig {
+            durability: Durability::Always,
+            segment_bytes: 4 << 20,
+            ..small_config()
+        };
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
+            .await
+            .expect("open");
+        let tasks: Vec<_> = (0..16u64)
+            .map(|producer| {
+                let log = log.clone();
+                glommio::spawn_local(async move {
+                    let mut sent = Vec::new();
+                    for round in 0..8u64 {
+                        let mut batch = make_batch(4, 1000, 0, producer * 100 + round);
+                        let info = log.append(&mut batch, 0).await.expect("append");
+                        sent.push((info.base_offset, batch));
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let mut sent = Vec::new();
+        for task in tasks {
+            sent.extend(task.await);
+        }
+        sent.sort_by_key(|(base_offset, _)| *base_offset);
+        let expected_bases: Vec<i64> = (0..128).map(|index| index * 4).collect();
+        let bases: Vec<i64> = sent.iter().map(|(base_offset, _)| *base_offset).collect();
+        assert_eq!(bases, expected_bases, "offsets unique and contiguous");
+        let expected: Vec<Vec<u8>> = sent.into_iter().map(|(_, batch)| batch).collect();
+        assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
+    });
+}
+
+fn zstd_batches_are_stored_as_sent(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
+            .await
+            .expect("open");
+        let batches = (0..5)
+            .map(|seed| common::make_batch_with(50, 200, 0, seed, Compression::Zstd))
+            .collect();
+        let stored = append_all(&log, batches, 0).await;
+        let read = read_all(&log, 0, 1 << 20).await;
+        assert_eq!(read, stored);
+        let records = batch::decode_records(&read[2], 1 << 20).expect("decode");
+        assert_eq!(records.len(), 50);
+    });
+}
+
+fn interval_durability_syncs_in_the_background(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let config = LogConfig {
+            durability: Durability::Interval {
+                interval_ms: 5,
+                interval_bytes: 64 * 1024,
+            },
+            ..small_config()
+        };
+        let log = Rc::new(
+            PartitionLog::open(place.storage.clone(), &place.dir, config)
+                .await
+                .expect("open"),
+        );
+        let stored = append_all(&log, varied_batches(10, 9), 0).await;
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        assert_eq!(read_all(&log, 0, 1 << 20).await, stored);
+    });
+}
+
+macro_rules! conformance {
+    ($($strategy:ident => $kind:expr),* $(,)?) => {$(
+        mod $strategy {
+            use super::*;
+
+            #[test]
+            fn append_then_read() { append_then_read_returns_the_same_bytes($kind) }
+            #[test]
+            fn every_offset() { every_offset_reads_its_own_batch($kind) }
+            #[test]
+            fn bounded_reads() { reads_are_bounded_and_checked($kind) }
+            #[test]
+            fn bad_batches() { bad_batches_are_refused_and_the_log_keeps_working($kind) }
+            #[test]
+            fn timestamps() { lookup_by_timestamp_finds_the_first_record_at_or_after($kind) }
+            #[test]
+            fn truncation() { truncation_cuts_whole_batches_and_appends_continue($kind) }
+            #[test]
+            fn retention() { retention_deletes_whole_old_segments($kind) }
+            #[test]
+            fn clean_reopen() { clean_reopen_trusts_indexes_and_keeps_everything($kind) }
+            #[test]
+            fn unclean_reopen() { reopen_after_sync_without_close_recovers_everything($kind) }
+            #[test]
+            fn group_commit() { concurrent_appends_share_group_commits($kind) }
+            #[test]
+            fn zstd() { zstd_batches_are_stored_as_sent($kind) }
+            #[test]
+            fn interval() { interval_durability_syncs_in_the_background($kind) }
+        }
+    )*};
+}
+
+conformance!(
+    direct => StrategyKind::Direct,
+    buffered => StrategyKind::Buffered,
+    uring => StrategyKind::Uring,
+    sim => StrategyKind::Sim,
+);
