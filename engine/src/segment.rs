@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::batch::layout::{HEADER_BYTES, LOG_OVERHEAD_BYTES};
+use crate::batch::layout::HEADER_BYTES;
 use crate::batch::{self, BatchHeader};
 use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
@@ -261,7 +261,9 @@ impl Segment {
             // Entries from here on are rebuilt by the walk.
             let mut indexes = self.indexes.borrow_mut();
             indexes.offset.truncate_to_position(position);
-            indexes.time.truncate_to_offset(self.relative(expected_offset));
+            indexes
+                .time
+                .truncate_to_offset(self.relative(expected_offset));
             indexes.bytes_since_entry = interval_bytes;
         }
         self.next_offset.set(expected_offset);
@@ -437,13 +439,17 @@ impl Segment {
     pub fn load_indexes(&self, storage: &Storage, len: u64) -> Result<bool, LogError> {
         // An entry per batch at most, and a batch is at least a header long.
         let entries_max = len / HEADER_BYTES as u64 + 1;
-        let Some(offset_bytes) =
-            storage.read_file(&self.paths.index, entries_max * OFFSET_ENTRY_BYTES as u64 + 1)?
+        let Some(offset_bytes) = storage.read_file(
+            &self.paths.index,
+            entries_max * OFFSET_ENTRY_BYTES as u64 + 1,
+        )?
         else {
             return Ok(false);
         };
-        let Some(time_bytes) =
-            storage.read_file(&self.paths.time_index, entries_max * TIME_ENTRY_BYTES as u64 + 1)?
+        let Some(time_bytes) = storage.read_file(
+            &self.paths.time_index,
+            entries_max * TIME_ENTRY_BYTES as u64 + 1,
+        )?
         else {
             return Ok(false);
         };
@@ -515,7 +521,9 @@ impl Walker {
                 bytes.len()
             )));
         }
-        debug_assert!(LOG_OVERHEAD_BYTES < HEADER_BYTES);
-        Ok(BatchHeader::parse_fields(bytes).map_err(|error| format!("at byte {position}: {error}")))
+        Ok(
+            BatchHeader::parse_fields(bytes)
+                .map_err(|error| format!("at byte {position}: {error}")),
+        )
     }
 }

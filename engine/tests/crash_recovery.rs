@@ -24,7 +24,9 @@ fn crash_config(durability: Durability) -> LogConfig {
 }
 
 fn base_offset(batch: &[u8]) -> i64 {
-    batch::validate(batch, usize::MAX).expect("valid").base_offset
+    batch::validate(batch, usize::MAX)
+        .expect("valid")
+        .base_offset
 }
 
 /// Concurrent producers append with `Always` durability; the disk crashes after a seeded number
@@ -63,8 +65,12 @@ fn acknowledged_batches_survive(seed: u64) {
                     let acked = Rc::clone(&acked);
                     glommio::spawn_local(async move {
                         for step in 0..50u64 {
-                            let mut batch =
-                                make_batch(3, 700, 0, seed * 10_000 + round * 100 + producer * 10 + step);
+                            let mut batch = make_batch(
+                                3,
+                                700,
+                                0,
+                                seed * 10_000 + round * 100 + producer * 10 + step,
+                            );
                             match log.append(&mut batch, round as i32).await {
                                 Ok(info) => acked.borrow_mut().push((info.base_offset, batch)),
                                 Err(_) => break,
@@ -124,7 +130,9 @@ fn without_fsync_a_crash_keeps_everything_before_the_last_sync() {
             }
             disk.crash();
             drop(log);
-            let reopened = PartitionLog::open(storage, dir, config).await.expect("reopen");
+            let reopened = PartitionLog::open(storage, dir, config)
+                .await
+                .expect("reopen");
             let recovered = read_all(&reopened, 0, 1 << 20).await;
             assert!(recovered.len() >= synced.len(), "seed {seed}");
             assert_eq!(recovered[..synced.len()], synced[..], "seed {seed}");
@@ -162,7 +170,9 @@ fn a_failed_write_poisons_appends_and_loses_nothing_acknowledged() {
         assert_eq!(readable, acknowledged);
         drop(log);
         disk.crash();
-        let reopened = PartitionLog::open(storage, dir, config).await.expect("reopen");
+        let reopened = PartitionLog::open(storage, dir, config)
+            .await
+            .expect("reopen");
         let recovered = read_all(&reopened, 0, 1 << 20).await;
         assert_eq!(recovered[..acknowledged.len()], acknowledged[..]);
     });
@@ -170,7 +180,12 @@ fn a_failed_write_poisons_appends_and_loses_nothing_acknowledged() {
 
 /// Writes `count` batches with `Always` durability to a real directory and drops the log
 /// without closing it. Returns the batches as stored.
-async fn write_unclean(storage: &Storage, dir: &Path, config: &LogConfig, count: u64) -> Vec<Vec<u8>> {
+async fn write_unclean(
+    storage: &Storage,
+    dir: &Path,
+    config: &LogConfig,
+    count: u64,
+) -> Vec<Vec<u8>> {
     let log = PartitionLog::open(storage.clone(), dir, config.clone())
         .await
         .expect("open");
@@ -218,9 +233,16 @@ fn a_file_cut_short_recovers_to_the_last_whole_batch() {
                 .await
                 .expect("reopen");
             assert_eq!(log.recovery_report().truncated.len(), 1, "{kind}");
-            assert_eq!(read_all(&log, 0, 1 << 20).await, stored[..11].to_vec(), "{kind}");
+            assert_eq!(
+                read_all(&log, 0, 1 << 20).await,
+                stored[..11].to_vec(),
+                "{kind}"
+            );
             let mut next = make_batch(1, 10, 0, 77);
-            let info = log.append(&mut next, 0).await.expect("append after recovery");
+            let info = log
+                .append(&mut next, 0)
+                .await
+                .expect("append after recovery");
             assert_eq!(info.base_offset, 55, "{kind}");
         });
     }
@@ -243,9 +265,17 @@ fn a_corrupt_byte_cuts_the_log_at_its_batch() {
                 .expect("reopen");
             let report = log.recovery_report();
             assert_eq!(report.truncated.len(), 1, "{kind}");
-            assert!(report.truncated[0].reason.contains("CRC") || report.truncated[0].reason.contains("crc"),
-                "{kind}: {}", report.truncated[0].reason);
-            assert_eq!(read_all(&log, 0, 1 << 20).await, stored[..6].to_vec(), "{kind}");
+            assert!(
+                report.truncated[0].reason.contains("CRC")
+                    || report.truncated[0].reason.contains("crc"),
+                "{kind}: {}",
+                report.truncated[0].reason
+            );
+            assert_eq!(
+                read_all(&log, 0, 1 << 20).await,
+                stored[..6].to_vec(),
+                "{kind}"
+            );
         });
     }
 }
@@ -368,11 +398,17 @@ async fn read_all_written(log: &PartitionLog) -> Vec<Vec<u8>> {
     let mut offset = 0;
     let mut batches = Vec::new();
     loop {
-        let regions = log.read(offset, 1 << 20).await.expect("read what was written");
+        let regions = log
+            .read(offset, 1 << 20)
+            .await
+            .expect("read what was written");
         let Some(region) = regions.first() else { break };
         let bytes = region.read_bytes().await.expect("bytes");
         for batch in common::split_batches(&bytes) {
-            offset = batch::validate(&batch, usize::MAX).expect("valid").last_offset() + 1;
+            offset = batch::validate(&batch, usize::MAX)
+                .expect("valid")
+                .last_offset()
+                + 1;
             batches.push(batch);
         }
     }

@@ -116,7 +116,7 @@ impl<E: FileIo> Appender<E> {
     ) -> Result<Rc<Self>, StorageError> {
         let alignment = io.alignment().max(1);
         assert!(
-            config.chunk_bytes as u64 % alignment == 0 && config.chunk_bytes > 0,
+            (config.chunk_bytes as u64).is_multiple_of(alignment) && config.chunk_bytes > 0,
             "chunk_bytes {} must be a positive multiple of the alignment {alignment}",
             config.chunk_bytes
         );
@@ -303,7 +303,11 @@ impl<E: FileIo> Appender<E> {
             };
             if let Err(error) = &result {
                 if let Some(appender) = appender.upgrade() {
-                    appender.state.borrow_mut().failed.get_or_insert(error.clone());
+                    appender
+                        .state
+                        .borrow_mut()
+                        .failed
+                        .get_or_insert(error.clone());
                 }
             }
             result
@@ -360,11 +364,13 @@ impl<E: FileIo> Appender<E> {
             let next_start = align_down(state.end, self.alignment);
             let carried_bytes = (state.end - next_start) as usize;
             let mut next = self.io.alloc_buffer(self.config.chunk_bytes);
-            let mut tail = state.chunk.take().expect("unwritten bytes live in the chunk");
+            let mut tail = state
+                .chunk
+                .take()
+                .expect("unwritten bytes live in the chunk");
             if carried_bytes > 0 {
                 let from = fill - carried_bytes;
-                next.as_bytes_mut()[..carried_bytes]
-                    .copy_from_slice(&tail.as_bytes()[from..fill]);
+                next.as_bytes_mut()[..carried_bytes].copy_from_slice(&tail.as_bytes()[from..fill]);
             }
             // Buffers may come back dirty from a pool: the padding must be zeros.
             tail.as_bytes_mut()[fill..write_bytes].fill(0);
@@ -374,7 +380,11 @@ impl<E: FileIo> Appender<E> {
             state.chunk_start = next_start;
             self.dispatch(&mut state, tail, position, with_sync);
         }
-        state.in_flight.iter().map(|write| write.done.clone()).collect()
+        state
+            .in_flight
+            .iter()
+            .map(|write| write.done.clone())
+            .collect()
     }
 
     /// Returns when every byte appended before the call is written (not necessarily durable).
@@ -437,7 +447,11 @@ impl<E: FileIo> Appender<E> {
         // Earlier chunks must be on the device before the fdatasync that covers them starts.
         let earlier: Vec<SharedResult> = {
             let state = self.state.borrow();
-            state.in_flight.iter().map(|write| write.done.clone()).collect()
+            state
+                .in_flight
+                .iter()
+                .map(|write| write.done.clone())
+                .collect()
         };
         for write in earlier {
             write.await?;
@@ -463,7 +477,11 @@ impl<E: FileIo> Appender<E> {
 
     /// Reads `bytes` bytes at `position`, all below the logical end; writes them out first if
     /// they are still in memory.
-    pub async fn read_at(self: &Rc<Self>, position: u64, bytes: usize) -> Result<Vec<u8>, StorageError> {
+    pub async fn read_at(
+        self: &Rc<Self>,
+        position: u64,
+        bytes: usize,
+    ) -> Result<Vec<u8>, StorageError> {
         let end = self.readable_len();
         let written_end = self.state.borrow().written_end;
         let wanted_end = (position + bytes as u64).min(end);
@@ -473,13 +491,19 @@ impl<E: FileIo> Appender<E> {
         if wanted_end > written_end {
             self.flush().await?;
         }
-        self.io.read_at(position, (wanted_end - position) as usize).await
+        self.io
+            .read_at(position, (wanted_end - position) as usize)
+            .await
     }
 
     /// Cuts the file to `len` bytes: everything after is gone, appends continue from there.
     pub async fn truncate(self: &Rc<Self>, len: u64) -> Result<(), StorageError> {
         self.check_writable(&self.state.borrow())?;
-        assert!(len <= self.len(), "truncate to {len} beyond the end {}", self.len());
+        assert!(
+            len <= self.len(),
+            "truncate to {len} beyond the end {}",
+            self.len()
+        );
         self.flush().await?;
         self.io.set_len(len).await?;
         if self.config.preallocate_bytes > len {

@@ -212,9 +212,9 @@ impl Storage {
             Storage::Uring => SegmentFile::Uring(
                 Appender::open(UringIo::open(path, config)?, path, logical_len, config).await?,
             ),
-            Storage::Sim(disk) => SegmentFile::Sim(
-                Appender::open(disk.open(path), path, logical_len, config).await?,
-            ),
+            Storage::Sim(disk) => {
+                SegmentFile::Sim(Appender::open(disk.open(path), path, logical_len, config).await?)
+            }
         })
     }
 
@@ -226,18 +226,24 @@ impl Storage {
         config: &AppendConfig,
     ) -> Result<SegmentFile, StorageError> {
         Ok(match self {
-            Storage::Direct => {
-                SegmentFile::Direct(Appender::open_sealed(DirectIo::open(path).await?, path, len, config))
-            }
+            Storage::Direct => SegmentFile::Direct(Appender::open_sealed(
+                DirectIo::open(path).await?,
+                path,
+                len,
+                config,
+            )),
             Storage::Buffered => SegmentFile::Buffered(Appender::open_sealed(
                 BufferedIo::open(path).await?,
                 path,
                 len,
                 config,
             )),
-            Storage::Uring => {
-                SegmentFile::Uring(Appender::open_sealed(UringIo::open(path, config)?, path, len, config))
-            }
+            Storage::Uring => SegmentFile::Uring(Appender::open_sealed(
+                UringIo::open(path, config)?,
+                path,
+                len,
+                config,
+            )),
             Storage::Sim(disk) => {
                 SegmentFile::Sim(Appender::open_sealed(disk.open(path), path, len, config))
             }
@@ -260,7 +266,9 @@ impl Storage {
     pub fn create_dir_all(&self, dir: &Path) -> Result<(), StorageError> {
         match self {
             Storage::Sim(_) => Ok(()),
-            _ => std::fs::create_dir_all(dir).map_err(|error| StorageError::io("mkdir", dir, error)),
+            _ => {
+                std::fs::create_dir_all(dir).map_err(|error| StorageError::io("mkdir", dir, error))
+            }
         }
     }
 
@@ -269,8 +277,8 @@ impl Storage {
         let mut names = match self {
             Storage::Sim(disk) => disk.list(dir),
             _ => {
-                let entries =
-                    std::fs::read_dir(dir).map_err(|error| StorageError::io("readdir", dir, error))?;
+                let entries = std::fs::read_dir(dir)
+                    .map_err(|error| StorageError::io("readdir", dir, error))?;
                 let mut names = Vec::new();
                 for entry in entries {
                     let entry = entry.map_err(|error| StorageError::io("readdir", dir, error))?;
@@ -316,7 +324,8 @@ impl Storage {
             .map_err(|error| StorageError::io("write", &temporary, error))?;
         file.sync_data()
             .map_err(|error| StorageError::io("fdatasync", &temporary, error))?;
-        std::fs::rename(&temporary, path).map_err(|error| StorageError::io("rename", path, error))?;
+        std::fs::rename(&temporary, path)
+            .map_err(|error| StorageError::io("rename", path, error))?;
         if let Some(dir) = path.parent() {
             let dir_file =
                 std::fs::File::open(dir).map_err(|error| StorageError::io("open", dir, error))?;
