@@ -42,7 +42,9 @@ fn header(batch: &[u8]) -> batch::BatchHeader {
 }
 
 fn end_offset(model: &[Vec<u8>]) -> i64 {
-    model.last().map_or(0, |batch| header(batch).last_offset() + 1)
+    model
+        .last()
+        .map_or(0, |batch| header(batch).last_offset() + 1)
 }
 
 fn check_sequence(steps: Vec<Step>, always: bool, seed: u64) {
@@ -55,7 +57,11 @@ fn check_sequence(steps: Vec<Step>, always: bool, seed: u64) {
             chunk_bytes: 8 * 1024,
             write_behind_max: 2,
             index_interval_bytes: 1024,
-            durability: if always { Durability::Always } else { Durability::None },
+            durability: if always {
+                Durability::Always
+            } else {
+                Durability::None
+            },
             ..LogConfig::default()
         };
         let mut log = PartitionLog::open(storage.clone(), dir, config.clone())
@@ -66,20 +72,31 @@ fn check_sequence(steps: Vec<Step>, always: bool, seed: u64) {
         let mut durable_batches = 0usize;
         for (index, step) in steps.into_iter().enumerate() {
             match step {
-                Step::Append { records, value_bytes } => {
+                Step::Append {
+                    records,
+                    value_bytes,
+                } => {
                     let mut batch = make_batch(records, value_bytes, index as i64, index as u64);
-                    let info = log.append(&mut batch, 0).await.unwrap_or_else(|error| panic!("step {index}: append: {error}"));
+                    let info = log
+                        .append(&mut batch, 0)
+                        .await
+                        .unwrap_or_else(|error| panic!("step {index}: append: {error}"));
                     assert_eq!(info.base_offset, end_offset(&model));
                     model.push(batch);
                     if always {
                         durable_batches = model.len();
                     }
                 }
-                Step::Read { at_per_mille, max_bytes } => {
+                Step::Read {
+                    at_per_mille,
+                    max_bytes,
+                } => {
                     let end = end_offset(&model);
                     let offset = end * i64::from(at_per_mille) / 1000;
                     let regions = log.read(offset, max_bytes).await.expect("read");
-                    let first = model.iter().position(|batch| header(batch).last_offset() >= offset);
+                    let first = model
+                        .iter()
+                        .position(|batch| header(batch).last_offset() >= offset);
                     match first {
                         None => assert!(regions.is_empty()),
                         Some(first) => {
@@ -151,15 +168,36 @@ proptest! {
 #[test]
 fn regression_truncate_to_start_then_reopen() {
     let steps = vec![
-        Step::Append { records: 10, value_bytes: 1839 },
-        Step::Append { records: 10, value_bytes: 268 },
-        Step::Append { records: 17, value_bytes: 976 },
-        Step::Append { records: 7, value_bytes: 1480 },
+        Step::Append {
+            records: 10,
+            value_bytes: 1839,
+        },
+        Step::Append {
+            records: 10,
+            value_bytes: 268,
+        },
+        Step::Append {
+            records: 17,
+            value_bytes: 976,
+        },
+        Step::Append {
+            records: 7,
+            value_bytes: 1480,
+        },
         Step::Truncate { at_per_mille: 0 },
-        Step::Append { records: 1, value_bytes: 1 },
-        Step::Append { records: 1, value_bytes: 1 },
+        Step::Append {
+            records: 1,
+            value_bytes: 1,
+        },
+        Step::Append {
+            records: 1,
+            value_bytes: 1,
+        },
         Step::Reopen,
-        Step::Append { records: 1, value_bytes: 1 },
+        Step::Append {
+            records: 1,
+            value_bytes: 1,
+        },
     ];
     check_sequence(steps, false, 0);
 }

@@ -290,7 +290,8 @@ impl FileIo for SimIo {
             futures_lite::future::yield_now().await;
             let alignment = io.alignment();
             assert!(
-                position % alignment == 0 && buffer.len() as u64 % alignment == 0,
+                position.is_multiple_of(alignment)
+                    && (buffer.len() as u64).is_multiple_of(alignment),
                 "unaligned write of {} bytes at {position} on {}",
                 buffer.len(),
                 io.path.display()
