@@ -26,7 +26,10 @@ pub enum StorageError {
     /// An earlier write to this file failed; nothing more is accepted, because what is on the
     /// device after a failed write is unknown (the fsync-gate lesson: never retry and hope).
     #[error("{path} refuses writes after an earlier failure: {first}")]
-    Poisoned { path: PathBuf, first: Box<StorageError> },
+    Poisoned {
+        path: PathBuf,
+        first: Box<StorageError>,
+    },
     /// The file was sealed (rolled) and takes no more appends.
     #[error("{path} is sealed")]
     Sealed { path: PathBuf },
@@ -55,7 +58,10 @@ pub enum LogError {
     InvalidBatch(#[from] BatchError),
     /// A batch larger than the segment size can never be stored.
     #[error("batch of {batch_bytes} bytes exceeds the limit of {max_bytes} bytes")]
-    BatchTooLarge { batch_bytes: usize, max_bytes: usize },
+    BatchTooLarge {
+        batch_bytes: usize,
+        max_bytes: usize,
+    },
     /// A read or truncation named an offset outside `[log start, log end]`.
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {

@@ -40,7 +40,12 @@ fn varied_batches(count: usize, seed: u64) -> Vec<Vec<u8>> {
         .map(|index| {
             let records = 1 + (index * 7 + seed as usize) % 40;
             let value_bytes = 1 + (index * 389 + seed as usize) % 3000;
-            make_batch(records, value_bytes, 1_000 + index as i64 * 100, seed + index as u64)
+            make_batch(
+                records,
+                value_bytes,
+                1_000 + index as i64 * 100,
+                seed + index as u64,
+            )
         })
         .collect()
 }
@@ -92,9 +97,17 @@ fn reads_are_bounded_and_checked(kind: StrategyKind) {
         append_all(&log, batches, 0).await;
         let regions = log.read(0, one * 5 / 2).await.expect("read");
         let bytes = regions[0].read_bytes().await.expect("bytes");
-        assert_eq!(split_batches(&bytes).len(), 2, "whole batches only, within max_bytes");
+        assert_eq!(
+            split_batches(&bytes).len(),
+            2,
+            "whole batches only, within max_bytes"
+        );
         let end = log.log_end_offset();
-        assert!(log.read(end, 1 << 20).await.expect("read at end").is_empty());
+        assert!(log
+            .read(end, 1 << 20)
+            .await
+            .expect("read at end")
+            .is_empty());
         assert!(matches!(
             log.read(end + 1, 1 << 20).await,
             Err(LogError::OffsetOutOfRange { offset, .. }) if offset == end + 1
@@ -122,7 +135,9 @@ fn bad_batches_are_refused_and_the_log_keeps_working(kind: StrategyKind) {
         corrupt[last] ^= 0xff;
         assert!(matches!(
             log.append(&mut corrupt, 0).await,
-            Err(LogError::InvalidBatch(batch::BatchError::CrcMismatch { .. }))
+            Err(LogError::InvalidBatch(
+                batch::BatchError::CrcMismatch { .. }
+            ))
         ));
         let mut trailing = make_batch(3, 10, 0, 3);
         trailing.extend_from_slice(&[0; 5]);
@@ -155,7 +170,10 @@ fn lookup_by_timestamp_finds_the_first_record_at_or_after(kind: StrategyKind) {
             let expected = (0..500).find(|n| 10_000 + (n / 10) * 10 + n % 10 >= target);
             assert_eq!(found.map(|found| found.offset), expected, "target {target}");
         }
-        assert_eq!(log.offset_for_timestamp(20_000).await.expect("lookup"), None);
+        assert_eq!(
+            log.offset_for_timestamp(20_000).await.expect("lookup"),
+            None
+        );
     });
 }
 
@@ -214,10 +232,18 @@ fn retention_deletes_whole_old_segments(kind: StrategyKind) {
         assert!(start > 0);
         let kept: Vec<Vec<u8>> = stored
             .into_iter()
-            .filter(|batch| batch::validate(batch, usize::MAX).expect("valid").base_offset >= start)
+            .filter(|batch| {
+                batch::validate(batch, usize::MAX)
+                    .expect("valid")
+                    .base_offset
+                    >= start
+            })
             .collect();
         assert_eq!(read_all(&log, start, 1 << 20).await, kept);
-        assert!(matches!(log.read(0, 1).await, Err(LogError::OffsetOutOfRange { .. })));
+        assert!(matches!(
+            log.read(0, 1).await,
+            Err(LogError::OffsetOutOfRange { .. })
+        ));
 
         // By age: timestamps in the batches are around 1_000..16_000 ms.
         let aged_config = LogConfig {

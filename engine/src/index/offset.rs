@@ -82,7 +82,7 @@ impl OffsetIndex {
 
     /// Parses and checks an index file against the log file's length.
     pub fn decode(bytes: &[u8], segment_len: u64) -> Result<OffsetIndex, IndexError> {
-        if bytes.len() % OFFSET_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_ENTRY_BYTES) {
             return Err(IndexError::PartialEntry {
                 len: bytes.len(),
                 entry_bytes: OFFSET_ENTRY_BYTES,

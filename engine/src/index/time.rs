@@ -73,7 +73,7 @@ impl TimeIndex {
 
     /// Parses and checks a time index file; `next_relative_offset` bounds its offsets.
     pub fn decode(bytes: &[u8], next_relative_offset: u64) -> Result<TimeIndex, IndexError> {
-        if bytes.len() % TIME_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(TIME_ENTRY_BYTES) {
             return Err(IndexError::PartialEntry {
                 len: bytes.len(),
                 entry_bytes: TIME_ENTRY_BYTES,

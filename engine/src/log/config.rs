@@ -12,7 +12,10 @@ pub enum Durability {
     None,
     /// fdatasync once `interval_bytes` have been appended since the last one, and at least
     /// every `interval_ms` while anything is unsynced. A crash may lose up to that much.
-    Interval { interval_ms: u64, interval_bytes: u64 },
+    Interval {
+        interval_ms: u64,
+        interval_bytes: u64,
+    },
     /// fdatasync before an append is acknowledged (group commit shares it between
     /// concurrent appends). A crash loses nothing acknowledged.
     Always,
@@ -92,7 +95,7 @@ impl LogConfig {
         if self.segment_bytes < 4096 {
             return Some("segment_bytes must be at least 4096");
         }
-        if self.chunk_bytes == 0 || self.chunk_bytes % 4096 != 0 {
+        if self.chunk_bytes == 0 || !self.chunk_bytes.is_multiple_of(4096) {
             return Some("chunk_bytes must be a positive multiple of 4096");
         }
         if self.write_behind_max == 0 {

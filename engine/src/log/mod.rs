@@ -84,13 +84,16 @@ impl PartitionLog {
     /// Opens the log in `dir`, creating it if empty, and recovers it (see `docs/storage.md`):
     /// after a clean close, the index files are trusted; otherwise the active segment is
     /// walked batch by batch with CRCs checked and a torn or corrupt tail is cut off.
-    pub async fn open(storage: Storage, dir: &Path, config: LogConfig) -> Result<PartitionLog, LogError> {
+    pub async fn open(
+        storage: Storage,
+        dir: &Path,
+        config: LogConfig,
+    ) -> Result<PartitionLog, LogError> {
         if let Some(problem) = config.problem() {
             return Err(LogError::InvalidConfig { problem });
         }
         let append_config = config.append_config();
-        let (segments, report) =
-            recovery::recover(&storage, dir, &config, &append_config).await?;
+        let (segments, report) = recovery::recover(&storage, dir, &config, &append_config).await?;
         let log = PartitionLog {
             inner: Rc::new(LogInner {
                 dir: dir.to_path_buf(),
@@ -135,7 +138,12 @@ impl PartitionLog {
 
     /// Bytes of batches across all segments.
     pub fn size_bytes(&self) -> u64 {
-        self.inner.segments.borrow().iter().map(|segment| segment.len()).sum()
+        self.inner
+            .segments
+            .borrow()
+            .iter()
+            .map(|segment| segment.len())
+            .sum()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -145,7 +153,10 @@ impl PartitionLog {
     /// The base offsets of the segments, oldest first.
     pub fn segment_base_offsets(&self) -> Vec<i64> {
         let segments = self.inner.segments.borrow();
-        segments.iter().map(|segment| segment.base_offset()).collect()
+        segments
+            .iter()
+            .map(|segment| segment.base_offset())
+            .collect()
     }
 
     fn active(&self) -> Rc<Segment> {
@@ -178,7 +189,11 @@ impl PartitionLog {
     /// Appends one producer batch: checks it (header and CRC, nothing else is parsed), gives it
     /// the next offsets by patching `baseOffset` and `partitionLeaderEpoch` in place (both lie
     /// outside the CRC), and stores it byte for byte. Returns when the durability policy says.
-    pub async fn append(&self, batch: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
+    pub async fn append(
+        &self,
+        batch: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, LogError> {
         let config = &self.inner.config;
         let header = batch::validate(batch, config.max_batch_bytes)?;
         let batch_bytes = header.total_bytes();
@@ -297,7 +312,10 @@ impl PartitionLog {
 
     /// The first record whose timestamp is at least `target_ms` (Kafka's ListOffsets by
     /// timestamp), or `None` if every record is older.
-    pub async fn offset_for_timestamp(&self, target_ms: i64) -> Result<Option<TimestampMatch>, LogError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        target_ms: i64,
+    ) -> Result<Option<TimestampMatch>, LogError> {
         self.check_open()?;
         let segments: Vec<Rc<Segment>> = self.inner.segments.borrow().clone();
         for segment in &segments {

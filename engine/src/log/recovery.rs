@@ -81,10 +81,10 @@ pub(super) async fn recover(
         }
         let paths = SegmentPaths::new(dir, base_offset);
         let len = storage.file_len(&paths.log).await?.unwrap_or(0);
-        let segment = Segment::open(storage, dir, base_offset, len, !is_last, append_config).await?;
+        let segment =
+            Segment::open(storage, dir, base_offset, len, !is_last, append_config).await?;
         report.segments_opened += 1;
-        let trusted =
-            (report.clean_shutdown || !is_last) && segment.load_indexes(storage, len)?;
+        let trusted = (report.clean_shutdown || !is_last) && segment.load_indexes(storage, len)?;
         if !trusted {
             report.indexes_rebuilt += 1;
         }
@@ -131,7 +131,9 @@ pub(super) async fn recover(
         }
     }
     if segments.is_empty() {
-        segments.push(Rc::new(Segment::create(storage, dir, 0, append_config).await?));
+        segments.push(Rc::new(
+            Segment::create(storage, dir, 0, append_config).await?,
+        ));
     }
     Ok((segments, report))
 }

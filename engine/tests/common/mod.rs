@@ -99,7 +99,11 @@ pub fn as_stored(mut batch: Vec<u8>, base_offset: i64, leader_epoch: i32) -> Vec
 }
 
 /// Every batch from `offset` to the end, read in `max_bytes` steps.
-pub async fn read_all(log: &shardlog::PartitionLog, from_offset: i64, max_bytes: u64) -> Vec<Vec<u8>> {
+pub async fn read_all(
+    log: &shardlog::PartitionLog,
+    from_offset: i64,
+    max_bytes: u64,
+) -> Vec<Vec<u8>> {
     let mut offset = from_offset;
     let mut batches = Vec::new();
     loop {
