@@ -1,1 +1,179 @@
-fn main() {}
+//! `harness`: drives shardlog workloads and reports latency histograms and throughput.
+//!
+//! Today it drives the storage engine in-process (`--engine`, the default): the same append
+//! workload on each storage strategy in turn, with per-append latency in a merged HdrHistogram.
+//! Cluster mode (`--brokers 3 --replication 3`) and `--bootstrap` arrive with the broker.
+
+mod engine_workload;
+mod machine;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use shardlog::{Durability, StrategyKind};
+
+use engine_workload::EngineWorkload;
+
+/// Command-line options. Sizes take units (`4KiB`, `1MiB`, `4GiB`); durations too (`10s`).
+#[derive(Parser, Debug)]
+#[command(
+    name = "harness",
+    version,
+    about = "Drive shardlog workloads; report latency and throughput"
+)]
+struct Options {
+    /// Drive the storage engine in-process, one partition log per strategy (the default mode).
+    #[arg(long, default_value_t = true)]
+    engine: bool,
+
+    /// Start a cluster of this many broker processes (needs the broker: not built yet).
+    #[arg(long)]
+    brokers: Option<u32>,
+
+    /// Replication factor for the cluster's topic (needs the broker: not built yet).
+    #[arg(long)]
+    replication: Option<u32>,
+
+    /// Storage strategies to run in turn, comma-separated: direct, buffered, uring.
+    #[arg(long, value_delimiter = ',', default_value = "direct,buffered,uring")]
+    strategy: Vec<String>,
+
+    /// When appends become durable: none, interval or always.
+    #[arg(long, default_value = "none")]
+    durability: String,
+
+    /// With `--durability interval`: fsync at least this often.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    durability_interval: Duration,
+
+    /// Bytes per appended batch (records of `--record-bytes` each, rounded down).
+    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    append_bytes: u64,
+
+    /// Value bytes per record.
+    #[arg(long, default_value = "1KiB", value_parser = parse_bytes)]
+    record_bytes: u64,
+
+    /// Concurrent appenders (tasks on the core that owns the log).
+    #[arg(long, default_value_t = 1)]
+    appenders: usize,
+
+    /// How long to measure, after the warm-up.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+
+    /// How long to run before measuring.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+
+    /// Segment size of the log (rolls and fsyncs the old segment when full).
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    segment_bytes: u64,
+
+    /// Where the logs are written (must support O_DIRECT: not tmpfs). Deleted afterwards.
+    #[arg(long, default_value = "target/harness-data")]
+    data_dir: PathBuf,
+
+    /// Where each run's folder of results goes.
+    #[arg(long, default_value = "results")]
+    results_dir: PathBuf,
+
+    /// Do not write a results folder.
+    #[arg(long)]
+    no_save: bool,
+
+    /// Print one JSON summary per strategy on stdout (for scripts).
+    #[arg(long)]
+    json: bool,
+
+    /// Locked memory glommio registers for DMA buffers (needs RLIMIT_MEMLOCK above it).
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    io_memory: u64,
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    parse_size::parse_size(text).map_err(|error| format!("{text:?} is not a size: {error}"))
+}
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    if options.brokers.is_some() || options.replication.is_some() {
+        eprintln!(
+            "harness: cluster mode (--brokers/--replication) needs the shardlog broker, which is \
+             not built yet; run the storage-engine workload with --engine (the default)"
+        );
+        return ExitCode::from(2);
+    }
+    let durability = match options.durability.as_str() {
+        "none" => Durability::None,
+        "always" => Durability::Always,
+        "interval" => Durability::Interval {
+            interval_ms: options.durability_interval.as_millis() as u64,
+            interval_bytes: u64::MAX,
+        },
+        other => {
+            eprintln!("harness: --durability {other:?}: expected none, interval or always");
+            return ExitCode::from(2);
+        }
+    };
+    let mut strategies = Vec::new();
+    for name in &options.strategy {
+        match StrategyKind::from_name(name) {
+            Ok(StrategyKind::Sim) | Err(_) => {
+                eprintln!("harness: --strategy {name:?}: expected direct, buffered or uring");
+                return ExitCode::from(2);
+            }
+            Ok(kind) => strategies.push(kind),
+        }
+    }
+    if options.appenders == 0
+        || options.record_bytes == 0
+        || options.append_bytes < options.record_bytes
+    {
+        eprintln!("harness: need --appenders >= 1 and --append-bytes >= --record-bytes >= 1");
+        return ExitCode::from(2);
+    }
+
+    let mut outcomes = Vec::new();
+    for strategy in strategies {
+        let workload = EngineWorkload {
+            strategy,
+            durability,
+            append_bytes: options.append_bytes,
+            record_bytes: options.record_bytes,
+            appenders: options.appenders,
+            duration: options.duration,
+            warmup: options.warmup,
+            segment_bytes: options.segment_bytes,
+            data_dir: options.data_dir.join(strategy.name()),
+            io_memory_bytes: options.io_memory as usize,
+        };
+        match engine_workload::run(&workload) {
+            Ok(outcome) => {
+                let summary = report::summarize(&workload, &outcome);
+                if options.json {
+                    println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+                }
+                if !options.no_save {
+                    match report::save(&options.results_dir, &workload, &outcome, &summary) {
+                        Ok(folder) => eprintln!("harness: results saved in {}", folder.display()),
+                        Err(error) => {
+                            eprintln!("harness: cannot save results: {error}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                }
+                outcomes.push(summary);
+            }
+            Err(error) => {
+                eprintln!("harness: {strategy}: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprint!("{}", report::table(&outcomes));
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Measures this machine's disk limit with fio and shardlog's append throughput in the same run,
+# and prints the ratio per storage strategy (issue 2's targets):
+#   1. 1 MiB appends, no fsync, 1 appender   vs  fio O_DIRECT sequential write, 1 MiB, iodepth 16
+#   2. 64 KiB appends, 16 appenders: durability always (group commit) vs none
+# fio runs before and after the engine, and the ratio uses their mean, because this machine
+# is shared and its disk speed drifts. Results go to results/<date>-disk-vs-engine/.
+#
+# Usage: scripts/disk-vs-engine.sh            (DURATION=10s SIZE=4G DATA_DIR=target/disk-vs-engine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${DURATION:-10s}
+size=${SIZE:-4G}
+data_dir=${DATA_DIR:-target/disk-vs-engine}
+out="results/$(date +%F)-disk-vs-engine"
+mkdir -p "$data_dir" "$out"
+command -v fio >/dev/null || { echo "fio is missing: apt-get install fio" >&2; exit 1; }
+
+cargo build --release -q -p shardlog-harness
+harness=target/release/harness
+
+fio_mb_s() { # $1 = name, then fio options; prints MB/s
+  local name=$1; shift
+  fio --name="$name" --filename="$data_dir/fio.dat" --size="$size" --bs=1M --rw=write \
+      --output-format=json "$@" >"$out/fio-$name.json"
+  rm -f "$data_dir/fio.dat"
+  python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["jobs"][0]["write"]["bw_bytes"]/1e6)' \
+      "$out/fio-$name.json"
+}
+
+engine() { # $1 = file name, then harness options; writes one JSON line per strategy
+  local name=$1; shift
+  "$harness" --data-dir "$data_dir/engine" --duration "$duration" --warmup 2s --json "$@" \
+      >"$out/engine-$name.jsonl"
+}
+
+echo "fio: O_DIRECT, io_uring, 1 MiB, iodepth 16 (before)" >&2
+fio_direct_before=$(fio_mb_s direct-before --direct=1 --ioengine=io_uring --iodepth=16)
+echo "fio: buffered pwrite, 1 MiB, fsync at end (before)" >&2
+fio_buffered=$(fio_mb_s buffered --direct=0 --ioengine=psync --end_fsync=1)
+
+echo "engine: 1 MiB appends, durability none, 1 appender" >&2
+engine append-1MiB-none --strategy direct,buffered,uring --durability none --append-bytes 1MiB --appenders 1
+echo "engine: 64 KiB appends, 16 appenders, durability none" >&2
+engine append-64KiB-x16-none --strategy direct,buffered,uring --durability none --append-bytes 64KiB --appenders 16
+echo "engine: 64 KiB appends, 16 appenders, durability always" >&2
+engine append-64KiB-x16-always --strategy direct,buffered,uring --durability always --append-bytes 64KiB --appenders 16
+
+echo "fio: O_DIRECT, io_uring, 1 MiB, iodepth 16 (after)" >&2
+fio_direct_after=$(fio_mb_s direct-after --direct=1 --ioengine=io_uring --iodepth=16)
+rm -rf "$data_dir"
+
+python3 - "$out" "$fio_direct_before" "$fio_direct_after" "$fio_buffered" "$*" <<'PY'
+import json, sys, pathlib, datetime
+out, before, after, buffered = pathlib.Path(sys.argv[1]), *map(float, sys.argv[2:5])
+fio_direct = (before + after) / 2
+
+def load(name):
+    rows = [json.loads(line) for line in open(out / f"engine-{name}.jsonl") if line.strip()]
+    return {row["strategy"]: row for row in rows}
+
+none_1m = load("append-1MiB-none")
+none_64k = load("append-64KiB-x16-none")
+always_64k = load("append-64KiB-x16-always")
+lines = [
+    f"# disk vs engine, {datetime.date.today()}",
+    "",
+    "Command: `scripts/disk-vs-engine.sh` (one run; fio before and after the engine).",
+    "",
+    f"fio O_DIRECT sequential write, 1 MiB, iodepth 16: {before:.0f} MB/s before, {after:.0f} MB/s after, mean {fio_direct:.0f} MB/s",
+    f"fio buffered pwrite, 1 MiB, fsync at end: {buffered:.0f} MB/s",
+    "",
+    "| strategy | 1 MiB appends, none (MB/s) | vs fio O_DIRECT | 64 KiB x16, none (MB/s) | 64 KiB x16, always (MB/s) | always / none | p99 always (us) |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+]
+summary = {"fio_direct_mb_s": {"before": before, "after": after, "mean": fio_direct},
+           "fio_buffered_mb_s": buffered, "strategies": {}}
+for strategy in none_1m:
+    a, b, c = none_1m[strategy], none_64k[strategy], always_64k[strategy]
+    ratio_disk = a["throughput_mb_s"] / fio_direct
+    ratio_group = c["throughput_mb_s"] / b["throughput_mb_s"]
+    summary["strategies"][strategy] = {
+        "append_1MiB_none_mb_s": a["throughput_mb_s"], "ratio_vs_fio_direct": ratio_disk,
+        "append_64KiB_x16_none_mb_s": b["throughput_mb_s"],
+        "append_64KiB_x16_always_mb_s": c["throughput_mb_s"], "ratio_always_vs_none": ratio_group,
+        "p99_always_us": c["append_latency_us"]["p99"]}
+    lines.append(f"| {strategy} | {a['throughput_mb_s']:.0f} | {ratio_disk:.0%} | {b['throughput_mb_s']:.0f} | "
+                 f"{c['throughput_mb_s']:.0f} | {ratio_group:.0%} | {c['append_latency_us']['p99']} |")
+lines += ["", "Targets (issue 2): direct >= 90% of fio O_DIRECT at 1 MiB; always/none >= 60% with 16 appenders of 64 KiB."]
+text = "\n".join(lines) + "\n"
+(out / "report.md").write_text(text)
+(out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+print(text)
+PY
