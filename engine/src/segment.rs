@@ -14,9 +14,13 @@ use crate::error::LogError;
 use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
 use crate::storage::{AppendConfig, SegmentFile, Storage};
 
-/// How many bytes a batch walk reads at once: a header read pulls in the following batch
-/// headers when batches are small.
-const WALK_WINDOW_BYTES: usize = 64 * 1024;
+/// How many bytes a header walk reads at once. Walks are short (reads jump through the
+/// offset index and walk at most about one index interval), so a small window wastes little
+/// when batches are large and still catches several headers when they are small.
+const WALK_WINDOW_BYTES: usize = 8 * 1024;
+
+/// How many bytes a recovery scan reads at once: it reads every byte, so read big.
+const SCAN_WINDOW_BYTES: usize = 1 << 20;
 
 /// The file names of a segment.
 #[derive(Clone, Debug)]
@@ -267,7 +271,7 @@ impl Segment {
             indexes.bytes_since_entry = interval_bytes;
         }
         self.next_offset.set(expected_offset);
-        let mut walker = Walker::new(file, end);
+        let mut walker = Walker::new(file, end, SCAN_WINDOW_BYTES);
         let stopped_by = loop {
             if position >= end {
                 break None;
@@ -308,7 +312,7 @@ impl Segment {
         let end = file.readable_len();
         let relative = self.relative(offset.max(self.base_offset));
         let mut position = u64::from(self.indexes.borrow().offset.lookup(relative));
-        let mut walker = Walker::new(file, end);
+        let mut walker = Walker::new(file, end, WALK_WINDOW_BYTES);
         while position < end {
             let header = self.header_or_corrupt(&mut walker, position).await?;
             if header.last_offset() >= offset {
@@ -350,8 +354,22 @@ impl Segment {
         }
         let file = self.file();
         let end = file.readable_len();
-        let mut walker = Walker::new(file.clone(), end);
+        let mut walker = Walker::new(file.clone(), end, WALK_WINDOW_BYTES);
         let mut region_end = first.position + first.header.total_bytes() as u64;
+        // Jump to the last indexed batch boundary inside the budget; walk only from there.
+        let budget_end = first.position + max_bytes;
+        let jump = self
+            .indexes
+            .borrow()
+            .offset
+            .last_at_or_before_position(budget_end.min(end));
+        if let Some((relative, position)) = jump {
+            let position = u64::from(position);
+            let base_offset = self.base_offset + i64::from(relative);
+            if position > region_end && base_offset < upper_offset {
+                region_end = position;
+            }
+        }
         while region_end < end {
             let header = self.header_or_corrupt(&mut walker, region_end).await?;
             let next_end = region_end + header.total_bytes() as u64;
@@ -376,7 +394,7 @@ impl Segment {
         let end = file.readable_len();
         let start_relative = self.indexes.borrow().time.lookup(target_ms);
         let mut position = u64::from(self.indexes.borrow().offset.lookup(start_relative));
-        let mut walker = Walker::new(file, end);
+        let mut walker = Walker::new(file, end, WALK_WINDOW_BYTES);
         while position < end {
             let header = self.header_or_corrupt(&mut walker, position).await?;
             if header.max_timestamp >= target_ms {
@@ -479,19 +497,21 @@ impl Segment {
 }
 
 /// Reads batch headers and bodies through a window, so walking small batches costs one read
-/// per window rather than one per batch. Bounded by `WALK_WINDOW_BYTES` or one batch.
+/// per window rather than one per batch. Holds at most one window or one batch.
 struct Walker {
     file: SegmentFile,
     end: u64,
+    window_bytes: usize,
     window: Vec<u8>,
     window_start: u64,
 }
 
 impl Walker {
-    fn new(file: SegmentFile, end: u64) -> Walker {
+    fn new(file: SegmentFile, end: u64, window_bytes: usize) -> Walker {
         Walker {
             file,
             end,
+            window_bytes,
             window: Vec::new(),
             window_start: 0,
         }
@@ -502,7 +522,7 @@ impl Walker {
         let window_end = self.window_start + self.window.len() as u64;
         let wanted_end = (position + len as u64).min(self.end);
         if position < self.window_start || wanted_end > window_end {
-            let read_len = (wanted_end - position).max(WALK_WINDOW_BYTES as u64);
+            let read_len = (wanted_end - position).max(self.window_bytes as u64);
             let read_len = read_len.min(self.end - position) as usize;
             self.window = self.file.read_at(position, read_len).await?;
             self.window_start = position;

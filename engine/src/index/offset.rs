@@ -49,6 +49,15 @@ impl OffsetIndex {
         }
     }
 
+    /// The last entry whose position is at most `position`, if any: a batch boundary that
+    /// lets a read find its end without walking every batch before it.
+    pub fn last_at_or_before_position(&self, position: u64) -> Option<(u32, u32)> {
+        let after = self
+            .entries
+            .partition_point(|&(_, entry_position)| u64::from(entry_position) <= position);
+        after.checked_sub(1).map(|found| self.entries[found])
+    }
+
     /// The last entry, if any.
     pub fn last(&self) -> Option<(u32, u32)> {
         self.entries.last().copied()
@@ -159,6 +168,9 @@ mod tests {
         let mut index = OffsetIndex::default();
         index.push(1, 10);
         index.push(2, 20);
+        assert_eq!(index.last_at_or_before_position(19), Some((1, 10)));
+        assert_eq!(index.last_at_or_before_position(20), Some((2, 20)));
+        assert_eq!(index.last_at_or_before_position(9), None);
         index.truncate_to_position(20);
         assert_eq!(index.last(), Some((1, 10)));
     }
