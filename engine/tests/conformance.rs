@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{as_stored, make_batch, place, read_all, run, split_batches};
 use shardlog::batch::{self, Compression};
+use shardlog::storage::CommitMode;
 use shardlog::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
 
 /// Small chunks and segments so a few hundred kilobytes cross every boundary.
@@ -305,11 +306,12 @@ fn reopen_after_sync_without_close_recovers_everything(kind: StrategyKind) {
     });
 }
 
-fn concurrent_appends_share_group_commits(kind: StrategyKind) {
+fn concurrent_appends_share_group_commits(kind: StrategyKind, commit_mode: CommitMode) {
     run(async move {
         let place = place(kind);
         let config = LogConfig {
             durability: Durability::Always,
+            commit_mode,
             segment_bytes: 4 << 20,
             ..small_config()
         };
@@ -405,7 +407,13 @@ macro_rules! conformance {
             #[test]
             fn unclean_reopen() { reopen_after_sync_without_close_recovers_everything($kind) }
             #[test]
-            fn group_commit() { concurrent_appends_share_group_commits($kind) }
+            fn group_commit_linked() {
+                concurrent_appends_share_group_commits($kind, CommitMode::Linked)
+            }
+            #[test]
+            fn group_commit_pipelined() {
+                concurrent_appends_share_group_commits($kind, CommitMode::Pipelined)
+            }
             #[test]
             fn zstd() { zstd_batches_are_stored_as_sent($kind) }
             #[test]

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use common::{make_batch, place, read_all, run};
 use shardlog::batch;
-use shardlog::storage::{SimDisk, Storage};
+use shardlog::storage::{CommitMode, SimDisk, Storage};
 use shardlog::{Durability, LogConfig, PartitionLog, StrategyKind};
 
 fn crash_config(durability: Durability) -> LogConfig {
@@ -36,7 +36,15 @@ fn acknowledged_batches_survive(seed: u64) {
         let disk = SimDisk::new(seed);
         let storage = Storage::Sim(disk.clone());
         let dir = Path::new("/sim/crash");
-        let config = crash_config(Durability::Always);
+        // Both group-commit shapes, alternately: pipelined commits must not declare early.
+        let config = LogConfig {
+            commit_mode: if seed.is_multiple_of(2) {
+                CommitMode::Linked
+            } else {
+                CommitMode::Pipelined
+            },
+            ..crash_config(Durability::Always)
+        };
         let mut acknowledged: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         for round in 0..6u64 {
             let log = PartitionLog::open(storage.clone(), dir, config.clone())

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use glommio::LocalExecutorBuilder;
 use hdrhistogram::Histogram;
 use shardlog::batch::{BatchBuilder, Compression};
+use shardlog::storage::CommitMode;
 use shardlog::{Durability, LogConfig, PartitionLog, Storage, StrategyKind};
 
 /// One run's settings.
@@ -17,6 +18,7 @@ use shardlog::{Durability, LogConfig, PartitionLog, Storage, StrategyKind};
 pub struct EngineWorkload {
     pub strategy: StrategyKind,
     pub durability: Durability,
+    pub commit_mode: CommitMode,
     pub append_bytes: u64,
     pub record_bytes: u64,
     pub appenders: usize,
@@ -109,6 +111,7 @@ async fn drive(workload: EngineWorkload) -> Result<Outcome, String> {
     let config = LogConfig {
         segment_bytes: workload.segment_bytes,
         durability: workload.durability,
+        commit_mode: workload.commit_mode,
         max_batch_bytes: (workload.append_bytes as usize + 1024 * 1024).max(8 << 20),
         ..LogConfig::default()
     };

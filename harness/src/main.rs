@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use shardlog::storage::CommitMode;
 use shardlog::{Durability, StrategyKind};
 
 use engine_workload::EngineWorkload;
@@ -48,6 +49,10 @@ struct Options {
     /// With `--durability interval`: fsync at least this often.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     durability_interval: Duration,
+
+    /// Group commit shape: auto (the strategy's choice), linked, or pipelined.
+    #[arg(long, default_value = "auto")]
+    commit_mode: String,
 
     /// Bytes per appended batch (records of `--record-bytes` each, rounded down).
     #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
@@ -119,6 +124,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let commit_mode = match options.commit_mode.as_str() {
+        "auto" => CommitMode::Auto,
+        "linked" => CommitMode::Linked,
+        "pipelined" => CommitMode::Pipelined,
+        other => {
+            eprintln!("harness: --commit-mode {other:?}: expected auto, linked or pipelined");
+            return ExitCode::from(2);
+        }
+    };
     let mut strategies = Vec::new();
     for name in &options.strategy {
         match StrategyKind::from_name(name) {
@@ -142,6 +156,7 @@ fn main() -> ExitCode {
         let workload = EngineWorkload {
             strategy,
             durability,
+            commit_mode,
             append_bytes: options.append_bytes,
             record_bytes: options.record_bytes,
             appenders: options.appenders,

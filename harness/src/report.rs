@@ -102,6 +102,7 @@ pub fn save(
         "mode": "engine",
         "strategy": workload.strategy.name(),
         "durability": format!("{:?}", workload.durability),
+        "commit_mode": format!("{:?}", workload.commit_mode),
         "append_bytes": workload.append_bytes,
         "record_bytes": workload.record_bytes,
         "appenders": workload.appenders,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::storage::AppendConfig;
+use crate::storage::{AppendConfig, CommitMode};
 
 /// When appended bytes are made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +65,10 @@ pub struct LogConfig {
     pub chunk_bytes: usize,
     /// Write buffers in flight before appends wait.
     pub write_behind_max: usize,
-    /// Reserve segment space with fallocate as the segment is created.
+    /// Preallocate each segment to `segment_bytes` with fallocate as it is created.
     pub preallocate: bool,
+    /// How group commits are shaped (`Auto`: the strategy's preference).
+    pub commit_mode: CommitMode,
 }
 
 impl Default for LogConfig {
@@ -82,6 +84,7 @@ impl Default for LogConfig {
             chunk_bytes: 1 << 20,
             write_behind_max: 16,
             preallocate: true,
+            commit_mode: CommitMode::Auto,
         }
     }
 }
@@ -119,6 +122,7 @@ impl LogConfig {
             } else {
                 0
             },
+            commit_mode: self.commit_mode,
         }
     }
 }

@@ -44,8 +44,9 @@ pub struct RecoveryReport {
     pub truncated: Vec<TruncatedTail>,
     /// Whole segments dropped because an earlier one was cut or the chain had a gap.
     pub segments_dropped: usize,
-    /// Zero bytes after the last batch (padding of aligned writes), trimmed without loss.
-    pub padding_bytes: u64,
+    /// Bytes after the last batch that start with zeros: preallocated space or the padding of
+    /// an aligned write. Trimmed (and space preallocated again) without loss.
+    pub zero_tail_bytes: u64,
 }
 
 pub(super) async fn recover(
@@ -92,10 +93,10 @@ pub(super) async fn recover(
             .scan(config.max_batch_bytes, config.index_interval_bytes, trusted)
             .await?;
         let cut = outcome.valid_len < len;
-        let padding_only = cut && is_padding(&segment, outcome.valid_len, len).await?;
+        let padding_only = cut && is_zero_tail(&segment, outcome.valid_len, len).await?;
         if padding_only {
-            // Zeros after the last batch: an aligned write's padding, not lost data.
-            report.padding_bytes += len - outcome.valid_len;
+            // Preallocated space or an aligned write's padding, not lost data.
+            report.zero_tail_bytes += len - outcome.valid_len;
         }
         if cut && !padding_only {
             report.truncated.push(TruncatedTail {
@@ -155,16 +156,13 @@ fn drop_segments(
     Ok(())
 }
 
-/// Whether the bytes from `valid_len` to `len` are all zeros (the padding of an aligned
-/// write, at most one alignment unit in practice; more than `PADDING_MAX_BYTES` is not padding).
-async fn is_padding(segment: &Segment, valid_len: u64, len: u64) -> Result<bool, LogError> {
-    const PADDING_MAX_BYTES: u64 = 64 * 1024;
-    if len - valid_len > PADDING_MAX_BYTES {
-        return Ok(false);
-    }
-    let tail = segment
-        .file()
-        .read_at(valid_len, (len - valid_len) as usize)
-        .await?;
+/// Whether the log ends cleanly at `valid_len`: the next bytes (up to `ZERO_PROBE_BYTES`)
+/// are zeros, as in preallocated space or an aligned write's padding. Bytes further on are
+/// not read: nothing after the first invalid batch was ever acknowledged, so the tail is cut
+/// either way; this only decides whether the report calls it a torn tail.
+async fn is_zero_tail(segment: &Segment, valid_len: u64, len: u64) -> Result<bool, LogError> {
+    const ZERO_PROBE_BYTES: u64 = 8 * 1024;
+    let probe_bytes = (len - valid_len).min(ZERO_PROBE_BYTES) as usize;
+    let tail = segment.file().read_at(valid_len, probe_bytes).await?;
     Ok(tail.iter().all(|&byte| byte == 0))
 }

@@ -20,8 +20,9 @@ pub struct AppendConfig {
     pub chunk_bytes: usize,
     /// Writes allowed in flight at once before `wait_for_room` makes appenders wait.
     pub write_behind_max: usize,
-    /// Space reserved up front for a new file (fallocate, file length unchanged).
+    /// Space preallocated for a new file (fallocate; the file's length becomes this).
     pub preallocate_bytes: u64,
+    pub commit_mode: CommitMode,
 }
 
 impl Default for AppendConfig {
@@ -30,6 +31,7 @@ impl Default for AppendConfig {
             chunk_bytes: 1 << 20,
             write_behind_max: 16,
             preallocate_bytes: 0,
+            commit_mode: CommitMode::Auto,
         }
     }
 }
@@ -43,6 +45,39 @@ struct InFlight {
     /// Where the appended bytes it carries end (padding excluded).
     data_end: u64,
     done: SharedResult,
+}
+
+/// A group commit: writes everything appended before it started, then fdatasyncs.
+struct Commit {
+    id: u64,
+    /// Every byte below this is durable when the commit succeeds.
+    target: u64,
+    done: SharedResult,
+}
+
+/// How a group commit is shaped. Strategies differ in which pays off, so it is a setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CommitMode {
+    /// The engine's preference: `Linked` for `uring`, `Pipelined` for the others.
+    #[default]
+    Auto,
+    /// One commit in flight; its last write and the fdatasync are issued together (one
+    /// submission with linked entries on `uring`).
+    Linked,
+    /// Two commits in flight: the next group's writes overlap the current fdatasync. The
+    /// second commit issues its fdatasync only after its writes have completed, and the
+    /// first's writes were awaited before that, so it covers both; it reports success only
+    /// after the first did, so a failed fdatasync is never papered over by a later one.
+    Pipelined,
+}
+
+impl CommitMode {
+    fn commits_in_flight_max(self) -> usize {
+        match self {
+            CommitMode::Pipelined => 2,
+            CommitMode::Linked | CommitMode::Auto => 1,
+        }
+    }
 }
 
 struct AppendState<B> {
@@ -59,8 +94,9 @@ struct AppendState<B> {
     /// Bytes below this are durable.
     durable_end: u64,
     in_flight: VecDeque<InFlight>,
-    /// The group commit under way, which every later `sync` caller joins or follows.
-    sync_in_progress: Option<SharedResult>,
+    /// Group commits under way, oldest first, at most `COMMITS_IN_FLIGHT_MAX`.
+    commits: VecDeque<Commit>,
+    next_commit_id: u64,
     failed: Option<StorageError>,
     sealed: bool,
 }
@@ -74,9 +110,10 @@ struct AppendState<B> {
 /// (in the page cache or on the device, not necessarily durable). [`sync`](Self::sync) returns
 /// when everything appended before it is durable.
 ///
-/// **Group commit.** Concurrent `sync` callers share one fdatasync: while one is in flight,
-/// later callers wait for it and then one of them issues the next, which covers every append
-/// made meanwhile. Sixteen appenders waiting for durability cost about two fdatasyncs, not sixteen.
+/// **Group commit.** Concurrent `sync` callers share fdatasyncs: a caller joins a commit under
+/// way that covers its bytes, or starts one that covers every append made so far (see
+/// [`CommitMode`] for one commit in flight or two). Sixteen appenders waiting for durability
+/// cost a couple of fdatasyncs, not sixteen.
 ///
 /// **Partial last page.** With an aligned engine (O_DIRECT), flushing a chunk that ends
 /// mid-page writes the page padded with zeros and keeps its live bytes in the next chunk, so
@@ -95,7 +132,17 @@ pub struct Appender<E: FileIo> {
     path: PathBuf,
     config: AppendConfig,
     alignment: u64,
+    /// `config.commit_mode` with `Auto` resolved for this engine.
+    commit_mode: CommitMode,
     state: RefCell<AppendState<E::Buffer>>,
+}
+
+fn resolve_commit_mode<E: FileIo>(mode: CommitMode) -> CommitMode {
+    match mode {
+        CommitMode::Auto if E::LINKS_WRITE_AND_SYNC => CommitMode::Linked,
+        CommitMode::Auto => CommitMode::Pipelined,
+        chosen => chosen,
+    }
 }
 
 fn align_down(value: u64, alignment: u64) -> u64 {
@@ -125,6 +172,7 @@ impl<E: FileIo> Appender<E> {
             io.preallocate(config.preallocate_bytes).await?;
         }
         let appender = Rc::new(Appender {
+            commit_mode: resolve_commit_mode::<E>(config.commit_mode),
             io,
             path: path.to_path_buf(),
             config: config.clone(),
@@ -137,7 +185,8 @@ impl<E: FileIo> Appender<E> {
                 written_end: logical_len,
                 durable_end: logical_len,
                 in_flight: VecDeque::new(),
-                sync_in_progress: None,
+                commits: VecDeque::new(),
+                next_commit_id: 0,
                 failed: None,
                 sealed: false,
             }),
@@ -150,6 +199,7 @@ impl<E: FileIo> Appender<E> {
     pub fn open_sealed(io: Rc<E>, path: &Path, len: u64, config: &AppendConfig) -> Rc<Self> {
         let alignment = io.alignment().max(1);
         Rc::new(Appender {
+            commit_mode: resolve_commit_mode::<E>(config.commit_mode),
             io,
             path: path.to_path_buf(),
             config: config.clone(),
@@ -162,7 +212,8 @@ impl<E: FileIo> Appender<E> {
                 written_end: len,
                 durable_end: len,
                 in_flight: VecDeque::new(),
-                sync_in_progress: None,
+                commits: VecDeque::new(),
+                next_commit_id: 0,
                 failed: None,
                 sealed: true,
             }),
@@ -293,6 +344,9 @@ impl<E: FileIo> Appender<E> {
         let io = Rc::clone(&self.io);
         let appender = Rc::downgrade(self);
         let write = async move {
+            // glommio runs a spawned task at once, up to its first await, and we are called
+            // with the state borrowed: suspend first so nothing below can touch it re-entrantly.
+            futures_lite::future::yield_now().await;
             for earlier in overlapped {
                 earlier.await?;
             }
@@ -404,8 +458,8 @@ impl<E: FileIo> Appender<E> {
     pub async fn sync(self: &Rc<Self>) -> Result<(), StorageError> {
         let target = self.state.borrow().end;
         loop {
-            let under_way = {
-                let state = self.state.borrow();
+            let wait_for = {
+                let mut state = self.state.borrow_mut();
                 if let Some(first) = &state.failed {
                     return Err(StorageError::Poisoned {
                         path: self.path.clone(),
@@ -415,35 +469,56 @@ impl<E: FileIo> Appender<E> {
                 if state.durable_end >= target {
                     return Ok(());
                 }
-                state.sync_in_progress.clone()
-            };
-            match under_way {
-                Some(commit) => commit.await?,
-                None => {
-                    let appender = Rc::clone(self);
-                    let commit = glommio::spawn_local(async move { appender.commit().await })
-                        .boxed_local()
-                        .shared();
-                    self.state.borrow_mut().sync_in_progress = Some(commit.clone());
-                    commit.await?;
+                let covering = state.commits.iter().find(|commit| commit.target >= target);
+                match covering {
+                    Some(commit) => commit.done.clone(),
+                    None if state.commits.len() < self.commit_mode.commits_in_flight_max() => {
+                        self.start_commit(&mut state)
+                    }
+                    // Wait for the oldest to finish, then start or join one that covers us.
+                    None => state.commits[0].done.clone(),
                 }
-            }
+            };
+            wait_for.await?;
         }
     }
 
-    /// One group commit: write everything appended so far, then fdatasync.
-    async fn commit(self: Rc<Self>) -> Result<(), StorageError> {
-        let result = self.commit_inner().await;
+    /// Starts a group commit covering everything appended so far.
+    fn start_commit(self: &Rc<Self>, state: &mut AppendState<E::Buffer>) -> SharedResult {
+        let id = state.next_commit_id;
+        state.next_commit_id += 1;
+        let target = state.end;
+        let appender = Rc::clone(self);
+        let done = glommio::spawn_local(async move {
+            // Called with the state borrowed; see `dispatch`.
+            futures_lite::future::yield_now().await;
+            appender.commit(id, target).await
+        })
+        .boxed_local()
+        .shared();
+        state.commits.push_back(Commit {
+            id,
+            target,
+            done: done.clone(),
+        });
+        done
+    }
+
+    /// One group commit: write everything up to `target`, then fdatasync.
+    async fn commit(self: Rc<Self>, id: u64, target: u64) -> Result<(), StorageError> {
+        let result = self.commit_inner(target).await;
         let mut state = self.state.borrow_mut();
-        state.sync_in_progress = None;
-        if let Err(error) = &result {
-            state.failed.get_or_insert(error.clone());
+        state.commits.retain(|commit| commit.id != id);
+        match &result {
+            Ok(()) => state.durable_end = state.durable_end.max(target),
+            Err(error) => {
+                state.failed.get_or_insert(error.clone());
+            }
         }
         result
     }
 
-    async fn commit_inner(self: &Rc<Self>) -> Result<(), StorageError> {
-        let target = self.state.borrow().end;
+    async fn commit_inner(self: &Rc<Self>, target: u64) -> Result<(), StorageError> {
         // Earlier chunks must be on the device before the fdatasync that covers them starts.
         let earlier: Vec<SharedResult> = {
             let state = self.state.borrow();
@@ -460,18 +535,37 @@ impl<E: FileIo> Appender<E> {
             let state = self.state.borrow();
             state.end > state.dispatched_end
         };
-        if has_tail {
-            // The tail write and the fdatasync go out together (linked, where the engine can).
-            for write in self.dispatch_tail(true) {
-                write.await?;
+        match (has_tail, self.commit_mode) {
+            (true, CommitMode::Linked) => {
+                // The tail write and the fdatasync go out together, linked where the engine can.
+                for write in self.dispatch_tail(true) {
+                    write.await?;
+                }
             }
-        } else {
-            self.io.sync().await?;
+            (true, _) => {
+                for write in self.dispatch_tail(false) {
+                    write.await?;
+                }
+                self.io.sync().await?;
+            }
+            (false, _) => self.io.sync().await?,
+        }
+        // Declare in order: an earlier commit's failure must poison, not be papered over.
+        let earlier_commits: Vec<SharedResult> = {
+            let state = self.state.borrow();
+            state
+                .commits
+                .iter()
+                .filter(|commit| commit.target < target)
+                .map(|commit| commit.done.clone())
+                .collect()
+        };
+        for commit in earlier_commits {
+            commit.await?;
         }
         self.retire_completed();
         let mut state = self.state.borrow_mut();
         state.written_end = state.written_end.max(target);
-        state.durable_end = state.durable_end.max(target);
         Ok(())
     }
 

@@ -125,7 +125,7 @@ impl FileIo for BufferedIo {
 
     async fn preallocate(&self, len: u64) -> Result<(), StorageError> {
         self.ring_file
-            .pre_allocate(len, true)
+            .pre_allocate(len, false)
             .await
             .map_err(|error| StorageError::io("fallocate", &self.path, error.into()))
     }

@@ -152,7 +152,7 @@ impl FileIo for DirectIo {
 
     async fn preallocate(&self, len: u64) -> Result<(), StorageError> {
         self.file
-            .pre_allocate(len, true)
+            .pre_allocate(len, false)
             .await
             .map_err(|error| self.error("fallocate", error))
     }

@@ -27,7 +27,7 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub use appender::{AppendConfig, Appender};
+pub use appender::{AppendConfig, Appender, CommitMode};
 pub use buffered::BufferedIo;
 pub use direct::DirectIo;
 pub use sim::{SimDisk, SimIo};
@@ -53,6 +53,10 @@ pub trait IoBuffer: 'static {
 /// - The futures are `'static` so they can be spawned; they hold an `Rc` to the engine.
 pub trait FileIo: Sized + 'static {
     type Buffer: IoBuffer;
+
+    /// Whether `write_and_sync` really issues both in one submission (so `CommitMode::Auto`
+    /// picks linked commits for this engine).
+    const LINKS_WRITE_AND_SYNC: bool = false;
 
     /// The granularity every write position and length is a multiple of (1 = none).
     fn alignment(&self) -> u64;
@@ -95,7 +99,10 @@ pub trait FileIo: Sized + 'static {
     /// Sets the file's length (truncating or extending with zeros).
     fn set_len(&self, len: u64) -> impl Future<Output = Result<(), StorageError>>;
 
-    /// Reserves space up to `len` bytes without changing the file's length (fallocate KEEP_SIZE).
+    /// Allocates space up to `len` bytes and sets the file's length to at least `len`
+    /// (fallocate mode 0): unwritten space reads as zeros, and writes inside the length neither
+    /// extend the file nor make each fdatasync journal a size change. On ext4 that doubles
+    /// O_DIRECT write throughput with fdatasync (see docs/storage.md).
     fn preallocate(&self, len: u64) -> impl Future<Output = Result<(), StorageError>>;
 
     /// The file's current length as the file system reports it.

@@ -343,8 +343,19 @@ impl FileIo for SimIo {
         Ok(())
     }
 
-    async fn preallocate(&self, _len: u64) -> Result<(), StorageError> {
-        self.check("preallocate after crash", false)
+    async fn preallocate(&self, len: u64) -> Result<(), StorageError> {
+        self.check("preallocate after crash", false)?;
+        // Like fallocate mode 0: the file grows to `len` with zeros, durably (metadata).
+        self.with_file(|file| {
+            let len = len as usize;
+            if file.current.len() < len {
+                file.current.resize(len, 0);
+            }
+            if file.durable.len() < len {
+                file.durable.resize(len, 0);
+            }
+        });
+        Ok(())
     }
 
     async fn file_len(&self) -> Result<u64, StorageError> {

@@ -906,6 +906,7 @@ impl Drop for UringIo {
 
 impl FileIo for UringIo {
     type Buffer = UringBuffer;
+    const LINKS_WRITE_AND_SYNC: bool = true;
 
     fn alignment(&self) -> u64 {
         ALIGNMENT_BYTES as u64
@@ -978,8 +979,7 @@ impl FileIo for UringIo {
         let len = libc::off_t::try_from(len)
             .map_err(|_| self.error("fallocate", io::Error::from(io::ErrorKind::InvalidInput)))?;
         // SAFETY: a plain system call on a descriptor this value owns.
-        let result =
-            unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+        let result = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, len) };
         if result == 0 {
             return Ok(());
         }
@@ -1015,6 +1015,7 @@ mod tests {
             chunk_bytes: CHUNK_BYTES,
             write_behind_max: 8,
             preallocate_bytes: 0,
+            ..AppendConfig::default()
         }
     }
 
@@ -1163,9 +1164,10 @@ mod tests {
             io.preallocate(1 << 20).await.unwrap();
             assert_eq!(
                 io.file_len().await.unwrap(),
-                5000,
-                "KEEP_SIZE keeps the length"
+                1 << 20,
+                "mode 0 sets the length"
             );
+            assert!(io.read_at(5000, 100).await.unwrap() == vec![0; 100]);
             assert_eq!(io.raw_fd(), Some(io.file.as_raw_fd()));
         });
     }
