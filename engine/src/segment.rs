@@ -50,9 +50,10 @@ impl SegmentPaths {
     }
 }
 
-/// A contiguous run of whole batches in one segment file, ready to be sent as it is:
-/// with `sendfile` from [`raw_fd`](Self::raw_fd) where the strategy has a descriptor,
-/// or copied with [`read_bytes`](Self::read_bytes).
+/// A contiguous run of whole batches in one segment file, ready to be sent as it is: its
+/// bytes are in the file (written, maybe not durable), so it can go out with `sendfile` from
+/// [`raw_fd`](Self::raw_fd) where the strategy has a descriptor, or be copied with
+/// [`read_bytes`](Self::read_bytes).
 #[derive(Clone)]
 pub struct FileRegion {
     pub file: SegmentFile,
@@ -377,6 +378,10 @@ impl Segment {
                 break;
             }
             region_end = next_end;
+        }
+        // The region may be sent straight from the descriptor: its bytes must be in the file.
+        if file.written_len() < region_end {
+            file.flush().await?;
         }
         Ok(Some(FileRegion {
             file,

@@ -194,6 +194,20 @@ impl PartitionLog {
         batch: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo, LogError> {
+        let appended = self.append_with(batch, leader_epoch, |_| true).await?;
+        Ok(appended.expect("an admission that always admits appends"))
+    }
+
+    /// Like [`append`](Self::append), but first asks `admit` whether to append at all. `admit`
+    /// runs under the append lock with the header as it would be stored (base offset and epoch
+    /// assigned), so a check that depends on earlier appends (an idempotent producer's
+    /// sequence) cannot race with concurrent appends. Returns `None` when `admit` declined.
+    pub async fn append_with(
+        &self,
+        batch: &mut [u8],
+        leader_epoch: i32,
+        admit: impl FnOnce(&BatchHeader) -> bool,
+    ) -> Result<Option<AppendInfo>, LogError> {
         let config = &self.inner.config;
         let header = batch::validate(batch, config.max_batch_bytes)?;
         let batch_bytes = header.total_bytes();
@@ -211,23 +225,27 @@ impl PartitionLog {
         }
         let permit = self.lock().await?;
         let mut active = self.active();
-        let base_offset = active.next_offset();
-        let last_offset = base_offset + i64::from(header.last_offset_delta);
+        let last_offset_delta = i64::from(header.last_offset_delta);
         let full = active.len() + batch_bytes as u64 > config.segment_bytes;
         let old = config
             .segment_age_max
             .is_some_and(|age_max| active.age() >= age_max);
-        if !active.is_empty() && (full || old || !active.fits_offset(last_offset)) {
+        let fits = active.fits_offset(active.next_offset() + last_offset_delta);
+        if !active.is_empty() && (full || old || !fits) {
             self.roll().await?;
             active = self.active();
         }
-        batch::patch_base_offset(batch, base_offset);
-        batch::patch_partition_leader_epoch(batch, leader_epoch);
+        let base_offset = active.next_offset();
         let stored = BatchHeader {
             base_offset,
             partition_leader_epoch: leader_epoch,
             ..header
         };
+        if !admit(&stored) {
+            return Ok(None);
+        }
+        batch::patch_base_offset(batch, base_offset);
+        batch::patch_partition_leader_epoch(batch, leader_epoch);
         active.append_batch(batch, &stored, config.index_interval_bytes)?;
         drop(permit);
 
@@ -246,11 +264,11 @@ impl PartitionLog {
                 }
             }
         }
-        Ok(AppendInfo {
+        Ok(Some(AppendInfo {
             base_offset,
-            last_offset,
+            last_offset: base_offset + last_offset_delta,
             max_timestamp_ms: header.max_timestamp,
-        })
+        }))
     }
 
     /// Seals the active segment and starts a new one at the log end. Lock held by the caller.

@@ -273,6 +273,11 @@ impl<E: FileIo> Appender<E> {
         }
     }
 
+    /// Bytes known written to the file (readable through its descriptor).
+    pub fn written_len(&self) -> u64 {
+        self.state.borrow().written_end
+    }
+
     /// Bytes known durable.
     pub fn durable_len(&self) -> u64 {
         self.state.borrow().durable_end

@@ -423,6 +423,11 @@ impl SegmentFile {
         each_file!(self, appender => appender.readable_len())
     }
 
+    /// See [`Appender::written_len`].
+    pub fn written_len(&self) -> u64 {
+        each_file!(self, appender => appender.written_len())
+    }
+
     /// Bytes known durable.
     pub fn durable_len(&self) -> u64 {
         each_file!(self, appender => appender.durable_len())
