@@ -10,6 +10,7 @@
 //! - [`runtime`]: running engine code on glommio executors.
 
 pub mod batch;
+pub mod broker;
 pub mod error;
 pub mod index;
 pub mod log;

@@ -1,0 +1,151 @@
+//! Kafka APIs: parse a request frame, answer it, frame the response.
+//!
+//! The header is read by hand first (api key, version, correlation id), so an unknown API or
+//! an unsupported version gets its answer before the body is decoded. Bodies are decoded by
+//! `kafka-protocol`; record batches inside produce requests stay raw bytes.
+
+mod admin;
+mod fetch;
+mod produce;
+
+use std::rc::Rc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use super::chunks::Chunk;
+use super::shard::Shard;
+
+/// What the connection does with a request's outcome.
+pub enum Reply {
+    /// Send these bytes (and file regions).
+    Send(Vec<Chunk>),
+    /// Send nothing (produce with acks=0).
+    Nothing,
+    /// Close the connection: the request cannot be answered in its own protocol.
+    Close(&'static str),
+}
+
+/// The versions served, per API: what real clients need (see docs/broker.md).
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 4),
+    (ApiKey::DeleteTopics, 1, 4),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 2),
+];
+
+fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(key, _, _)| *key == api_key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// Kafka's UNSUPPORTED_VERSION.
+const UNSUPPORTED_VERSION: i16 = 35;
+
+/// Parses and answers one request frame.
+pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
+    // The connection guarantees REQUEST_HEADER_MIN_BYTES.
+    let mut fixed = &frame[..8];
+    let api_key_raw = fixed.get_i16();
+    let version = fixed.get_i16();
+    let correlation_id = fixed.get_i32();
+    let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
+        tracing::info!(api_key = api_key_raw, "unknown API key");
+        return Reply::Close("unknown API key");
+    };
+    let Some((min, max)) = supported_range(api_key) else {
+        tracing::info!(?api_key, "API not served");
+        return Reply::Close("API not served");
+    };
+    if !(min..=max).contains(&version) {
+        if api_key == ApiKey::ApiVersions {
+            // Answer in v0 with the error and our ranges, so the client can pick a version.
+            return admin::api_versions_unsupported(correlation_id);
+        }
+        tracing::info!(?api_key, version, "unsupported version");
+        return Reply::Close("unsupported version");
+    }
+    let mut body = frame;
+    let header_version = api_key.request_header_version(version);
+    if let Err(error) = RequestHeader::decode(&mut body, header_version) {
+        tracing::info!(?api_key, version, %error, "undecodable request header");
+        return Reply::Close("undecodable request header");
+    }
+    let request = match decode_body(api_key, &mut body, version) {
+        Ok(request) => request,
+        Err(why) => {
+            tracing::info!(?api_key, version, why, "undecodable request");
+            return Reply::Close("undecodable request");
+        }
+    };
+    let response = match request {
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(admin::api_versions(0)),
+        RequestKind::Metadata(request) => {
+            ResponseKind::Metadata(admin::metadata(&shard, request, version))
+        }
+        RequestKind::CreateTopics(request) => {
+            ResponseKind::CreateTopics(admin::create_topics(&shard, request).await)
+        }
+        RequestKind::DeleteTopics(request) => {
+            ResponseKind::DeleteTopics(admin::delete_topics(&shard, request, version).await)
+        }
+        RequestKind::DescribeConfigs(request) => {
+            ResponseKind::DescribeConfigs(admin::describe_configs(&shard, request))
+        }
+        RequestKind::InitProducerId(request) => {
+            ResponseKind::InitProducerId(admin::init_producer_id(&shard, request))
+        }
+        RequestKind::ListOffsets(request) => {
+            ResponseKind::ListOffsets(admin::list_offsets(&shard, request).await)
+        }
+        RequestKind::Produce(request) => match produce::produce(&shard, request, version).await {
+            Some(response) => ResponseKind::Produce(response),
+            None => return Reply::Nothing,
+        },
+        RequestKind::Fetch(request) => {
+            return fetch::fetch(&shard, request, version, correlation_id).await;
+        }
+        _ => return Reply::Close("API not served"),
+    };
+    encode_response(api_key, version, correlation_id, &response)
+}
+
+/// Decodes a request body. Hostile array lengths are survivable only with
+/// `decode_guard::ReservingAllocator` installed, as the broker binary does.
+fn decode_body(
+    api_key: ApiKey,
+    body: &mut Bytes,
+    version: i16,
+) -> Result<RequestKind, &'static str> {
+    RequestKind::decode(api_key, body, version).map_err(|_| "kafka-protocol could not decode it")
+}
+
+/// Frames a response: 4-byte size, header (with the correlation id), body.
+pub fn encode_response(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    response: &ResponseKind,
+) -> Reply {
+    let mut bytes = BytesMut::with_capacity(256);
+    bytes.extend_from_slice(&[0; 4]);
+    let header = ResponseHeader::default().with_correlation_id(correlation_id);
+    let header_version = api_key.response_header_version(version);
+    if header.encode(&mut bytes, header_version).is_err()
+        || response.encode(&mut bytes, version).is_err()
+    {
+        tracing::error!(?api_key, version, "cannot encode a response");
+        return Reply::Close("cannot encode the response");
+    }
+    let size = (bytes.len() - 4) as i32;
+    bytes[..4].copy_from_slice(&size.to_be_bytes());
+    Reply::Send(vec![Chunk::Bytes(bytes.freeze())])
+}

@@ -1,0 +1,90 @@
+//! Produce: append each partition's batches on the core that owns it, all partitions at once.
+//!
+//! acks=0 gets no response at all (the client does not read one). acks=1 and acks=-1 (all)
+//! answer when every partition's append returned, which is when the log's durability policy
+//! says the batches are safe; with one broker the ISR is this broker, so the two are the same.
+
+use std::rc::Rc;
+
+use futures_util::future::join_all;
+use kafka_protocol::messages::produce_request::ProduceRequest;
+use kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
+
+use super::super::shard::{error_code, Shard};
+use super::admin::resolve_topic;
+
+/// Kafka's INVALID_REQUIRED_ACKS.
+const INVALID_REQUIRED_ACKS: i16 = 21;
+
+/// Appends the request's batches; `None` when the client asked for no response (acks=0).
+pub async fn produce(
+    shard: &Rc<Shard>,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    let mut pending = Vec::new();
+    for topic_data in request.topic_data {
+        let name = topic_data.name.0.to_string();
+        let topic = resolve_topic(shard, &name, true);
+        for partition_data in topic_data.partition_data {
+            let index = partition_data.index;
+            let shard = Rc::clone(shard);
+            let topic = topic.clone();
+            let name = name.clone();
+            pending.push(async move {
+                let outcome = match (&topic, partition_data.records, acks_valid) {
+                    (_, _, false) => Err(INVALID_REQUIRED_ACKS),
+                    (Err(code), _, _) => Err(*code),
+                    (Ok(_), None, _) => Err(error_code::INVALID_RECORD),
+                    (Ok(topic), Some(records), true) => {
+                        Ok(shard.produce(topic.clone(), index, records).await)
+                    }
+                };
+                (name, index, outcome)
+            });
+        }
+    }
+    let results = join_all(pending).await;
+    if acks == 0 {
+        return None;
+    }
+    let mut response = ProduceResponse::default();
+    for (name, index, outcome) in results {
+        let mut partition = PartitionProduceResponse::default();
+        partition.index = index;
+        match outcome {
+            Ok(outcome) => {
+                partition.error_code = outcome.error_code;
+                partition.base_offset = outcome.base_offset;
+                if version >= 5 {
+                    partition.log_start_offset = outcome.log_start_offset;
+                }
+            }
+            Err(code) => {
+                partition.error_code = code;
+                partition.base_offset = -1;
+            }
+        }
+        let topic_entry = match response
+            .responses
+            .iter_mut()
+            .position(|entry| entry.name.0.as_str() == name)
+        {
+            Some(position) => &mut response.responses[position],
+            None => {
+                let mut entry = TopicProduceResponse::default();
+                entry.name = kafka_protocol::messages::TopicName(
+                    kafka_protocol::protocol::StrBytes::from_string(name.clone()),
+                );
+                response.responses.push(entry);
+                response.responses.last_mut().expect("just pushed")
+            }
+        };
+        topic_entry.partition_responses.push(partition);
+    }
+    Some(response)
+}

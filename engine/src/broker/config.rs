@@ -1,0 +1,145 @@
+//! The broker's settings: command-line flags over an optional TOML file over defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Settings of one broker process. Every bound on memory is here (see `memory_bound_bytes`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// This broker's id in metadata responses.
+    pub node_id: i32,
+    /// Address to listen on (every core accepts on it, with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Host name clients should use to reach this broker (default: the listen address).
+    pub advertised_host: Option<String>,
+    /// Where partition directories and metadata live.
+    pub data_dir: PathBuf,
+    /// Executors (one per core, pinned). 0 = every online core.
+    pub cores: usize,
+    /// Storage strategy: direct, buffered or uring.
+    pub strategy: String,
+    /// none, interval or always.
+    pub durability: String,
+    pub durability_interval_ms: u64,
+    pub durability_interval_bytes: u64,
+    /// Default segment size of new topics (Kafka `log.segment.bytes`).
+    pub segment_bytes: u64,
+    /// Default retention of new topics (Kafka `log.retention.bytes`, `log.retention.ms`);
+    /// none = unlimited.
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+    /// How often each core enforces retention.
+    pub retention_check_interval_ms: u64,
+    /// Partitions of auto-created topics (Kafka `num.partitions`).
+    pub default_partitions: i32,
+    /// Create unknown topics on produce and metadata requests (Kafka `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Largest request accepted; larger frames close the connection
+    /// (Kafka `socket.request.max.bytes`).
+    pub max_request_bytes: usize,
+    /// Largest record batch accepted (Kafka `message.max.bytes`).
+    pub max_batch_bytes: usize,
+    /// Requests of one connection processed at once (pipelining); later ones wait to be read.
+    pub max_in_flight_per_connection: usize,
+    /// Connections one core serves at once; further connections are closed on accept.
+    pub max_connections_per_core: usize,
+    /// Recent batches kept in memory per partition for strategies that write with O_DIRECT.
+    pub tail_cache_bytes: u64,
+    /// Locked memory glommio registers per core for DMA buffers.
+    pub io_memory_bytes: usize,
+    /// Longest a fetch waits for `min_bytes` (caps the client's `max_wait_ms`).
+    pub fetch_wait_max_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 0,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
+            advertised_host: None,
+            data_dir: PathBuf::from("data"),
+            cores: 0,
+            strategy: "buffered".to_string(),
+            durability: "none".to_string(),
+            durability_interval_ms: 100,
+            durability_interval_bytes: 16 << 20,
+            segment_bytes: 128 << 20,
+            retention_bytes: None,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_check_interval_ms: 60_000,
+            default_partitions: 1,
+            auto_create_topics: true,
+            max_request_bytes: 100 << 20,
+            max_batch_bytes: 8 << 20,
+            max_in_flight_per_connection: 16,
+            max_connections_per_core: 1024,
+            tail_cache_bytes: 8 << 20,
+            io_memory_bytes: 32 << 20,
+            fetch_wait_max_ms: 30_000,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads a TOML file of settings (any subset; the rest keep their defaults).
+    pub fn from_toml_file(path: &std::path::Path) -> Result<BrokerConfig, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        toml::from_str(&text).map_err(|error| format!("{}: {error}", path.display()))
+    }
+
+    /// Why these settings cannot work, if they cannot.
+    pub fn problem(&self) -> Option<String> {
+        if crate::StrategyKind::from_name(&self.strategy).is_err() || self.strategy == "sim" {
+            return Some(format!(
+                "strategy {:?}: expected direct, buffered or uring",
+                self.strategy
+            ));
+        }
+        if crate::Durability::from_name(&self.durability, 1, 1).is_none() {
+            return Some(format!(
+                "durability {:?}: expected none, interval or always",
+                self.durability
+            ));
+        }
+        if self.default_partitions < 1 {
+            return Some("default_partitions must be at least 1".to_string());
+        }
+        if self.max_in_flight_per_connection == 0 || self.max_connections_per_core == 0 {
+            return Some("connection limits must be at least 1".to_string());
+        }
+        if self.max_batch_bytes > self.max_request_bytes {
+            return Some("max_batch_bytes cannot exceed max_request_bytes".to_string());
+        }
+        None
+    }
+
+    pub fn strategy_kind(&self) -> crate::StrategyKind {
+        crate::StrategyKind::from_name(&self.strategy).unwrap_or(crate::StrategyKind::Buffered)
+    }
+
+    pub fn durability_policy(&self) -> crate::Durability {
+        crate::Durability::from_name(
+            &self.durability,
+            self.durability_interval_ms,
+            self.durability_interval_bytes,
+        )
+        .unwrap_or(crate::Durability::None)
+    }
+
+    /// An upper bound on the memory the broker's buffers can take, per core, given
+    /// `partitions_per_core` partitions on that core:
+    /// - requests being read or processed: connections x in-flight x max request size;
+    /// - per partition: the tail cache plus the log's write buffers (one chunk being filled
+    ///   plus `write_behind_max` in flight, 1 MiB each).
+    pub fn memory_bound_bytes(&self, partitions_per_core: u64) -> u64 {
+        let requests = self.max_connections_per_core as u64
+            * self.max_in_flight_per_connection as u64
+            * self.max_request_bytes as u64;
+        let per_partition = self.tail_cache_bytes + 17 * (1 << 20);
+        requests + partitions_per_core * per_partition + self.io_memory_bytes as u64
+    }
+}

@@ -1,0 +1,126 @@
+//! One client connection: framed requests in, responses out in the same order.
+//!
+//! Kafka clients pipeline (librdkafka keeps up to 5 produce requests in flight per
+//! connection). The reader reads frames and starts each request as its own task; the writer
+//! sends the responses in request order. At most `max_in_flight_per_connection` requests run
+//! at once: the reader waits for room before reading the next frame, which bounds the memory
+//! one connection can hold to that many requests of at most `max_request_bytes`.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, FutureExt};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+
+use super::api::{self, Reply};
+use super::shard::Shard;
+use super::zero_copy;
+
+/// Why reading a frame stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: i64, limit: usize },
+    #[error("frame of {size} bytes is too short for a request header")]
+    TooShort { size: i64 },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The smallest request: api key (2), version (2), correlation id (4), client id length (2).
+pub const REQUEST_HEADER_MIN_BYTES: usize = 10;
+
+/// Reads one size-prefixed frame; `Ok(None)` at a clean end of stream. The size is checked
+/// against `limit_bytes` before anything is allocated for it.
+pub async fn read_frame(
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    limit_bytes: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size).await {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error.into()),
+    }
+    let size = i64::from(i32::from_be_bytes(size));
+    if size > limit_bytes as i64 {
+        return Err(FrameError::TooLarge {
+            size,
+            limit: limit_bytes,
+        });
+    }
+    if size < REQUEST_HEADER_MIN_BYTES as i64 {
+        return Err(FrameError::TooShort { size });
+    }
+    let mut frame = BytesMut::zeroed(size as usize);
+    reader.read_exact(&mut frame).await?;
+    Ok(Some(frame.freeze()))
+}
+
+/// Serves one connection until the client closes it, it misbehaves, or the broker stops.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_string(), |address| address.to_string());
+    let _ = stream.set_nodelay(true);
+    let socket_fd = stream.as_raw_fd();
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let config = &shard.shared.config;
+    let (in_flight, replies) = local_channel::new_bounded(config.max_in_flight_per_connection);
+
+    let writer_task = {
+        let peer = peer.clone();
+        glommio::spawn_local(async move {
+            while let Some(task) = replies.recv().await {
+                let reply: Reply = task.await;
+                match reply {
+                    Reply::Send(chunks) => {
+                        let sent =
+                            zero_copy::write_chunks_to_socket(&mut writer, socket_fd, &chunks)
+                                .await;
+                        if let Err(error) = sent {
+                            tracing::debug!(%peer, %error, "write failed; closing");
+                            break;
+                        }
+                    }
+                    Reply::Nothing => {}
+                    Reply::Close(why) => {
+                        tracing::info!(%peer, why, "closing connection");
+                        break;
+                    }
+                }
+            }
+            let _ = futures_lite::AsyncWriteExt::close(&mut writer).await;
+        })
+    };
+
+    loop {
+        let read = async { Some(read_frame(&mut reader, config.max_request_bytes).await) }
+            .or(async {
+                shard.shared.shutdown_requested().await;
+                None
+            })
+            .await;
+        let frame = match read {
+            None => break,
+            Some(Ok(Some(frame))) => frame,
+            Some(Ok(None)) => break,
+            Some(Err(FrameError::Io(error))) => {
+                tracing::debug!(%peer, %error, "read failed; closing");
+                break;
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%peer, %error, "bad frame; closing connection");
+                break;
+            }
+        };
+        let task = glommio::spawn_local(api::handle(Rc::clone(&shard), frame));
+        if in_flight.send(task).await.is_err() {
+            break; // the writer stopped (write error or Close)
+        }
+    }
+    drop(in_flight);
+    writer_task.await;
+}

@@ -1,0 +1,29 @@
+//! The broker: a thread-per-core server that speaks the Kafka wire protocol.
+//!
+//! - [`server`] starts one glommio executor per core; every core accepts connections.
+//! - [`shard`] is one core's state: the partitions it owns, and the cross-core messages that
+//!   let any core answer for any partition.
+//! - [`connection`] reads framed requests, runs them (pipelined, bounded) and writes the
+//!   responses in order.
+//! - [`api`] answers each Kafka API; [`fetch_response`] and [`zero_copy`] send fetched batches
+//!   straight from segment files with `sendfile`.
+//! - [`metadata`] holds the topics; [`producer_state`] deduplicates idempotent producers;
+//!   [`tail_cache`] keeps recent batches in memory for O_DIRECT strategies.
+//!
+//! See `docs/broker.md` for the design and its bounds.
+
+pub mod api;
+pub mod chunks;
+pub mod config;
+pub mod connection;
+pub mod decode_guard;
+pub mod fetch_response;
+pub mod metadata;
+pub mod producer_state;
+pub mod server;
+pub mod shard;
+pub mod tail_cache;
+pub mod zero_copy;
+
+pub use config::BrokerConfig;
+pub use server::run;

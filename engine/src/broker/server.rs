@@ -1,0 +1,336 @@
+//! Starting and stopping the broker: one pinned glommio executor per core, each accepting
+//! connections on the same address (SO_REUSEPORT) and owning its share of the partitions.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use event_listener::Event;
+use futures_lite::FutureExt;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use super::config::BrokerConfig;
+use super::connection;
+use super::metadata::Metadata;
+use super::shard::{Shard, ShardMessage};
+
+/// Messages that may wait in each core-to-core channel; a full channel makes the sender wait.
+const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+/// What every core shares. `Send + Sync`; read without locks on the request path.
+pub struct Shared {
+    pub config: BrokerConfig,
+    pub cores: usize,
+    pub metadata: Metadata,
+    pub cluster_id: String,
+    /// The address the first core bound (the configured port, or the one the OS chose for 0).
+    pub bound_address: OnceLock<SocketAddr>,
+    next_producer_id: Mutex<i64>,
+    shutting_down: AtomicBool,
+    shutdown: Event,
+    cores_ready: AtomicUsize,
+}
+
+impl Shared {
+    fn new(config: BrokerConfig, cores: usize) -> Result<Shared, String> {
+        let metadata = Metadata::load(&config.data_dir)?;
+        let cluster_id = load_or_create(&config.data_dir.join("cluster-id"), || {
+            uuid::Uuid::new_v4().simple().to_string()
+        })?;
+        let next_producer_id: i64 =
+            load_or_create(&config.data_dir.join("producer-ids"), || "0".into())?
+                .trim()
+                .parse()
+                .map_err(|error| format!("producer-ids is not a number: {error}"))?;
+        Ok(Shared {
+            config,
+            cores,
+            metadata,
+            cluster_id,
+            bound_address: OnceLock::new(),
+            next_producer_id: Mutex::new(next_producer_id),
+            shutting_down: AtomicBool::new(false),
+            shutdown: Event::new(),
+            cores_ready: AtomicUsize::new(0),
+        })
+    }
+
+    /// A producer id never handed out before, even across restarts (the counter is persisted
+    /// before the id is returned).
+    pub fn allocate_producer_id(&self) -> Result<i64, String> {
+        let mut next = self
+            .next_producer_id
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let id = *next;
+        let path = self.config.data_dir.join("producer-ids");
+        crate::Storage::Buffered
+            .write_file_atomic(&path, (id + 1).to_string().as_bytes())
+            .map_err(|error| error.to_string())?;
+        *next = id + 1;
+        Ok(id)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Asks every core to stop accepting, finish, close its logs and return.
+    pub fn request_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.shutdown.notify(usize::MAX);
+    }
+
+    /// Resolves once shutdown has been requested.
+    pub async fn shutdown_requested(&self) {
+        loop {
+            if self.is_shutting_down() {
+                return;
+            }
+            let listener = self.shutdown.listen();
+            if self.is_shutting_down() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// The host and port to advertise in metadata.
+    pub fn advertised(&self) -> (String, i32) {
+        let address = self
+            .bound_address
+            .get()
+            .copied()
+            .unwrap_or(self.config.listen);
+        let host = self
+            .config
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| address.ip().to_string());
+        (host, i32::from(address.port()))
+    }
+}
+
+fn load_or_create(
+    path: &std::path::Path,
+    create: impl FnOnce() -> String,
+) -> Result<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let value = create();
+            crate::Storage::Buffered
+                .write_file_atomic(path, value.as_bytes())
+                .map_err(|error| error.to_string())?;
+            Ok(value)
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+/// A running broker, for tests and embedding: its address and a way to stop it.
+pub struct Running {
+    pub shared: Arc<Shared>,
+    executors: Vec<glommio::ExecutorJoinHandle<()>>,
+}
+
+impl Running {
+    pub fn address(&self) -> SocketAddr {
+        self.shared
+            .bound_address
+            .get()
+            .copied()
+            .unwrap_or(self.shared.config.listen)
+    }
+
+    /// Stops every core cleanly and waits for them.
+    pub fn stop(self) {
+        self.shared.request_shutdown();
+        self.wait();
+    }
+
+    /// Waits until every core has returned (after a shutdown request).
+    pub fn wait(self) {
+        for executor in self.executors {
+            let _ = executor.join();
+        }
+    }
+}
+
+/// Starts the broker and returns once every core listens.
+pub fn start(config: BrokerConfig) -> Result<Running, String> {
+    if let Some(problem) = config.problem() {
+        return Err(problem);
+    }
+    let online = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    let cores = if config.cores == 0 {
+        online
+    } else {
+        config.cores
+    };
+    let shared = Arc::new(Shared::new(config, cores)?);
+    let mesh = MeshBuilder::<ShardMessage, _>::full(cores, MESH_CHANNEL_CAPACITY);
+    let mut executors = Vec::with_capacity(cores);
+    for core in 0..cores {
+        let shared = Arc::clone(&shared);
+        let mesh = mesh.clone();
+        let executor = LocalExecutorBuilder::new(Placement::Fixed(core % online))
+            .name(&format!("shard-{core}"))
+            .io_memory(shared.config.io_memory_bytes)
+            .spawn(move || async move { run_core(core, shared, mesh).await })
+            .map_err(|error| {
+                format!(
+                    "cannot start core {core}: {error} (io_uring must be enabled and \
+                     RLIMIT_MEMLOCK above io_memory_bytes; see README: memlock)"
+                )
+            })?;
+        executors.push(executor);
+    }
+    // Wait until every core listens (or one failed and asked for shutdown).
+    loop {
+        if shared.cores_ready.load(Ordering::Acquire) == cores {
+            break;
+        }
+        if shared.is_shutting_down() {
+            for executor in executors {
+                let _ = executor.join();
+            }
+            return Err("a core failed to start; see the log".to_string());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(Running { shared, executors })
+}
+
+/// Runs the broker until SIGTERM or SIGINT, then shuts down cleanly.
+pub fn run(config: BrokerConfig) -> Result<(), String> {
+    let running = start(config)?;
+    tracing::info!(address = %running.address(), cores = running.shared.cores, "broker ready");
+    println!("shardlog broker ready on {}", running.address());
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|error| format!("cannot install signal handlers: {error}"))?;
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    running.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn run_core(
+    core: usize,
+    shared: Arc<Shared>,
+    mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
+) {
+    let Ok((senders, mut receivers)) = mesh.join().await else {
+        tracing::error!(core, "cannot join the core mesh");
+        shared.request_shutdown();
+        return;
+    };
+    let shard = Rc::new(Shard::new(core, Arc::clone(&shared), senders));
+    for (_, stream) in receivers.streams() {
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            while let Some(message) = stream.recv().await {
+                glommio::spawn_local(Rc::clone(&shard).handle(message)).detach();
+            }
+        })
+        .detach();
+    }
+    shard.open_existing().await;
+
+    // Core 0 binds first so a configured port of 0 becomes one port that every core shares.
+    let listener = if core == 0 {
+        let bound = TcpListener::bind(shared.config.listen);
+        if let Ok(listener) = &bound {
+            if let Ok(address) = listener.local_addr() {
+                let _ = shared.bound_address.set(address);
+            }
+        }
+        bound
+    } else {
+        while shared.bound_address.get().is_none() && !shared.is_shutting_down() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        TcpListener::bind(
+            shared
+                .bound_address
+                .get()
+                .copied()
+                .unwrap_or(shared.config.listen),
+        )
+    };
+    let listener = match listener {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(core, %error, address = %shared.config.listen, "cannot listen");
+            shared.request_shutdown();
+            return;
+        }
+    };
+    shared.cores_ready.fetch_add(1, Ordering::AcqRel);
+
+    let retention = {
+        let shard = Rc::clone(&shard);
+        glommio::spawn_local(async move {
+            let interval =
+                Duration::from_millis(shard.shared.config.retention_check_interval_ms.max(10));
+            loop {
+                glommio::timer::sleep(interval).await;
+                if shard.shared.is_shutting_down() {
+                    break;
+                }
+                shard.enforce_retention().await;
+            }
+        })
+    };
+
+    let connections = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        let accepted = async { Some(listener.accept().await) }
+            .or(async {
+                shared.shutdown_requested().await;
+                None
+            })
+            .await;
+        let Some(accepted) = accepted else { break };
+        match accepted {
+            Ok(stream) => {
+                if connections.get() >= shared.config.max_connections_per_core {
+                    tracing::warn!(core, "connection limit reached; closing a new connection");
+                    drop(stream);
+                    continue;
+                }
+                connections.set(connections.get() + 1);
+                let shard = Rc::clone(&shard);
+                let connections = Rc::clone(&connections);
+                glommio::spawn_local(async move {
+                    connection::serve(shard, stream).await;
+                    connections.set(connections.get() - 1);
+                })
+                .detach();
+            }
+            Err(error) => {
+                tracing::warn!(core, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+    // Connections stop reading at shutdown and finish what they started; give them a moment,
+    // then close the logs cleanly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while connections.get() > 0 && std::time::Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    drop(retention);
+    shard.close_all().await;
+    tracing::info!(core, "core stopped");
+}

@@ -1,0 +1,734 @@
+//! One core's share of the broker: the partitions it owns, and how other cores reach them.
+//!
+//! Every partition is owned by exactly one core, chosen by hashing (topic, partition); only
+//! that core opens its log. A request that lands on another core is forwarded over glommio's
+//! cross-core channel mesh and answered through a one-shot channel. Nothing on the produce or
+//! fetch path takes a lock: the owner core's state is plain `RefCell`s, and what crosses cores
+//! (`Bytes`, file descriptors, `Arc<Topic>`) is immutable.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use event_listener::Event;
+use futures_channel::oneshot;
+use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
+use glommio::channels::channel_mesh::Senders;
+
+use super::chunks::{Chunk, FileChunk, Records};
+use super::metadata::Topic;
+use super::producer_state::{ProducerStates, Verdict};
+use super::server::Shared;
+use super::tail_cache::TailCache;
+use crate::batch::{self, BatchError};
+use crate::error::LogError;
+use crate::log::{LogConfig, PartitionLog};
+use crate::storage::{Storage, StrategyKind};
+
+/// Kafka error codes the shard returns.
+pub mod error_code {
+    pub const NONE: i16 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+    pub const CORRUPT_MESSAGE: i16 = 2;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
+    pub const INVALID_RECORD: i16 = 87;
+}
+
+/// The core that owns a partition: FNV-1a over the topic name and partition, modulo cores.
+pub fn partition_owner(topic: &str, partition: i32, cores: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in topic.bytes().chain(partition.to_be_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % cores.max(1) as u64) as usize
+}
+
+/// The outcome of producing to one partition.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceOutcome {
+    pub error_code: i16,
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+/// The outcome of fetching from one partition.
+#[derive(Debug, Clone)]
+pub struct FetchOutcome {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Records,
+    /// Notified when the partition receives new batches (for long polling).
+    pub appended: Option<Arc<Event>>,
+    /// The partition's log end offset, kept current by its owner: a waiter registers on
+    /// `appended`, then re-reads this, so a batch appended in between is not missed.
+    pub end_offset: Option<Arc<AtomicI64>>,
+}
+
+/// The outcome of ListOffsets for one partition.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetOutcome {
+    pub error_code: i16,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+}
+
+/// Work one core asks of the core that owns a partition.
+pub enum ShardMessage {
+    Produce {
+        topic: Arc<Topic>,
+        partition: i32,
+        records: Bytes,
+        reply: oneshot::Sender<ProduceOutcome>,
+    },
+    Fetch {
+        topic: Arc<Topic>,
+        partition: i32,
+        offset: i64,
+        max_bytes: u64,
+        reply: oneshot::Sender<FetchOutcome>,
+    },
+    ListOffsets {
+        topic: Arc<Topic>,
+        partition: i32,
+        timestamp: i64,
+        reply: oneshot::Sender<OffsetOutcome>,
+    },
+    DeleteTopic {
+        topic: Arc<Topic>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// One partition, open on its owner core.
+pub struct Partition {
+    pub log: PartitionLog,
+    producers: RefCell<ProducerStates>,
+    /// Recent batches in memory, for strategies that bypass the page cache.
+    tail: Option<RefCell<TailCache>>,
+    appended: Arc<Event>,
+    end_offset: Arc<AtomicI64>,
+}
+
+type PartitionKey = (String, i32);
+type Opening = SharedFuture<LocalBoxFuture<'static, Result<Rc<Partition>, i16>>>;
+
+/// One core's state. Lives in an `Rc` on its executor.
+pub struct Shard {
+    pub core: usize,
+    pub shared: Arc<Shared>,
+    storage: Storage,
+    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    opening: RefCell<HashMap<PartitionKey, Opening>>,
+    peers: Senders<ShardMessage>,
+}
+
+fn storage_error_code(error: &LogError) -> i16 {
+    match error {
+        LogError::InvalidBatch(BatchError::CrcMismatch { .. }) => error_code::CORRUPT_MESSAGE,
+        LogError::InvalidBatch(BatchError::TooLarge { .. }) | LogError::BatchTooLarge { .. } => {
+            error_code::MESSAGE_TOO_LARGE
+        }
+        LogError::InvalidBatch(_) | LogError::TrailingBytes { .. } => error_code::INVALID_RECORD,
+        LogError::OffsetOutOfRange { .. } => error_code::OFFSET_OUT_OF_RANGE,
+        LogError::Storage(_) | LogError::Corrupt { .. } => error_code::KAFKA_STORAGE_ERROR,
+        LogError::Closed { .. } | LogError::InvalidConfig { .. } => {
+            error_code::UNKNOWN_SERVER_ERROR
+        }
+    }
+}
+
+impl Shard {
+    pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
+        Shard {
+            core,
+            storage: Storage::new(shared.config.strategy_kind()),
+            shared,
+            partitions: RefCell::new(HashMap::new()),
+            opening: RefCell::new(HashMap::new()),
+            peers,
+        }
+    }
+
+    fn owner(&self, topic: &str, partition: i32) -> usize {
+        partition_owner(topic, partition, self.shared.cores)
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.shared
+            .config
+            .data_dir
+            .join(format!("{topic}-{partition}"))
+    }
+
+    fn log_config(&self, topic: &Topic) -> LogConfig {
+        let config = &self.shared.config;
+        LogConfig {
+            segment_bytes: topic.config.segment_bytes,
+            retention_bytes: topic.config.retention_bytes,
+            retention_age_max: topic
+                .config
+                .retention_ms
+                .map(std::time::Duration::from_millis),
+            durability: config.durability_policy(),
+            max_batch_bytes: config.max_batch_bytes,
+            ..LogConfig::default()
+        }
+    }
+
+    /// The partition's open state, opening (and recovering) its log on first use. Concurrent
+    /// first uses share one open.
+    async fn partition(
+        self: &Rc<Self>,
+        topic: &Arc<Topic>,
+        partition: i32,
+    ) -> Result<Rc<Partition>, i16> {
+        if partition < 0 || partition >= topic.partitions {
+            return Err(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+        }
+        let key = (topic.name.clone(), partition);
+        if let Some(open) = self.partitions.borrow().get(&key) {
+            return Ok(Rc::clone(open));
+        }
+        let existing = self.opening.borrow().get(&key).cloned();
+        let opening = match existing {
+            Some(opening) => opening,
+            None => {
+                let shard = Rc::clone(self);
+                let topic = Arc::clone(topic);
+                let future = async move { shard.open_partition(&topic, partition).await }
+                    .boxed_local()
+                    .shared();
+                self.opening
+                    .borrow_mut()
+                    .insert(key.clone(), future.clone());
+                future
+            }
+        };
+        let result = opening.await;
+        self.opening.borrow_mut().remove(&key);
+        if let Ok(open) = &result {
+            self.partitions
+                .borrow_mut()
+                .entry(key)
+                .or_insert_with(|| Rc::clone(open));
+        }
+        result
+    }
+
+    async fn open_partition(&self, topic: &Topic, partition: i32) -> Result<Rc<Partition>, i16> {
+        let dir = self.partition_dir(&topic.name, partition);
+        let log = PartitionLog::open(self.storage.clone(), &dir, self.log_config(topic))
+            .await
+            .map_err(|error| {
+                tracing::error!(topic = %topic.name, partition, %error, "cannot open partition");
+                storage_error_code(&error)
+            })?;
+        let report = log.recovery_report();
+        if !report.truncated.is_empty() || report.segments_dropped > 0 {
+            tracing::warn!(topic = %topic.name, partition, ?report, "recovery cut the log");
+        }
+        let producers = rebuild_producers(&log).await.map_err(|error| {
+            tracing::error!(topic = %topic.name, partition, %error, "cannot rebuild producer state");
+            storage_error_code(&error)
+        })?;
+        let direct_io = matches!(
+            self.storage.kind(),
+            StrategyKind::Direct | StrategyKind::Uring
+        );
+        Ok(Rc::new(Partition {
+            producers: RefCell::new(producers),
+            tail: direct_io
+                .then(|| RefCell::new(TailCache::new(self.shared.config.tail_cache_bytes))),
+            appended: Arc::new(Event::new()),
+            end_offset: Arc::new(AtomicI64::new(log.log_end_offset())),
+            log,
+        }))
+    }
+
+    /// Asks `owner` to do `message`, or does it here when this core owns the partition.
+    async fn forward<T>(
+        self: &Rc<Self>,
+        owner: usize,
+        message: ShardMessage,
+        reply: oneshot::Receiver<T>,
+    ) -> Option<T> {
+        if owner == self.core {
+            Rc::clone(self).handle(message).await;
+        } else if self.peers.send_to(owner, message).await.is_err() {
+            return None;
+        }
+        reply.await.ok()
+    }
+
+    /// Produces `records` (one or more batches) to a partition, wherever it lives.
+    pub async fn produce(
+        self: &Rc<Self>,
+        topic: Arc<Topic>,
+        partition: i32,
+        records: Bytes,
+    ) -> ProduceOutcome {
+        let owner = self.owner(&topic.name, partition);
+        let (reply, answer) = oneshot::channel();
+        let message = ShardMessage::Produce {
+            topic,
+            partition,
+            records,
+            reply,
+        };
+        self.forward(owner, message, answer)
+            .await
+            .unwrap_or(ProduceOutcome {
+                error_code: error_code::UNKNOWN_SERVER_ERROR,
+                base_offset: -1,
+                log_start_offset: -1,
+            })
+    }
+
+    /// Fetches from a partition, wherever it lives.
+    pub async fn fetch(
+        self: &Rc<Self>,
+        topic: Arc<Topic>,
+        partition: i32,
+        offset: i64,
+        max_bytes: u64,
+    ) -> FetchOutcome {
+        let owner = self.owner(&topic.name, partition);
+        let (reply, answer) = oneshot::channel();
+        let message = ShardMessage::Fetch {
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            reply,
+        };
+        self.forward(owner, message, answer)
+            .await
+            .unwrap_or(FetchOutcome {
+                error_code: error_code::UNKNOWN_SERVER_ERROR,
+                high_watermark: -1,
+                log_start_offset: -1,
+                records: Records::default(),
+                appended: None,
+                end_offset: None,
+            })
+    }
+
+    /// ListOffsets for a partition, wherever it lives.
+    pub async fn list_offsets(
+        self: &Rc<Self>,
+        topic: Arc<Topic>,
+        partition: i32,
+        timestamp: i64,
+    ) -> OffsetOutcome {
+        let owner = self.owner(&topic.name, partition);
+        let (reply, answer) = oneshot::channel();
+        let message = ShardMessage::ListOffsets {
+            topic,
+            partition,
+            timestamp,
+            reply,
+        };
+        self.forward(owner, message, answer)
+            .await
+            .unwrap_or(OffsetOutcome {
+                error_code: error_code::UNKNOWN_SERVER_ERROR,
+                offset: -1,
+                timestamp_ms: -1,
+            })
+    }
+
+    /// Closes and deletes a deleted topic's partitions on every core.
+    pub async fn delete_topic_everywhere(self: &Rc<Self>, topic: Arc<Topic>) {
+        for core in 0..self.shared.cores {
+            let (reply, answer) = oneshot::channel();
+            let message = ShardMessage::DeleteTopic {
+                topic: Arc::clone(&topic),
+                reply,
+            };
+            self.forward(core, message, answer).await;
+        }
+    }
+
+    /// Does one message for a partition this core owns.
+    pub async fn handle(self: Rc<Self>, message: ShardMessage) {
+        match message {
+            ShardMessage::Produce {
+                topic,
+                partition,
+                records,
+                reply,
+            } => {
+                let outcome = self.produce_here(&topic, partition, records).await;
+                let _ = reply.send(outcome);
+            }
+            ShardMessage::Fetch {
+                topic,
+                partition,
+                offset,
+                max_bytes,
+                reply,
+            } => {
+                let outcome = self.fetch_here(&topic, partition, offset, max_bytes).await;
+                let _ = reply.send(outcome);
+            }
+            ShardMessage::ListOffsets {
+                topic,
+                partition,
+                timestamp,
+                reply,
+            } => {
+                let outcome = self.list_offsets_here(&topic, partition, timestamp).await;
+                let _ = reply.send(outcome);
+            }
+            ShardMessage::DeleteTopic { topic, reply } => {
+                self.delete_topic_here(&topic).await;
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    async fn produce_here(
+        self: &Rc<Self>,
+        topic: &Arc<Topic>,
+        partition: i32,
+        records: Bytes,
+    ) -> ProduceOutcome {
+        let failed = |error_code| ProduceOutcome {
+            error_code,
+            base_offset: -1,
+            log_start_offset: -1,
+        };
+        let open = match self.partition(topic, partition).await {
+            Ok(open) => open,
+            Err(code) => return failed(code),
+        };
+        let mut first_base_offset = None;
+        for item in batch::batches(&records, self.shared.config.max_batch_bytes) {
+            let (position, header) = match item {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::debug!(topic = %topic.name, partition, %error, "rejected produce");
+                    return failed(storage_error_code(&LogError::InvalidBatch(error)));
+                }
+            };
+            let mut bytes = records[position..position + header.total_bytes()].to_vec();
+            let verdict = std::cell::Cell::new(Verdict::Append);
+            let admit = |stored: &batch::BatchHeader| {
+                if stored.producer_id < 0 {
+                    return true;
+                }
+                let mut producers = open.producers.borrow_mut();
+                let decided = producers.check(
+                    stored.producer_id,
+                    stored.producer_epoch,
+                    stored.base_sequence,
+                    stored.records_count,
+                );
+                verdict.set(decided);
+                if decided == Verdict::Append {
+                    producers.record(
+                        stored.producer_id,
+                        stored.producer_epoch,
+                        stored.base_sequence,
+                        stored.records_count,
+                        stored.base_offset,
+                    );
+                }
+                decided == Verdict::Append
+            };
+            match open.log.append_with(&mut bytes, 0, admit).await {
+                Ok(Some(info)) => {
+                    first_base_offset.get_or_insert(info.base_offset);
+                    if let Some(tail) = &open.tail {
+                        tail.borrow_mut().push(
+                            info.base_offset,
+                            info.last_offset,
+                            Bytes::from(bytes),
+                        );
+                    }
+                    open.end_offset
+                        .store(open.log.log_end_offset(), Ordering::Release);
+                    open.appended.notify(usize::MAX);
+                }
+                Ok(None) => match verdict.get() {
+                    Verdict::Duplicate { base_offset } => {
+                        first_base_offset.get_or_insert(base_offset);
+                    }
+                    Verdict::Reject { error_code } => return failed(error_code),
+                    Verdict::Append => return failed(error_code::UNKNOWN_SERVER_ERROR),
+                },
+                Err(error) => {
+                    tracing::warn!(topic = %topic.name, partition, %error, "append failed");
+                    return failed(storage_error_code(&error));
+                }
+            }
+        }
+        match first_base_offset {
+            Some(base_offset) => ProduceOutcome {
+                error_code: error_code::NONE,
+                base_offset,
+                log_start_offset: open.log.log_start_offset(),
+            },
+            None => failed(error_code::INVALID_RECORD),
+        }
+    }
+
+    async fn fetch_here(
+        self: &Rc<Self>,
+        topic: &Arc<Topic>,
+        partition: i32,
+        offset: i64,
+        max_bytes: u64,
+    ) -> FetchOutcome {
+        let open = match self.partition(topic, partition).await {
+            Ok(open) => open,
+            Err(error_code) => {
+                return FetchOutcome {
+                    error_code,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    records: Records::default(),
+                    appended: None,
+                    end_offset: None,
+                }
+            }
+        };
+        let high_watermark = open.log.log_end_offset();
+        let log_start_offset = open.log.log_start_offset();
+        let mut outcome = FetchOutcome {
+            error_code: error_code::NONE,
+            high_watermark,
+            log_start_offset,
+            records: Records::default(),
+            appended: Some(Arc::clone(&open.appended)),
+            end_offset: Some(Arc::clone(&open.end_offset)),
+        };
+        if offset < log_start_offset || offset > high_watermark {
+            outcome.error_code = error_code::OFFSET_OUT_OF_RANGE;
+            return outcome;
+        }
+        if let Some(tail) = &open.tail {
+            if let Some(cached) = tail.borrow().read(offset, max_bytes.max(1), high_watermark) {
+                if !cached.is_empty() {
+                    outcome.records.parts = cached.into_iter().map(Chunk::Bytes).collect();
+                    return outcome;
+                }
+            }
+        }
+        match open
+            .log
+            .read_below(offset, max_bytes.max(1), high_watermark)
+            .await
+        {
+            Ok(regions) => {
+                for region in regions {
+                    match region.raw_fd().map(duplicate_fd) {
+                        Some(Ok(fd)) => outcome.records.parts.push(Chunk::File(FileChunk {
+                            fd: Arc::new(fd),
+                            position: region.position,
+                            len: region.len,
+                        })),
+                        _ => match region.read_bytes().await {
+                            Ok(bytes) => {
+                                outcome.records.parts.push(Chunk::Bytes(Bytes::from(bytes)))
+                            }
+                            Err(error) => {
+                                outcome.error_code = storage_error_code(&error);
+                                return outcome;
+                            }
+                        },
+                    }
+                }
+            }
+            Err(error) => outcome.error_code = storage_error_code(&error),
+        }
+        outcome
+    }
+
+    async fn list_offsets_here(
+        self: &Rc<Self>,
+        topic: &Arc<Topic>,
+        partition: i32,
+        timestamp: i64,
+    ) -> OffsetOutcome {
+        let open = match self.partition(topic, partition).await {
+            Ok(open) => open,
+            Err(error_code) => {
+                return OffsetOutcome {
+                    error_code,
+                    offset: -1,
+                    timestamp_ms: -1,
+                }
+            }
+        };
+        let found = |offset| OffsetOutcome {
+            error_code: error_code::NONE,
+            offset,
+            timestamp_ms: -1,
+        };
+        match timestamp {
+            EARLIEST_TIMESTAMP => found(open.log.log_start_offset()),
+            LATEST_TIMESTAMP | MAX_TIMESTAMP => found(open.log.log_end_offset()),
+            target => match open.log.offset_for_timestamp(target).await {
+                Ok(Some(matched)) => OffsetOutcome {
+                    error_code: error_code::NONE,
+                    offset: matched.offset,
+                    timestamp_ms: matched.timestamp_ms,
+                },
+                Ok(None) => found(-1),
+                Err(error) => OffsetOutcome {
+                    error_code: storage_error_code(&error),
+                    offset: -1,
+                    timestamp_ms: -1,
+                },
+            },
+        }
+    }
+
+    async fn delete_topic_here(&self, topic: &Topic) {
+        for partition in 0..topic.partitions {
+            if self.owner(&topic.name, partition) != self.core {
+                continue;
+            }
+            let removed = self
+                .partitions
+                .borrow_mut()
+                .remove(&(topic.name.clone(), partition));
+            if let Some(open) = removed {
+                if let Err(error) = open.log.close().await {
+                    tracing::warn!(topic = %topic.name, partition, %error, "closing a deleted partition");
+                }
+            }
+            let dir = self.partition_dir(&topic.name, partition);
+            if let Err(error) = std::fs::remove_dir_all(&dir) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), %error, "cannot delete a partition directory");
+                }
+            }
+        }
+    }
+
+    /// Opens every partition this core owns that has data on disk, so recovery happens at
+    /// start rather than on the first request.
+    pub async fn open_existing(self: &Rc<Self>) {
+        let snapshot = self.shared.metadata.snapshot();
+        for topic in snapshot.topics.values() {
+            for partition in 0..topic.partitions {
+                let owned = self.owner(&topic.name, partition) == self.core;
+                if owned && self.partition_dir(&topic.name, partition).exists() {
+                    let _ = self.partition(topic, partition).await;
+                }
+            }
+        }
+    }
+
+    /// Deletes old segments beyond every owned partition's retention.
+    pub async fn enforce_retention(&self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as i64);
+        let open: Vec<(PartitionKey, Rc<Partition>)> = self
+            .partitions
+            .borrow()
+            .iter()
+            .map(|(key, partition)| (key.clone(), Rc::clone(partition)))
+            .collect();
+        for ((topic, partition), open) in open {
+            match open.log.enforce_retention(now_ms).await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    tracing::info!(%topic, partition, deleted, "retention deleted segments")
+                }
+                Err(error) => tracing::warn!(%topic, partition, %error, "retention failed"),
+            }
+        }
+    }
+
+    /// Closes every open log cleanly (flush, seal, clean-shutdown marker).
+    pub async fn close_all(&self) {
+        let open: Vec<(PartitionKey, Rc<Partition>)> =
+            self.partitions.borrow_mut().drain().collect();
+        for ((topic, partition), open) in open {
+            if let Err(error) = open.log.close().await {
+                tracing::error!(%topic, partition, %error, "unclean close");
+            }
+        }
+    }
+}
+
+/// ListOffsets' special timestamps.
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+
+/// A descriptor of our own for a segment file, so a region stays readable (and the number
+/// cannot be reused) while another core sends it.
+fn duplicate_fd(fd: std::os::fd::RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: dup returns a new descriptor that nothing else owns, or -1.
+    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if duplicate < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `duplicate` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(duplicate) })
+}
+
+/// Idempotent producers' recent sequences, from the batches of the active segment.
+async fn rebuild_producers(log: &PartitionLog) -> Result<ProducerStates, LogError> {
+    /// Read step while walking the segment; bounds the memory the rebuild takes.
+    const STEP_BYTES: u64 = 4 << 20;
+    let mut states = ProducerStates::default();
+    let start = log.segment_base_offsets().last().copied().unwrap_or(0);
+    let end = log.log_end_offset();
+    let mut offset = start;
+    while offset < end {
+        let regions = log.read(offset, STEP_BYTES).await?;
+        if regions.is_empty() {
+            break;
+        }
+        for region in regions {
+            let bytes = region.read_bytes().await?;
+            for item in batch::batches(&bytes, usize::MAX) {
+                let (_, header) = item?;
+                if header.producer_id >= 0 {
+                    states.record(
+                        header.producer_id,
+                        header.producer_epoch,
+                        header.base_sequence,
+                        header.records_count,
+                        header.base_offset,
+                    );
+                }
+                offset = header.last_offset() + 1;
+            }
+        }
+    }
+    Ok(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_spread_and_stay_put() {
+        let mut per_core = [0usize; 4];
+        for partition in 0..400 {
+            let owner = partition_owner("events", partition, 4);
+            assert_eq!(owner, partition_owner("events", partition, 4));
+            per_core[owner] += 1;
+        }
+        assert!(per_core.iter().all(|&count| count > 60), "{per_core:?}");
+    }
+}
