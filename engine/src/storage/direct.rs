@@ -21,6 +21,11 @@ const IOPOLL_PROBE_BYTES: u64 = 4096;
 /// A segment file opened with O_DIRECT. See the module documentation.
 pub struct DirectIo {
     file: DmaFile,
+    /// The same file opened without O_DIRECT, for zero-copy sends of cold data: `sendfile`
+    /// from an O_DIRECT descriptor works only on aligned ranges and reads the device
+    /// synchronously (about 0.6 GB/s here, against 1.7 GB/s through the page cache). Linux
+    /// drops cached pages that an O_DIRECT write overwrites, so these reads stay coherent.
+    reader: std::fs::File,
     path: PathBuf,
 }
 
@@ -64,8 +69,11 @@ impl DirectIo {
                 .await
                 .map_err(|error| StorageError::io("ftruncate", path, error.into()))?;
         }
+        let reader = std::fs::File::open(path)
+            .map_err(|error| StorageError::io("open for reading", path, error))?;
         Ok(Rc::new(DirectIo {
             file,
+            reader,
             path: path.to_path_buf(),
         }))
     }
@@ -165,6 +173,6 @@ impl FileIo for DirectIo {
     }
 
     fn raw_fd(&self) -> Option<RawFd> {
-        Some(self.file.as_raw_fd())
+        Some(self.reader.as_raw_fd())
     }
 }

@@ -108,7 +108,8 @@ pub trait FileIo: Sized + 'static {
     /// The file's current length as the file system reports it.
     fn file_len(&self) -> impl Future<Output = Result<u64, StorageError>>;
 
-    /// The descriptor, for zero-copy sends; `None` where there is no kernel file.
+    /// A descriptor for zero-copy sends (`sendfile`), opened without O_DIRECT so any range
+    /// can be sent; `None` where there is no kernel file.
     fn raw_fd(&self) -> Option<RawFd>;
 }
 

@@ -685,6 +685,11 @@ async fn perform<const PARTS: usize, K: 'static>(
 /// documentation.
 pub struct UringIo {
     file: File,
+    /// The same file opened without O_DIRECT, for zero-copy sends of cold data: `sendfile`
+    /// from an O_DIRECT descriptor works only on aligned ranges and reads the device
+    /// synchronously (about 0.6 GB/s here, against 1.7 GB/s through the page cache). Linux
+    /// drops cached pages that an O_DIRECT write overwrites, so these reads stay coherent.
+    reader: std::fs::File,
     target: FileTarget,
     path: PathBuf,
 }
@@ -713,8 +718,11 @@ impl UringIo {
                 Ok(core.register_file(fd))
             })
             .map_err(|error| StorageError::io("io_uring setup", path, error))?;
+        let reader =
+            File::open(path).map_err(|error| StorageError::io("open for reading", path, error))?;
         Ok(Rc::new(UringIo {
             file,
+            reader,
             target,
             path: path.to_path_buf(),
         }))
@@ -999,7 +1007,7 @@ impl FileIo for UringIo {
     }
 
     fn raw_fd(&self) -> Option<RawFd> {
-        Some(self.file.as_raw_fd())
+        Some(self.reader.as_raw_fd())
     }
 }
 
@@ -1168,7 +1176,7 @@ mod tests {
                 "mode 0 sets the length"
             );
             assert!(io.read_at(5000, 100).await.unwrap() == vec![0; 100]);
-            assert_eq!(io.raw_fd(), Some(io.file.as_raw_fd()));
+            assert_eq!(io.raw_fd(), Some(io.reader.as_raw_fd()));
         });
     }
 
