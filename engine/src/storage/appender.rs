@@ -171,39 +171,24 @@ impl<E: FileIo> Appender<E> {
         if config.preallocate_bytes > logical_len {
             io.preallocate(config.preallocate_bytes).await?;
         }
-        let appender = Rc::new(Appender {
-            commit_mode: resolve_commit_mode::<E>(config.commit_mode),
-            io,
-            path: path.to_path_buf(),
-            config: config.clone(),
-            alignment,
-            state: RefCell::new(AppendState {
-                chunk: None,
-                chunk_start: logical_len,
-                end: logical_len,
-                dispatched_end: logical_len,
-                written_end: logical_len,
-                durable_end: logical_len,
-                in_flight: VecDeque::new(),
-                commits: VecDeque::new(),
-                next_commit_id: 0,
-                failed: None,
-                sealed: false,
-            }),
-        });
+        let appender = Rc::new(Appender::new(io, path, logical_len, config, false));
         appender.restart_at(logical_len).await?;
         Ok(appender)
     }
 
     /// Takes over a sealed file of `len` bytes for reading only: no buffer, no I/O.
     pub fn open_sealed(io: Rc<E>, path: &Path, len: u64, config: &AppendConfig) -> Rc<Self> {
-        let alignment = io.alignment().max(1);
-        Rc::new(Appender {
+        Rc::new(Appender::new(io, path, len, config, true))
+    }
+
+    /// An appender whose file holds `len` valid bytes and nothing in flight.
+    fn new(io: Rc<E>, path: &Path, len: u64, config: &AppendConfig, sealed: bool) -> Self {
+        Appender {
             commit_mode: resolve_commit_mode::<E>(config.commit_mode),
+            alignment: io.alignment().max(1),
             io,
             path: path.to_path_buf(),
             config: config.clone(),
-            alignment,
             state: RefCell::new(AppendState {
                 chunk: None,
                 chunk_start: len,
@@ -215,9 +200,9 @@ impl<E: FileIo> Appender<E> {
                 commits: VecDeque::new(),
                 next_commit_id: 0,
                 failed: None,
-                sealed: true,
+                sealed,
             }),
-        })
+        }
     }
 
     /// Points the next chunk at `logical_len`, re-reading the partial page below it.

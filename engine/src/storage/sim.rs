@@ -72,6 +72,22 @@ struct DiskState {
     next_inode: u64,
 }
 
+impl DiskState {
+    /// Creates (or replaces) a file holding `contents`, durably, with a new inode.
+    fn create(&mut self, path: &Path, contents: Vec<u8>) -> u64 {
+        let inode = self.next_inode;
+        self.next_inode += 1;
+        let file = SimFile {
+            inode,
+            durable: contents.clone(),
+            current: contents,
+            unsynced: Vec::new(),
+        };
+        self.files.insert(path.to_path_buf(), file);
+        inode
+    }
+}
+
 /// A simulated disk shared by every [`SimIo`] it opened. Cheap to clone; single core only.
 #[derive(Clone)]
 pub struct SimDisk {
@@ -104,18 +120,7 @@ impl SimDisk {
         let mut state = self.state.borrow_mut();
         let inode = match state.files.get(path) {
             Some(file) => file.inode,
-            None => {
-                let inode = state.next_inode;
-                state.next_inode += 1;
-                state.files.insert(
-                    path.to_path_buf(),
-                    SimFile {
-                        inode,
-                        ..SimFile::default()
-                    },
-                );
-                inode
-            }
+            None => state.create(path, Vec::new()),
         };
         Rc::new(SimIo {
             disk: self.clone(),
@@ -213,17 +218,7 @@ impl SimDisk {
                 path: path.to_path_buf(),
             });
         }
-        let inode = state.next_inode;
-        state.next_inode += 1;
-        state.files.insert(
-            path.to_path_buf(),
-            SimFile {
-                inode,
-                current: bytes.to_vec(),
-                durable: bytes.to_vec(),
-                unsynced: Vec::new(),
-            },
-        );
+        state.create(path, bytes.to_vec());
         Ok(())
     }
 
