@@ -40,7 +40,8 @@ pub struct BrokerConfig {
     /// Largest request accepted; larger frames close the connection
     /// (Kafka `socket.request.max.bytes`).
     pub max_request_bytes: usize,
-    /// Largest record batch accepted (Kafka `message.max.bytes`).
+    /// Largest record batch accepted (Kafka `message.max.bytes`). A batch travels inside a
+    /// request, so `start` lowers this to `max_request_bytes` when it is larger.
     pub max_batch_bytes: usize,
     /// Requests of one connection processed at once (pipelining); later ones wait to be read.
     pub max_in_flight_per_connection: usize,
@@ -110,9 +111,6 @@ impl BrokerConfig {
         }
         if self.max_in_flight_per_connection == 0 || self.max_connections_per_core == 0 {
             return Some("connection limits must be at least 1".to_string());
-        }
-        if self.max_batch_bytes > self.max_request_bytes {
-            return Some("max_batch_bytes cannot exceed max_request_bytes".to_string());
         }
         None
     }

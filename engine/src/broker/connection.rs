@@ -107,6 +107,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
             None => break,
             Some(Ok(Some(frame))) => frame,
             Some(Ok(None)) => break,
+            // The size prefix arrived but the stream ended inside the frame.
+            Some(Err(FrameError::Io(error)))
+                if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                tracing::info!(%peer, "truncated frame; closing connection");
+                break;
+            }
             Some(Err(FrameError::Io(error))) => {
                 tracing::debug!(%peer, %error, "read failed; closing");
                 break;

@@ -162,9 +162,17 @@ impl Running {
 }
 
 /// Starts the broker and returns once every core listens.
-pub fn start(config: BrokerConfig) -> Result<Running, String> {
+pub fn start(mut config: BrokerConfig) -> Result<Running, String> {
     if let Some(problem) = config.problem() {
         return Err(problem);
+    }
+    // `--max-request-bytes` alone must not leave the (larger) default batch limit behind.
+    if config.max_batch_bytes > config.max_request_bytes {
+        tracing::info!(
+            max_batch_bytes = config.max_request_bytes,
+            "max_batch_bytes lowered to max_request_bytes"
+        );
+        config.max_batch_bytes = config.max_request_bytes;
     }
     let online = std::thread::available_parallelism().map_or(1, |cores| cores.get());
     let cores = if config.cores == 0 {

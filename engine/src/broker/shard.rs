@@ -413,15 +413,19 @@ impl Shard {
             Ok(open) => open,
             Err(code) => return failed(code),
         };
+        // Validate every batch before appending any, so a rejected request leaves nothing
+        // behind (a client retrying it would otherwise duplicate its valid batches).
+        let found: Result<Vec<_>, _> =
+            batch::batches(&records, self.shared.config.max_batch_bytes).collect();
+        let found = match found {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::info!(topic = %topic.name, partition, %error, "rejected produce");
+                return failed(storage_error_code(&LogError::InvalidBatch(error)));
+            }
+        };
         let mut first_base_offset = None;
-        for item in batch::batches(&records, self.shared.config.max_batch_bytes) {
-            let (position, header) = match item {
-                Ok(found) => found,
-                Err(error) => {
-                    tracing::debug!(topic = %topic.name, partition, %error, "rejected produce");
-                    return failed(storage_error_code(&LogError::InvalidBatch(error)));
-                }
-            };
+        for (position, header) in found {
             let mut bytes = records[position..position + header.total_bytes()].to_vec();
             let verdict = std::cell::Cell::new(Verdict::Append);
             let admit = |stored: &batch::BatchHeader| {
@@ -515,6 +519,14 @@ impl Shard {
             end_offset: Some(Arc::clone(&open.end_offset)),
         };
         if offset < log_start_offset || offset > high_watermark {
+            tracing::info!(
+                topic = %topic.name,
+                partition,
+                offset,
+                log_start_offset,
+                high_watermark,
+                "fetch offset out of range"
+            );
             outcome.error_code = error_code::OFFSET_OUT_OF_RANGE;
             return outcome;
         }

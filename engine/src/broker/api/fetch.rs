@@ -47,6 +47,9 @@ pub async fn fetch(
     for topic in request.topics {
         let name = topic.topic.0.to_string();
         let resolved = resolve_topic(shard, &name, false);
+        if let Err(code) = &resolved {
+            tracing::info!(topic = %name, error_code = code, "fetch from an unknown topic");
+        }
         for partition in topic.partitions {
             wanted.push(Wanted {
                 topic_name: name.clone(),

@@ -68,6 +68,8 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
     if !(min..=max).contains(&version) {
         if api_key == ApiKey::ApiVersions {
             // Answer in v0 with the error and our ranges, so the client can pick a version.
+            // Clients newer than us do this on every connection: routine, hence debug.
+            tracing::debug!(version, "ApiVersions version above ours; answering v0");
             return admin::api_versions_unsupported(correlation_id);
         }
         tracing::info!(?api_key, version, "unsupported version");

@@ -30,6 +30,9 @@ pub async fn produce(
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
         let topic = resolve_topic(shard, &name, true);
+        if let Err(code) = &topic {
+            tracing::info!(topic = %name, error_code = code, "produce to an unknown topic");
+        }
         for partition_data in topic_data.partition_data {
             let index = partition_data.index;
             let shard = Rc::clone(shard);
