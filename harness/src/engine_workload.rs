@@ -87,7 +87,7 @@ pub fn run(workload: &EngineWorkload) -> Result<Outcome, String> {
 }
 
 /// CPU time this process has used (user + system).
-fn cpu_time() -> Duration {
+pub fn cpu_time() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
     // SAFETY: getrusage writes a whole rusage into the pointer it is given.
     let usage = unsafe {

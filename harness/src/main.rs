@@ -1,10 +1,16 @@
 //! `harness`: drives shardlog workloads and reports latency histograms and throughput.
 //!
-//! Today it drives the storage engine in-process (`--engine`, the default): the same append
-//! workload on each storage strategy in turn, with per-append latency in a merged HdrHistogram.
-//! Cluster mode (`--brokers 3 --replication 3`) and `--bootstrap` arrive with the broker.
+//! Two modes:
+//! - `--engine` (the default): the storage engine in-process, the same append workload on
+//!   each storage strategy in turn, with per-append latency in a merged HdrHistogram.
+//! - `--bootstrap HOST:PORT`: a running broker over the Kafka protocol: producers with
+//!   pipelined requests, then (or alongside) consumers; see `broker_workload`.
+//!
+//! Cluster mode (`--brokers 3 --replication 3`) arrives with replication (issue 5).
 
+mod broker_workload;
 mod engine_workload;
+mod kafka;
 mod machine;
 mod report;
 
@@ -16,6 +22,7 @@ use clap::Parser;
 use shardlog::storage::CommitMode;
 use shardlog::{Durability, StrategyKind};
 
+use broker_workload::{BrokerWorkload, ConsumeMode};
 use engine_workload::EngineWorkload;
 
 /// Command-line options. Sizes take units (`4KiB`, `1MiB`, `4GiB`); durations too (`10s`).
@@ -30,11 +37,15 @@ struct Options {
     #[arg(long, default_value_t = true)]
     engine: bool,
 
-    /// Start a cluster of this many broker processes (needs the broker: not built yet).
+    /// Drive a running broker at this address over the Kafka protocol instead of the engine.
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+
+    /// Start a cluster of this many broker processes (needs replication, issue 5: not built yet).
     #[arg(long)]
     brokers: Option<u32>,
 
-    /// Replication factor for the cluster's topic (needs the broker: not built yet).
+    /// Replication factor for the cluster's topic (needs replication, issue 5: not built yet).
     #[arg(long)]
     replication: Option<u32>,
 
@@ -54,8 +65,8 @@ struct Options {
     #[arg(long, default_value = "auto")]
     commit_mode: String,
 
-    /// Bytes per appended batch (records of `--record-bytes` each, rounded down).
-    #[arg(long, default_value = "1MiB", value_parser = parse_bytes)]
+    /// Bytes per appended or produced batch (records of `--record-bytes` each, rounded down).
+    #[arg(long, visible_alias = "batch-bytes", default_value = "1MiB", value_parser = parse_bytes)]
     append_bytes: u64,
 
     /// Value bytes per record.
@@ -65,6 +76,57 @@ struct Options {
     /// Concurrent appenders (tasks on the core that owns the log).
     #[arg(long, default_value_t = 1)]
     appenders: usize,
+
+    /// Broker mode: the topic (created with `--partitions` if missing).
+    #[arg(long, default_value = "harness")]
+    topic: String,
+
+    /// Broker mode: partitions of the topic.
+    #[arg(long, default_value_t = 1)]
+    partitions: i32,
+
+    /// Broker mode: producers, each on its own connection and threads.
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+
+    /// Broker mode: consumers, each reading its share of the partitions from offset 0.
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
+
+    /// Broker mode: acknowledgements: 0, 1 or all. On one broker, all = 1 plus the broker's
+    /// durability policy.
+    #[arg(long, default_value = "all")]
+    acks: String,
+
+    /// Broker mode: produce requests in flight per producer connection.
+    #[arg(long, default_value_t = 5)]
+    in_flight: usize,
+
+    /// Broker mode: records per second over all producers; 0 = as fast as acknowledged.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+
+    /// Broker mode: fetch max_bytes (and partition_max_bytes).
+    #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
+    fetch_bytes: u64,
+
+    /// Broker mode: fetch max_wait_ms.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    fetch_wait: Duration,
+
+    /// Broker mode: when consumers read: after (everything the producers wrote, once they
+    /// stop) or during (tailing, alongside the producers).
+    #[arg(long, default_value = "after")]
+    consume: String,
+
+    /// Broker mode: a name for the run's results folder, e.g. the broker's strategy and
+    /// durability (`direct-none`).
+    #[arg(long, default_value = "broker")]
+    label: String,
+
+    /// Broker mode: the broker's process id, to report its CPU per GB and peak RSS.
+    #[arg(long)]
+    broker_pid: Option<u32>,
 
     /// How long to measure, after the warm-up.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
@@ -107,10 +169,14 @@ fn main() -> ExitCode {
     let options = Options::parse();
     if options.brokers.is_some() || options.replication.is_some() {
         eprintln!(
-            "harness: cluster mode (--brokers/--replication) needs the shardlog broker, which is \
-             not built yet; run the storage-engine workload with --engine (the default)"
+            "harness: cluster mode (--brokers/--replication) needs replication between brokers, \
+             which is not built yet (issue 5); drive one running broker with --bootstrap HOST:PORT, \
+             or the storage engine with --engine (the default)"
         );
         return ExitCode::from(2);
+    }
+    if let Some(bootstrap) = &options.bootstrap {
+        return run_broker(&options, bootstrap);
     }
     let durability = match options.durability.as_str() {
         "none" => Durability::None,
@@ -190,5 +256,83 @@ fn main() -> ExitCode {
         }
     }
     eprint!("{}", report::table(&outcomes));
+    ExitCode::SUCCESS
+}
+
+/// `--bootstrap`: the broker workload, printed and saved like the engine mode.
+fn run_broker(options: &Options, bootstrap: &str) -> ExitCode {
+    let acks = match options.acks.as_str() {
+        "0" => 0,
+        "1" => 1,
+        "all" | "-1" => -1,
+        other => {
+            eprintln!("harness: --acks {other:?}: expected 0, 1 or all");
+            return ExitCode::from(2);
+        }
+    };
+    let consume = match options.consume.as_str() {
+        "after" => ConsumeMode::After,
+        "during" => ConsumeMode::During,
+        other => {
+            eprintln!("harness: --consume {other:?}: expected after or during");
+            return ExitCode::from(2);
+        }
+    };
+    if options.partitions < 1
+        || options.producers + options.consumers == 0
+        || options.in_flight == 0
+        || options.record_bytes == 0
+        || options.append_bytes < options.record_bytes
+    {
+        eprintln!(
+            "harness: need --partitions >= 1, --producers + --consumers >= 1, --in-flight >= 1 \
+             and --batch-bytes >= --record-bytes >= 1"
+        );
+        return ExitCode::from(2);
+    }
+    if consume == ConsumeMode::During && acks == 0 && options.consumers > 0 {
+        eprintln!("harness: --consume during needs --acks 1 or all (consumers stop where the acknowledged data ends)");
+        return ExitCode::from(2);
+    }
+    let workload = BrokerWorkload {
+        bootstrap: bootstrap.to_string(),
+        topic: options.topic.clone(),
+        partitions: options.partitions,
+        producers: options.producers,
+        consumers: options.consumers,
+        record_bytes: options.record_bytes,
+        batch_bytes: options.append_bytes,
+        acks,
+        duration: options.duration,
+        warmup: options.warmup,
+        in_flight: options.in_flight,
+        rate_records_per_s: options.rate,
+        fetch_bytes: options.fetch_bytes,
+        fetch_wait_ms: options.fetch_wait.as_millis().min(i32::MAX as u128) as i32,
+        consume,
+        label: options.label.clone(),
+        broker_pid: options.broker_pid,
+    };
+    let outcome = match broker_workload::run(&workload) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("harness: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let summary = report::summarize_broker(&workload, &outcome);
+    if options.json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    }
+    if !options.no_save {
+        match report::save_broker(&options.results_dir, &workload, &outcome, &summary) {
+            Ok(folder) => eprintln!("harness: results saved in {}", folder.display()),
+            Err(error) => {
+                eprintln!("harness: cannot save results: {error}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    eprint!("{}", report::broker_table(&summary));
     ExitCode::SUCCESS
 }

@@ -8,6 +8,9 @@ use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
 use hdrhistogram::serialization::V2DeflateSerializer;
 use serde::Serialize;
 
+use hdrhistogram::Histogram;
+
+use crate::broker_workload::{BrokerOutcome, BrokerWorkload, CpuUse};
 use crate::engine_workload::{EngineWorkload, Outcome};
 use crate::machine;
 
@@ -22,6 +25,21 @@ pub struct Latency {
     pub p99_9: u64,
     pub p99_99: u64,
     pub max: u64,
+}
+
+impl Latency {
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        Latency {
+            avg: histogram.mean(),
+            p50: histogram.value_at_quantile(0.50),
+            p75: histogram.value_at_quantile(0.75),
+            p95: histogram.value_at_quantile(0.95),
+            p99: histogram.value_at_quantile(0.99),
+            p99_9: histogram.value_at_quantile(0.999),
+            p99_99: histogram.value_at_quantile(0.9999),
+            max: histogram.max(),
+        }
+    }
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -68,16 +86,7 @@ pub fn summarize(workload: &EngineWorkload, outcome: &Outcome) -> Summary {
         elapsed_s,
         throughput_mb_s: outcome.bytes as f64 / elapsed_s / 1e6,
         records_per_s: outcome.records as f64 / elapsed_s,
-        append_latency_us: Latency {
-            avg: histogram.mean(),
-            p50: histogram.value_at_quantile(0.50),
-            p75: histogram.value_at_quantile(0.75),
-            p95: histogram.value_at_quantile(0.95),
-            p99: histogram.value_at_quantile(0.99),
-            p99_9: histogram.value_at_quantile(0.999),
-            p99_99: histogram.value_at_quantile(0.9999),
-            max: histogram.max(),
-        },
+        append_latency_us: Latency::of(histogram),
         cpu_s_per_gb: outcome.cpu.as_secs_f64() / (outcome.bytes as f64 / 1e9).max(1e-9),
         window_mb_s: outcome
             .windows
@@ -119,23 +128,40 @@ pub fn save(
         folder.join("machine.json"),
         pretty(&machine::describe(&workload.data_dir)),
     )?;
+    write_latency_log(
+        &folder,
+        &outcome.latency_us,
+        outcome.elapsed,
+        &format!(
+            "shardlog harness: {} on {}",
+            summary.workload, summary.strategy
+        ),
+        "append latency in microseconds",
+    )?;
+    Ok(folder)
+}
+
+/// Writes `latency.hlog`: the histogram as an HdrHistogram interval log of one interval.
+fn write_latency_log(
+    folder: &Path,
+    histogram: &Histogram<u64>,
+    elapsed: Duration,
+    title: &str,
+    unit: &str,
+) -> std::io::Result<()> {
     let mut log_bytes = Vec::new();
     {
         let mut serializer = V2DeflateSerializer::new();
         let mut writer = IntervalLogWriterBuilder::new()
-            .add_comment(&format!(
-                "shardlog harness: {} on {}",
-                summary.workload, summary.strategy
-            ))
-            .add_comment("append latency in microseconds")
+            .add_comment(title)
+            .add_comment(unit)
             .with_start_time(SystemTime::now())
             .begin_log_with(&mut log_bytes, &mut serializer)?;
         writer
-            .write_histogram(&outcome.latency_us, Duration::ZERO, outcome.elapsed, None)
+            .write_histogram(histogram, Duration::ZERO, elapsed, None)
             .map_err(|error| std::io::Error::other(format!("{error:?}")))?;
     }
-    std::fs::File::create(folder.join("latency.hlog"))?.write_all(&log_bytes)?;
-    Ok(folder)
+    std::fs::File::create(folder.join("latency.hlog"))?.write_all(&log_bytes)
 }
 
 fn pretty<T: Serialize>(value: &T) -> String {
@@ -170,6 +196,285 @@ pub fn table(summaries: &[Summary]) -> String {
             latency.max,
             summary.cpu_s_per_gb
         );
+    }
+    text
+}
+
+/// The publish side of a broker run.
+#[derive(Serialize, Debug, Clone)]
+pub struct PublishSummary {
+    pub bytes: u64,
+    pub batches: u64,
+    pub records: u64,
+    pub elapsed_s: f64,
+    /// Record-batch bytes acknowledged per second (payload is records x record_bytes).
+    pub throughput_mb_s: f64,
+    pub records_per_s: f64,
+    /// From the intended send time (see the producer) to the acknowledgement; every
+    /// producer's histogram merged.
+    pub latency_us: Latency,
+    /// The harness's own CPU seconds per GB published (producers, receivers, sampling).
+    pub harness_cpu_s_per_gb: f64,
+    /// The broker's CPU seconds per GB published, when its pid was given.
+    pub broker_cpu_s_per_gb: Option<f64>,
+    pub cpu_s: CpuSummary,
+    /// MB acknowledged in each second of the measured period (the last may be partial).
+    pub window_mb_s: Vec<f64>,
+}
+
+/// CPU seconds used during a phase. `other` is what neither the harness nor the broker used
+/// (other processes, and kernel work not charged to either): a busy machine shows here.
+#[derive(Serialize, Debug, Clone)]
+pub struct CpuSummary {
+    pub harness: f64,
+    pub broker: Option<f64>,
+    pub machine_busy: Option<f64>,
+    pub other: Option<f64>,
+    /// Seconds of wall time times the machine's cores: the CPU time there was.
+    pub available: f64,
+}
+
+fn cpu_summary(cpu: &CpuUse, elapsed: Duration) -> CpuSummary {
+    let harness = cpu.harness.as_secs_f64();
+    let broker = cpu.broker.map(|broker| broker.as_secs_f64());
+    let machine_busy = cpu.machine_busy.map(|busy| busy.as_secs_f64());
+    let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+    CpuSummary {
+        harness,
+        broker,
+        machine_busy,
+        other: machine_busy
+            .zip(broker)
+            .map(|(busy, broker)| (busy - broker - harness).max(0.0)),
+        available: elapsed.as_secs_f64() * cores as f64,
+    }
+}
+
+/// The consume side of a broker run.
+#[derive(Serialize, Debug, Clone)]
+pub struct ConsumeSummary {
+    pub bytes: u64,
+    pub batches: u64,
+    pub records: u64,
+    pub fetches: u64,
+    pub elapsed_s: f64,
+    pub throughput_mb_s: f64,
+    pub records_per_s: f64,
+    pub harness_cpu_s_per_gb: f64,
+    pub broker_cpu_s_per_gb: Option<f64>,
+    pub cpu_s: CpuSummary,
+    pub window_mb_s: Vec<f64>,
+}
+
+/// One broker run (`--bootstrap`).
+#[derive(Serialize, Debug, Clone)]
+pub struct BrokerSummary {
+    pub mode: &'static str,
+    pub workload: String,
+    pub label: String,
+    pub bootstrap: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub producers: usize,
+    pub consumers: usize,
+    pub record_bytes: u64,
+    /// Bytes of the record batch each produce request carries.
+    pub batch_bytes: u64,
+    pub records_per_batch: u64,
+    pub acks: &'static str,
+    pub in_flight: usize,
+    pub rate_records_per_s: u64,
+    pub consume_mode: &'static str,
+    pub publish: Option<PublishSummary>,
+    pub consume: Option<ConsumeSummary>,
+    pub broker_peak_rss_bytes: Option<u64>,
+}
+
+pub fn broker_workload_name(workload: &BrokerWorkload) -> String {
+    let rate = match workload.rate_records_per_s {
+        0 => String::new(),
+        rate => format!("-{rate}rps"),
+    };
+    format!(
+        "broker-{}B-{}B-{}p-{}p{}c-acks{}{rate}",
+        workload.record_bytes,
+        workload.batch_bytes,
+        workload.partitions,
+        workload.producers,
+        workload.consumers,
+        workload.acks_name()
+    )
+}
+
+fn per_gb(cpu: Duration, bytes: u64) -> f64 {
+    cpu.as_secs_f64() / (bytes as f64 / 1e9).max(1e-9)
+}
+
+fn windows_mb_s(window_bytes: &[u64]) -> Vec<f64> {
+    window_bytes
+        .iter()
+        .map(|&bytes| bytes as f64 / 1e6)
+        .collect()
+}
+
+pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> BrokerSummary {
+    let publish = outcome.publish.as_ref().map(|publish| {
+        let elapsed_s = publish.elapsed.as_secs_f64().max(1e-9);
+        PublishSummary {
+            bytes: publish.bytes,
+            batches: publish.batches,
+            records: publish.records,
+            elapsed_s,
+            throughput_mb_s: publish.bytes as f64 / elapsed_s / 1e6,
+            records_per_s: publish.records as f64 / elapsed_s,
+            latency_us: Latency::of(&publish.latency_us),
+            harness_cpu_s_per_gb: per_gb(publish.cpu.harness, publish.bytes),
+            broker_cpu_s_per_gb: publish.cpu.broker.map(|cpu| per_gb(cpu, publish.bytes)),
+            cpu_s: cpu_summary(&publish.cpu, publish.elapsed),
+            window_mb_s: windows_mb_s(&publish.window_bytes),
+        }
+    });
+    let consume = outcome.consume.as_ref().map(|consume| {
+        let elapsed_s = consume.elapsed.as_secs_f64().max(1e-9);
+        ConsumeSummary {
+            bytes: consume.bytes,
+            batches: consume.batches,
+            records: consume.records,
+            fetches: consume.fetches,
+            elapsed_s,
+            throughput_mb_s: consume.bytes as f64 / elapsed_s / 1e6,
+            records_per_s: consume.records as f64 / elapsed_s,
+            harness_cpu_s_per_gb: per_gb(consume.cpu.harness, consume.bytes),
+            broker_cpu_s_per_gb: consume.cpu.broker.map(|cpu| per_gb(cpu, consume.bytes)),
+            cpu_s: cpu_summary(&consume.cpu, consume.elapsed),
+            window_mb_s: windows_mb_s(&consume.window_bytes),
+        }
+    });
+    BrokerSummary {
+        mode: "bootstrap",
+        workload: broker_workload_name(workload),
+        label: workload.label.clone(),
+        bootstrap: workload.bootstrap.clone(),
+        topic: workload.topic.clone(),
+        partitions: workload.partitions,
+        producers: workload.producers,
+        consumers: workload.consumers,
+        record_bytes: workload.record_bytes,
+        batch_bytes: outcome.batch_bytes,
+        records_per_batch: workload.records_per_batch(),
+        acks: workload.acks_name(),
+        in_flight: workload.in_flight,
+        rate_records_per_s: workload.rate_records_per_s,
+        consume_mode: workload.consume.name(),
+        publish,
+        consume,
+        broker_peak_rss_bytes: outcome.broker_peak_rss_bytes,
+    }
+}
+
+/// Writes `results/<date>-<workload>-<label>/`: summary.json, config.json, machine.json and,
+/// when there were producers, latency.hlog (publish latency).
+pub fn save_broker(
+    results_dir: &Path,
+    workload: &BrokerWorkload,
+    outcome: &BrokerOutcome,
+    summary: &BrokerSummary,
+) -> std::io::Result<PathBuf> {
+    let date = chrono::Local::now().format("%Y-%m-%d");
+    let folder = results_dir.join(format!("{date}-{}-{}", summary.workload, summary.label));
+    std::fs::create_dir_all(&folder)?;
+    let config = serde_json::json!({
+        "mode": "bootstrap",
+        "bootstrap": workload.bootstrap,
+        "topic": workload.topic,
+        "partitions": workload.partitions,
+        "producers": workload.producers,
+        "consumers": workload.consumers,
+        "record_bytes": workload.record_bytes,
+        "batch_bytes": workload.batch_bytes,
+        "acks": workload.acks,
+        "in_flight": workload.in_flight,
+        "rate_records_per_s": workload.rate_records_per_s,
+        "fetch_bytes": workload.fetch_bytes,
+        "fetch_wait_ms": workload.fetch_wait_ms,
+        "consume": workload.consume.name(),
+        "duration_s": workload.duration.as_secs_f64(),
+        "warmup_s": workload.warmup.as_secs_f64(),
+        "label": workload.label,
+        "broker_pid": workload.broker_pid,
+        "end_offsets": outcome.end_offsets,
+        "command": std::env::args().collect::<Vec<_>>(),
+    });
+    std::fs::write(folder.join("summary.json"), pretty(summary))?;
+    std::fs::write(folder.join("config.json"), pretty(&config))?;
+    std::fs::write(
+        folder.join("machine.json"),
+        pretty(&machine::describe(results_dir)),
+    )?;
+    if let Some(publish) = &outcome.publish {
+        write_latency_log(
+            &folder,
+            &publish.latency_us,
+            publish.elapsed,
+            &format!("shardlog harness: {} ({})", summary.workload, summary.label),
+            "publish latency in microseconds, from the intended send time",
+        )?;
+    }
+    Ok(folder)
+}
+
+/// A note when other work took a noticeable share of the machine during a phase.
+fn other_cpu(cpu: &CpuSummary) -> String {
+    match cpu.other {
+        Some(other) if other > 0.05 * cpu.available => format!(
+            "         note: {other:.1} of {:.1} CPU seconds went to neither the harness nor the broker\n",
+            cpu.available
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The broker run's figures, for the terminal.
+pub fn broker_table(summary: &BrokerSummary) -> String {
+    let mut text = format!("\n{} ({})\n", summary.workload, summary.label);
+    if let Some(publish) = &summary.publish {
+        let latency = &publish.latency_us;
+        text += &format!(
+            "publish  {:>8.0} MB/s {:>10.0} records/s  latency us: avg {:.0} p50 {} p75 {} p95 {} p99 {} p99.9 {} p99.99 {} max {}  harness {:.2} cpu s/GB{}\n",
+            publish.throughput_mb_s,
+            publish.records_per_s,
+            latency.avg,
+            latency.p50,
+            latency.p75,
+            latency.p95,
+            latency.p99,
+            latency.p99_9,
+            latency.p99_99,
+            latency.max,
+            publish.harness_cpu_s_per_gb,
+            publish
+                .broker_cpu_s_per_gb
+                .map(|cpu| format!(", broker {cpu:.2} cpu s/GB"))
+                .unwrap_or_default()
+        );
+        text += &other_cpu(&publish.cpu_s);
+    }
+    if let Some(consume) = &summary.consume {
+        text += &format!(
+            "consume  {:>8.0} MB/s {:>10.0} records/s  {} fetches  harness {:.2} cpu s/GB{}\n",
+            consume.throughput_mb_s,
+            consume.records_per_s,
+            consume.fetches,
+            consume.harness_cpu_s_per_gb,
+            consume
+                .broker_cpu_s_per_gb
+                .map(|cpu| format!(", broker {cpu:.2} cpu s/GB"))
+                .unwrap_or_default()
+        );
+        text += &other_cpu(&consume.cpu_s);
+    }
+    if let Some(rss) = summary.broker_peak_rss_bytes {
+        text += &format!("broker peak RSS {:.1} MiB\n", rss as f64 / (1 << 20) as f64);
     }
     text
 }

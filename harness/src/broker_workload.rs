@@ -1,0 +1,629 @@
+//! The broker workload (`--bootstrap`): producers and consumers over the Kafka protocol.
+//!
+//! Timeline: the topic is created if missing; producers connect, run a warm-up, then a
+//! measured period, and stop (what is in flight is answered but not counted). Consumers read
+//! the partitions from offset 0 up to where the producers ended, either afterwards
+//! (`--consume after`: a catch-up read of everything produced) or alongside the producers
+//! (`--consume during`: tailing). Each actor runs on its own thread with blocking sockets;
+//! the measuring thread samples shared counters once a second.
+
+use std::sync::atomic::Ordering;
+use std::thread::ScopedJoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use shardlog::batch::{BatchBuilder, Compression};
+
+use crate::engine_workload::cpu_time;
+use crate::kafka::connection::Connection;
+use crate::kafka::fetch::{self, ConsumerConfig, ConsumerControl, ConsumerOutcome};
+use crate::kafka::metadata::{self, TopicLayout};
+use crate::kafka::produce::{
+    self, ProducerConfig, ProducerControl, ProducerOutcome, LATENCY_US_MAX,
+};
+use crate::kafka::ClientError;
+
+/// When consumers read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumeMode {
+    /// After the producers stop: a catch-up read of everything they wrote.
+    After,
+    /// Alongside the producers, from offset 0, until they have read what the producers wrote.
+    During,
+}
+
+impl ConsumeMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConsumeMode::After => "after",
+            ConsumeMode::During => "during",
+        }
+    }
+}
+
+/// One run's settings.
+#[derive(Clone, Debug)]
+pub struct BrokerWorkload {
+    pub bootstrap: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub producers: usize,
+    pub consumers: usize,
+    pub record_bytes: u64,
+    pub batch_bytes: u64,
+    /// 0, 1 or -1 (all).
+    pub acks: i16,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub in_flight: usize,
+    /// Records per second over all producers; 0 = as fast as the broker acknowledges.
+    pub rate_records_per_s: u64,
+    pub fetch_bytes: u64,
+    pub fetch_wait_ms: i32,
+    pub consume: ConsumeMode,
+    /// Names the run in its results folder (e.g. the broker's strategy and durability).
+    pub label: String,
+    /// The broker's process id, to sample its CPU time and peak memory (same machine only).
+    pub broker_pid: Option<u32>,
+}
+
+impl BrokerWorkload {
+    pub fn records_per_batch(&self) -> u64 {
+        (self.batch_bytes / self.record_bytes).max(1)
+    }
+
+    pub fn acks_name(&self) -> &'static str {
+        match self.acks {
+            0 => "0",
+            1 => "1",
+            _ => "all",
+        }
+    }
+}
+
+/// The publish side of a run.
+pub struct PublishOutcome {
+    pub bytes: u64,
+    pub batches: u64,
+    pub records: u64,
+    pub elapsed: Duration,
+    /// Publish latency in microseconds, every producer's histogram merged.
+    pub latency_us: Histogram<u64>,
+    /// Batch bytes acknowledged in each second of the measured period.
+    pub window_bytes: Vec<u64>,
+    pub cpu: CpuUse,
+}
+
+/// The consume side of a run.
+pub struct ConsumeOutcome {
+    pub bytes: u64,
+    pub batches: u64,
+    pub records: u64,
+    pub fetches: u64,
+    pub elapsed: Duration,
+    pub window_bytes: Vec<u64>,
+    pub cpu: CpuUse,
+}
+
+/// What a run measured.
+pub struct BrokerOutcome {
+    pub batch_bytes: u64,
+    pub publish: Option<PublishOutcome>,
+    pub consume: Option<ConsumeOutcome>,
+    /// The broker's peak resident memory (VmHWM) at the end, when its pid was given.
+    pub broker_peak_rss_bytes: Option<u64>,
+    /// Where each partition ended, from the producers' acknowledgements.
+    pub end_offsets: Vec<(i32, i64)>,
+}
+
+/// The record batch every produce request carries: `batch_bytes / record_bytes` records
+/// of `record_bytes` value bytes each, no key, no compression, stamped with the current time
+/// (so that time-based retention leaves it alone).
+pub fn template_batch(workload: &BrokerWorkload) -> Result<Bytes, ClientError> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let value = vec![0x5a; workload.record_bytes as usize];
+    let mut builder = BatchBuilder::new(now_ms, Compression::None);
+    for _ in 0..workload.records_per_batch() {
+        builder.push_kv(None, Some(&value), &[], now_ms);
+    }
+    builder
+        .build(0)
+        .map(Bytes::from)
+        .map_err(|error| ClientError::Unsupported {
+            what: format!("cannot build the record batch: {error}"),
+        })
+}
+
+/// Which partitions actor `index` of `actors` works on: every `actors`-th partition, or, when
+/// there are more actors than partitions, partition `index % partitions` (shared).
+fn share(index: usize, actors: usize, partitions: i32) -> Vec<i32> {
+    let mine: Vec<i32> = (0..partitions)
+        .filter(|partition| *partition as usize % actors == index)
+        .collect();
+    if mine.is_empty() {
+        vec![(index % partitions as usize) as i32]
+    } else {
+        mine
+    }
+}
+
+/// The one broker that leads all of `partitions` (this client has no cluster routing yet).
+fn leader_of(layout: &TopicLayout, partitions: &[i32]) -> Result<String, ClientError> {
+    let mut leaders: Vec<&str> = partitions
+        .iter()
+        .filter_map(|partition| {
+            layout
+                .partitions
+                .iter()
+                .find(|leader| leader.partition == *partition)
+                .map(|leader| leader.leader_address.as_str())
+        })
+        .collect();
+    leaders.sort_unstable();
+    leaders.dedup();
+    match leaders.as_slice() {
+        [leader] => Ok(leader.to_string()),
+        _ => Err(ClientError::Unsupported {
+            what: format!(
+                "partitions {partitions:?} of {} are led by {} brokers; one actor talks to one \
+                 broker (cluster mode is issue 5): use as many producers/consumers as partitions",
+                layout.name,
+                leaders.len()
+            ),
+        }),
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start with the state, field 3.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_micros(ticks * 1_000_000 / ticks_per_s))
+}
+
+/// A process's peak resident memory (VmHWM), in bytes.
+pub fn process_peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// CPU time every core of the machine has spent busy (not idle, not waiting for I/O),
+/// from the first line of /proc/stat.
+pub fn machine_busy_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user]
+    let busy: u64 = fields.iter().take(8).sum::<u64>() - fields.get(3)? - fields.get(4)?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_micros(busy * 1_000_000 / ticks_per_s))
+}
+
+/// CPU use over one phase: this process, the broker (if its pid is known), the machine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuUse {
+    pub harness: Duration,
+    pub broker: Option<Duration>,
+    pub machine_busy: Option<Duration>,
+}
+
+/// Readings at the start of a phase, for [`CpuUse`].
+struct CpuMark {
+    harness: Duration,
+    broker: Option<Duration>,
+    machine_busy: Option<Duration>,
+}
+
+impl CpuMark {
+    fn now(broker_pid: Option<u32>) -> CpuMark {
+        CpuMark {
+            harness: cpu_time(),
+            broker: broker_pid.and_then(process_cpu),
+            machine_busy: machine_busy_cpu(),
+        }
+    }
+
+    fn since(&self, broker_pid: Option<u32>) -> CpuUse {
+        let later = CpuMark::now(broker_pid);
+        CpuUse {
+            harness: later.harness.saturating_sub(self.harness),
+            broker: later
+                .broker
+                .zip(self.broker)
+                .map(|(after, before)| after.saturating_sub(before)),
+            machine_busy: later
+                .machine_busy
+                .zip(self.machine_busy)
+                .map(|(after, before)| after.saturating_sub(before)),
+        }
+    }
+}
+
+/// Runs the workload and returns what it measured.
+pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
+    let client_id = format!("shardlog-harness-{}", std::process::id());
+    let mut bootstrap = Connection::open(&workload.bootstrap, &client_id)?;
+    let layout = metadata::ensure_topic(&mut bootstrap, &workload.topic, workload.partitions)?;
+    drop(bootstrap);
+    let batch = template_batch(workload)?;
+    let records_per_batch = workload.records_per_batch();
+    let requests_per_s = if workload.rate_records_per_s == 0 || workload.producers == 0 {
+        0.0
+    } else {
+        workload.rate_records_per_s as f64 / records_per_batch as f64 / workload.producers as f64
+    };
+
+    // Connect everyone before the clock starts.
+    let mut producers = Vec::new();
+    for index in 0..workload.producers {
+        let partitions = share(index, workload.producers, workload.partitions);
+        let leader = leader_of(&layout, &partitions)?;
+        let connection = Connection::open(&leader, &format!("{client_id}-producer-{index}"))?;
+        let config = ProducerConfig {
+            topic: workload.topic.clone(),
+            partitions,
+            acks: workload.acks,
+            in_flight_max: workload.in_flight,
+            requests_per_s,
+            batch: batch.clone(),
+            records_per_batch,
+            timeout_ms: 30_000,
+        };
+        producers.push((connection, config));
+    }
+    let mut consumers = Vec::new();
+    for index in 0..workload.consumers {
+        let partitions = share(index, workload.consumers, workload.partitions);
+        let leader = leader_of(&layout, &partitions)?;
+        let connection = Connection::open(&leader, &format!("{client_id}-consumer-{index}"))?;
+        let config = ConsumerConfig {
+            topic: workload.topic.clone(),
+            partitions,
+            max_bytes: workload.fetch_bytes.min(i32::MAX as u64) as i32,
+            min_bytes: 1,
+            max_wait_ms: workload.fetch_wait_ms,
+        };
+        consumers.push((connection, config));
+    }
+
+    let producer_control = ProducerControl::default();
+    let consumer_control = ConsumerControl::default();
+    let progress = indicatif::ProgressBar::new_spinner();
+    let outcome = std::thread::scope(|scope| -> Result<BrokerOutcome, ClientError> {
+        let producer_threads: Vec<ScopedJoinHandle<Result<ProducerOutcome, ClientError>>> =
+            producers
+                .into_iter()
+                .enumerate()
+                .map(|(index, (connection, config))| {
+                    let control = &producer_control;
+                    std::thread::Builder::new()
+                        .name(format!("producer-{index}"))
+                        .spawn_scoped(scope, move || produce::run(connection, &config, control))
+                        .expect("can spawn a producer thread")
+                })
+                .collect();
+        let start_consumers = |consumers: Vec<(Connection, ConsumerConfig)>| {
+            consumers
+                .into_iter()
+                .enumerate()
+                .map(|(index, (connection, config))| {
+                    let control = &consumer_control;
+                    std::thread::Builder::new()
+                        .name(format!("consumer-{index}"))
+                        .spawn_scoped(scope, move || fetch::run(connection, &config, control))
+                        .expect("can spawn a consumer thread")
+                })
+                .collect::<Vec<ScopedJoinHandle<Result<ConsumerOutcome, ClientError>>>>()
+        };
+
+        let consume_started = Instant::now();
+        let consume_cpu_mark = CpuMark::now(workload.broker_pid);
+        let mut consumer_threads = Vec::new();
+        if workload.consume == ConsumeMode::During {
+            consumer_threads = start_consumers(std::mem::take(&mut consumers));
+        }
+
+        // Publish: warm-up, then the measured period, sampled once a second.
+        let mut publish = None;
+        let mut end_offsets = Vec::new();
+        if !producer_threads.is_empty() {
+            progress.set_message("producers: warming up");
+            let any_done =
+                |threads: &[ScopedJoinHandle<_>]| threads.iter().any(|t| t.is_finished());
+            let warmup_end = Instant::now() + workload.warmup;
+            while Instant::now() < warmup_end && !any_done(&producer_threads) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let cpu_mark = CpuMark::now(workload.broker_pid);
+            let started = Instant::now();
+            producer_control.measuring.store(true, Ordering::SeqCst);
+            let mut window_bytes = Vec::new();
+            let mut seen = 0;
+            let mut next_tick = started + Duration::from_secs(1);
+            let end = started + workload.duration;
+            while Instant::now() < end && !any_done(&producer_threads) {
+                let now = Instant::now();
+                if now >= next_tick {
+                    let acked = producer_control.acked_bytes.load(Ordering::Relaxed);
+                    window_bytes.push(acked - seen);
+                    seen = acked;
+                    next_tick += Duration::from_secs(1);
+                    progress.set_message(format!(
+                        "producers: {:.0}s {:.0} MB/s",
+                        (now - started).as_secs_f64(),
+                        acked as f64 / (now - started).as_secs_f64() / 1e6
+                    ));
+                    progress.tick();
+                }
+                std::thread::sleep(
+                    Duration::from_millis(10).min(end.saturating_duration_since(now)),
+                );
+            }
+            producer_control.measuring.store(false, Ordering::SeqCst);
+            let elapsed = started.elapsed();
+            // The last, partial second.
+            let acked = producer_control.acked_bytes.load(Ordering::Relaxed);
+            if acked > seen {
+                window_bytes.push(acked - seen);
+            }
+            let cpu = cpu_mark.since(workload.broker_pid);
+            producer_control.stopping.store(true, Ordering::SeqCst);
+            let mut latency_us =
+                Histogram::new_with_max(LATENCY_US_MAX, 3).expect("valid histogram bounds");
+            let (mut bytes, mut batches, mut records) = (0, 0, 0);
+            let mut failure = None;
+            for thread in producer_threads {
+                match thread.join().expect("producer threads do not panic") {
+                    Ok(outcome) => {
+                        let _ = latency_us.add(&outcome.latency_us);
+                        bytes += outcome.bytes;
+                        batches += outcome.batches;
+                        records += outcome.records;
+                        for (partition, end) in outcome.end_offsets {
+                            match end_offsets
+                                .iter_mut()
+                                .find(|(known, _)| *known == partition)
+                            {
+                                Some((_, known_end)) => *known_end = end.max(*known_end),
+                                None => end_offsets.push((partition, end)),
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                consumer_control.aborting.store(true, Ordering::SeqCst);
+                for thread in consumer_threads {
+                    let _ = thread.join();
+                }
+                return Err(error);
+            }
+            end_offsets.sort_unstable();
+            if end_offsets.iter().any(|(_, end)| *end < 0) && workload.consumers > 0 {
+                consumer_control.aborting.store(true, Ordering::SeqCst);
+                return Err(ClientError::Unsupported {
+                    what: "consumers need to know where the producers ended: use --acks 1 or all \
+                           (with acks=0 nothing is acknowledged)"
+                        .to_string(),
+                });
+            }
+            publish = Some(PublishOutcome {
+                bytes,
+                batches,
+                records,
+                elapsed,
+                latency_us,
+                window_bytes,
+                cpu,
+            });
+        }
+
+        // Consume: up to where the producers ended (or, without producers, to the end the
+        // consumers find when they start).
+        let mut consume = None;
+        if workload.consumers > 0 {
+            let targets = if workload.producers > 0 {
+                end_offsets.clone()
+            } else {
+                current_end_offsets(&layout, &client_id)?
+            };
+            let _ = consumer_control.targets.set(targets);
+            let (started, cpu_mark) = if workload.consume == ConsumeMode::After {
+                let cpu_mark = CpuMark::now(workload.broker_pid);
+                consumer_threads = start_consumers(std::mem::take(&mut consumers));
+                (Instant::now(), cpu_mark)
+            } else {
+                (consume_started, consume_cpu_mark)
+            };
+            progress.set_message("consumers: reading");
+            let mut window_bytes = Vec::new();
+            let mut seen = consumer_control.received_bytes.load(Ordering::Relaxed);
+            let mut next_tick = Instant::now() + Duration::from_secs(1);
+            while !consumer_threads.iter().all(|thread| thread.is_finished()) {
+                let now = Instant::now();
+                if now >= next_tick {
+                    let received = consumer_control.received_bytes.load(Ordering::Relaxed);
+                    window_bytes.push(received - seen);
+                    seen = received;
+                    next_tick += Duration::from_secs(1);
+                    progress.set_message(format!(
+                        "consumers: {:.0}s {:.0} MB/s",
+                        (now - started).as_secs_f64(),
+                        received as f64 / (now - started).as_secs_f64() / 1e6
+                    ));
+                    progress.tick();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let cpu = cpu_mark.since(workload.broker_pid);
+            let received = consumer_control.received_bytes.load(Ordering::Relaxed);
+            if received > seen {
+                window_bytes.push(received - seen);
+            }
+            let mut total = ConsumerOutcome::default();
+            let mut failure = None;
+            for thread in consumer_threads {
+                match thread.join().expect("consumer threads do not panic") {
+                    Ok(outcome) => {
+                        total.bytes += outcome.bytes;
+                        total.batches += outcome.batches;
+                        total.records += outcome.records;
+                        total.fetches += outcome.fetches;
+                        total.elapsed = total.elapsed.max(outcome.elapsed);
+                    }
+                    Err(error) => {
+                        failure.get_or_insert(error);
+                    }
+                }
+            }
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            consume = Some(ConsumeOutcome {
+                bytes: total.bytes,
+                batches: total.batches,
+                records: total.records,
+                fetches: total.fetches,
+                elapsed: total.elapsed,
+                window_bytes,
+                cpu,
+            });
+        }
+        Ok(BrokerOutcome {
+            batch_bytes: batch.len() as u64,
+            publish,
+            consume,
+            broker_peak_rss_bytes: workload.broker_pid.and_then(process_peak_rss_bytes),
+            end_offsets,
+        })
+    });
+    progress.finish_and_clear();
+    outcome
+}
+
+/// Each partition's current end (high watermark), for consumers that run without producers.
+fn current_end_offsets(
+    layout: &TopicLayout,
+    client_id: &str,
+) -> Result<Vec<(i32, i64)>, ClientError> {
+    let mut ends = Vec::new();
+    for leader in &layout.partitions {
+        let mut connection = Connection::open(&leader.leader_address, client_id)?;
+        let end = fetch::high_watermark(&mut connection, &layout.name, leader.partition)?;
+        ends.push((leader.partition, end));
+    }
+    Ok(ends)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardlog::broker::server;
+    use shardlog::broker::BrokerConfig;
+
+    fn start_broker(data_dir: &std::path::Path) -> server::Running {
+        let config = BrokerConfig {
+            listen: "127.0.0.1:0".parse().expect("an address"),
+            data_dir: data_dir.to_path_buf(),
+            cores: 1,
+            strategy: "buffered".to_string(),
+            io_memory_bytes: 4 << 20,
+            ..BrokerConfig::default()
+        };
+        server::start(config).expect("the broker starts")
+    }
+
+    fn workload(address: String, consume: ConsumeMode, rate_records_per_s: u64) -> BrokerWorkload {
+        BrokerWorkload {
+            bootstrap: address,
+            topic: "harness-test".to_string(),
+            partitions: 2,
+            producers: 2,
+            consumers: 1,
+            record_bytes: 100,
+            batch_bytes: 10_000,
+            acks: -1,
+            duration: Duration::from_millis(700),
+            warmup: Duration::from_millis(200),
+            in_flight: 3,
+            rate_records_per_s,
+            fetch_bytes: 64 << 10,
+            fetch_wait_ms: 50,
+            consume,
+            label: "test".to_string(),
+            broker_pid: Some(std::process::id()),
+        }
+    }
+
+    /// Everything the producers wrote (warm-up included) is what the consumer reads back.
+    fn check(workload: &BrokerWorkload, outcome: &BrokerOutcome) {
+        let publish = outcome.publish.as_ref().expect("producers ran");
+        let consume = outcome.consume.as_ref().expect("consumers ran");
+        assert!(publish.batches > 0 && publish.latency_us.len() == publish.batches);
+        assert_eq!(
+            publish.records,
+            publish.batches * workload.records_per_batch()
+        );
+        let produced: i64 = outcome.end_offsets.iter().map(|(_, end)| end).sum();
+        assert_eq!(outcome.end_offsets.len(), 2);
+        assert_eq!(consume.records as i64, produced);
+        assert_eq!(consume.batches as i64 * 100, produced);
+    }
+
+    #[test]
+    fn produces_then_reads_everything_back() {
+        let data_dir = tempfile::tempdir().expect("a temporary directory");
+        let broker = start_broker(data_dir.path());
+        let workload = workload(broker.address().to_string(), ConsumeMode::After, 0);
+        let outcome = run(&workload).expect("the workload runs");
+        check(&workload, &outcome);
+        // The topic now exists with 2 partitions; asking for 3 is refused clearly.
+        let mut other = workload.clone();
+        other.partitions = 3;
+        let refused = run(&other).err().expect("a partition count mismatch");
+        assert!(
+            refused.to_string().contains("exists with 2 partitions"),
+            "{refused}"
+        );
+        broker.stop();
+    }
+
+    #[test]
+    fn tails_at_a_fixed_rate() {
+        let data_dir = tempfile::tempdir().expect("a temporary directory");
+        let broker = start_broker(data_dir.path());
+        let workload = workload(broker.address().to_string(), ConsumeMode::During, 20_000);
+        let outcome = run(&workload).expect("the workload runs");
+        check(&workload, &outcome);
+        let publish = outcome.publish.as_ref().expect("producers ran");
+        // 20,000 records/s for 0.7 s is 140 batches of 100; allow for timer slack.
+        assert!(
+            (100..=160).contains(&publish.batches),
+            "{}",
+            publish.batches
+        );
+        broker.stop();
+    }
+}

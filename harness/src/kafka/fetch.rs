@@ -1,0 +1,322 @@
+//! A consumer: fetches its partitions from offset 0, one fetch in flight (as Kafka consumers
+//! keep per broker), until it has read up to the target end offsets, and counts what it got.
+//!
+//! Each response is read into one reused buffer and decoded without copying the records;
+//! the consumer walks the batch headers only (offsets, sizes, record counts) and checks that
+//! the batches follow each other without a gap. Partial batches at the end of a response
+//! (Kafka allows them) are fetched again whole.
+//!
+//! Bounds: one response of at most `max_bytes` (plus the first batch of the first
+//! partition, which Kafka always sends whole) in memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use kafka_protocol::messages::{ApiKey, FetchResponse, ListOffsetsResponse};
+use shardlog::batch::BatchHeader;
+
+use super::connection::Connection;
+use super::metadata::topic_name;
+use super::{response_error, ClientError};
+
+/// Fetch versions this client speaks: v4 has the isolation level and last stable offset;
+/// v13 names topics by id.
+const FETCH_VERSIONS: (i16, i16) = (4, 12);
+
+/// ListOffsets versions this client speaks (v1 has a single offset per partition).
+const LIST_OFFSETS_VERSIONS: (i16, i16) = (1, 7);
+
+/// ListOffsets' timestamp that asks for the end of the log.
+const LATEST_TIMESTAMP: i64 = -1;
+
+/// A consumer that receives nothing for this long while short of its target gives up.
+pub const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+/// What one consumer fetches.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    pub topic: String,
+    pub partitions: Vec<i32>,
+    /// Fetch `max_bytes`; each partition's `partition_max_bytes` is the same.
+    pub max_bytes: i32,
+    pub min_bytes: i32,
+    pub max_wait_ms: i32,
+}
+
+/// Shared by the driver and every consumer.
+#[derive(Default)]
+pub struct ConsumerControl {
+    /// Where each partition ends: consumers stop once they reach it. Set by the driver when
+    /// the producers are done (or before the consumers start, if they read afterwards).
+    pub targets: OnceLock<Vec<(i32, i64)>>,
+    /// Stop now (another actor failed).
+    pub aborting: AtomicBool,
+    /// Batch bytes received by every consumer (for per-second windows).
+    pub received_bytes: AtomicU64,
+}
+
+/// What one consumer measured.
+#[derive(Debug, Default, Clone)]
+pub struct ConsumerOutcome {
+    pub bytes: u64,
+    pub batches: u64,
+    pub records: u64,
+    pub fetches: u64,
+    /// From the first fetch sent to the last byte needed.
+    pub elapsed: Duration,
+}
+
+struct Position {
+    partition: i32,
+    next_offset: i64,
+}
+
+/// Runs one consumer on the calling thread until it reaches its targets.
+pub fn run(
+    mut connection: Connection,
+    config: &ConsumerConfig,
+    control: &ConsumerControl,
+) -> Result<ConsumerOutcome, ClientError> {
+    let version = connection.pick_version::<FetchRequest>(FETCH_VERSIONS.0, FETCH_VERSIONS.1)?;
+    let mut positions: Vec<Position> = config
+        .partitions
+        .iter()
+        .map(|&partition| Position {
+            partition,
+            next_offset: 0,
+        })
+        .collect();
+    let mut outcome = ConsumerOutcome::default();
+    let started = Instant::now();
+    let mut last_progress = started;
+    loop {
+        if control.aborting.load(Ordering::Relaxed) {
+            break;
+        }
+        if let Some(targets) = control.targets.get() {
+            let reached = positions.iter().all(|position| {
+                targets
+                    .iter()
+                    .find(|(partition, _)| *partition == position.partition)
+                    .is_none_or(|&(_, end)| position.next_offset >= end)
+            });
+            if reached {
+                break;
+            }
+        }
+        if last_progress.elapsed() > STALL_LIMIT {
+            return Err(ClientError::Stalled {
+                what: format!(
+                    "consumer of {} at offsets {:?}",
+                    config.topic,
+                    positions
+                        .iter()
+                        .map(|position| (position.partition, position.next_offset))
+                        .collect::<Vec<_>>()
+                ),
+                waited_s: STALL_LIMIT.as_secs(),
+            });
+        }
+        let request = FetchRequest::default()
+            .with_max_wait_ms(config.max_wait_ms)
+            .with_min_bytes(config.min_bytes)
+            .with_max_bytes(config.max_bytes)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(topic_name(&config.topic))
+                .with_partitions(
+                    positions
+                        .iter()
+                        .map(|position| {
+                            FetchPartition::default()
+                                .with_partition(position.partition)
+                                .with_fetch_offset(position.next_offset)
+                                .with_partition_max_bytes(config.max_bytes)
+                        })
+                        .collect(),
+                )]);
+        let response: FetchResponse = connection.call(&request, version)?;
+        outcome.fetches += 1;
+        if let Some(error) = response_error(response.error_code) {
+            return Err(ClientError::BrokerRequest {
+                api: ApiKey::Fetch,
+                error,
+            });
+        }
+        let mut received = 0u64;
+        for topic in &response.responses {
+            for data in &topic.partitions {
+                if let Some(error) = response_error(data.error_code) {
+                    return Err(ClientError::Broker {
+                        api: ApiKey::Fetch,
+                        topic: config.topic.clone(),
+                        partition: data.partition_index,
+                        error,
+                        message: None,
+                    });
+                }
+                let Some(position) = positions
+                    .iter_mut()
+                    .find(|position| position.partition == data.partition_index)
+                else {
+                    continue;
+                };
+                let Some(records) = &data.records else {
+                    continue;
+                };
+                let walked =
+                    walk_batches(records, position.next_offset).map_err(|(offset, reason)| {
+                        ClientError::BadBatch {
+                            topic: config.topic.clone(),
+                            partition: position.partition,
+                            offset,
+                            reason,
+                        }
+                    })?;
+                position.next_offset = walked.next_offset;
+                received += walked.bytes;
+                outcome.batches += walked.batches;
+                outcome.records += walked.records;
+            }
+        }
+        if received > 0 {
+            outcome.bytes += received;
+            control
+                .received_bytes
+                .fetch_add(received, Ordering::Relaxed);
+            last_progress = Instant::now();
+            outcome.elapsed = started.elapsed();
+        }
+    }
+    Ok(outcome)
+}
+
+/// What the whole batches at the start of a partition's records hold.
+struct Walked {
+    bytes: u64,
+    batches: u64,
+    records: u64,
+    next_offset: i64,
+}
+
+/// Walks the complete batches of `records`, which should start at `next_offset`. A batch
+/// that starts before `next_offset` and ends at or after it is allowed (a fetch from the
+/// middle of a batch gets the whole batch); a gap is an error, with the offset.
+fn walk_batches(records: &[u8], mut next_offset: i64) -> Result<Walked, (i64, String)> {
+    let mut walked = Walked {
+        bytes: 0,
+        batches: 0,
+        records: 0,
+        next_offset,
+    };
+    let mut at = 0;
+    while at < records.len() {
+        let rest = &records[at..];
+        let header = match BatchHeader::parse_fields(rest) {
+            Ok(header) => header,
+            // A partial header at the end: fetched again next time.
+            Err(_) if rest.len() < shardlog::batch::layout::HEADER_BYTES => break,
+            Err(error) => return Err((next_offset, error.to_string())),
+        };
+        let total = header.batch_length as usize + shardlog::batch::layout::LOG_OVERHEAD_BYTES;
+        if total > rest.len() {
+            break; // a partial batch at the end
+        }
+        let last_offset = header.base_offset + i64::from(header.last_offset_delta);
+        if header.base_offset > next_offset {
+            return Err((
+                next_offset,
+                format!("next batch starts at offset {}: a gap", header.base_offset),
+            ));
+        }
+        if last_offset >= next_offset {
+            walked.bytes += total as u64;
+            walked.batches += 1;
+            walked.records += header.records_count.max(0) as u64;
+            next_offset = last_offset + 1;
+        }
+        at += total;
+    }
+    walked.next_offset = next_offset;
+    Ok(walked)
+}
+
+/// The partition's end offset (the offset the next batch will get), from ListOffsets.
+pub fn high_watermark(
+    connection: &mut Connection,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, ClientError> {
+    let version = connection
+        .pick_version::<ListOffsetsRequest>(LIST_OFFSETS_VERSIONS.0, LIST_OFFSETS_VERSIONS.1)?;
+    let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+        .with_name(topic_name(topic))
+        .with_partitions(vec![ListOffsetsPartition::default()
+            .with_partition_index(partition)
+            .with_timestamp(LATEST_TIMESTAMP)])]);
+    let response: ListOffsetsResponse = connection.call(&request, version)?;
+    let answer = response
+        .topics
+        .iter()
+        .flat_map(|entry| entry.partitions.iter())
+        .find(|answer| answer.partition_index == partition)
+        .ok_or_else(|| ClientError::MissingInResponse {
+            address: connection.address().to_string(),
+            api: ApiKey::ListOffsets,
+            what: format!("an answer for {topic}/{partition}"),
+        })?;
+    if let Some(error) = response_error(answer.error_code) {
+        return Err(ClientError::Broker {
+            api: ApiKey::ListOffsets,
+            topic: topic.to_string(),
+            partition,
+            error,
+            message: None,
+        });
+    }
+    Ok(answer.offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::walk_batches;
+    use shardlog::batch::{BatchBuilder, Compression};
+
+    fn batch(base_offset: i64, records: usize) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(0, Compression::None);
+        for _ in 0..records {
+            builder.push_kv(None, Some(b"value"), &[], 0);
+        }
+        builder.build(base_offset).expect("encodes")
+    }
+
+    #[test]
+    fn walks_whole_batches_and_stops_at_a_partial_one() {
+        let mut records = batch(0, 3);
+        records.extend(batch(3, 2));
+        let second = batch(5, 4);
+        records.extend(&second[..second.len() - 1]);
+        let walked = walk_batches(&records, 0).expect("no gap");
+        assert_eq!(walked.batches, 2);
+        assert_eq!(walked.records, 5);
+        assert_eq!(walked.next_offset, 5);
+        assert_eq!(walked.bytes as usize, batch(0, 3).len() + batch(3, 2).len());
+    }
+
+    #[test]
+    fn skips_a_batch_before_the_fetch_offset_and_reports_a_gap() {
+        let mut records = batch(0, 3);
+        records.extend(batch(3, 2));
+        let walked = walk_batches(&records, 3).expect("no gap");
+        assert_eq!((walked.batches, walked.next_offset), (1, 5));
+
+        let gapped = batch(7, 1);
+        let (offset, reason) = walk_batches(&gapped, 5).err().expect("a gap");
+        assert_eq!(offset, 5);
+        assert!(reason.contains("gap"), "{reason}");
+    }
+}
