@@ -15,6 +15,7 @@
 # Usage: scripts/broker-vs-loopback.sh
 #   DURATION=10s WARMUP=2s STRATEGIES="direct buffered" DURABILITIES="none always"
 #   CONSUME=after (or during: the consumer tails the producer instead of reading afterwards)
+#   OUT=results/<date>-broker-vs-loopback (where the report goes)
 #   DATA_DIR=target/broker-vs-loopback (must support O_DIRECT: not tmpfs) IPERF_PORT=5201
 #   BROKER=target/release/broker (another build of the broker to measure)
 set -euo pipefail
@@ -27,7 +28,7 @@ durabilities=${DURABILITIES:-none always}
 consume=${CONSUME:-after}
 data_dir=${DATA_DIR:-target/broker-vs-loopback}
 iperf_port=${IPERF_PORT:-5201}
-out="results/$(date +%F)-broker-vs-loopback"
+out=${OUT:-"results/$(date +%F)-broker-vs-loopback"}
 
 command -v iperf3 >/dev/null || { echo "iperf3 is missing: apt-get install iperf3" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3" >&2; exit 1; }
