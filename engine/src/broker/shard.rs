@@ -61,6 +61,17 @@ pub struct ProduceOutcome {
     pub log_start_offset: i64,
 }
 
+impl ProduceOutcome {
+    /// A refusal with this Kafka error code and no offsets.
+    pub fn failed(error_code: i16) -> ProduceOutcome {
+        ProduceOutcome {
+            error_code,
+            base_offset: -1,
+            log_start_offset: -1,
+        }
+    }
+}
+
 /// The outcome of fetching from one partition.
 #[derive(Debug, Clone)]
 pub struct FetchOutcome {
@@ -75,12 +86,37 @@ pub struct FetchOutcome {
     pub end_offset: Option<Arc<AtomicI64>>,
 }
 
+impl FetchOutcome {
+    /// A refusal with this Kafka error code: no offsets, no records, nothing to wait on.
+    pub fn failed(error_code: i16) -> FetchOutcome {
+        FetchOutcome {
+            error_code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Records::default(),
+            appended: None,
+            end_offset: None,
+        }
+    }
+}
+
 /// The outcome of ListOffsets for one partition.
 #[derive(Debug, Clone, Copy)]
 pub struct OffsetOutcome {
     pub error_code: i16,
     pub offset: i64,
     pub timestamp_ms: i64,
+}
+
+impl OffsetOutcome {
+    /// A refusal with this Kafka error code and no offset.
+    pub fn failed(error_code: i16) -> OffsetOutcome {
+        OffsetOutcome {
+            error_code,
+            offset: -1,
+            timestamp_ms: -1,
+        }
+    }
 }
 
 /// Work one core asks of the core that owns a partition.
@@ -288,11 +324,7 @@ impl Shard {
         };
         self.forward(owner, message, answer)
             .await
-            .unwrap_or(ProduceOutcome {
-                error_code: error_code::UNKNOWN_SERVER_ERROR,
-                base_offset: -1,
-                log_start_offset: -1,
-            })
+            .unwrap_or(ProduceOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
     }
 
     /// Fetches from a partition, wherever it lives.
@@ -314,14 +346,7 @@ impl Shard {
         };
         self.forward(owner, message, answer)
             .await
-            .unwrap_or(FetchOutcome {
-                error_code: error_code::UNKNOWN_SERVER_ERROR,
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Records::default(),
-                appended: None,
-                end_offset: None,
-            })
+            .unwrap_or_else(|| FetchOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
     }
 
     /// ListOffsets for a partition, wherever it lives.
@@ -341,11 +366,7 @@ impl Shard {
         };
         self.forward(owner, message, answer)
             .await
-            .unwrap_or(OffsetOutcome {
-                error_code: error_code::UNKNOWN_SERVER_ERROR,
-                offset: -1,
-                timestamp_ms: -1,
-            })
+            .unwrap_or(OffsetOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
     }
 
     /// Closes and deletes a deleted topic's partitions on every core.
@@ -404,14 +425,9 @@ impl Shard {
         partition: i32,
         records: Bytes,
     ) -> ProduceOutcome {
-        let failed = |error_code| ProduceOutcome {
-            error_code,
-            base_offset: -1,
-            log_start_offset: -1,
-        };
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
-            Err(code) => return failed(code),
+            Err(code) => return ProduceOutcome::failed(code),
         };
         // Validate every batch before appending any, so a rejected request leaves nothing
         // behind (a client retrying it would otherwise duplicate its valid batches).
@@ -421,7 +437,7 @@ impl Shard {
             Ok(found) => found,
             Err(error) => {
                 tracing::info!(topic = %topic.name, partition, %error, "rejected produce");
-                return failed(storage_error_code(&LogError::InvalidBatch(error)));
+                return ProduceOutcome::failed(storage_error_code(&LogError::InvalidBatch(error)));
             }
         };
         let mut first_base_offset = None;
@@ -469,12 +485,14 @@ impl Shard {
                     Verdict::Duplicate { base_offset } => {
                         first_base_offset.get_or_insert(base_offset);
                     }
-                    Verdict::Reject { error_code } => return failed(error_code),
-                    Verdict::Append => return failed(error_code::UNKNOWN_SERVER_ERROR),
+                    Verdict::Reject { error_code } => return ProduceOutcome::failed(error_code),
+                    Verdict::Append => {
+                        return ProduceOutcome::failed(error_code::UNKNOWN_SERVER_ERROR)
+                    }
                 },
                 Err(error) => {
                     tracing::warn!(topic = %topic.name, partition, %error, "append failed");
-                    return failed(storage_error_code(&error));
+                    return ProduceOutcome::failed(storage_error_code(&error));
                 }
             }
         }
@@ -484,7 +502,7 @@ impl Shard {
                 base_offset,
                 log_start_offset: open.log.log_start_offset(),
             },
-            None => failed(error_code::INVALID_RECORD),
+            None => ProduceOutcome::failed(error_code::INVALID_RECORD),
         }
     }
 
@@ -497,16 +515,7 @@ impl Shard {
     ) -> FetchOutcome {
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
-            Err(error_code) => {
-                return FetchOutcome {
-                    error_code,
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    records: Records::default(),
-                    appended: None,
-                    end_offset: None,
-                }
-            }
+            Err(error_code) => return FetchOutcome::failed(error_code),
         };
         let high_watermark = open.log.log_end_offset();
         let log_start_offset = open.log.log_start_offset();
@@ -576,13 +585,7 @@ impl Shard {
     ) -> OffsetOutcome {
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
-            Err(error_code) => {
-                return OffsetOutcome {
-                    error_code,
-                    offset: -1,
-                    timestamp_ms: -1,
-                }
-            }
+            Err(error_code) => return OffsetOutcome::failed(error_code),
         };
         let found = |offset| OffsetOutcome {
             error_code: error_code::NONE,
@@ -599,11 +602,7 @@ impl Shard {
                     timestamp_ms: matched.timestamp_ms,
                 },
                 Ok(None) => found(-1),
-                Err(error) => OffsetOutcome {
-                    error_code: storage_error_code(&error),
-                    offset: -1,
-                    timestamp_ms: -1,
-                },
+                Err(error) => OffsetOutcome::failed(storage_error_code(&error)),
             },
         }
     }

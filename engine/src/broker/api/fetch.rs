@@ -146,14 +146,7 @@ async fn fetch_once(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchOutcome> {
                     )
                     .await
             }
-            Err(code) => FetchOutcome {
-                error_code: *code,
-                high_watermark: -1,
-                log_start_offset: -1,
-                records: Records::default(),
-                appended: None,
-                end_offset: None,
-            },
+            Err(code) => FetchOutcome::failed(*code),
         }
     }))
     .await
