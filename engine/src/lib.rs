@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod broker;
+pub mod cluster;
 pub mod error;
 pub mod index;
 pub mod log;

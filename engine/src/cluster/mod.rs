@@ -1,0 +1,4 @@
+//! Making brokers a cluster: the replicated metadata (`state`), the quorum that agrees on it,
+//! and data replication between partition leaders and followers.
+
+pub mod state;

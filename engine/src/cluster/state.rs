@@ -1,0 +1,464 @@
+//! The cluster's metadata: what the quorum replicates, and how each command changes it.
+//!
+//! `ClusterState` is a pure value. Every broker applies the same committed commands in the
+//! same order, so every broker computes the same state; nothing here may read the clock, the
+//! disk or a random number (ids and placements are chosen by the proposer and carried inside
+//! the command).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A broker's id (Kafka's `node.id`).
+pub type BrokerId = i32;
+
+/// No leader: every replica that could lead without losing acknowledged data is down.
+pub const NO_LEADER: BrokerId = -1;
+
+/// A broker the cluster knows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub id: BrokerId,
+    /// Where clients reach its Kafka listener.
+    pub host: String,
+    pub port: i32,
+    /// Fenced brokers missed their heartbeats: they lead nothing and are out of every ISR.
+    pub fenced: bool,
+}
+
+/// Per-topic settings (a subset of Kafka's topic configs).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub segment_bytes: u64,
+    pub retention_bytes: Option<u64>,
+    pub retention_ms: Option<u64>,
+}
+
+/// Who holds one partition, and who leads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Every broker that stores the partition; the first is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+    /// The in-sync replicas: the leader and the followers that are caught up.
+    pub isr: Vec<BrokerId>,
+    /// The leader, or `NO_LEADER`.
+    pub leader: BrokerId,
+    /// Raised on every leader change; stamped into the batches the leader appends.
+    pub leader_epoch: i32,
+    /// Raised on every change of this partition's state (leader or ISR), so a leader's ISR
+    /// change made against an older state can be refused.
+    pub partition_epoch: i32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+    pub config: TopicConfig,
+    /// One entry per partition, `partitions` long.
+    pub assignment: Vec<PartitionState>,
+}
+
+impl Topic {
+    pub fn partition(&self, partition: i32) -> Option<&PartitionState> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|index| self.assignment.get(index))
+    }
+}
+
+/// The cluster at one committed point. Immutable once published; replaced whole on change.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterState {
+    pub brokers: BTreeMap<BrokerId, BrokerInfo>,
+    pub topics: BTreeMap<String, Arc<Topic>>,
+}
+
+/// A change to the cluster state, as committed in the quorum's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A broker announces itself (at every start); registering again updates its address
+    /// and unfences it.
+    RegisterBroker {
+        id: BrokerId,
+        host: String,
+        port: i32,
+    },
+    /// The controller saw no heartbeat from `id` within the session timeout.
+    FenceBroker {
+        id: BrokerId,
+    },
+    /// A fenced broker is heartbeating again.
+    UnfenceBroker {
+        id: BrokerId,
+    },
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        config: TopicConfig,
+        /// Replicas per partition, chosen by the proposer.
+        replicas: Vec<Vec<BrokerId>>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// A leader shrinks or grows its partition's ISR. Refused unless `leader` still leads at
+    /// `partition_epoch`.
+    AlterIsr {
+        topic: String,
+        partition: i32,
+        leader: BrokerId,
+        partition_epoch: i32,
+        isr: Vec<BrokerId>,
+    },
+}
+
+/// Why a command changed nothing. Each maps to a Kafka error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("unknown partition {topic}-{partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("unknown broker {0}")]
+    UnknownBroker(BrokerId),
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicas(&'static str),
+    #[error("stale partition epoch or not the leader")]
+    StaleIsrChange,
+}
+
+impl Refusal {
+    /// The Kafka error code for this refusal.
+    pub fn code(&self) -> i16 {
+        match self {
+            Refusal::TopicExists(_) => 36,         // TOPIC_ALREADY_EXISTS
+            Refusal::UnknownTopic(_) => 3,         // UNKNOWN_TOPIC_OR_PARTITION
+            Refusal::UnknownPartition { .. } => 3, // UNKNOWN_TOPIC_OR_PARTITION
+            Refusal::UnknownBroker(_) => 39,       // INVALID_REPLICA_ASSIGNMENT
+            Refusal::InvalidReplicas(_) => 39,     // INVALID_REPLICA_ASSIGNMENT
+            Refusal::StaleIsrChange => 6,          // NOT_LEADER_OR_FOLLOWER
+        }
+    }
+}
+
+impl ClusterState {
+    pub fn topic(&self, name: &str) -> Option<&Arc<Topic>> {
+        self.topics.get(name)
+    }
+
+    /// Applies one committed command. Deterministic: the same state and command give the same
+    /// result on every broker. A refused command leaves the state as it was.
+    pub fn apply(&mut self, command: &Command) -> Result<(), Refusal> {
+        match command {
+            Command::RegisterBroker { id, host, port } => {
+                self.brokers.insert(
+                    *id,
+                    BrokerInfo {
+                        id: *id,
+                        host: host.clone(),
+                        port: *port,
+                        fenced: false,
+                    },
+                );
+                self.elect_where_leaderless(*id);
+                Ok(())
+            }
+            Command::FenceBroker { id } => {
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(Refusal::UnknownBroker(*id))?;
+                broker.fenced = true;
+                self.remove_from_leadership(*id);
+                Ok(())
+            }
+            Command::UnfenceBroker { id } => {
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(Refusal::UnknownBroker(*id))?;
+                broker.fenced = false;
+                self.elect_where_leaderless(*id);
+                Ok(())
+            }
+            Command::CreateTopic {
+                name,
+                id,
+                config,
+                replicas,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(Refusal::TopicExists(name.clone()));
+                }
+                if replicas.is_empty() {
+                    return Err(Refusal::InvalidReplicas("no partitions"));
+                }
+                let mut assignment = Vec::with_capacity(replicas.len());
+                for set in replicas {
+                    if set.is_empty() {
+                        return Err(Refusal::InvalidReplicas("a partition has no replicas"));
+                    }
+                    let mut sorted = set.clone();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    if sorted.len() != set.len() {
+                        return Err(Refusal::InvalidReplicas("a broker is listed twice"));
+                    }
+                    if let Some(unknown) = set.iter().find(|b| !self.brokers.contains_key(b)) {
+                        return Err(Refusal::UnknownBroker(*unknown));
+                    }
+                    let leader = set
+                        .iter()
+                        .copied()
+                        .find(|b| !self.brokers[b].fenced)
+                        .unwrap_or(NO_LEADER);
+                    assignment.push(PartitionState {
+                        replicas: set.clone(),
+                        isr: set.clone(),
+                        leader,
+                        leader_epoch: 0,
+                        partition_epoch: 0,
+                    });
+                }
+                let topic = Topic {
+                    name: name.clone(),
+                    id: *id,
+                    partitions: assignment.len() as i32,
+                    config: config.clone(),
+                    assignment,
+                };
+                self.topics.insert(name.clone(), Arc::new(topic));
+                Ok(())
+            }
+            Command::DeleteTopic { name } => self
+                .topics
+                .remove(name)
+                .map(|_| ())
+                .ok_or_else(|| Refusal::UnknownTopic(name.clone())),
+            Command::AlterIsr {
+                topic,
+                partition,
+                leader,
+                partition_epoch,
+                isr,
+            } => {
+                let current = self
+                    .topics
+                    .get(topic)
+                    .ok_or_else(|| Refusal::UnknownTopic(topic.clone()))?;
+                let state =
+                    current
+                        .partition(*partition)
+                        .ok_or_else(|| Refusal::UnknownPartition {
+                            topic: topic.clone(),
+                            partition: *partition,
+                        })?;
+                if state.leader != *leader
+                    || state.partition_epoch != *partition_epoch
+                    || !isr.contains(leader)
+                {
+                    return Err(Refusal::StaleIsrChange);
+                }
+                if isr.iter().any(|b| !state.replicas.contains(b)) {
+                    return Err(Refusal::InvalidReplicas("ISR member is not a replica"));
+                }
+                let mut changed = Topic::clone(current);
+                let state = &mut changed.assignment[*partition as usize];
+                state.isr = isr.clone();
+                state.partition_epoch += 1;
+                self.topics.insert(topic.clone(), Arc::new(changed));
+                Ok(())
+            }
+        }
+    }
+
+    /// `id` is gone: every partition it led gets the first other live ISR member as leader;
+    /// it leaves every ISR in which it is not the last member (the last member stays, so that
+    /// only it may lead again: no unclean election).
+    fn remove_from_leadership(&mut self, id: BrokerId) {
+        let brokers = &self.brokers;
+        let live = |b: &BrokerId| brokers.get(b).is_some_and(|info| !info.fenced);
+        for topic in self.topics.values_mut() {
+            let touched = topic.assignment.iter().any(|state| {
+                state.leader == id || (state.isr.contains(&id) && state.isr.len() > 1)
+            });
+            if !touched {
+                continue;
+            }
+            let topic = Arc::make_mut(topic);
+            for state in &mut topic.assignment {
+                let was_leader = state.leader == id;
+                if state.isr.contains(&id) && state.isr.len() > 1 {
+                    state.isr.retain(|b| *b != id);
+                    state.partition_epoch += 1;
+                }
+                if was_leader {
+                    state.leader = state
+                        .isr
+                        .iter()
+                        .copied()
+                        .find(|b| live(b))
+                        .unwrap_or(NO_LEADER);
+                    state.leader_epoch += 1;
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// `id` is live again: partitions with no leader whose ISR holds it get it as leader.
+    fn elect_where_leaderless(&mut self, id: BrokerId) {
+        for topic in self.topics.values_mut() {
+            let touched = topic
+                .assignment
+                .iter()
+                .any(|state| state.leader == NO_LEADER && state.isr.contains(&id));
+            if !touched {
+                continue;
+            }
+            let topic = Arc::make_mut(topic);
+            for state in &mut topic.assignment {
+                if state.leader == NO_LEADER && state.isr.contains(&id) {
+                    state.leader = id;
+                    state.leader_epoch += 1;
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Live (unfenced) brokers, in id order.
+    pub fn live_brokers(&self) -> Vec<BrokerId> {
+        self.brokers
+            .values()
+            .filter(|info| !info.fenced)
+            .map(|info| info.id)
+            .collect()
+    }
+}
+
+/// Replicas for `partitions` partitions over `brokers` (sorted, live), `replication` each:
+/// Kafka's round-robin, starting at an offset the proposer picks so leaders spread across
+/// topics.
+pub fn place_replicas(
+    brokers: &[BrokerId],
+    partitions: i32,
+    replication: usize,
+    start: usize,
+) -> Result<Vec<Vec<BrokerId>>, Refusal> {
+    if replication == 0 || replication > brokers.len() {
+        return Err(Refusal::InvalidReplicas(
+            "replication factor exceeds the live brokers",
+        ));
+    }
+    Ok((0..partitions.max(0) as usize)
+        .map(|partition| {
+            (0..replication)
+                .map(|replica| brokers[(start + partition + replica) % brokers.len()])
+                .collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TopicConfig {
+        TopicConfig {
+            segment_bytes: 1 << 20,
+            retention_bytes: None,
+            retention_ms: None,
+        }
+    }
+
+    fn three_brokers() -> ClusterState {
+        let mut state = ClusterState::default();
+        for id in 1..=3 {
+            state
+                .apply(&Command::RegisterBroker {
+                    id,
+                    host: "127.0.0.1".into(),
+                    port: 9090 + id,
+                })
+                .expect("register");
+        }
+        state
+    }
+
+    fn create(state: &mut ClusterState, replicas: Vec<Vec<BrokerId>>) {
+        state
+            .apply(&Command::CreateTopic {
+                name: "t".into(),
+                id: Uuid::nil(),
+                config: config(),
+                replicas,
+            })
+            .expect("create");
+    }
+
+    #[test]
+    fn fencing_the_leader_elects_the_next_isr_member_with_a_higher_epoch() {
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        state.apply(&Command::FenceBroker { id: 1 }).expect("fence");
+        let partition = state.topic("t").expect("t").assignment[0].clone();
+        assert_eq!(partition.leader, 2);
+        assert_eq!(partition.isr, vec![2, 3]);
+        assert_eq!(partition.leader_epoch, 1);
+    }
+
+    #[test]
+    fn the_last_isr_member_stays_and_leads_again_when_back() {
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1]]);
+        state.apply(&Command::FenceBroker { id: 1 }).expect("fence");
+        let partition = state.topic("t").expect("t").assignment[0].clone();
+        assert_eq!(
+            (partition.leader, partition.isr.clone()),
+            (NO_LEADER, vec![1])
+        );
+        state
+            .apply(&Command::UnfenceBroker { id: 1 })
+            .expect("unfence");
+        let partition = state.topic("t").expect("t").assignment[0].clone();
+        assert_eq!((partition.leader, partition.leader_epoch), (1, 2));
+    }
+
+    #[test]
+    fn isr_changes_need_the_current_leader_and_epoch() {
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        let alter = |leader, partition_epoch, isr: Vec<BrokerId>| Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader,
+            partition_epoch,
+            isr,
+        };
+        assert_eq!(
+            state.apply(&alter(2, 0, vec![2])),
+            Err(Refusal::StaleIsrChange)
+        );
+        state.apply(&alter(1, 0, vec![1, 3])).expect("shrink");
+        assert_eq!(
+            state.apply(&alter(1, 0, vec![1])),
+            Err(Refusal::StaleIsrChange)
+        );
+        assert_eq!(state.topic("t").expect("t").assignment[0].isr, vec![1, 3]);
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_refuses_too_few_brokers() {
+        let placed = place_replicas(&[1, 2, 3], 3, 3, 0).expect("place");
+        let leaders: Vec<_> = placed.iter().map(|set| set[0]).collect();
+        assert_eq!(leaders, vec![1, 2, 3]);
+        assert!(place_replicas(&[1, 2], 1, 3, 0).is_err());
+    }
+}
