@@ -82,6 +82,9 @@ pub enum LogError {
         batch_bytes: usize,
         buffer_bytes: usize,
     },
+    /// A replicated batch does not start at the log end (a follower fetched the wrong place).
+    #[error("replicated batch starts at offset {found}, the log ends at {expected}")]
+    NotAtLogEnd { expected: i64, found: i64 },
     /// Settings that cannot work.
     #[error("invalid log configuration: {problem}")]
     InvalidConfig { problem: &'static str },

@@ -176,7 +176,9 @@ fn storage_error_code(error: &LogError) -> i16 {
             error_code::MESSAGE_TOO_LARGE
         }
         LogError::InvalidBatch(_) | LogError::TrailingBytes { .. } => error_code::INVALID_RECORD,
-        LogError::OffsetOutOfRange { .. } => error_code::OFFSET_OUT_OF_RANGE,
+        LogError::OffsetOutOfRange { .. } | LogError::NotAtLogEnd { .. } => {
+            error_code::OFFSET_OUT_OF_RANGE
+        }
         LogError::Storage(_) | LogError::Corrupt { .. } => error_code::KAFKA_STORAGE_ERROR,
         LogError::Closed { .. } | LogError::InvalidConfig { .. } => {
             error_code::UNKNOWN_SERVER_ERROR

@@ -208,6 +208,27 @@ impl PartitionLog {
         leader_epoch: i32,
         admit: impl FnOnce(&BatchHeader) -> bool,
     ) -> Result<Option<AppendInfo>, LogError> {
+        self.append_batch(batch, Some(leader_epoch), admit).await
+    }
+
+    /// Appends a batch a follower copied from its leader: offsets and leader epoch stay as the
+    /// leader assigned them, and the batch must start exactly at this log's end.
+    pub async fn append_replicated(
+        &self,
+        batch: &mut [u8],
+        admit: impl FnOnce(&BatchHeader) -> bool,
+    ) -> Result<Option<AppendInfo>, LogError> {
+        self.append_batch(batch, None, admit).await
+    }
+
+    /// The one append path. `assign_epoch` is `Some` on a leader (offsets and epoch are given
+    /// here) and `None` on a follower (they are kept, and checked against the log end).
+    async fn append_batch(
+        &self,
+        batch: &mut [u8],
+        assign_epoch: Option<i32>,
+        admit: impl FnOnce(&BatchHeader) -> bool,
+    ) -> Result<Option<AppendInfo>, LogError> {
         let config = &self.inner.config;
         let header = batch::validate(batch, config.max_batch_bytes)?;
         let batch_bytes = header.total_bytes();
@@ -238,14 +259,22 @@ impl PartitionLog {
         let base_offset = active.next_offset();
         let stored = BatchHeader {
             base_offset,
-            partition_leader_epoch: leader_epoch,
+            partition_leader_epoch: assign_epoch.unwrap_or(header.partition_leader_epoch),
             ..header
         };
+        if assign_epoch.is_none() && header.base_offset != base_offset {
+            return Err(LogError::NotAtLogEnd {
+                expected: base_offset,
+                found: header.base_offset,
+            });
+        }
         if !admit(&stored) {
             return Ok(None);
         }
-        batch::patch_base_offset(batch, base_offset);
-        batch::patch_partition_leader_epoch(batch, leader_epoch);
+        if let Some(leader_epoch) = assign_epoch {
+            batch::patch_base_offset(batch, base_offset);
+            batch::patch_partition_leader_epoch(batch, leader_epoch);
+        }
         active.append_batch(batch, &stored, config.index_interval_bytes)?;
         drop(permit);
 
