@@ -2,4 +2,5 @@
 //! and data replication between partition leaders and followers.
 
 pub mod epochs;
+pub mod replica;
 pub mod state;

@@ -1,0 +1,342 @@
+//! One partition's replication state on a broker that holds a replica of it: Kafka's model.
+//!
+//! The leader learns how far each follower has got from the offset the follower asks for
+//! next (a follower fetching from offset N holds everything below N). The high watermark is
+//! the smallest such end offset over the in-sync replicas (ISR), the leader's own included;
+//! consumers see only records below it, and an `acks=all` produce is answered once the
+//! watermark has passed its records. A follower that stops keeping up leaves the ISR after
+//! `replica_lag_time_max`; one that catches up comes back. The leader proposes those ISR
+//! changes to the quorum; the quorum's state is the truth, this is the leader's working copy.
+//!
+//! Pure: no I/O and no clock (times come in as milliseconds), so the rules are unit-tested
+//! here and the shard does the waiting and the talking.
+
+use std::collections::BTreeMap;
+
+use super::state::{BrokerId, PartitionState, NO_LEADER};
+
+/// What this broker is for the partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower {
+        leader: BrokerId,
+    },
+    /// Not a replica, or no leader to follow.
+    Offline,
+}
+
+/// What a metadata change asks of the shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing to do (perhaps the ISR changed).
+    Unchanged,
+    /// Lead from now at this epoch: record the epoch's start in the epoch cache.
+    BecameLeader,
+    /// Follow this leader: cut any divergent tail, then fetch.
+    BecameFollower { leader: BrokerId },
+    /// Stop leading or fetching.
+    WentOffline,
+}
+
+/// A follower's progress, as its leader sees it.
+#[derive(Clone, Copy, Debug)]
+struct FollowerProgress {
+    /// The offset it fetched from last: it holds every record below. -1 until it fetches.
+    end_offset: i64,
+    /// The last time it was caught up with the leader's log end.
+    caught_up_ms: u64,
+}
+
+/// The replication state of one partition on one broker.
+#[derive(Debug)]
+pub struct ReplicaState {
+    me: BrokerId,
+    role: Role,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
+    followers: BTreeMap<BrokerId, FollowerProgress>,
+    high_watermark: i64,
+    /// An ISR change proposed and not yet seen in the metadata; no other is proposed meanwhile.
+    pending_isr: Option<Vec<BrokerId>>,
+}
+
+impl ReplicaState {
+    /// A replica that has not seen the metadata yet. `high_watermark` is the last one known
+    /// (from a checkpoint, or the log start).
+    pub fn new(me: BrokerId, high_watermark: i64) -> ReplicaState {
+        ReplicaState {
+            me,
+            role: Role::Offline,
+            leader_epoch: -1,
+            partition_epoch: -1,
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            followers: BTreeMap::new(),
+            high_watermark,
+            pending_isr: None,
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn isr(&self) -> &[BrokerId] {
+        &self.isr
+    }
+
+    /// Adopts the quorum's view of the partition.
+    pub fn update(&mut self, state: &PartitionState, log_end: i64, now_ms: u64) -> Transition {
+        let epoch_changed = state.leader_epoch != self.leader_epoch;
+        self.replicas = state.replicas.clone();
+        self.isr = state.isr.clone();
+        self.partition_epoch = state.partition_epoch;
+        if self.pending_isr.as_ref() == Some(&state.isr) || epoch_changed {
+            self.pending_isr = None;
+        }
+        self.leader_epoch = state.leader_epoch;
+        let role = if state.leader == self.me {
+            Role::Leader
+        } else if state.leader != NO_LEADER && state.replicas.contains(&self.me) {
+            Role::Follower {
+                leader: state.leader,
+            }
+        } else {
+            Role::Offline
+        };
+        let transition = if role == self.role && !epoch_changed {
+            Transition::Unchanged
+        } else {
+            match role {
+                Role::Leader => {
+                    // Followers get a full lag period from now before they can be dropped.
+                    self.followers = self
+                        .replicas
+                        .iter()
+                        .filter(|&&replica| replica != self.me)
+                        .map(|&replica| {
+                            let progress = FollowerProgress {
+                                end_offset: -1,
+                                caught_up_ms: now_ms,
+                            };
+                            (replica, progress)
+                        })
+                        .collect();
+                    Transition::BecameLeader
+                }
+                Role::Follower { leader } => Transition::BecameFollower { leader },
+                Role::Offline => Transition::WentOffline,
+            }
+        };
+        self.role = role;
+        self.high_watermark = self.high_watermark.min(log_end);
+        if role == Role::Leader {
+            self.advance_high_watermark(log_end);
+        }
+        transition
+    }
+
+    /// The leader saw `follower` fetch from `fetch_offset`. Returns whether the high
+    /// watermark moved. Fetches from brokers that are not replicas are ignored.
+    pub fn follower_fetched(
+        &mut self,
+        follower: BrokerId,
+        fetch_offset: i64,
+        log_end: i64,
+        now_ms: u64,
+    ) -> bool {
+        if self.role != Role::Leader {
+            return false;
+        }
+        let Some(progress) = self.followers.get_mut(&follower) else {
+            return false;
+        };
+        progress.end_offset = fetch_offset.min(log_end);
+        if fetch_offset >= log_end {
+            progress.caught_up_ms = now_ms;
+        }
+        self.advance_high_watermark(log_end)
+    }
+
+    /// The leader appended; with an ISR of one the watermark follows the log end at once.
+    pub fn appended(&mut self, log_end: i64) -> bool {
+        self.role == Role::Leader && self.advance_high_watermark(log_end)
+    }
+
+    /// A follower learned the leader's watermark: its own is that, capped at its log end.
+    pub fn follow_high_watermark(&mut self, leader_high_watermark: i64, log_end: i64) -> bool {
+        let next = leader_high_watermark.min(log_end);
+        let moved = next != self.high_watermark;
+        self.high_watermark = next;
+        moved
+    }
+
+    /// The watermark after a log cut.
+    pub fn truncated(&mut self, log_end: i64) {
+        self.high_watermark = self.high_watermark.min(log_end);
+    }
+
+    fn advance_high_watermark(&mut self, log_end: i64) -> bool {
+        let mut candidate = log_end;
+        for member in &self.isr {
+            if *member == self.me {
+                continue;
+            }
+            match self.followers.get(member) {
+                Some(progress) => candidate = candidate.min(progress.end_offset),
+                // An ISR member the leader has no progress for holds it back.
+                None => return false,
+            }
+        }
+        if candidate > self.high_watermark {
+            self.high_watermark = candidate;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The ISR the leader wants now, if it differs from the quorum's and no change is in
+    /// flight: members that have not caught up for `lag_max_ms` leave; replicas that reached
+    /// the watermark and the start of this epoch (`epoch_start`) join.
+    pub fn wanted_isr(
+        &self,
+        epoch_start: i64,
+        now_ms: u64,
+        lag_max_ms: u64,
+    ) -> Option<Vec<BrokerId>> {
+        if self.role != Role::Leader || self.pending_isr.is_some() {
+            return None;
+        }
+        let in_sync = |replica: &BrokerId| {
+            if *replica == self.me {
+                return true;
+            }
+            let Some(progress) = self.followers.get(replica) else {
+                return false;
+            };
+            if self.isr.contains(replica) {
+                now_ms.saturating_sub(progress.caught_up_ms) <= lag_max_ms
+            } else {
+                progress.end_offset >= self.high_watermark && progress.end_offset >= epoch_start
+            }
+        };
+        let wanted: Vec<BrokerId> = self.replicas.iter().copied().filter(in_sync).collect();
+        let mut current = self.isr.clone();
+        current.sort_unstable();
+        let mut sorted = wanted.clone();
+        sorted.sort_unstable();
+        (sorted != current).then_some(wanted)
+    }
+
+    /// Notes that `isr` was proposed at the current partition epoch; returns that epoch.
+    pub fn proposing_isr(&mut self, isr: Vec<BrokerId>) -> i32 {
+        self.pending_isr = Some(isr);
+        self.partition_epoch
+    }
+
+    /// The proposal failed; a later check may try again.
+    pub fn isr_proposal_failed(&mut self) {
+        self.pending_isr = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(leader: BrokerId, epoch: i32, isr: Vec<BrokerId>) -> PartitionState {
+        PartitionState {
+            replicas: vec![1, 2, 3],
+            isr,
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+        }
+    }
+
+    #[test]
+    fn the_watermark_is_the_slowest_isr_member() {
+        let mut replica = ReplicaState::new(1, 0);
+        assert_eq!(
+            replica.update(&state(1, 0, vec![1, 2, 3]), 10, 0),
+            Transition::BecameLeader
+        );
+        assert_eq!(replica.high_watermark(), 0);
+        assert!(!replica.follower_fetched(2, 10, 10, 1));
+        assert!(replica.follower_fetched(3, 7, 10, 1));
+        assert_eq!(replica.high_watermark(), 7);
+        // A stale fetch offset never lowers it.
+        assert!(!replica.follower_fetched(3, 5, 10, 2));
+        assert_eq!(replica.high_watermark(), 7);
+    }
+
+    #[test]
+    fn a_lone_leader_acknowledges_at_its_log_end() {
+        let mut replica = ReplicaState::new(1, 0);
+        replica.update(&state(1, 0, vec![1]), 0, 0);
+        assert!(replica.appended(5));
+        assert_eq!(replica.high_watermark(), 5);
+    }
+
+    #[test]
+    fn laggards_leave_the_isr_and_return_when_caught_up() {
+        let mut replica = ReplicaState::new(1, 0);
+        replica.update(&state(1, 0, vec![1, 2, 3]), 10, 0);
+        replica.follower_fetched(2, 10, 10, 100);
+        replica.follower_fetched(3, 4, 10, 100);
+        assert_eq!(replica.wanted_isr(0, 200, 500), None);
+        replica.follower_fetched(2, 10, 10, 650);
+        assert_eq!(replica.wanted_isr(0, 700, 500), Some(vec![1, 2]));
+        let epoch = replica.proposing_isr(vec![1, 2]);
+        assert_eq!(
+            replica.wanted_isr(0, 700, 500),
+            None,
+            "one change at a time"
+        );
+        replica.update(
+            &PartitionState {
+                partition_epoch: epoch + 1,
+                ..state(1, 0, vec![1, 2])
+            },
+            10,
+            700,
+        );
+        // Without the laggard the watermark reaches the log end.
+        assert_eq!(replica.high_watermark(), 10);
+        replica.follower_fetched(3, 10, 10, 900);
+        assert_eq!(replica.wanted_isr(0, 900, 500), Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn leadership_moves_with_the_epoch() {
+        let mut replica = ReplicaState::new(2, 0);
+        assert_eq!(
+            replica.update(&state(1, 0, vec![1, 2, 3]), 0, 0),
+            Transition::BecameFollower { leader: 1 }
+        );
+        assert_eq!(
+            replica.update(&state(1, 0, vec![1, 2]), 0, 0),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            replica.update(&state(2, 1, vec![2, 3]), 0, 0),
+            Transition::BecameLeader
+        );
+        assert_eq!(
+            replica.update(&state(NO_LEADER, 2, vec![2]), 0, 0),
+            Transition::WentOffline
+        );
+    }
+}
