@@ -53,6 +53,16 @@ pub struct BrokerConfig {
     pub io_memory_bytes: usize,
     /// Longest a fetch waits for `min_bytes` (caps the client's `max_wait_ms`).
     pub fetch_wait_max_ms: u64,
+    /// acks=all needs at least this many in-sync replicas (Kafka `min.insync.replicas`).
+    pub min_insync_replicas: usize,
+    /// A follower not caught up for this long leaves the ISR
+    /// (Kafka `replica.lag.time.max.ms`).
+    pub replica_lag_time_max_ms: u64,
+    /// Most bytes a follower asks for per fetch (Kafka `replica.fetch.max.bytes`).
+    pub replica_fetch_max_bytes: u32,
+    /// How long a follower's fetch waits at the leader for new data
+    /// (Kafka `replica.fetch.wait.max.ms`).
+    pub replica_fetch_wait_max_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -80,6 +90,10 @@ impl Default for BrokerConfig {
             tail_cache_bytes: 8 << 20,
             io_memory_bytes: 32 << 20,
             fetch_wait_max_ms: 30_000,
+            min_insync_replicas: 1,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 8 << 20,
+            replica_fetch_wait_max_ms: 500,
         }
     }
 }
@@ -108,6 +122,9 @@ impl BrokerConfig {
         }
         if self.default_partitions < 1 {
             return Some("default_partitions must be at least 1".to_string());
+        }
+        if self.min_insync_replicas == 0 {
+            return Some("min_insync_replicas must be at least 1".to_string());
         }
         if self.max_in_flight_per_connection == 0 || self.max_connections_per_core == 0 {
             return Some("connection limits must be at least 1".to_string());

@@ -6,27 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use event_listener::Event;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Per-topic settings (a subset of Kafka's topic configs).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TopicConfig {
-    pub segment_bytes: u64,
-    pub retention_bytes: Option<u64>,
-    pub retention_ms: Option<u64>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Topic {
-    pub name: String,
-    pub id: Uuid,
-    pub partitions: i32,
-    pub config: TopicConfig,
-}
+pub use crate::cluster::state::{PartitionState, Topic, TopicConfig};
 
 /// The topics at one moment. Immutable; replaced whole on every change.
 #[derive(Clone, Debug, Default)]
@@ -98,13 +86,18 @@ pub fn check_topic_name(name: &str) -> Result<(), TopicError> {
 /// The broker's topics. Shared by every core (`Send + Sync`).
 pub struct Metadata {
     path: PathBuf,
+    /// This broker's id: on a single broker it holds and leads every partition.
+    node_id: i32,
     current: ArcSwap<Snapshot>,
     changes: Mutex<()>,
+    /// Counts published changes; `changed` fires after each.
+    version: AtomicU64,
+    changed: Event,
 }
 
 impl Metadata {
     /// Loads `<data_dir>/topics.json`, or starts empty.
-    pub fn load(data_dir: &Path) -> Result<Metadata, String> {
+    pub fn load(data_dir: &Path, node_id: i32) -> Result<Metadata, String> {
         std::fs::create_dir_all(data_dir)
             .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
         let path = data_dir.join("topics.json");
@@ -121,9 +114,48 @@ impl Metadata {
             .collect();
         Ok(Metadata {
             path,
+            node_id,
             current: ArcSwap::from_pointee(Snapshot { topics }),
             changes: Mutex::new(()),
+            version: AtomicU64::new(0),
+            changed: Event::new(),
         })
+    }
+
+    /// The number of changes published so far.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the version is above `seen`.
+    pub async fn changed_since(&self, seen: u64) {
+        loop {
+            if self.version() > seen {
+                return;
+            }
+            let listener = self.changed.listen();
+            if self.version() > seen {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Where a broker's Kafka listener is, as `host:port`. A lone broker knows no others.
+    pub fn broker_address(&self, _broker: i32) -> Option<String> {
+        None
+    }
+
+    /// Proposes a change to the cluster state. A lone broker has no quorum to change, and
+    /// its partitions have one replica, so no ISR change is ever asked of it.
+    pub async fn propose(&self, command: crate::cluster::state::Command) -> Result<(), String> {
+        Err(format!("no metadata quorum to apply {command:?}"))
+    }
+
+    fn publish(&self, next: Snapshot) {
+        self.current.store(Arc::new(next));
+        self.version.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify(usize::MAX);
     }
 
     /// The current topics, without locking.
@@ -154,15 +186,23 @@ impl Metadata {
         if next.topics.contains_key(name) {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
+        let alone = PartitionState {
+            replicas: vec![self.node_id],
+            isr: vec![self.node_id],
+            leader: self.node_id,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        };
         let topic = Arc::new(Topic {
             name: name.to_string(),
             id: Uuid::new_v4(),
             partitions,
             config,
+            assignment: vec![alone; partitions as usize],
         });
         next.topics.insert(name.to_string(), Arc::clone(&topic));
         self.persist(&next)?;
-        self.current.store(Arc::new(next));
+        self.publish(next);
         Ok(topic)
     }
 
@@ -178,7 +218,7 @@ impl Metadata {
             return Err(TopicError::Unknown(name.to_string()));
         };
         self.persist(&next)?;
-        self.current.store(Arc::new(next));
+        self.publish(next);
         Ok(topic)
     }
 
@@ -221,7 +261,7 @@ mod tests {
     #[test]
     fn topics_survive_a_reload_and_changes_are_checked() {
         let dir = tempfile::tempdir().expect("dir");
-        let metadata = Metadata::load(dir.path()).expect("load");
+        let metadata = Metadata::load(dir.path(), 0).expect("load");
         let created = metadata.create("events", 3, config()).expect("create");
         assert_eq!(
             metadata.create("events", 1, config()).map(|_| ()),
@@ -231,11 +271,11 @@ mod tests {
             metadata.create("other", 0, config()).map(|_| ()),
             Err(TopicError::InvalidPartitions(0))
         );
-        let reloaded = Metadata::load(dir.path()).expect("reload");
+        let reloaded = Metadata::load(dir.path(), 0).expect("reload");
         let topic = reloaded.topic("events").expect("persisted");
         assert_eq!((topic.id, topic.partitions), (created.id, 3));
         reloaded.delete("events").expect("delete");
-        assert!(Metadata::load(dir.path())
+        assert!(Metadata::load(dir.path(), 0)
             .expect("again")
             .topic("events")
             .is_none());

@@ -7,6 +7,7 @@
 //!   responses in order.
 //! - [`api`] answers each Kafka API; [`fetch_response`] and [`zero_copy`] send fetched batches
 //!   straight from segment files with `sendfile`.
+//! - [`replication`] makes each core lead or follow its partitions as the metadata says.
 //! - [`metadata`] holds the topics; [`producer_state`] deduplicates idempotent producers;
 //!   [`tail_cache`] keeps recent batches in memory for O_DIRECT strategies.
 //!
@@ -20,6 +21,7 @@ pub mod decode_guard;
 pub mod fetch_response;
 pub mod metadata;
 pub mod producer_state;
+pub mod replication;
 pub mod server;
 pub mod shard;
 pub mod tail_cache;

@@ -37,7 +37,7 @@ pub struct Shared {
 
 impl Shared {
     fn new(config: BrokerConfig, cores: usize) -> Result<Shared, String> {
-        let metadata = Metadata::load(&config.data_dir)?;
+        let metadata = Metadata::load(&config.data_dir, config.node_id)?;
         let cluster_id = load_or_create(&config.data_dir.join("cluster-id"), || {
             uuid::Uuid::new_v4().simple().to_string()
         })?;
@@ -253,6 +253,7 @@ async fn run_core(
         .detach();
     }
     shard.open_existing().await;
+    let replication = glommio::spawn_local(Rc::clone(&shard).follow_metadata());
 
     // Core 0 binds first so a configured port of 0 becomes one port that every core shares.
     let listener = if core == 0 {
@@ -339,6 +340,7 @@ async fn run_core(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(retention);
+    replication.await;
     shard.close_all().await;
     tracing::info!(core, "core stopped");
 }

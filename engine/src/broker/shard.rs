@@ -6,7 +6,7 @@
 //! fetch path takes a lock: the owner core's state is plain `RefCell`s, and what crosses cores
 //! (`Bytes`, file descriptors, `Arc<Topic>`) is immutable.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -23,9 +23,12 @@ use glommio::channels::channel_mesh::Senders;
 use super::chunks::{Chunk, FileChunk, Records};
 use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
+use super::replication::{now_ms, Reader};
 use super::server::Shared;
 use super::tail_cache::TailCache;
 use crate::batch::{self, BatchError};
+use crate::cluster::epochs::LeaderEpochCache;
+use crate::cluster::replica::{ReplicaState, Role};
 use crate::error::LogError;
 use crate::log::{LogConfig, PartitionLog};
 use crate::storage::{Storage, StrategyKind};
@@ -38,6 +41,11 @@ pub mod error_code {
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
     pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const REQUEST_TIMED_OUT: i16 = 7;
+    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
@@ -125,6 +133,8 @@ pub enum ShardMessage {
         topic: Arc<Topic>,
         partition: i32,
         records: Bytes,
+        acks: i16,
+        timeout: std::time::Duration,
         reply: oneshot::Sender<ProduceOutcome>,
     },
     Fetch {
@@ -132,7 +142,15 @@ pub enum ShardMessage {
         partition: i32,
         offset: i64,
         max_bytes: u64,
+        reader: Reader,
         reply: oneshot::Sender<FetchOutcome>,
+    },
+    EpochEnd {
+        topic: Arc<Topic>,
+        partition: i32,
+        current_leader_epoch: i32,
+        epoch: i32,
+        reply: oneshot::Sender<EpochEndOutcome>,
     },
     ListOffsets {
         topic: Arc<Topic>,
@@ -146,14 +164,53 @@ pub enum ShardMessage {
     },
 }
 
+/// The answer to OffsetForLeaderEpoch for one partition.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochEndOutcome {
+    pub error_code: i16,
+    pub leader_epoch: i32,
+    pub end_offset: i64,
+}
+
+impl EpochEndOutcome {
+    pub fn failed(error_code: i16) -> EpochEndOutcome {
+        EpochEndOutcome {
+            error_code,
+            leader_epoch: -1,
+            end_offset: -1,
+        }
+    }
+}
+
 /// One partition, open on its owner core.
 pub struct Partition {
     pub log: PartitionLog,
-    producers: RefCell<ProducerStates>,
+    pub(super) producers: RefCell<ProducerStates>,
     /// Recent batches in memory, for strategies that bypass the page cache.
-    tail: Option<RefCell<TailCache>>,
-    appended: Arc<Event>,
-    end_offset: Arc<AtomicI64>,
+    pub(super) tail: Option<RefCell<TailCache>>,
+    /// Notified when the log end, the high watermark or the role changes: long polls,
+    /// acks=all producers and followers' fetches wait on it.
+    pub(super) appended: Arc<Event>,
+    pub(super) end_offset: Arc<AtomicI64>,
+    /// Leader or follower, the ISR and the high watermark (see `cluster::replica`).
+    pub(super) replica: RefCell<ReplicaState>,
+    /// The high watermark, kept current by the owner, for waiters on other cores.
+    pub(super) high_watermark: Arc<AtomicI64>,
+    /// Where each leader epoch began in this log.
+    pub(super) epochs: RefCell<LeaderEpochCache>,
+    /// Raised on every role change; a follower's fetch task stops when it no longer matches.
+    pub(super) role_generation: Cell<u64>,
+}
+
+impl Partition {
+    /// Publishes the log end and the watermark to waiters, and wakes them.
+    pub(super) fn publish_progress(&self) {
+        self.end_offset
+            .store(self.log.log_end_offset(), Ordering::Release);
+        self.high_watermark
+            .store(self.replica.borrow().high_watermark(), Ordering::Release);
+        self.appended.notify(usize::MAX);
+    }
 }
 
 type PartitionKey = (String, i32);
@@ -164,12 +221,12 @@ pub struct Shard {
     pub core: usize,
     pub shared: Arc<Shared>,
     storage: Storage,
-    partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
+    pub(super) partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     opening: RefCell<HashMap<PartitionKey, Opening>>,
     peers: Senders<ShardMessage>,
 }
 
-fn storage_error_code(error: &LogError) -> i16 {
+pub(super) fn storage_error_code(error: &LogError) -> i16 {
     match error {
         LogError::InvalidBatch(BatchError::CrcMismatch { .. }) => error_code::CORRUPT_MESSAGE,
         LogError::InvalidBatch(BatchError::TooLarge { .. }) | LogError::BatchTooLarge { .. } => {
@@ -198,7 +255,7 @@ impl Shard {
         }
     }
 
-    fn owner(&self, topic: &str, partition: i32) -> usize {
+    pub(super) fn owner(&self, topic: &str, partition: i32) -> usize {
         partition_owner(topic, partition, self.shared.cores)
     }
 
@@ -226,7 +283,7 @@ impl Shard {
 
     /// The partition's open state, opening (and recovering) its log on first use. Concurrent
     /// first uses share one open.
-    async fn partition(
+    pub(super) async fn partition(
         self: &Rc<Self>,
         topic: &Arc<Topic>,
         partition: i32,
@@ -256,10 +313,14 @@ impl Shard {
         let result = opening.await;
         self.opening.borrow_mut().remove(&key);
         if let Ok(open) = &result {
+            let first = !self.partitions.borrow().contains_key(&key);
             self.partitions
                 .borrow_mut()
                 .entry(key)
                 .or_insert_with(|| Rc::clone(open));
+            if first {
+                self.adopt_current_state(open, topic, partition);
+            }
         }
         result
     }
@@ -280,16 +341,35 @@ impl Shard {
             tracing::error!(topic = %topic.name, partition, %error, "cannot rebuild producer state");
             storage_error_code(&error)
         })?;
+        let mut epochs = LeaderEpochCache::open(self.storage.clone(), &dir).map_err(|error| {
+            tracing::error!(topic = %topic.name, partition, %error, "cannot read leader epochs");
+            storage_error_code(&error)
+        })?;
+        // Recovery may have cut the log below epochs the checkpoint still lists.
+        if let Err(error) = epochs.truncate_from_end(log.log_end_offset()) {
+            tracing::error!(topic = %topic.name, partition, %error, "cannot trim leader epochs");
+            return Err(error_code::KAFKA_STORAGE_ERROR);
+        }
         let direct_io = matches!(
             self.storage.kind(),
             StrategyKind::Direct | StrategyKind::Uring
         );
+        // The watermark is not checkpointed: it starts at the log start and catches up as
+        // soon as the ISR fetches (at once when this broker is the whole ISR).
+        let high_watermark = log.log_start_offset();
         Ok(Rc::new(Partition {
             producers: RefCell::new(producers),
             tail: direct_io
                 .then(|| RefCell::new(TailCache::new(self.shared.config.tail_cache_bytes))),
             appended: Arc::new(Event::new()),
             end_offset: Arc::new(AtomicI64::new(log.log_end_offset())),
+            replica: RefCell::new(ReplicaState::new(
+                self.shared.config.node_id,
+                high_watermark,
+            )),
+            high_watermark: Arc::new(AtomicI64::new(high_watermark)),
+            epochs: RefCell::new(epochs),
+            role_generation: Cell::new(0),
             log,
         }))
     }
@@ -315,6 +395,8 @@ impl Shard {
         topic: Arc<Topic>,
         partition: i32,
         records: Bytes,
+        acks: i16,
+        timeout: std::time::Duration,
     ) -> ProduceOutcome {
         let owner = self.owner(&topic.name, partition);
         let (reply, answer) = oneshot::channel();
@@ -322,6 +404,8 @@ impl Shard {
             topic,
             partition,
             records,
+            acks,
+            timeout,
             reply,
         };
         self.forward(owner, message, answer)
@@ -336,6 +420,7 @@ impl Shard {
         partition: i32,
         offset: i64,
         max_bytes: u64,
+        reader: Reader,
     ) -> FetchOutcome {
         let owner = self.owner(&topic.name, partition);
         let (reply, answer) = oneshot::channel();
@@ -344,6 +429,7 @@ impl Shard {
             partition,
             offset,
             max_bytes,
+            reader,
             reply,
         };
         self.forward(owner, message, answer)
@@ -371,6 +457,28 @@ impl Shard {
             .unwrap_or(OffsetOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
     }
 
+    /// OffsetForLeaderEpoch for a partition, wherever it lives.
+    pub async fn epoch_end(
+        self: &Rc<Self>,
+        topic: Arc<Topic>,
+        partition: i32,
+        current_leader_epoch: i32,
+        epoch: i32,
+    ) -> EpochEndOutcome {
+        let owner = self.owner(&topic.name, partition);
+        let (reply, answer) = oneshot::channel();
+        let message = ShardMessage::EpochEnd {
+            topic,
+            partition,
+            current_leader_epoch,
+            epoch,
+            reply,
+        };
+        self.forward(owner, message, answer)
+            .await
+            .unwrap_or(EpochEndOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
+    }
+
     /// Closes and deletes a deleted topic's partitions on every core.
     pub async fn delete_topic_everywhere(self: &Rc<Self>, topic: Arc<Topic>) {
         for core in 0..self.shared.cores {
@@ -390,9 +498,13 @@ impl Shard {
                 topic,
                 partition,
                 records,
+                acks,
+                timeout,
                 reply,
             } => {
-                let outcome = self.produce_here(&topic, partition, records).await;
+                let outcome = self
+                    .produce_here(&topic, partition, records, acks, timeout)
+                    .await;
                 let _ = reply.send(outcome);
             }
             ShardMessage::Fetch {
@@ -400,9 +512,24 @@ impl Shard {
                 partition,
                 offset,
                 max_bytes,
+                reader,
                 reply,
             } => {
-                let outcome = self.fetch_here(&topic, partition, offset, max_bytes).await;
+                let outcome = self
+                    .fetch_here(&topic, partition, offset, max_bytes, reader)
+                    .await;
+                let _ = reply.send(outcome);
+            }
+            ShardMessage::EpochEnd {
+                topic,
+                partition,
+                current_leader_epoch,
+                epoch,
+                reply,
+            } => {
+                let outcome = self
+                    .epoch_end_here(&topic, partition, current_leader_epoch, epoch)
+                    .await;
                 let _ = reply.send(outcome);
             }
             ShardMessage::ListOffsets {
@@ -426,11 +553,25 @@ impl Shard {
         topic: &Arc<Topic>,
         partition: i32,
         records: Bytes,
+        acks: i16,
+        timeout: std::time::Duration,
     ) -> ProduceOutcome {
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
             Err(code) => return ProduceOutcome::failed(code),
         };
+        let (leader_epoch, isr_size) = {
+            let replica = open.replica.borrow();
+            if replica.role() != Role::Leader {
+                return ProduceOutcome::failed(error_code::NOT_LEADER_OR_FOLLOWER);
+            }
+            (replica.leader_epoch(), replica.isr().len())
+        };
+        let min_insync = self.shared.config.min_insync_replicas;
+        if acks == ACKS_ALL && isr_size < min_insync {
+            tracing::info!(topic = %topic.name, partition, isr_size, min_insync, "too few in-sync replicas");
+            return ProduceOutcome::failed(error_code::NOT_ENOUGH_REPLICAS);
+        }
         // Validate every batch before appending any, so a rejected request leaves nothing
         // behind (a client retrying it would otherwise duplicate its valid batches).
         let found: Result<Vec<_>, _> =
@@ -443,6 +584,8 @@ impl Shard {
             }
         };
         let mut first_base_offset = None;
+        // The last offset the producer must see replicated before acks=all is answered.
+        let mut last_offset = -1;
         for (position, header) in found {
             let mut bytes = records[position..position + header.total_bytes()].to_vec();
             let verdict = std::cell::Cell::new(Verdict::Append);
@@ -469,9 +612,10 @@ impl Shard {
                 }
                 decided == Verdict::Append
             };
-            match open.log.append_with(&mut bytes, 0, admit).await {
+            match open.log.append_with(&mut bytes, leader_epoch, admit).await {
                 Ok(Some(info)) => {
                     first_base_offset.get_or_insert(info.base_offset);
+                    last_offset = info.last_offset;
                     if let Some(tail) = &open.tail {
                         tail.borrow_mut().push(
                             info.base_offset,
@@ -479,13 +623,15 @@ impl Shard {
                             Bytes::from(bytes),
                         );
                     }
-                    open.end_offset
-                        .store(open.log.log_end_offset(), Ordering::Release);
-                    open.appended.notify(usize::MAX);
+                    open.replica
+                        .borrow_mut()
+                        .appended(open.log.log_end_offset());
+                    open.publish_progress();
                 }
                 Ok(None) => match verdict.get() {
                     Verdict::Duplicate { base_offset } => {
                         first_base_offset.get_or_insert(base_offset);
+                        last_offset = last_offset.max(base_offset);
                     }
                     Verdict::Reject { error_code } => return ProduceOutcome::failed(error_code),
                     Verdict::Append => {
@@ -498,13 +644,61 @@ impl Shard {
                 }
             }
         }
-        match first_base_offset {
-            Some(base_offset) => ProduceOutcome {
-                error_code: error_code::NONE,
-                base_offset,
-                log_start_offset: open.log.log_start_offset(),
-            },
-            None => ProduceOutcome::failed(error_code::INVALID_RECORD),
+        let Some(base_offset) = first_base_offset else {
+            return ProduceOutcome::failed(error_code::INVALID_RECORD);
+        };
+        if acks == ACKS_ALL {
+            let replicated = self
+                .await_replication(&open, last_offset, leader_epoch, timeout)
+                .await;
+            if let Err(code) = replicated {
+                return ProduceOutcome::failed(code);
+            }
+        }
+        ProduceOutcome {
+            error_code: error_code::NONE,
+            base_offset,
+            log_start_offset: open.log.log_start_offset(),
+        }
+    }
+
+    /// Waits until the high watermark passes `last_offset` while this broker still leads at
+    /// `leader_epoch`: every in-sync replica holds the records. Kafka's answers otherwise:
+    /// NOT_LEADER_OR_FOLLOWER after a leader change, REQUEST_TIMED_OUT after `timeout`,
+    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below the minimum meanwhile.
+    async fn await_replication(
+        &self,
+        open: &Partition,
+        last_offset: i64,
+        leader_epoch: i32,
+        timeout: std::time::Duration,
+    ) -> Result<(), i16> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let listener = open.appended.listen();
+            {
+                let replica = open.replica.borrow();
+                if replica.role() != Role::Leader || replica.leader_epoch() != leader_epoch {
+                    return Err(error_code::NOT_LEADER_OR_FOLLOWER);
+                }
+                if replica.high_watermark() > last_offset {
+                    if replica.isr().len() < self.shared.config.min_insync_replicas {
+                        return Err(error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
+                    }
+                    return Ok(());
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline || self.shared.is_shutting_down() {
+                return Err(error_code::REQUEST_TIMED_OUT);
+            }
+            futures_lite::FutureExt::or(
+                async {
+                    listener.await;
+                },
+                glommio::timer::sleep(deadline - now),
+            )
+            .await;
         }
     }
 
@@ -514,35 +708,58 @@ impl Shard {
         partition: i32,
         offset: i64,
         max_bytes: u64,
+        reader: Reader,
     ) -> FetchOutcome {
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
             Err(error_code) => return FetchOutcome::failed(error_code),
         };
-        let high_watermark = open.log.log_end_offset();
+        let log_end_offset = open.log.log_end_offset();
+        let watermark_moved = {
+            let mut replica = open.replica.borrow_mut();
+            if let Err(code) = check_leader(&replica, reader.current_leader_epoch) {
+                return FetchOutcome::failed(code);
+            }
+            // A follower fetching from `offset` holds everything below it.
+            reader.replica.is_some_and(|follower| {
+                replica.follower_fetched(follower, offset, log_end_offset, now_ms())
+            })
+        };
+        if watermark_moved {
+            open.publish_progress();
+        }
+        let high_watermark = open.replica.borrow().high_watermark();
         let log_start_offset = open.log.log_start_offset();
+        // Followers copy up to the log end; consumers see only what every ISR member has.
+        let (upper_offset, waits_on) = match reader.replica {
+            Some(_) => (log_end_offset, &open.end_offset),
+            None => (high_watermark, &open.high_watermark),
+        };
         let mut outcome = FetchOutcome {
             error_code: error_code::NONE,
             high_watermark,
             log_start_offset,
             records: Records::default(),
             appended: Some(Arc::clone(&open.appended)),
-            end_offset: Some(Arc::clone(&open.end_offset)),
+            end_offset: Some(Arc::clone(waits_on)),
         };
-        if offset < log_start_offset || offset > high_watermark {
+        if offset < log_start_offset || offset > log_end_offset {
             tracing::info!(
                 topic = %topic.name,
                 partition,
                 offset,
                 log_start_offset,
-                high_watermark,
+                log_end_offset,
                 "fetch offset out of range"
             );
             outcome.error_code = error_code::OFFSET_OUT_OF_RANGE;
             return outcome;
         }
+        if offset >= upper_offset {
+            return outcome;
+        }
         if let Some(tail) = &open.tail {
-            if let Some(cached) = tail.borrow().read(offset, max_bytes.max(1), high_watermark) {
+            if let Some(cached) = tail.borrow().read(offset, max_bytes.max(1), upper_offset) {
                 if !cached.is_empty() {
                     outcome.records.parts = cached.into_iter().map(Chunk::Bytes).collect();
                     return outcome;
@@ -551,7 +768,7 @@ impl Shard {
         }
         match open
             .log
-            .read_below(offset, max_bytes.max(1), high_watermark)
+            .read_below(offset, max_bytes.max(1), upper_offset)
             .await
         {
             Ok(regions) => {
@@ -589,6 +806,13 @@ impl Shard {
             Ok(open) => open,
             Err(error_code) => return OffsetOutcome::failed(error_code),
         };
+        let high_watermark = {
+            let replica = open.replica.borrow();
+            if let Err(code) = check_leader(&replica, -1) {
+                return OffsetOutcome::failed(code);
+            }
+            replica.high_watermark()
+        };
         let found = |offset| OffsetOutcome {
             error_code: error_code::NONE,
             offset,
@@ -596,7 +820,7 @@ impl Shard {
         };
         match timestamp {
             EARLIEST_TIMESTAMP => found(open.log.log_start_offset()),
-            LATEST_TIMESTAMP | MAX_TIMESTAMP => found(open.log.log_end_offset()),
+            LATEST_TIMESTAMP | MAX_TIMESTAMP => found(high_watermark),
             target => match open.log.offset_for_timestamp(target).await {
                 Ok(Some(matched)) => OffsetOutcome {
                     error_code: error_code::NONE,
@@ -619,6 +843,8 @@ impl Shard {
                 .borrow_mut()
                 .remove(&(topic.name.clone(), partition));
             if let Some(open) = removed {
+                // Stops a follower's fetch task.
+                open.role_generation.set(open.role_generation.get() + 1);
                 if let Err(error) = open.log.close().await {
                     tracing::warn!(topic = %topic.name, partition, %error, "closing a deleted partition");
                 }
@@ -680,6 +906,24 @@ impl Shard {
     }
 }
 
+/// Produce's acks value that waits for every in-sync replica.
+const ACKS_ALL: i16 = -1;
+
+/// Requests for a partition's data go to its leader, and name the leader epoch they expect
+/// (-1 for none): an older one means the sender is behind, a newer one that we are.
+pub(super) fn check_leader(replica: &ReplicaState, current_leader_epoch: i32) -> Result<(), i16> {
+    if replica.role() != Role::Leader {
+        return Err(error_code::NOT_LEADER_OR_FOLLOWER);
+    }
+    if current_leader_epoch >= 0 && current_leader_epoch < replica.leader_epoch() {
+        return Err(error_code::FENCED_LEADER_EPOCH);
+    }
+    if current_leader_epoch > replica.leader_epoch() {
+        return Err(error_code::UNKNOWN_LEADER_EPOCH);
+    }
+    Ok(())
+}
+
 /// ListOffsets' special timestamps.
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
@@ -698,7 +942,7 @@ fn duplicate_fd(fd: std::os::fd::RawFd) -> std::io::Result<OwnedFd> {
 }
 
 /// Idempotent producers' recent sequences, from the batches of the active segment.
-async fn rebuild_producers(log: &PartitionLog) -> Result<ProducerStates, LogError> {
+pub(super) async fn rebuild_producers(log: &PartitionLog) -> Result<ProducerStates, LogError> {
     /// Read step while walking the segment; bounds the memory the rebuild takes.
     const STEP_BYTES: u64 = 4 << 20;
     let mut states = ProducerStates::default();

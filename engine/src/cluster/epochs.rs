@@ -119,6 +119,29 @@ impl LeaderEpochCache {
         (found.epoch, end)
     }
 
+    /// Where a follower must cut its log after asking its leader about its latest epoch
+    /// (KIP-101 and KIP-279). `answer` is the leader's (epoch, end offset) for this cache's
+    /// latest epoch; `high_watermark` and `log_end` are the follower's own. Returns the new
+    /// log end, which is `log_end` when nothing diverged.
+    pub fn divergence_point(&self, answer: (i32, i64), high_watermark: i64, log_end: i64) -> i64 {
+        let Some(latest) = self.latest_epoch() else {
+            return log_end;
+        };
+        let (leader_epoch, leader_end) = answer;
+        let target = if leader_epoch == UNDEFINED_EPOCH {
+            // The leader knows no epoch this old: keep only what was surely committed.
+            high_watermark
+        } else if leader_epoch < latest {
+            // Our later epochs never reached the leader: cut where the leader's epoch ended,
+            // or where ours did if that is earlier.
+            let (_, ours) = self.end_offset_for(leader_epoch, log_end);
+            leader_end.min(ours)
+        } else {
+            leader_end
+        };
+        target.min(log_end)
+    }
+
     fn persist(&self) -> Result<(), StorageError> {
         let mut text = String::new();
         for entry in &self.entries {
@@ -198,6 +221,22 @@ mod tests {
         assert!(LeaderEpochCache::open(Storage::Buffered, dir.path()).is_err());
         std::fs::write(dir.path().join(FILE_NAME), "x y\n").expect("write");
         assert!(LeaderEpochCache::open(Storage::Buffered, dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_follower_cuts_where_the_leaders_epoch_ended() {
+        let (_dir, mut cache) = cache();
+        cache.assign(1, 0).expect("assign");
+        cache.assign(3, 50).expect("assign");
+        // The leader never saw epoch 3; its epoch 1 ended at 40.
+        assert_eq!(cache.divergence_point((1, 40), 10, 70), 40);
+        // It ended at 60 there, but ours ended at 50.
+        assert_eq!(cache.divergence_point((1, 60), 10, 70), 50);
+        // Same epoch, and the leader holds more than we do: nothing to cut.
+        assert_eq!(cache.divergence_point((3, 90), 10, 70), 70);
+        assert_eq!(cache.divergence_point((3, 65), 10, 70), 65);
+        // The leader knows nothing that old: fall back to the watermark.
+        assert_eq!(cache.divergence_point((UNDEFINED_EPOCH, -1), 10, 70), 10);
     }
 
     #[test]

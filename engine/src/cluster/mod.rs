@@ -2,5 +2,6 @@
 //! and data replication between partition leaders and followers.
 
 pub mod epochs;
+pub mod fetcher;
 pub mod replica;
 pub mod state;

@@ -15,6 +15,7 @@ use super::super::fetch_response::{
     encode_fetch_response, FetchPartition, FetchResponseBody, FetchTopic,
 };
 use super::super::metadata::Topic;
+use super::super::replication::Reader;
 use super::super::shard::{error_code, FetchOutcome, Shard};
 use super::admin::resolve_topic;
 use super::Reply;
@@ -25,6 +26,7 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: u64,
+    reader: Reader,
 }
 
 pub async fn fetch(
@@ -43,6 +45,8 @@ pub async fn fetch(
     } else {
         u64::MAX
     };
+    // Brokers fetching as followers name themselves (-1 is a consumer).
+    let replica = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
     let mut wanted = Vec::new();
     for topic in request.topics {
         let name = topic.topic.0.to_string();
@@ -57,6 +61,10 @@ pub async fn fetch(
                 partition: partition.partition,
                 offset: partition.fetch_offset,
                 max_bytes: partition.partition_max_bytes.max(0) as u64,
+                reader: Reader {
+                    replica,
+                    current_leader_epoch: partition.current_leader_epoch,
+                },
             });
         }
     }
@@ -143,6 +151,7 @@ async fn fetch_once(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchOutcome> {
                         wanted.partition,
                         wanted.offset,
                         wanted.max_bytes,
+                        wanted.reader,
                     )
                     .await
             }

@@ -5,6 +5,7 @@
 //! `kafka-protocol`; record batches inside produce requests stay raw bytes.
 
 mod admin;
+mod epochs;
 mod fetch;
 mod produce;
 
@@ -38,6 +39,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -105,6 +107,9 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         RequestKind::InitProducerId(request) => {
             ResponseKind::InitProducerId(admin::init_producer_id(&shard, request))
         }
+        RequestKind::OffsetForLeaderEpoch(request) => ResponseKind::OffsetForLeaderEpoch(
+            epochs::offset_for_leader_epoch(&shard, request).await,
+        ),
         RequestKind::ListOffsets(request) => {
             ResponseKind::ListOffsets(admin::list_offsets(&shard, request).await)
         }

@@ -1,8 +1,9 @@
 //! Produce: append each partition's batches on the core that owns it, all partitions at once.
 //!
-//! acks=0 gets no response at all (the client does not read one). acks=1 and acks=-1 (all)
-//! answer when every partition's append returned, which is when the log's durability policy
-//! says the batches are safe; with one broker the ISR is this broker, so the two are the same.
+//! acks=0 gets no response at all (the client does not read one). acks=1 answers when the
+//! leader's append returned (when its log's durability policy says the batches are safe);
+//! acks=-1 (all) waits further, until every in-sync replica holds them (the high watermark
+//! passed them), within the request's timeout.
 
 use std::rc::Rc;
 
@@ -25,6 +26,7 @@ pub async fn produce(
     version: i16,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
+    let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     let acks_valid = matches!(acks, -1..=1);
     let mut pending = Vec::new();
     for topic_data in request.topic_data {
@@ -43,9 +45,9 @@ pub async fn produce(
                     (_, _, false) => Err(INVALID_REQUIRED_ACKS),
                     (Err(code), _, _) => Err(*code),
                     (Ok(_), None, _) => Err(error_code::INVALID_RECORD),
-                    (Ok(topic), Some(records), true) => {
-                        Ok(shard.produce(topic.clone(), index, records).await)
-                    }
+                    (Ok(topic), Some(records), true) => Ok(shard
+                        .produce(topic.clone(), index, records, acks, timeout)
+                        .await),
                 };
                 (name, index, outcome)
             });

@@ -1,0 +1,55 @@
+//! OffsetForLeaderEpoch: a follower asks where a leader epoch ended in the leader's log, to
+//! cut any divergent tail before it fetches again (see `broker::replication`).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderEpochRequest;
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
+};
+
+use super::super::shard::{EpochEndOutcome, Shard};
+use super::admin::resolve_topic;
+
+pub async fn offset_for_leader_epoch(
+    shard: &Rc<Shard>,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut response = OffsetForLeaderEpochResponse::default();
+    for topic in request.topics {
+        let name = topic.topic.0.to_string();
+        let resolved = resolve_topic(shard, &name, false);
+        let answers = join_all(topic.partitions.iter().map(|wanted| {
+            let resolved = resolved.clone();
+            async move {
+                let outcome = match resolved {
+                    Ok(topic) => {
+                        shard
+                            .epoch_end(
+                                Arc::clone(&topic),
+                                wanted.partition,
+                                wanted.current_leader_epoch,
+                                wanted.leader_epoch,
+                            )
+                            .await
+                    }
+                    Err(code) => EpochEndOutcome::failed(code),
+                };
+                EpochEndOffset::default()
+                    .with_partition(wanted.partition)
+                    .with_error_code(outcome.error_code)
+                    .with_leader_epoch(outcome.leader_epoch)
+                    .with_end_offset(outcome.end_offset)
+            }
+        }))
+        .await;
+        response.topics.push(
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(answers),
+        );
+    }
+    response
+}
