@@ -92,6 +92,17 @@ impl BrokerProcess {
 
     /// Like [`start`](Self::start), with a `RUST_LOG` filter of the test's choosing.
     pub fn start_with_log_filter(name: &str, flags: &[&str], log_filter: &str) -> BrokerProcess {
+        BrokerProcess::start_with_settings(name, flags, log_filter, "")
+    }
+
+    /// Like [`start_with_log_filter`](Self::start_with_log_filter), with `settings` (TOML
+    /// lines) added to the broker's config file, for settings that have no flag.
+    pub fn start_with_settings(
+        name: &str,
+        flags: &[&str],
+        log_filter: &str,
+        settings: &str,
+    ) -> BrokerProcess {
         let root = tempfile::Builder::new()
             .prefix(&format!("broker-{name}-"))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -102,7 +113,7 @@ impl BrokerProcess {
         std::fs::write(
             &config,
             format!(
-                "io_memory_bytes = {}\n",
+                "io_memory_bytes = {}\n{settings}\n",
                 shardlog::runtime::IO_MEMORY_BYTES_DEFAULT
             ),
         )
@@ -282,7 +293,8 @@ impl BrokerProcess {
         self.spawn();
     }
 
-    fn kill(&mut self) {
+    /// Kills the process with SIGKILL (no clean shutdown) and reaps it.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -467,11 +479,17 @@ impl KafkaClient {
 
     /// Creates a topic; panics unless the broker reports success.
     pub fn create_topic(&mut self, name: &str, partitions: i32) {
+        self.create_replicated_topic(name, partitions, 1);
+    }
+
+    /// Creates a topic with `replication` replicas per partition; panics unless the broker
+    /// reports success.
+    pub fn create_replicated_topic(&mut self, name: &str, partitions: i32, replication: i16) {
         let request = CreateTopicsRequest::default()
             .with_topics(vec![CreatableTopic::default()
                 .with_name(topic_name(name))
                 .with_num_partitions(partitions)
-                .with_replication_factor(1)])
+                .with_replication_factor(replication)])
             .with_timeout_ms(10_000);
         let response = self.send(CREATE_TOPICS_VERSION, &request);
         let result = &response.topics[0];

@@ -1,0 +1,206 @@
+//! A three-broker cluster of real processes on 127.0.0.1: replication, failover, rejoin.
+//!
+//! An idempotent confluent-kafka producer (acks=all) writes through a `kill -9` of a
+//! partition leader; afterwards every acknowledged record must be readable, in order, once.
+//! The killed broker then restarts, recovers, catches up and rejoins every ISR.
+
+mod common_broker;
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common_broker::{require_tool, run_client, BrokerProcess};
+use kafka_protocol::messages::metadata_response::MetadataResponse;
+
+const BROKERS: usize = 3;
+const TOPIC: &str = "failover";
+const PARTITIONS: i32 = 3;
+/// How long the producer runs, and when into its run the leader dies.
+const PRODUCE_SECONDS: u64 = 20;
+const KILL_AFTER: Duration = Duration::from_secs(6);
+/// Longest the cluster may take to agree on something (a leader, an ISR).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// Settings the brokers get beyond their flags: acks=all needs two in-sync replicas, and
+/// laggards leave the ISR after 5 s so the test does not wait Kafka's 30 s.
+const SETTINGS: &str = "min_insync_replicas = 2\nreplica_lag_time_max_ms = 5000\n";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// Starts `BROKERS` brokers (node ids 1..) that form one quorum. They start together: each
+/// reports ready only once the quorum has registered it, which needs a majority running.
+fn start_cluster(name: &str) -> Vec<BrokerProcess> {
+    let controller_ports: Vec<u16> = (0..BROKERS).map(|_| free_port()).collect();
+    let quorum = controller_ports
+        .iter()
+        .enumerate()
+        .map(|(index, port)| format!("{}@127.0.0.1:{port}", index + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(index, port)| {
+                let quorum = quorum.clone();
+                scope.spawn(move || {
+                    let node_id = (index + 1).to_string();
+                    let controller = format!("127.0.0.1:{port}");
+                    BrokerProcess::start_with_settings(
+                        &format!("{name}-{node_id}"),
+                        &[
+                            "--node-id",
+                            &node_id,
+                            "--quorum",
+                            &quorum,
+                            "--controller-listen",
+                            &controller,
+                            "--broker-session-timeout-ms",
+                            "2000",
+                            "--heartbeat-interval-ms",
+                            "200",
+                            "--strategy",
+                            "direct",
+                        ],
+                        "info",
+                        SETTINGS,
+                    )
+                })
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|handle| handle.join().expect("a broker started"))
+            .collect()
+    })
+}
+
+fn bootstrap(brokers: &[&BrokerProcess]) -> String {
+    brokers
+        .iter()
+        .map(|broker| broker.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Polls `broker`'s Metadata until `done` holds, or fails the test after SETTLE_TIMEOUT.
+fn wait_for_metadata(
+    broker: &BrokerProcess,
+    what: &str,
+    done: impl Fn(&MetadataResponse) -> bool,
+) -> MetadataResponse {
+    let started = Instant::now();
+    loop {
+        let metadata = broker.client().metadata(Some(&[TOPIC]));
+        if done(&metadata) {
+            return metadata;
+        }
+        assert!(
+            started.elapsed() < SETTLE_TIMEOUT,
+            "waited {SETTLE_TIMEOUT:?} for {what}; last metadata: {metadata:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every partition of the topic has a leader and `isr` in-sync replicas.
+fn all_partitions_have(metadata: &MetadataResponse, isr: usize) -> bool {
+    metadata.topics.iter().any(|topic| {
+        topic.partitions.len() == PARTITIONS as usize
+            && topic
+                .partitions
+                .iter()
+                .all(|partition| partition.leader_id.0 >= 0 && partition.isr_nodes.len() == isr)
+    })
+}
+
+/// Partition 0's leader and leader epoch.
+fn leader_of_first_partition(metadata: &MetadataResponse) -> (i32, i32) {
+    let partition = metadata
+        .topics
+        .iter()
+        .flat_map(|topic| topic.partitions.iter())
+        .find(|partition| partition.partition_index == 0)
+        .expect("partition 0 in metadata");
+    (partition.leader_id.0, partition.leader_epoch)
+}
+
+#[test]
+fn acknowledged_records_survive_a_leader_killed_mid_stream_and_the_leader_rejoins() {
+    require_tool(
+        "python3 with confluent-kafka",
+        "python3",
+        &["-c", "import confluent_kafka"],
+    );
+    let mut brokers = start_cluster("failover");
+    brokers[0]
+        .client()
+        .create_replicated_topic(TOPIC, PARTITIONS, BROKERS as i16);
+    let settled = wait_for_metadata(&brokers[0], "three in-sync replicas everywhere", |m| {
+        all_partitions_have(m, BROKERS)
+    });
+    let (leader, epoch) = leader_of_first_partition(&settled);
+
+    let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cluster");
+    let ack_log = tempfile::NamedTempFile::new().expect("ack log");
+    let all = bootstrap(&brokers.iter().collect::<Vec<_>>());
+    let producer = {
+        let mut command = Command::new("python3");
+        command.arg(scripts.join("failover_produce.py")).args([
+            all.as_str(),
+            TOPIC,
+            &PRODUCE_SECONDS.to_string(),
+            &ack_log.path().display().to_string(),
+        ]);
+        std::thread::spawn(move || run_client(command, Duration::from_secs(PRODUCE_SECONDS + 120)))
+    };
+    std::thread::sleep(KILL_AFTER);
+    let victim = usize::try_from(leader - 1).expect("node ids start at 1");
+    brokers[victim].kill();
+    let survivor = if victim == 0 { 1 } else { 0 };
+    let moved = wait_for_metadata(&brokers[survivor], "a new leader for partition 0", |m| {
+        let (now, now_epoch) = leader_of_first_partition(m);
+        now >= 0 && now != leader && now_epoch > epoch
+    });
+    println!(
+        "partition 0 moved from {leader} to {:?}",
+        leader_of_first_partition(&moved)
+    );
+
+    let produced = producer.join().expect("the producer thread");
+    assert_eq!(produced["errors"], 0, "{produced}");
+    assert_eq!(produced["acked"], produced["sent"], "{produced}");
+
+    let survivors: Vec<&BrokerProcess> = brokers
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != victim)
+        .map(|(_, broker)| broker)
+        .collect();
+    let mut check = Command::new("python3");
+    check.arg(scripts.join("failover_check.py")).args([
+        bootstrap(&survivors).as_str(),
+        TOPIC,
+        &ack_log.path().display().to_string(),
+    ]);
+    let checked = run_client(check, Duration::from_secs(120));
+    assert_eq!(checked["lost"], 0, "{checked}");
+
+    // The killed broker recovers its log, cuts what the new leader never had, catches up
+    // and is taken back into every ISR.
+    brokers[victim].restart();
+    wait_for_metadata(
+        &brokers[survivor],
+        "the restarted broker back in every ISR",
+        |m| all_partitions_have(m, BROKERS),
+    );
+    for broker in &mut brokers {
+        broker.assert_running();
+    }
+}
