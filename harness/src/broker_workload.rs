@@ -64,8 +64,11 @@ pub struct BrokerWorkload {
     pub consume: ConsumeMode,
     /// Names the run in its results folder (e.g. the broker's strategy and durability).
     pub label: String,
-    /// The broker's process id, to sample its CPU time and peak memory (same machine only).
-    pub broker_pid: Option<u32>,
+    /// Replicas per partition when the topic is created (-1: the brokers' default).
+    pub replication: i16,
+    /// The brokers' process ids, to sample their CPU time and peak memory (same machine
+    /// only; empty when unknown).
+    pub broker_pids: Vec<u32>,
 }
 
 impl BrokerWorkload {
@@ -148,31 +151,29 @@ fn share(index: usize, actors: usize, partitions: i32) -> Vec<i32> {
     }
 }
 
-/// The one broker that leads all of `partitions` (this client has no cluster routing yet).
-fn leader_of(layout: &TopicLayout, partitions: &[i32]) -> Result<String, ClientError> {
-    let mut leaders: Vec<&str> = partitions
-        .iter()
-        .filter_map(|partition| {
-            layout
-                .partitions
-                .iter()
-                .find(|leader| leader.partition == *partition)
-                .map(|leader| leader.leader_address.as_str())
-        })
-        .collect();
-    leaders.sort_unstable();
-    leaders.dedup();
-    match leaders.as_slice() {
-        [leader] => Ok(leader.to_string()),
-        _ => Err(ClientError::Unsupported {
-            what: format!(
-                "partitions {partitions:?} of {} are led by {} brokers; one actor talks to one \
-                 broker (cluster mode is issue 5): use as many producers/consumers as partitions",
-                layout.name,
-                leaders.len()
-            ),
-        }),
+/// `partitions` grouped by the broker that leads them, as (leader address, partitions): an
+/// actor keeps one connection per broker it talks to, as Kafka clients do.
+fn by_leader(
+    layout: &TopicLayout,
+    partitions: &[i32],
+) -> Result<Vec<(String, Vec<i32>)>, ClientError> {
+    let mut groups: Vec<(String, Vec<i32>)> = Vec::new();
+    for partition in partitions {
+        let leader = layout
+            .partitions
+            .iter()
+            .find(|leader| leader.partition == *partition)
+            .map(|leader| leader.leader_address.clone())
+            .ok_or_else(|| ClientError::Topic {
+                topic: layout.name.clone(),
+                reason: format!("partition {partition} has no leader in metadata"),
+            })?;
+        match groups.iter_mut().find(|(address, _)| *address == leader) {
+            Some((_, group)) => group.push(*partition),
+            None => groups.push((leader, vec![*partition])),
+        }
     }
+    Ok(groups)
 }
 
 /// CPU seconds (user + system) a process has used, from /proc/PID/stat.
@@ -234,16 +235,25 @@ struct CpuMark {
 }
 
 impl CpuMark {
-    fn now(broker_pid: Option<u32>) -> CpuMark {
+    fn now(broker_pids: &[u32]) -> CpuMark {
+        // The brokers' CPU summed, known only if every broker's is.
+        let broker = if broker_pids.is_empty() {
+            None
+        } else {
+            broker_pids
+                .iter()
+                .map(|pid| process_cpu(*pid))
+                .sum::<Option<Duration>>()
+        };
         CpuMark {
             harness: cpu_time(),
-            broker: broker_pid.and_then(process_cpu),
+            broker,
             machine_busy: machine_busy_cpu(),
         }
     }
 
-    fn since(&self, broker_pid: Option<u32>) -> CpuUse {
-        let later = CpuMark::now(broker_pid);
+    fn since(&self, broker_pids: &[u32]) -> CpuUse {
+        let later = CpuMark::now(broker_pids);
         CpuUse {
             harness: later.harness.saturating_sub(self.harness),
             broker: later
@@ -262,7 +272,12 @@ impl CpuMark {
 pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
     let client_id = format!("shardlog-harness-{}", std::process::id());
     let mut bootstrap = Connection::open(&workload.bootstrap, &client_id)?;
-    let layout = metadata::ensure_topic(&mut bootstrap, &workload.topic, workload.partitions)?;
+    let layout = metadata::ensure_topic(
+        &mut bootstrap,
+        &workload.topic,
+        workload.partitions,
+        workload.replication,
+    )?;
     drop(bootstrap);
     let batch = template_batch(workload)?;
     let records_per_batch = workload.records_per_batch();
@@ -275,34 +290,36 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
     // Connect everyone before the clock starts.
     let mut producers = Vec::new();
     for index in 0..workload.producers {
-        let partitions = share(index, workload.producers, workload.partitions);
-        let leader = leader_of(&layout, &partitions)?;
-        let connection = Connection::open(&leader, &format!("{client_id}-producer-{index}"))?;
-        let config = ProducerConfig {
-            topic: workload.topic.clone(),
-            partitions,
-            acks: workload.acks,
-            in_flight_max: workload.in_flight,
-            requests_per_s,
-            batch: batch.clone(),
-            records_per_batch,
-            timeout_ms: 30_000,
-        };
-        producers.push((connection, config));
+        let share = share(index, workload.producers, workload.partitions);
+        for (leader, partitions) in by_leader(&layout, &share)? {
+            let connection = Connection::open(&leader, &format!("{client_id}-producer-{index}"))?;
+            let config = ProducerConfig {
+                topic: workload.topic.clone(),
+                partitions,
+                acks: workload.acks,
+                in_flight_max: workload.in_flight,
+                requests_per_s,
+                batch: batch.clone(),
+                records_per_batch,
+                timeout_ms: 30_000,
+            };
+            producers.push((connection, config));
+        }
     }
     let mut consumers = Vec::new();
     for index in 0..workload.consumers {
-        let partitions = share(index, workload.consumers, workload.partitions);
-        let leader = leader_of(&layout, &partitions)?;
-        let connection = Connection::open(&leader, &format!("{client_id}-consumer-{index}"))?;
-        let config = ConsumerConfig {
-            topic: workload.topic.clone(),
-            partitions,
-            max_bytes: workload.fetch_bytes.min(i32::MAX as u64) as i32,
-            min_bytes: 1,
-            max_wait_ms: workload.fetch_wait_ms,
-        };
-        consumers.push((connection, config));
+        let share = share(index, workload.consumers, workload.partitions);
+        for (leader, partitions) in by_leader(&layout, &share)? {
+            let connection = Connection::open(&leader, &format!("{client_id}-consumer-{index}"))?;
+            let config = ConsumerConfig {
+                topic: workload.topic.clone(),
+                partitions,
+                max_bytes: workload.fetch_bytes.min(i32::MAX as u64) as i32,
+                min_bytes: 1,
+                max_wait_ms: workload.fetch_wait_ms,
+            };
+            consumers.push((connection, config));
+        }
     }
 
     let producer_control = ProducerControl::default();
@@ -336,7 +353,7 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
         };
 
         let consume_started = Instant::now();
-        let consume_cpu_mark = CpuMark::now(workload.broker_pid);
+        let consume_cpu_mark = CpuMark::now(&workload.broker_pids);
         let mut consumer_threads = Vec::new();
         if workload.consume == ConsumeMode::During {
             consumer_threads = start_consumers(std::mem::take(&mut consumers));
@@ -353,7 +370,7 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
             while Instant::now() < warmup_end && !any_done(&producer_threads) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let cpu_mark = CpuMark::now(workload.broker_pid);
+            let cpu_mark = CpuMark::now(&workload.broker_pids);
             let started = Instant::now();
             producer_control.measuring.store(true, Ordering::SeqCst);
             let mut window_bytes = Vec::new();
@@ -385,7 +402,7 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
             if acked > seen {
                 window_bytes.push(acked - seen);
             }
-            let cpu = cpu_mark.since(workload.broker_pid);
+            let cpu = cpu_mark.since(&workload.broker_pids);
             producer_control.stopping.store(true, Ordering::SeqCst);
             let mut latency_us =
                 Histogram::new_with_max(LATENCY_US_MAX, 3).expect("valid histogram bounds");
@@ -451,7 +468,7 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
             };
             let _ = consumer_control.targets.set(targets);
             let (started, cpu_mark) = if workload.consume == ConsumeMode::After {
-                let cpu_mark = CpuMark::now(workload.broker_pid);
+                let cpu_mark = CpuMark::now(&workload.broker_pids);
                 consumer_threads = start_consumers(std::mem::take(&mut consumers));
                 (Instant::now(), cpu_mark)
             } else {
@@ -477,7 +494,7 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            let cpu = cpu_mark.since(workload.broker_pid);
+            let cpu = cpu_mark.since(&workload.broker_pids);
             let received = consumer_control.received_bytes.load(Ordering::Relaxed);
             if received > seen {
                 window_bytes.push(received - seen);
@@ -515,7 +532,12 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
             batch_bytes: batch.len() as u64,
             publish,
             consume,
-            broker_peak_rss_bytes: workload.broker_pid.and_then(process_peak_rss_bytes),
+            // The largest broker's: the bound is per broker.
+            broker_peak_rss_bytes: workload
+                .broker_pids
+                .iter()
+                .filter_map(|pid| process_peak_rss_bytes(*pid))
+                .max(),
             end_offsets,
         })
     });
@@ -573,7 +595,8 @@ mod tests {
             fetch_wait_ms: 50,
             consume,
             label: "test".to_string(),
-            broker_pid: Some(std::process::id()),
+            replication: 1,
+            broker_pids: vec![std::process::id()],
         }
     }
 

@@ -6,9 +6,12 @@
 //! - `--bootstrap HOST:PORT`: a running broker over the Kafka protocol: producers with
 //!   pipelined requests, then (or alongside) consumers; see `broker_workload`.
 //!
-//! Cluster mode (`--brokers 3 --replication 3`) arrives with replication (issue 5).
+//! - `--brokers N --replication R`: starts a local cluster of N broker processes (see
+//!   `cluster`), runs the broker workload against it on each storage strategy in turn, and
+//!   stops it.
 
 mod broker_workload;
+mod cluster;
 mod engine_workload;
 mod kafka;
 mod machine;
@@ -19,10 +22,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use shardlog::broker::decode_guard::ReservingAllocator;
 use shardlog::storage::CommitMode;
 use shardlog::{Durability, StrategyKind};
 
 use broker_workload::{BrokerWorkload, ConsumeMode};
+use cluster::{ClusterSpec, LocalCluster};
+
+/// The brokers of `--brokers` are this executable run as `harness broker`; they get the
+/// broker binary's allocator (see `decode_guard`).
+#[global_allocator]
+static ALLOCATOR: ReservingAllocator = ReservingAllocator;
 use engine_workload::EngineWorkload;
 
 /// Command-line options. Sizes take units (`4KiB`, `1MiB`, `4GiB`); durations too (`10s`).
@@ -41,13 +51,20 @@ struct Options {
     #[arg(long, value_name = "HOST:PORT")]
     bootstrap: Option<String>,
 
-    /// Start a cluster of this many broker processes (needs replication, issue 5: not built yet).
+    /// Start a local cluster of this many broker processes and drive it (one run per
+    /// strategy, each on a fresh cluster).
     #[arg(long)]
-    brokers: Option<u32>,
+    brokers: Option<usize>,
 
-    /// Replication factor for the cluster's topic (needs replication, issue 5: not built yet).
+    /// Replicas per partition of the topic the harness creates (default: 3 with
+    /// `--brokers` of 3 or more, else the brokers' count; 1 with `--bootstrap`).
     #[arg(long)]
-    replication: Option<u32>,
+    replication: Option<i16>,
+
+    /// In-sync replicas acks=all needs, for the brokers `--brokers` starts (default: 2 with
+    /// replication of 2 or more, as OpenMessaging Benchmark's Kafka driver sets).
+    #[arg(long)]
+    min_insync_replicas: Option<usize>,
 
     /// Storage strategies to run in turn, comma-separated: direct, buffered, uring.
     #[arg(long, value_delimiter = ',', default_value = "direct,buffered,uring")]
@@ -166,17 +183,24 @@ fn parse_bytes(text: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    // `harness broker ...` is a broker process of a local cluster.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|first| first == "broker")
+    {
+        return shardlog::broker::cli::main_from(std::env::args_os().skip(1));
+    }
     let options = Options::parse();
-    if options.brokers.is_some() || options.replication.is_some() {
-        eprintln!(
-            "harness: cluster mode (--brokers/--replication) needs replication between brokers, \
-             which is not built yet (issue 5); drive one running broker with --bootstrap HOST:PORT, \
-             or the storage engine with --engine (the default)"
-        );
-        return ExitCode::from(2);
+    if let Some(brokers) = options.brokers {
+        if options.bootstrap.is_some() {
+            eprintln!("harness: --brokers starts a cluster; --bootstrap drives one: pick one");
+            return ExitCode::from(2);
+        }
+        return run_cluster(&options, brokers);
     }
     if let Some(bootstrap) = &options.bootstrap {
-        return run_broker(&options, bootstrap);
+        let replication = options.replication.unwrap_or(1);
+        return run_broker(&options, bootstrap, replication, Vec::new(), &options.label);
     }
     let durability = match options.durability.as_str() {
         "none" => Durability::None,
@@ -259,15 +283,92 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `--brokers`: for each strategy, a fresh local cluster, the broker workload, a clean stop;
+/// then the strategies side by side.
+fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
+    let replication = options.replication.unwrap_or(brokers.min(3) as i16);
+    if brokers == 0 || replication < 1 || replication as usize > brokers {
+        eprintln!("harness: need --brokers >= 1 and 1 <= --replication <= --brokers");
+        return ExitCode::from(2);
+    }
+    let min_insync_replicas = options
+        .min_insync_replicas
+        .unwrap_or((replication as usize).min(2));
+    if min_insync_replicas == 0 || min_insync_replicas > replication as usize {
+        eprintln!("harness: need 1 <= --min-insync-replicas <= --replication");
+        return ExitCode::from(2);
+    }
+    let mut summaries = Vec::new();
+    for strategy in &options.strategy {
+        if !matches!(strategy.as_str(), "direct" | "buffered" | "uring") {
+            eprintln!("harness: --strategy {strategy:?}: expected direct, buffered or uring");
+            return ExitCode::from(2);
+        }
+        let spec = ClusterSpec {
+            brokers,
+            strategy: strategy.clone(),
+            durability: options.durability.clone(),
+            min_insync_replicas,
+            segment_bytes: options.segment_bytes,
+            io_memory_bytes: options.io_memory,
+            data_dir: options.data_dir.join(format!("cluster-{strategy}")),
+        };
+        eprintln!("harness: starting {brokers} brokers ({strategy}, durability {}, replication {replication})", options.durability);
+        let cluster = match LocalCluster::start(&spec) {
+            Ok(cluster) => cluster,
+            Err(error) => {
+                eprintln!("harness: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let label = format!(
+            "{strategy}-{}-{brokers}brokers-rf{replication}",
+            options.durability
+        );
+        let bootstrap = cluster.first_address().to_string();
+        let ran = run_workload(options, &bootstrap, replication, cluster.pids(), &label);
+        if let Err(error) = cluster.stop() {
+            eprintln!("harness: stopping the cluster: {error}");
+            return ExitCode::FAILURE;
+        }
+        match ran {
+            Some(summary) => summaries.push(summary),
+            None => return ExitCode::FAILURE,
+        }
+    }
+    eprint!("{}", report::strategies_table(&summaries));
+    ExitCode::SUCCESS
+}
+
 /// `--bootstrap`: the broker workload, printed and saved like the engine mode.
-fn run_broker(options: &Options, bootstrap: &str) -> ExitCode {
+fn run_broker(
+    options: &Options,
+    bootstrap: &str,
+    replication: i16,
+    broker_pids: Vec<u32>,
+    label: &str,
+) -> ExitCode {
+    match run_workload(options, bootstrap, replication, broker_pids, label) {
+        Some(_) => ExitCode::SUCCESS,
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// Runs, prints and saves one broker workload; `None` (after saying why) if it failed.
+fn run_workload(
+    options: &Options,
+    bootstrap: &str,
+    replication: i16,
+    broker_pids: Vec<u32>,
+    label: &str,
+) -> Option<report::BrokerSummary> {
     let acks = match options.acks.as_str() {
         "0" => 0,
         "1" => 1,
         "all" | "-1" => -1,
         other => {
             eprintln!("harness: --acks {other:?}: expected 0, 1 or all");
-            return ExitCode::from(2);
+            return None;
         }
     };
     let consume = match options.consume.as_str() {
@@ -275,7 +376,7 @@ fn run_broker(options: &Options, bootstrap: &str) -> ExitCode {
         "during" => ConsumeMode::During,
         other => {
             eprintln!("harness: --consume {other:?}: expected after or during");
-            return ExitCode::from(2);
+            return None;
         }
     };
     if options.partitions < 1
@@ -288,11 +389,11 @@ fn run_broker(options: &Options, bootstrap: &str) -> ExitCode {
             "harness: need --partitions >= 1, --producers + --consumers >= 1, --in-flight >= 1 \
              and --batch-bytes >= --record-bytes >= 1"
         );
-        return ExitCode::from(2);
+        return None;
     }
     if consume == ConsumeMode::During && acks == 0 && options.consumers > 0 {
         eprintln!("harness: --consume during needs --acks 1 or all (consumers stop where the acknowledged data ends)");
-        return ExitCode::from(2);
+        return None;
     }
     let workload = BrokerWorkload {
         bootstrap: bootstrap.to_string(),
@@ -310,14 +411,19 @@ fn run_broker(options: &Options, bootstrap: &str) -> ExitCode {
         fetch_bytes: options.fetch_bytes,
         fetch_wait_ms: options.fetch_wait.as_millis().min(i32::MAX as u128) as i32,
         consume,
-        label: options.label.clone(),
-        broker_pid: options.broker_pid,
+        label: label.to_string(),
+        replication,
+        broker_pids: if broker_pids.is_empty() {
+            options.broker_pid.into_iter().collect()
+        } else {
+            broker_pids
+        },
     };
     let outcome = match broker_workload::run(&workload) {
         Ok(outcome) => outcome,
         Err(error) => {
             eprintln!("harness: {error}");
-            return ExitCode::FAILURE;
+            return None;
         }
     };
     let summary = report::summarize_broker(&workload, &outcome);
@@ -329,10 +435,10 @@ fn run_broker(options: &Options, bootstrap: &str) -> ExitCode {
             Ok(folder) => eprintln!("harness: results saved in {}", folder.display()),
             Err(error) => {
                 eprintln!("harness: cannot save results: {error}");
-                return ExitCode::FAILURE;
+                return None;
             }
         }
     }
     eprint!("{}", report::broker_table(&summary));
-    ExitCode::SUCCESS
+    Some(summary)
 }

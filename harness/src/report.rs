@@ -401,7 +401,8 @@ pub fn save_broker(
         "duration_s": workload.duration.as_secs_f64(),
         "warmup_s": workload.warmup.as_secs_f64(),
         "label": workload.label,
-        "broker_pid": workload.broker_pid,
+        "broker_pids": workload.broker_pids,
+        "replication": workload.replication,
         "end_offsets": outcome.end_offsets,
         "command": std::env::args().collect::<Vec<_>>(),
     });
@@ -435,6 +436,37 @@ fn other_cpu(cpu: &CpuSummary) -> String {
 }
 
 /// The broker run's figures, for the terminal.
+/// Broker runs side by side, one line per run (per storage strategy).
+pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
+    let mut text = String::from(
+        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s\n",
+    );
+    for summary in summaries {
+        let (publish_mb_s, p50, p99, p99_9) =
+            summary
+                .publish
+                .as_ref()
+                .map_or((f64::NAN, 0, 0, 0), |publish| {
+                    let latency = &publish.latency_us;
+                    (
+                        publish.throughput_mb_s,
+                        latency.p50,
+                        latency.p99,
+                        latency.p99_9,
+                    )
+                });
+        let consume_mb_s = summary
+            .consume
+            .as_ref()
+            .map_or(f64::NAN, |consume| consume.throughput_mb_s);
+        text += &format!(
+            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}\n",
+            summary.label
+        );
+    }
+    text
+}
+
 pub fn broker_table(summary: &BrokerSummary) -> String {
     let mut text = format!("\n{} ({})\n", summary.workload, summary.label);
     if let Some(publish) = &summary.publish {

@@ -19,6 +19,9 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Executors (one per core, pinned). 0 = every online core.
     pub cores: usize,
+    /// The CPU the first executor is pinned to; the others follow (wrapping around). Lets
+    /// several brokers on one machine spread over its CPUs.
+    pub first_cpu: usize,
     /// Storage strategy: direct, buffered or uring.
     pub strategy: String,
     /// none, interval or always.
@@ -73,6 +76,7 @@ impl Default for BrokerConfig {
             advertised_host: None,
             data_dir: PathBuf::from("data"),
             cores: 0,
+            first_cpu: 0,
             strategy: "buffered".to_string(),
             durability: "none".to_string(),
             durability_interval_ms: 100,

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod chunks;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod decode_guard;

@@ -33,7 +33,8 @@ pub struct TopicLayout {
     pub partitions: Vec<PartitionLeader>,
 }
 
-/// The topic's partitions and leaders, or `None` if the broker does not know the topic.
+/// The topic's partitions and leaders, or `None` if the broker does not know the topic (or
+/// a partition has no leader yet).
 pub fn describe_topic(
     connection: &mut Connection,
     topic: &str,
@@ -78,7 +79,12 @@ pub fn describe_topic(
     }
     let mut partitions = Vec::with_capacity(entry.partitions.len());
     for partition in &entry.partitions {
-        if let Some(error) = response_error(partition.error_code) {
+        let error = response_error(partition.error_code);
+        if error == Some(ResponseError::LeaderNotAvailable) {
+            // A new topic in a cluster: leaders are being chosen; ask again.
+            return Ok(None);
+        }
+        if let Some(error) = error {
             return Err(ClientError::Broker {
                 api: ApiKey::Metadata,
                 topic: topic.to_string(),
@@ -142,18 +148,20 @@ pub fn create_topic(
     Ok(())
 }
 
-/// The topic's layout, creating it with `partitions` partitions if the broker lacks it. An
+/// The topic's layout, creating it with `partitions` partitions of `replication` replicas
+/// (-1: the brokers' default) if the cluster lacks it. An
 /// existing topic with another partition count is an error: the workload would not be the
 /// one asked for.
 pub fn ensure_topic(
     connection: &mut Connection,
     topic: &str,
     partitions: i32,
+    replication: i16,
 ) -> Result<TopicLayout, ClientError> {
     let layout = match describe_topic(connection, topic)? {
         Some(layout) => layout,
         None => {
-            create_topic(connection, topic, partitions, 1)?;
+            create_topic(connection, topic, partitions, replication)?;
             let started = Instant::now();
             loop {
                 if let Some(layout) = describe_topic(connection, topic)? {
