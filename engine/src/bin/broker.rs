@@ -64,6 +64,12 @@ struct Options {
     /// Largest request accepted, in bytes.
     #[arg(long)]
     max_request_bytes: Option<usize>,
+    /// Partitions of __consumer_offsets when it is created.
+    #[arg(long)]
+    offsets_topic_partitions: Option<i32>,
+    /// How long the first rebalance of an empty group waits for more members, in ms.
+    #[arg(long)]
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
         segment_bytes
     );
     set!(default_partitions, auto_create_topics, max_request_bytes);
+    set!(offsets_topic_partitions, group_initial_rebalance_delay_ms);
     if let Some(host) = options.advertised_host.clone() {
         config.advertised_host = Some(host);
     }

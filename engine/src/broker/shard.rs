@@ -21,6 +21,7 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
 use glommio::channels::channel_mesh::Senders;
 
 use super::chunks::{Chunk, FileChunk, Records};
+use super::group::{self, Coordinator, GroupAnswer, GroupCall};
 use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
 use super::server::Shared;
@@ -144,6 +145,11 @@ pub enum ShardMessage {
         topic: Arc<Topic>,
         reply: oneshot::Sender<()>,
     },
+    /// A consumer-group call for this core's group coordinator (see `group`).
+    Group {
+        call: GroupCall,
+        reply: oneshot::Sender<GroupAnswer>,
+    },
 }
 
 /// One partition, open on its owner core.
@@ -167,6 +173,8 @@ pub struct Shard {
     partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     opening: RefCell<HashMap<PartitionKey, Opening>>,
     peers: Senders<ShardMessage>,
+    /// The consumer groups of the `__consumer_offsets` partitions this core owns.
+    pub groups: Coordinator,
 }
 
 fn storage_error_code(error: &LogError) -> i16 {
@@ -187,6 +195,7 @@ fn storage_error_code(error: &LogError) -> i16 {
 impl Shard {
     pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
         Shard {
+            groups: Coordinator::new(&shared.config),
             core,
             storage: Storage::new(shared.config.strategy_kind()),
             shared,
@@ -224,7 +233,7 @@ impl Shard {
 
     /// The partition's open state, opening (and recovering) its log on first use. Concurrent
     /// first uses share one open.
-    async fn partition(
+    pub(crate) async fn partition(
         self: &Rc<Self>,
         topic: &Arc<Topic>,
         partition: i32,
@@ -293,7 +302,7 @@ impl Shard {
     }
 
     /// Asks `owner` to do `message`, or does it here when this core owns the partition.
-    async fn forward<T>(
+    pub(crate) async fn forward<T>(
         self: &Rc<Self>,
         owner: usize,
         message: ShardMessage,
@@ -416,10 +425,13 @@ impl Shard {
                 self.delete_topic_here(&topic).await;
                 let _ = reply.send(());
             }
+            ShardMessage::Group { call, reply } => {
+                let _ = reply.send(group::coordinator::handle(&self, call).await);
+            }
         }
     }
 
-    async fn produce_here(
+    pub(crate) async fn produce_here(
         self: &Rc<Self>,
         topic: &Arc<Topic>,
         partition: i32,
