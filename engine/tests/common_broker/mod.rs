@@ -282,7 +282,9 @@ impl BrokerProcess {
         self.spawn();
     }
 
-    fn kill(&mut self) {
+    /// Kills the process with SIGKILL (no clean shutdown) and reaps it; `restart` then
+    /// starts it again on the same data.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
