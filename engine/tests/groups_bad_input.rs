@@ -141,7 +141,10 @@ fn bad_group_requests_get_kafka_error_codes_and_the_broker_keeps_serving() {
     assert_eq!(found.port, i32::from(broker.address().port()));
 
     // The MEMBER_ID_REQUIRED round trip, then a group of one: stable at generation 1.
-    let first = join(&mut member, &join_request(GROUP, "", Bytes::from_static(b"m")));
+    let first = join(
+        &mut member,
+        &join_request(GROUP, "", Bytes::from_static(b"m")),
+    );
     assert_eq!(first.error_code, code::MEMBER_ID_REQUIRED);
     let member_id = first.member_id.to_string();
     assert!(member_id.starts_with("shardlog-test-"), "{member_id}");
@@ -176,7 +179,10 @@ fn bad_group_requests_get_kafka_error_codes_and_the_broker_keeps_serving() {
     // A stale generation.
     let stale_sync = member.send(SYNC_GROUP_VERSION, &sync.clone().with_generation_id(0));
     assert_eq!(stale_sync.error_code, code::ILLEGAL_GENERATION);
-    assert_eq!(heartbeat(&mut other, &member_id, 0), code::ILLEGAL_GENERATION);
+    assert_eq!(
+        heartbeat(&mut other, &member_id, 0),
+        code::ILLEGAL_GENERATION
+    );
     assert_eq!(
         commit(&mut other, &member_id, 0, 5, ""),
         code::ILLEGAL_GENERATION
@@ -217,7 +223,10 @@ fn bad_group_requests_get_kafka_error_codes_and_the_broker_keeps_serving() {
 
     // Offsets: a good commit reads back; oversized metadata (limit 4096 bytes) is refused
     // and leaves the committed offset alone.
-    assert_eq!(commit(&mut member, &member_id, 1, 42, "checkpoint"), code::NONE);
+    assert_eq!(
+        commit(&mut member, &member_id, 1, 42, "checkpoint"),
+        code::NONE
+    );
     assert_eq!(committed_offset(&mut other), 42);
     assert_eq!(
         commit(&mut member, &member_id, 1, 43, &"x".repeat(5_000)),
@@ -227,7 +236,11 @@ fn bad_group_requests_get_kafka_error_codes_and_the_broker_keeps_serving() {
     assert_member_served(&mut broker, &mut member, &member_id);
 
     // A JoinGroup whose body does not decode: that connection is closed, nothing else.
-    let good = encode_request(1, JOIN_GROUP_VERSION, &join_request(GROUP, "", Bytes::new()));
+    let good = encode_request(
+        1,
+        JOIN_GROUP_VERSION,
+        &join_request(GROUP, "", Bytes::new()),
+    );
     let mut garbled = good.clone();
     garbled.truncate(good.len() - 6);
     let cut = u32::try_from(garbled.len() - 4).expect("fits");
@@ -241,10 +254,15 @@ fn bad_group_requests_get_kafka_error_codes_and_the_broker_keeps_serving() {
     // The member leaves; its id is no longer known.
     let leave = LeaveGroupRequest::default()
         .with_group_id(GroupId(text(GROUP)))
-        .with_members(vec![MemberIdentity::default().with_member_id(text(&member_id))]);
+        .with_members(vec![
+            MemberIdentity::default().with_member_id(text(&member_id))
+        ]);
     let left = member.send(LEAVE_GROUP_VERSION, &leave);
     assert_eq!(left.error_code, code::NONE);
     assert_eq!(left.members[0].error_code, code::NONE);
-    assert_eq!(heartbeat(&mut member, &member_id, 1), code::UNKNOWN_MEMBER_ID);
+    assert_eq!(
+        heartbeat(&mut member, &member_id, 1),
+        code::UNKNOWN_MEMBER_ID
+    );
     broker.assert_running();
 }
