@@ -8,6 +8,7 @@
 //!   assignor, once with `cooperative-sticky`.
 //! - kafka-python: a consumer commits half the records and leaves; its successor in the
 //!   group resumes exactly at the committed offsets.
+//! - KafkaJS: the same with KafkaJS's own consumer (it has no other kind).
 //!
 //! The scripts live in `tests/clients/`; a missing client fails the test (scripts/test.sh
 //! installs them).
@@ -108,5 +109,34 @@ fn kafka_python_successor_resumes_at_committed_offsets() {
     assert_eq!(summary["ok"], true, "{summary}");
     assert_eq!(summary["distinct"], RECORDS, "{summary}");
     assert_eq!(summary["duplicates"], 0, "{summary}");
+    broker.assert_running();
+}
+
+/// KafkaJS consumes only through groups: a member reads everything and leaves, and its
+/// successor reads exactly what was produced after (tests/clients/node/groups.js).
+#[test]
+fn kafkajs_successor_resumes_at_committed_offsets() {
+    require_tool("node", "node", &["--version"]);
+    let kafkajs = clients_dir().join("node/node_modules/kafkajs/package.json");
+    assert!(
+        kafkajs.exists(),
+        "KafkaJS is not installed in tests/clients/node: run scripts/test.sh (npm ci)"
+    );
+    const TOPIC: &str = "kafkajs-groups";
+    const RECORDS: u64 = 3_000;
+    const PARTITIONS: i32 = 3;
+    assert_spans_cores(TOPIC, PARTITIONS);
+    let mut broker = start_broker("groups-kafkajs", "uring");
+    let mut command = Command::new("node");
+    command.arg(clients_dir().join("node/groups.js")).args([
+        &broker.bootstrap(),
+        TOPIC,
+        &RECORDS.to_string(),
+        &PARTITIONS.to_string(),
+    ]);
+    let summary = run_client(command, CLIENT_RUN_MAX);
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["second_old"], 0, "{summary}");
+    assert_eq!(summary["second_new"], RECORDS, "{summary}");
     broker.assert_running();
 }
