@@ -214,10 +214,10 @@ fn unknown_api_key_closes_the_connection() {
     scenario
         .broker
         .assert_logged(&[&peer, "closing connection", "unknown API key"]);
-    // A real API the broker does not serve (FindCoordinator: no consumer groups yet).
+    // A real API the broker does not serve (SaslHandshake: no authentication).
     let not_served = frame(&[
-        &known_header(ApiKey::FindCoordinator, 1, 2),
-        &[0, 1, b'g', 0],
+        &known_header(ApiKey::SaslHandshake, 1, 2),
+        &[0, 5, b'P', b'L', b'A', b'I', b'N'],
     ]);
     let peer = send_expecting_close(&scenario.broker, &not_served);
     scenario.finish(&[&peer, "API not served"]);

@@ -63,6 +63,12 @@ struct Options {
     /// Largest request accepted, in bytes.
     #[arg(long)]
     max_request_bytes: Option<usize>,
+    /// Partitions of __consumer_offsets when it is created.
+    #[arg(long)]
+    offsets_topic_partitions: Option<i32>,
+    /// How long the first rebalance of an empty group waits for more members, in ms.
+    #[arg(long)]
+    group_initial_rebalance_delay_ms: Option<u64>,
 }
 
 /// Parses `args` (the program name first) and runs the broker until SIGTERM or SIGINT.
@@ -104,6 +110,7 @@ where
         segment_bytes
     );
     set!(default_partitions, auto_create_topics, max_request_bytes);
+    set!(offsets_topic_partitions, group_initial_rebalance_delay_ms);
     if let Some(host) = options.advertised_host.clone() {
         config.advertised_host = Some(host);
     }

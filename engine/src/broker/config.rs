@@ -66,6 +66,23 @@ pub struct BrokerConfig {
     /// How long a follower's fetch waits at the leader for new data
     /// (Kafka `replica.fetch.wait.max.ms`).
     pub replica_fetch_wait_max_ms: u64,
+    /// Partitions of `__consumer_offsets` when it is created (Kafka
+    /// `offsets.topic.num.partitions`); an existing topic keeps its count.
+    pub offsets_topic_partitions: i32,
+    /// How long the first rebalance of an empty group waits for more members (Kafka
+    /// `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Session timeouts a member may ask for (Kafka `group.min.session.timeout.ms`,
+    /// `group.max.session.timeout.ms`).
+    pub group_min_session_timeout_ms: u64,
+    pub group_max_session_timeout_ms: u64,
+    /// Members one group may have (Kafka `group.max.size`).
+    pub group_max_size: usize,
+    /// Protocol metadata one member may send in a JoinGroup (all its protocols), and the
+    /// assignment the leader may give one member.
+    pub group_member_metadata_bytes_max: usize,
+    /// Metadata string of one committed offset (Kafka `offset.metadata.max.bytes`).
+    pub offset_metadata_bytes_max: usize,
 }
 
 impl Default for BrokerConfig {
@@ -98,6 +115,13 @@ impl Default for BrokerConfig {
             replica_lag_time_max_ms: 30_000,
             replica_fetch_max_bytes: 8 << 20,
             replica_fetch_wait_max_ms: 500,
+            offsets_topic_partitions: 50,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_max_size: 1_000,
+            group_member_metadata_bytes_max: 1 << 20,
+            offset_metadata_bytes_max: 4_096,
         }
     }
 }
@@ -133,11 +157,34 @@ impl BrokerConfig {
         if self.max_in_flight_per_connection == 0 || self.max_connections_per_core == 0 {
             return Some("connection limits must be at least 1".to_string());
         }
+        if !(1..=super::metadata::PARTITIONS_MAX).contains(&self.offsets_topic_partitions) {
+            return Some("offsets_topic_partitions must be between 1 and 10000".to_string());
+        }
+        if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms
+            || self.group_max_size == 0
+        {
+            return Some(
+                "group session timeouts must be ordered and group_max_size at least 1".to_string(),
+            );
+        }
         None
     }
 
     pub fn strategy_kind(&self) -> crate::StrategyKind {
         crate::StrategyKind::from_name(&self.strategy).unwrap_or(crate::StrategyKind::Buffered)
+    }
+
+    /// The group coordinator's limits and timings.
+    pub fn group_settings(&self) -> super::group::GroupSettings {
+        use std::time::Duration;
+        super::group::GroupSettings {
+            initial_rebalance_delay: Duration::from_millis(self.group_initial_rebalance_delay_ms),
+            session_timeout_min: Duration::from_millis(self.group_min_session_timeout_ms),
+            session_timeout_max: Duration::from_millis(self.group_max_session_timeout_ms),
+            max_size: self.group_max_size,
+            member_metadata_bytes_max: self.group_member_metadata_bytes_max,
+            ..super::group::GroupSettings::default()
+        }
     }
 
     pub fn durability_policy(&self) -> crate::Durability {

@@ -10,6 +10,8 @@
 //! - [`replication`] makes each core lead or follow its partitions as the metadata says.
 //! - [`metadata`] holds the topics; [`producer_state`] deduplicates idempotent producers;
 //!   [`tail_cache`] keeps recent batches in memory for O_DIRECT strategies.
+//! - [`group`] coordinates consumer groups and keeps their committed offsets in
+//!   `__consumer_offsets`.
 //!
 //! See `docs/broker.md` for the design and its bounds.
 
@@ -20,6 +22,7 @@ pub mod config;
 pub mod connection;
 pub mod decode_guard;
 pub mod fetch_response;
+pub mod group;
 pub mod metadata;
 pub mod producer_state;
 pub mod replication;

@@ -21,6 +21,7 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
 use glommio::channels::channel_mesh::Senders;
 
 use super::chunks::{Chunk, FileChunk, Records};
+use super::group::{self, Coordinator, GroupAnswer, GroupCall};
 use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
 use super::replication::{now_ms, Reader};
@@ -162,6 +163,11 @@ pub enum ShardMessage {
         topic: Arc<Topic>,
         reply: oneshot::Sender<()>,
     },
+    /// A consumer-group call for this core's group coordinator (see `group`).
+    Group {
+        call: GroupCall,
+        reply: oneshot::Sender<GroupAnswer>,
+    },
 }
 
 /// The answer to OffsetForLeaderEpoch for one partition.
@@ -224,6 +230,8 @@ pub struct Shard {
     pub(super) partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
     opening: RefCell<HashMap<PartitionKey, Opening>>,
     peers: Senders<ShardMessage>,
+    /// The consumer groups of the `__consumer_offsets` partitions this core owns.
+    pub groups: Coordinator,
 }
 
 pub(super) fn storage_error_code(error: &LogError) -> i16 {
@@ -246,6 +254,7 @@ pub(super) fn storage_error_code(error: &LogError) -> i16 {
 impl Shard {
     pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
         Shard {
+            groups: Coordinator::new(&shared.config),
             core,
             storage: Storage::new(shared.config.strategy_kind()),
             shared,
@@ -283,7 +292,7 @@ impl Shard {
 
     /// The partition's open state, opening (and recovering) its log on first use. Concurrent
     /// first uses share one open.
-    pub(super) async fn partition(
+    pub(crate) async fn partition(
         self: &Rc<Self>,
         topic: &Arc<Topic>,
         partition: i32,
@@ -375,7 +384,7 @@ impl Shard {
     }
 
     /// Asks `owner` to do `message`, or does it here when this core owns the partition.
-    async fn forward<T>(
+    pub(crate) async fn forward<T>(
         self: &Rc<Self>,
         owner: usize,
         message: ShardMessage,
@@ -545,10 +554,13 @@ impl Shard {
                 self.delete_topic_here(&topic).await;
                 let _ = reply.send(());
             }
+            ShardMessage::Group { call, reply } => {
+                let _ = reply.send(group::coordinator::handle(&self, call).await);
+            }
         }
     }
 
-    async fn produce_here(
+    pub(crate) async fn produce_here(
         self: &Rc<Self>,
         topic: &Arc<Topic>,
         partition: i32,

@@ -36,7 +36,10 @@ impl DirectIo {
         // first block. On an empty file that read returns 0 without reaching the device, so
         // glommio wrongly picks the poll ring and every later read fails with EOPNOTSUPP on
         // devices without polling (virtio). Give the file one block for the probe, then put
-        // its length back.
+        // its length back. The same happens when the first block is preallocated but never
+        // written (a segment a crash left at its preallocated length): reading an unwritten
+        // extent does not reach the device either, so write that block's bytes back as they
+        // are, which makes it a written extent.
         let original_len = {
             let file = std::fs::OpenOptions::new()
                 .write(true)
@@ -48,11 +51,20 @@ impl DirectIo {
                 .metadata()
                 .map_err(|error| StorageError::io("stat", path, error))?
                 .len();
+            use std::os::unix::fs::FileExt;
             if len < IOPOLL_PROBE_BYTES {
                 // Real bytes, not a hole: reading a hole does not reach the device either.
-                use std::os::unix::fs::FileExt;
                 let zeros = [0u8; IOPOLL_PROBE_BYTES as usize];
                 file.write_all_at(&zeros[len as usize..], len)
+                    .map_err(|error| StorageError::io("write probe block", path, error))?;
+            } else {
+                let mut first = [0u8; IOPOLL_PROBE_BYTES as usize];
+                let reader = std::fs::File::open(path)
+                    .map_err(|error| StorageError::io("open for reading", path, error))?;
+                reader
+                    .read_exact_at(&mut first, 0)
+                    .map_err(|error| StorageError::io("read probe block", path, error))?;
+                file.write_all_at(&first, 0)
                     .map_err(|error| StorageError::io("write probe block", path, error))?;
             }
             len

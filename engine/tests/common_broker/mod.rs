@@ -293,7 +293,8 @@ impl BrokerProcess {
         self.spawn();
     }
 
-    /// Kills the process with SIGKILL (no clean shutdown) and reaps it.
+    /// Kills the process with SIGKILL (no clean shutdown) and reaps it; `restart` then
+    /// starts it again on the same data.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -159,6 +159,9 @@ pub fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> Me
                     if version >= 10 {
                         entry.topic_id = topic.id;
                     }
+                    if version >= 1 {
+                        entry.is_internal = topic.name == crate::broker::group::OFFSETS_TOPIC;
+                    }
                     entry.partitions = (0..topic.partitions)
                         .map(|index| {
                             let mut partition = MetadataResponsePartition::default();

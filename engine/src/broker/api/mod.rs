@@ -7,6 +7,7 @@
 mod admin;
 mod epochs;
 mod fetch;
+mod group;
 mod produce;
 
 use std::rc::Rc;
@@ -40,6 +41,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    // Consumer groups (docs/groups.md).
+    (ApiKey::OffsetCommit, 2, 7),
+    (ApiKey::OffsetFetch, 1, 5),
+    (ApiKey::FindCoordinator, 0, 2),
+    (ApiKey::JoinGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 3),
+    (ApiKey::LeaveGroup, 0, 3),
+    (ApiKey::SyncGroup, 0, 3),
+    (ApiKey::DescribeGroups, 0, 4),
+    (ApiKey::ListGroups, 0, 2),
 ];
 
 fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -79,10 +90,13 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
     }
     let mut body = frame;
     let header_version = api_key.request_header_version(version);
-    if let Err(error) = RequestHeader::decode(&mut body, header_version) {
-        tracing::info!(?api_key, version, %error, "undecodable request header");
-        return Reply::Close("undecodable request header");
-    }
+    let header = match RequestHeader::decode(&mut body, header_version) {
+        Ok(header) => header,
+        Err(error) => {
+            tracing::info!(?api_key, version, %error, "undecodable request header");
+            return Reply::Close("undecodable request header");
+        }
+    };
     let request = match decode_body(api_key, &mut body, version) {
         Ok(request) => request,
         Err(why) => {
@@ -119,6 +133,34 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         },
         RequestKind::Fetch(request) => {
             return fetch::fetch(&shard, request, version, correlation_id).await;
+        }
+        RequestKind::FindCoordinator(request) => {
+            ResponseKind::FindCoordinator(group::find_coordinator(&shard, request, version))
+        }
+        RequestKind::JoinGroup(request) => {
+            let client_id = header.client_id.as_deref().unwrap_or("");
+            ResponseKind::JoinGroup(group::join_group(&shard, request, version, client_id).await)
+        }
+        RequestKind::SyncGroup(request) => {
+            ResponseKind::SyncGroup(group::sync_group(&shard, request).await)
+        }
+        RequestKind::Heartbeat(request) => {
+            ResponseKind::Heartbeat(group::heartbeat(&shard, request).await)
+        }
+        RequestKind::LeaveGroup(request) => {
+            ResponseKind::LeaveGroup(group::leave_group(&shard, request, version).await)
+        }
+        RequestKind::OffsetCommit(request) => {
+            ResponseKind::OffsetCommit(group::offset_commit(&shard, request, version).await)
+        }
+        RequestKind::OffsetFetch(request) => {
+            ResponseKind::OffsetFetch(group::offset_fetch(&shard, request, version).await)
+        }
+        RequestKind::ListGroups(request) => {
+            ResponseKind::ListGroups(group::list_groups(&shard, request).await)
+        }
+        RequestKind::DescribeGroups(request) => {
+            ResponseKind::DescribeGroups(group::describe_groups(&shard, request).await)
         }
         _ => return Reply::Close("API not served"),
     };

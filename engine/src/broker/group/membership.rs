@@ -1,0 +1,1052 @@
+//! One consumer group's membership: Kafka's classic rebalance protocol as a state machine.
+//!
+//! ```text
+//!            join                 every member rejoined,          leader's SyncGroup
+//!   Empty ---------> Preparing ------------------------> Completing -------------> Stable
+//!                    Rebalance   or the rebalance timeout  Rebalance                 |
+//!                       ^                                     |                      |
+//!                       +---- a member joins, leaves, expires or changes its protocols
+//! ```
+//!
+//! Synchronous and clock-free: every method takes `now`, and a request that must wait (a
+//! JoinGroup until the rebalance completes, a SyncGroup until the leader's assignment
+//! arrives) leaves its one-shot reply sender in the member, to be answered by a later call.
+//! The coordinator calls [`Group::tick`] periodically to expire sessions and end rebalances
+//! whose time is up. That keeps every rule here testable without a runtime.
+//!
+//! Bounds: at most `max_size` members plus pending members; each member's protocol
+//! metadata and assignment at most `member_metadata_bytes_max` (checked by the caller on
+//! the wire types, and again here).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use super::error_code;
+
+/// The group states Kafka reports (DescribeGroups, ListGroups).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    /// Kafka's name for the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// The coordinator's limits and timings for groups (from the broker's settings).
+#[derive(Clone, Debug)]
+pub struct GroupSettings {
+    /// How long a rebalance of an empty group waits for more members (Kafka
+    /// `group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay: Duration,
+    pub session_timeout_min: Duration,
+    pub session_timeout_max: Duration,
+    /// Members (including those told MEMBER_ID_REQUIRED) a group may have.
+    pub max_size: usize,
+    /// Protocol metadata of one member (all its protocols), and one member's assignment.
+    pub member_metadata_bytes_max: usize,
+    /// Protocols one member may offer.
+    pub protocols_max: usize,
+}
+
+impl Default for GroupSettings {
+    fn default() -> Self {
+        GroupSettings {
+            initial_rebalance_delay: Duration::from_millis(3_000),
+            session_timeout_min: Duration::from_millis(6_000),
+            session_timeout_max: Duration::from_millis(1_800_000),
+            max_size: 1_000,
+            member_metadata_bytes_max: 1 << 20,
+            protocols_max: 32,
+        }
+    }
+}
+
+/// A JoinGroup, as the coordinator sees it.
+#[derive(Clone, Debug)]
+pub struct JoinRequest {
+    pub group_id: String,
+    /// Empty for a new member.
+    pub member_id: String,
+    pub client_id: String,
+    pub session_timeout_ms: i32,
+    /// -1 before v1: the session timeout is used.
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    /// (name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4 and later: a new member first gets MEMBER_ID_REQUIRED and its id.
+    pub require_known_member_id: bool,
+}
+
+/// The answer to a JoinGroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JoinOutcome {
+    pub error_code: i16,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// For the leader only: every member and its metadata for the chosen protocol.
+    pub members: Vec<(String, Bytes)>,
+}
+
+impl JoinOutcome {
+    pub fn failed(error_code: i16, member_id: &str) -> JoinOutcome {
+        JoinOutcome {
+            error_code,
+            generation_id: -1,
+            member_id: member_id.to_string(),
+            ..JoinOutcome::default()
+        }
+    }
+}
+
+/// The answer to a SyncGroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SyncOutcome {
+    pub error_code: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncOutcome {
+    pub fn failed(error_code: i16) -> SyncOutcome {
+        SyncOutcome {
+            error_code,
+            ..SyncOutcome::default()
+        }
+    }
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+struct Member {
+    client_id: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    /// Set while the member's JoinGroup waits for the rebalance to complete.
+    awaiting_join: Option<oneshot::Sender<JoinOutcome>>,
+    /// Set while the member's SyncGroup waits for the leader's assignment.
+    awaiting_sync: Option<oneshot::Sender<SyncOutcome>>,
+    /// When the member expires unless heard from (not while it waits in a join or sync).
+    session_deadline: Instant,
+    /// Order of joining: the first member becomes leader when there is none.
+    joined_sequence: u64,
+}
+
+impl Member {
+    fn touch(&mut self, now: Instant) {
+        self.session_deadline = now + self.session_timeout;
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.awaiting_join.is_none() && self.awaiting_sync.is_none() && now >= self.session_deadline
+    }
+
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, metadata)| metadata.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// One group's membership and rebalance state.
+pub struct Group {
+    id: String,
+    state: GroupState,
+    generation_id: i32,
+    protocol_type: Option<String>,
+    protocol_name: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, each with its deadline to rejoin.
+    pending: BTreeMap<String, Instant>,
+    rebalance_deadline: Option<Instant>,
+    /// While set, a rebalance of a group that was empty waits for more members.
+    initial_delay_until: Option<Instant>,
+    next_join_sequence: u64,
+}
+
+impl Group {
+    pub fn new(id: &str) -> Group {
+        Group {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            generation_id: 0,
+            protocol_type: None,
+            protocol_name: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            rebalance_deadline: None,
+            initial_delay_until: None,
+            next_join_sequence: 0,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn state(&self) -> GroupState {
+        self.state
+    }
+
+    pub fn generation_id(&self) -> i32 {
+        self.generation_id
+    }
+
+    pub fn protocol_type(&self) -> Option<&str> {
+        self.protocol_type.as_deref()
+    }
+
+    pub fn protocol_name(&self) -> Option<&str> {
+        self.protocol_name.as_deref()
+    }
+
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+
+    pub fn has_member(&self, member_id: &str) -> bool {
+        self.members.contains_key(member_id)
+    }
+
+    /// Nothing left to remember: no members and none pending.
+    pub fn is_vacant(&self) -> bool {
+        self.state == GroupState::Empty && self.members.is_empty() && self.pending.is_empty()
+    }
+
+    pub fn describe_members(&self) -> Vec<MemberDescription> {
+        let protocol = self.protocol_name.as_deref().unwrap_or("");
+        self.members
+            .iter()
+            .map(|(member_id, member)| MemberDescription {
+                member_id: member_id.clone(),
+                client_id: member.client_id.clone(),
+                metadata: member.metadata_for(protocol),
+                assignment: member.assignment.clone(),
+            })
+            .collect()
+    }
+
+    /// Handles a JoinGroup; the answer goes to `reply`, now or when the rebalance completes.
+    pub fn join(
+        &mut self,
+        request: JoinRequest,
+        settings: &GroupSettings,
+        now: Instant,
+        new_member_id: impl FnOnce() -> String,
+        reply: oneshot::Sender<JoinOutcome>,
+    ) {
+        if let Some(code) = self.refuse_join(&request, settings) {
+            let _ = reply.send(JoinOutcome::failed(code, &request.member_id));
+            return;
+        }
+        if request.member_id.is_empty() {
+            if self.members.len() + self.pending.len() >= settings.max_size {
+                let _ = reply.send(JoinOutcome::failed(error_code::GROUP_MAX_SIZE_REACHED, ""));
+                return;
+            }
+            let member_id = new_member_id();
+            if request.require_known_member_id {
+                let deadline = now + session_timeout(&request);
+                self.pending.insert(member_id.clone(), deadline);
+                let _ = reply.send(JoinOutcome::failed(
+                    error_code::MEMBER_ID_REQUIRED,
+                    &member_id,
+                ));
+                return;
+            }
+            self.add_member(member_id, request, settings, now, reply);
+            return;
+        }
+        if self.pending.remove(&request.member_id).is_some() {
+            let member_id = request.member_id.clone();
+            self.add_member(member_id, request, settings, now, reply);
+            return;
+        }
+        let member_id = request.member_id.clone();
+        let Some(member) = self.members.get_mut(&member_id) else {
+            let _ = reply.send(JoinOutcome::failed(
+                error_code::UNKNOWN_MEMBER_ID,
+                &member_id,
+            ));
+            return;
+        };
+        let unchanged = member.protocols == request.protocols;
+        member.session_timeout = session_timeout(&request);
+        member.rebalance_timeout = rebalance_timeout(&request);
+        member.protocols = request.protocols;
+        member.touch(now);
+        let is_leader = self.leader.as_deref() == Some(member_id.as_str());
+        match self.state {
+            GroupState::PreparingRebalance => {
+                self.await_join(&member_id, reply);
+                self.try_complete_join(now);
+            }
+            GroupState::CompletingRebalance | GroupState::Stable
+                if unchanged && !(self.state == GroupState::Stable && is_leader) =>
+            {
+                // A retry of a join the member already got an answer to: answer the same.
+                let _ = reply.send(self.join_outcome(&member_id));
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.prepare_rebalance(settings, now);
+                self.await_join(&member_id, reply);
+                self.try_complete_join(now);
+            }
+            GroupState::Empty => {
+                let _ = reply.send(JoinOutcome::failed(
+                    error_code::UNKNOWN_MEMBER_ID,
+                    &member_id,
+                ));
+            }
+        }
+    }
+
+    /// Why a JoinGroup is refused before it touches the group, if it is.
+    fn refuse_join(&self, request: &JoinRequest, settings: &GroupSettings) -> Option<i16> {
+        let session = Duration::from_millis(request.session_timeout_ms.max(0) as u64);
+        if request.session_timeout_ms < 0
+            || session < settings.session_timeout_min
+            || session > settings.session_timeout_max
+        {
+            return Some(error_code::INVALID_SESSION_TIMEOUT);
+        }
+        let metadata_bytes: usize = request
+            .protocols
+            .iter()
+            .map(|(name, metadata)| name.len() + metadata.len())
+            .sum();
+        if request.protocols.len() > settings.protocols_max
+            || metadata_bytes > settings.member_metadata_bytes_max
+        {
+            return Some(error_code::INVALID_REQUEST);
+        }
+        if request.protocol_type.is_empty() || request.protocols.is_empty() {
+            return Some(error_code::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        if !self.members.is_empty() {
+            let same_type = self.protocol_type.as_deref() == Some(request.protocol_type.as_str());
+            let candidates = self.candidate_protocols(None);
+            let shares_one = request
+                .protocols
+                .iter()
+                .any(|(name, _)| candidates.contains(name));
+            if !same_type || !shares_one {
+                return Some(error_code::INCONSISTENT_GROUP_PROTOCOL);
+            }
+        }
+        None
+    }
+
+    /// Protocols every member (but `except`) supports, in the first member's order.
+    fn candidate_protocols(&self, except: Option<&str>) -> Vec<String> {
+        let mut others = self
+            .members
+            .iter()
+            .filter(|(member_id, _)| Some(member_id.as_str()) != except)
+            .map(|(_, member)| member);
+        let Some(first) = others.next() else {
+            return Vec::new();
+        };
+        let mut candidates: Vec<String> = first
+            .protocols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        for member in others {
+            candidates.retain(|name| member.protocols.iter().any(|(other, _)| other == name));
+        }
+        candidates
+    }
+
+    fn add_member(
+        &mut self,
+        member_id: String,
+        request: JoinRequest,
+        settings: &GroupSettings,
+        now: Instant,
+        reply: oneshot::Sender<JoinOutcome>,
+    ) {
+        if self.members.is_empty() {
+            self.protocol_type = Some(request.protocol_type.clone());
+        }
+        let mut member = Member {
+            client_id: request.client_id.clone(),
+            session_timeout: session_timeout(&request),
+            rebalance_timeout: rebalance_timeout(&request),
+            protocols: request.protocols,
+            assignment: Bytes::new(),
+            awaiting_join: Some(reply),
+            awaiting_sync: None,
+            session_deadline: now,
+            joined_sequence: self.next_join_sequence,
+        };
+        member.touch(now);
+        self.next_join_sequence += 1;
+        self.members.insert(member_id, member);
+        match self.state {
+            GroupState::PreparingRebalance => {
+                // More members are arriving at an empty group: keep waiting a while.
+                if let (Some(until), Some(deadline)) =
+                    (self.initial_delay_until, self.rebalance_deadline)
+                {
+                    let extended = (now + settings.initial_rebalance_delay).min(deadline);
+                    self.initial_delay_until = Some(until.max(extended));
+                }
+            }
+            _ => self.prepare_rebalance(settings, now),
+        }
+        self.try_complete_join(now);
+    }
+
+    fn await_join(&mut self, member_id: &str, reply: oneshot::Sender<JoinOutcome>) {
+        if let Some(member) = self.members.get_mut(member_id) {
+            if let Some(previous) = member.awaiting_join.replace(reply) {
+                // The member sent a second JoinGroup before the first was answered.
+                let _ = previous.send(JoinOutcome::failed(
+                    error_code::REBALANCE_IN_PROGRESS,
+                    member_id,
+                ));
+            }
+        }
+    }
+
+    /// Starts a rebalance: members must rejoin within the largest rebalance timeout.
+    fn prepare_rebalance(&mut self, settings: &GroupSettings, now: Instant) {
+        if self.state == GroupState::CompletingRebalance {
+            for member in self.members.values_mut() {
+                member.assignment = Bytes::new();
+                if let Some(waiting) = member.awaiting_sync.take() {
+                    let _ = waiting.send(SyncOutcome::failed(error_code::REBALANCE_IN_PROGRESS));
+                }
+            }
+        }
+        let rebalance_timeout = self
+            .members
+            .values()
+            .map(|member| member.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
+        let deadline = now + rebalance_timeout;
+        self.initial_delay_until = (self.state == GroupState::Empty)
+            .then(|| (now + settings.initial_rebalance_delay).min(deadline));
+        self.rebalance_deadline = Some(deadline);
+        self.state = GroupState::PreparingRebalance;
+        tracing::debug!(group = %self.id, generation = self.generation_id, "rebalance started");
+    }
+
+    /// Completes the join phase once every member rejoined (and no new member is still
+    /// expected), or when the rebalance timeout has passed.
+    fn try_complete_join(&mut self, now: Instant) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        let all_joined = self
+            .members
+            .values()
+            .all(|member| member.awaiting_join.is_some())
+            && self.pending.is_empty();
+        let delay_over = self.initial_delay_until.is_none_or(|until| now >= until);
+        let timed_out = self
+            .rebalance_deadline
+            .is_some_and(|deadline| now >= deadline);
+        if (all_joined && delay_over) || timed_out {
+            self.complete_join(now);
+        }
+    }
+
+    fn complete_join(&mut self, now: Instant) {
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, member)| member.awaiting_join.is_none())
+            .map(|(member_id, _)| member_id.clone())
+            .collect();
+        for member_id in gone {
+            tracing::info!(group = %self.id, member = %member_id, "member did not rejoin in time; removed");
+            self.members.remove(&member_id);
+        }
+        self.generation_id = self.generation_id.wrapping_add(1);
+        self.rebalance_deadline = None;
+        self.initial_delay_until = None;
+        if self.members.is_empty() {
+            self.state = GroupState::Empty;
+            self.protocol_name = None;
+            self.protocol_type = None;
+            self.leader = None;
+            return;
+        }
+        self.protocol_name = self.select_protocol();
+        let leader_left = self
+            .leader
+            .as_ref()
+            .is_none_or(|leader| !self.members.contains_key(leader));
+        if leader_left {
+            self.leader = self
+                .members
+                .iter()
+                .min_by_key(|(_, member)| member.joined_sequence)
+                .map(|(member_id, _)| member_id.clone());
+        }
+        self.state = GroupState::CompletingRebalance;
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation_id,
+            members = self.members.len(),
+            protocol = self.protocol_name.as_deref().unwrap_or(""),
+            "rebalance joined"
+        );
+        let member_ids: Vec<String> = self.members.keys().cloned().collect();
+        for member_id in member_ids {
+            let outcome = self.join_outcome(&member_id);
+            if let Some(member) = self.members.get_mut(&member_id) {
+                member.touch(now);
+                if let Some(reply) = member.awaiting_join.take() {
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// The protocol most members prefer among those every member supports.
+    fn select_protocol(&self) -> Option<String> {
+        let candidates = self.candidate_protocols(None);
+        let mut votes: Vec<(String, usize)> =
+            candidates.iter().map(|name| (name.clone(), 0)).collect();
+        for member in self.members.values() {
+            let preferred = member
+                .protocols
+                .iter()
+                .find(|(name, _)| candidates.contains(name));
+            if let Some((name, _)) = preferred {
+                if let Some(entry) = votes.iter_mut().find(|(candidate, _)| candidate == name) {
+                    entry.1 += 1;
+                }
+            }
+        }
+        // The first candidate wins a tie (max_by_key keeps the last of equals: reverse).
+        votes
+            .into_iter()
+            .rev()
+            .max_by_key(|(_, count)| *count)
+            .map(|(name, _)| name)
+    }
+
+    /// The current generation's JoinGroup answer for a member.
+    fn join_outcome(&self, member_id: &str) -> JoinOutcome {
+        let leader = self.leader.clone().unwrap_or_default();
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        let members = if leader == member_id {
+            self.members
+                .iter()
+                .map(|(id, member)| (id.clone(), member.metadata_for(&protocol)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        JoinOutcome {
+            error_code: error_code::NONE,
+            generation_id: self.generation_id,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader,
+            member_id: member_id.to_string(),
+            members,
+        }
+    }
+
+    /// Handles a SyncGroup; the answer goes to `reply`, now or when the leader's arrives.
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        generation_id: i32,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+        reply: oneshot::Sender<SyncOutcome>,
+    ) {
+        if let Some(code) = self.check_member(member_id, generation_id) {
+            let _ = reply.send(SyncOutcome::failed(code));
+            return;
+        }
+        let is_leader = self.leader.as_deref() == Some(member_id);
+        match self.state {
+            GroupState::Empty => {
+                let _ = reply.send(SyncOutcome::failed(error_code::UNKNOWN_MEMBER_ID));
+            }
+            GroupState::PreparingRebalance => {
+                let _ = reply.send(SyncOutcome::failed(error_code::REBALANCE_IN_PROGRESS));
+            }
+            GroupState::Stable => {
+                let outcome = self.sync_outcome(member_id);
+                if let Some(member) = self.members.get_mut(member_id) {
+                    member.touch(now);
+                }
+                let _ = reply.send(outcome);
+            }
+            GroupState::CompletingRebalance => {
+                if let Some(member) = self.members.get_mut(member_id) {
+                    member.touch(now);
+                    if let Some(previous) = member.awaiting_sync.replace(reply) {
+                        let _ =
+                            previous.send(SyncOutcome::failed(error_code::REBALANCE_IN_PROGRESS));
+                    }
+                }
+                if is_leader {
+                    self.install_assignments(assignments, now);
+                }
+            }
+        }
+    }
+
+    fn install_assignments(&mut self, assignments: Vec<(String, Bytes)>, now: Instant) {
+        for member in self.members.values_mut() {
+            member.assignment = Bytes::new();
+        }
+        for (member_id, assignment) in assignments {
+            if let Some(member) = self.members.get_mut(&member_id) {
+                member.assignment = assignment;
+            }
+        }
+        self.state = GroupState::Stable;
+        tracing::info!(group = %self.id, generation = self.generation_id, "group stable");
+        let member_ids: Vec<String> = self.members.keys().cloned().collect();
+        for member_id in member_ids {
+            let outcome = self.sync_outcome(&member_id);
+            if let Some(member) = self.members.get_mut(&member_id) {
+                if let Some(reply) = member.awaiting_sync.take() {
+                    member.touch(now);
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    fn sync_outcome(&self, member_id: &str) -> SyncOutcome {
+        SyncOutcome {
+            error_code: error_code::NONE,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            assignment: self
+                .members
+                .get(member_id)
+                .map(|member| member.assignment.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION, if the member or generation is wrong.
+    fn check_member(&self, member_id: &str, generation_id: i32) -> Option<i16> {
+        if !self.members.contains_key(member_id) {
+            return Some(error_code::UNKNOWN_MEMBER_ID);
+        }
+        if generation_id != self.generation_id {
+            return Some(error_code::ILLEGAL_GENERATION);
+        }
+        None
+    }
+
+    /// Handles a Heartbeat: keeps the member's session alive and tells it of a rebalance.
+    pub fn heartbeat(&mut self, member_id: &str, generation_id: i32, now: Instant) -> i16 {
+        if let Some(code) = self.check_member(member_id, generation_id) {
+            return code;
+        }
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.touch(now);
+        }
+        match self.state {
+            GroupState::Empty => error_code::UNKNOWN_MEMBER_ID,
+            GroupState::PreparingRebalance => error_code::REBALANCE_IN_PROGRESS,
+            GroupState::CompletingRebalance | GroupState::Stable => error_code::NONE,
+        }
+    }
+
+    /// Handles a LeaveGroup for one member; the group rebalances without it.
+    pub fn leave(&mut self, member_id: &str, settings: &GroupSettings, now: Instant) -> i16 {
+        if self.pending.remove(member_id).is_some() {
+            self.try_complete_join(now);
+            return error_code::NONE;
+        }
+        if !self.members.contains_key(member_id) {
+            return error_code::UNKNOWN_MEMBER_ID;
+        }
+        tracing::info!(group = %self.id, member = %member_id, "member left");
+        self.remove_member(member_id, settings, now);
+        error_code::NONE
+    }
+
+    fn remove_member(&mut self, member_id: &str, settings: &GroupSettings, now: Instant) {
+        if let Some(mut member) = self.members.remove(member_id) {
+            if let Some(reply) = member.awaiting_join.take() {
+                let _ = reply.send(JoinOutcome::failed(
+                    error_code::UNKNOWN_MEMBER_ID,
+                    member_id,
+                ));
+            }
+            if let Some(reply) = member.awaiting_sync.take() {
+                let _ = reply.send(SyncOutcome::failed(error_code::UNKNOWN_MEMBER_ID));
+            }
+        }
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.prepare_rebalance(settings, now)
+            }
+            GroupState::PreparingRebalance | GroupState::Empty => {}
+        }
+        self.try_complete_join(now);
+    }
+
+    /// Whether an OffsetCommit from this member and generation may commit (Kafka's rules:
+    /// a simple commit, generation -1 and no member, only to an empty group).
+    pub fn check_commit(&mut self, member_id: &str, generation_id: i32, now: Instant) -> i16 {
+        if generation_id < 0 && member_id.is_empty() && self.state == GroupState::Empty {
+            return error_code::NONE;
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return error_code::REBALANCE_IN_PROGRESS;
+        }
+        if let Some(code) = self.check_member(member_id, generation_id) {
+            return code;
+        }
+        if let Some(member) = self.members.get_mut(member_id) {
+            member.touch(now);
+        }
+        error_code::NONE
+    }
+
+    /// Expires silent members and pending ids, and ends a rebalance whose time is up.
+    pub fn tick(&mut self, settings: &GroupSettings, now: Instant) {
+        let before = self.pending.len();
+        self.pending.retain(|_, deadline| *deadline > now);
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, member)| member.expired(now))
+            .map(|(member_id, _)| member_id.clone())
+            .collect();
+        for member_id in expired {
+            tracing::info!(group = %self.id, member = %member_id, "session expired; member removed");
+            self.remove_member(&member_id, settings, now);
+        }
+        if self.pending.len() != before {
+            tracing::debug!(group = %self.id, "pending member ids expired");
+        }
+        self.try_complete_join(now);
+    }
+
+    /// Answers every waiting request with `error_code` (the coordinator is going away).
+    pub fn abandon_waiters(&mut self, error_code: i16) {
+        for (member_id, member) in &mut self.members {
+            if let Some(reply) = member.awaiting_join.take() {
+                let _ = reply.send(JoinOutcome::failed(error_code, member_id));
+            }
+            if let Some(reply) = member.awaiting_sync.take() {
+                let _ = reply.send(SyncOutcome::failed(error_code));
+            }
+        }
+    }
+}
+
+fn session_timeout(request: &JoinRequest) -> Duration {
+    Duration::from_millis(request.session_timeout_ms.max(0) as u64)
+}
+
+/// JoinGroup v0 has no rebalance timeout: Kafka uses the session timeout.
+fn rebalance_timeout(request: &JoinRequest) -> Duration {
+    if request.rebalance_timeout_ms < 0 {
+        session_timeout(request)
+    } else {
+        Duration::from_millis(request.rebalance_timeout_ms as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> GroupSettings {
+        GroupSettings {
+            initial_rebalance_delay: Duration::ZERO,
+            ..GroupSettings::default()
+        }
+    }
+
+    fn request(member_id: &str, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            client_id: "client".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: protocols
+                .iter()
+                .map(|name| (name.to_string(), Bytes::from(format!("{member_id}:{name}"))))
+                .collect(),
+            require_known_member_id: false,
+        }
+    }
+
+    struct Ids(u32);
+    impl Ids {
+        fn next(&mut self) -> impl FnOnce() -> String {
+            self.0 += 1;
+            let id = format!("m{}", self.0);
+            move || id
+        }
+    }
+
+    fn join(
+        group: &mut Group,
+        ids: &mut Ids,
+        request: JoinRequest,
+        now: Instant,
+    ) -> oneshot::Receiver<JoinOutcome> {
+        let (reply, answer) = oneshot::channel();
+        group.join(request, &settings(), now, ids.next(), reply);
+        answer
+    }
+
+    fn answered<T>(answer: &mut oneshot::Receiver<T>) -> Option<T> {
+        answer.try_recv().expect("reply not dropped")
+    }
+
+    #[test]
+    fn member_id_required_then_join_sync_and_stable() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let now = Instant::now();
+        let mut first = request("", &["range"]);
+        first.require_known_member_id = true;
+        let mut answer = join(&mut group, &mut ids, first, now);
+        let outcome = answered(&mut answer).expect("answered at once");
+        assert_eq!(outcome.error_code, error_code::MEMBER_ID_REQUIRED);
+        assert_eq!(outcome.member_id, "m1");
+
+        let mut answer = join(&mut group, &mut ids, request("m1", &["range"]), now);
+        let outcome = answered(&mut answer).expect("alone: completes at once");
+        assert_eq!(outcome.error_code, error_code::NONE);
+        assert_eq!(outcome.generation_id, 1);
+        assert_eq!(outcome.leader, "m1");
+        assert_eq!(outcome.members.len(), 1);
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+
+        let (reply, mut synced) = oneshot::channel();
+        group.sync("m1", 1, vec![("m1".into(), Bytes::from("p0"))], now, reply);
+        let outcome = answered(&mut synced).expect("leader's sync completes");
+        assert_eq!(outcome.assignment, Bytes::from("p0"));
+        assert_eq!(group.state(), GroupState::Stable);
+        assert_eq!(group.heartbeat("m1", 1, now), error_code::NONE);
+        assert_eq!(
+            group.heartbeat("m1", 0, now),
+            error_code::ILLEGAL_GENERATION
+        );
+        assert_eq!(
+            group.heartbeat("nobody", 1, now),
+            error_code::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    /// Two members stable; a third joins: the first two learn of it through heartbeats,
+    /// rejoin, and get the new generation; the follower's sync waits for the leader.
+    #[test]
+    fn a_new_member_rebalances_the_group() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let now = Instant::now();
+        let mut a = join(&mut group, &mut ids, request("", &["range"]), now);
+        let a_id = answered(&mut a).expect("alone").member_id;
+        let (reply, _synced) = oneshot::channel();
+        group.sync(&a_id, 1, vec![], now, reply);
+        assert_eq!(group.state(), GroupState::Stable);
+
+        let mut b = join(&mut group, &mut ids, request("", &["range"]), now);
+        assert!(answered(&mut b).is_none(), "waits for the others to rejoin");
+        assert_eq!(
+            group.heartbeat(&a_id, 1, now),
+            error_code::REBALANCE_IN_PROGRESS
+        );
+        let mut a = join(&mut group, &mut ids, request(&a_id, &["range"]), now);
+        let a_outcome = answered(&mut a).expect("everyone rejoined");
+        let b_outcome = answered(&mut b).expect("everyone rejoined");
+        assert_eq!(a_outcome.generation_id, 2);
+        assert_eq!(b_outcome.generation_id, 2);
+        assert_eq!(a_outcome.leader, a_id, "the leader stays leader");
+        assert_eq!(a_outcome.members.len(), 2);
+        assert!(b_outcome.members.is_empty(), "only the leader sees members");
+
+        let (reply, mut b_synced) = oneshot::channel();
+        group.sync(&b_outcome.member_id, 2, vec![], now, reply);
+        assert!(answered(&mut b_synced).is_none(), "waits for the leader");
+        let (reply, mut a_synced) = oneshot::channel();
+        let plan = vec![
+            (a_id.clone(), Bytes::from("a")),
+            (b_outcome.member_id.clone(), Bytes::from("b")),
+        ];
+        group.sync(&a_id, 2, plan, now, reply);
+        assert_eq!(answered(&mut a_synced).expect("a").assignment, "a");
+        assert_eq!(answered(&mut b_synced).expect("b").assignment, "b");
+    }
+
+    #[test]
+    fn a_silent_member_expires_and_a_late_one_is_dropped_at_the_rebalance_timeout() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let start = Instant::now();
+        let mut a = join(&mut group, &mut ids, request("", &["range"]), start);
+        let a_id = answered(&mut a).expect("alone").member_id;
+        let (reply, _) = oneshot::channel();
+        group.sync(&a_id, 1, vec![], start, reply);
+        let mut b = join(&mut group, &mut ids, request("", &["range"]), start);
+        // a never rejoins, but keeps heartbeating: the rebalance waits its 30 s.
+        let later = start + Duration::from_secs(9);
+        group.heartbeat(&a_id, 1, later);
+        group.tick(&settings(), later);
+        assert!(answered(&mut b).is_none());
+        group.tick(&settings(), start + Duration::from_secs(31));
+        let outcome = answered(&mut b).expect("rebalance timed out");
+        assert_eq!(outcome.generation_id, 2);
+        assert!(!group.has_member(&a_id), "a did not rejoin in time");
+        assert_eq!(outcome.leader, outcome.member_id);
+
+        // b stops heartbeating after its sync: its session (10 s) expires.
+        let (reply, _) = oneshot::channel();
+        group.sync(
+            &outcome.member_id,
+            2,
+            vec![],
+            start + Duration::from_secs(31),
+            reply,
+        );
+        group.tick(&settings(), start + Duration::from_secs(42));
+        assert!(!group.has_member(&outcome.member_id));
+        assert_eq!(group.state(), GroupState::Empty);
+        assert_eq!(group.generation_id(), 3);
+        assert!(group.is_vacant());
+    }
+
+    #[test]
+    fn leaving_rebalances_and_the_majority_protocol_wins() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let now = Instant::now();
+        // With a delay, three members arrive before the first generation forms.
+        let delayed = GroupSettings {
+            initial_rebalance_delay: Duration::from_secs(3),
+            ..settings()
+        };
+        let mut answers = Vec::new();
+        for protocols in [
+            &["roundrobin", "range"][..],
+            &["range"],
+            &["range", "roundrobin"],
+        ] {
+            let (reply, answer) = oneshot::channel();
+            group.join(request("", protocols), &delayed, now, ids.next(), reply);
+            answers.push(answer);
+        }
+        assert!(answers.iter_mut().all(|answer| answered(answer).is_none()));
+        group.tick(&delayed, now + Duration::from_secs(4));
+        let outcomes: Vec<JoinOutcome> = answers
+            .iter_mut()
+            .map(|answer| answered(answer).expect("delay over"))
+            .collect();
+        assert!(outcomes.iter().all(|outcome| outcome.generation_id == 1));
+        // roundrobin is not supported by the second member.
+        assert_eq!(outcomes[0].protocol_name.as_deref(), Some("range"));
+        assert_eq!(group.leave("m2", &delayed, now), error_code::NONE);
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(
+            group.leave("m2", &delayed, now),
+            error_code::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn inconsistent_protocols_and_bad_timeouts_are_refused() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let now = Instant::now();
+        let mut a = join(&mut group, &mut ids, request("", &["range"]), now);
+        answered(&mut a).expect("alone");
+        let mut other = join(&mut group, &mut ids, request("", &["sticky"]), now);
+        assert_eq!(
+            answered(&mut other).expect("refused").error_code,
+            error_code::INCONSISTENT_GROUP_PROTOCOL
+        );
+        let mut bad = request("", &["range"]);
+        bad.session_timeout_ms = 10;
+        let mut refused = join(&mut group, &mut ids, bad, now);
+        assert_eq!(
+            answered(&mut refused).expect("refused").error_code,
+            error_code::INVALID_SESSION_TIMEOUT
+        );
+        let mut huge = request("", &["range"]);
+        huge.protocols[0].1 = Bytes::from(vec![0u8; (1 << 20) + 1]);
+        let mut refused = join(&mut group, &mut ids, huge, now);
+        assert_eq!(
+            answered(&mut refused).expect("refused").error_code,
+            error_code::INVALID_REQUEST
+        );
+        let mut unknown = join(&mut group, &mut ids, request("ghost", &["range"]), now);
+        assert_eq!(
+            answered(&mut unknown).expect("refused").error_code,
+            error_code::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    #[test]
+    fn commits_follow_kafkas_generation_rules() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let now = Instant::now();
+        assert_eq!(group.check_commit("", -1, now), error_code::NONE);
+        let mut a = join(&mut group, &mut ids, request("", &["range"]), now);
+        let a_id = answered(&mut a).expect("alone").member_id;
+        assert_eq!(
+            group.check_commit(&a_id, 1, now),
+            error_code::REBALANCE_IN_PROGRESS
+        );
+        let (reply, _) = oneshot::channel();
+        group.sync(&a_id, 1, vec![], now, reply);
+        assert_eq!(group.check_commit(&a_id, 1, now), error_code::NONE);
+        assert_eq!(
+            group.check_commit(&a_id, 0, now),
+            error_code::ILLEGAL_GENERATION
+        );
+        assert_eq!(
+            group.check_commit("", -1, now),
+            error_code::UNKNOWN_MEMBER_ID
+        );
+    }
+}
