@@ -91,7 +91,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(admin::api_versions(0)),
         RequestKind::Metadata(request) => {
-            ResponseKind::Metadata(admin::metadata(&shard, request, version))
+            ResponseKind::Metadata(admin::metadata(&shard, request, version).await)
         }
         RequestKind::CreateTopics(request) => {
             ResponseKind::CreateTopics(admin::create_topics(&shard, request).await)
