@@ -133,7 +133,12 @@ fn register(node: &Node) {
     .expect("register");
 }
 
-fn create_topic(node: &Node, name: &str, partitions: i32, brokers: &[BrokerId]) -> Result<(), ProposeError> {
+fn create_topic(
+    node: &Node,
+    name: &str,
+    partitions: i32,
+    brokers: &[BrokerId],
+) -> Result<(), ProposeError> {
     node.propose(Command::CreateTopic {
         name: name.into(),
         id: Uuid::new_v4(),
@@ -151,7 +156,9 @@ fn temporary_dirs(count: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
         .prefix("quorum-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("temporary directory");
-    let dirs = (0..count).map(|index| root.path().join(format!("node-{index}"))).collect();
+    let dirs = (0..count)
+        .map(|index| root.path().join(format!("node-{index}")))
+        .collect();
     (root, dirs)
 }
 
@@ -165,9 +172,14 @@ fn start_three(dirs: &[PathBuf]) -> Vec<Node> {
 
 fn same_topics(a: &ClusterState, b: &ClusterState) -> bool {
     a.topics.len() == b.topics.len()
-        && a.topics.iter().zip(&b.topics).all(|((name_a, topic_a), (name_b, topic_b))| {
-            name_a == name_b && topic_a.id == topic_b.id && topic_a.assignment == topic_b.assignment
-        })
+        && a.topics
+            .iter()
+            .zip(&b.topics)
+            .all(|((name_a, topic_a), (name_b, topic_b))| {
+                name_a == name_b
+                    && topic_a.id == topic_b.id
+                    && topic_a.assignment == topic_b.assignment
+            })
 }
 
 #[test]
@@ -181,7 +193,10 @@ fn a_follower_proposal_is_applied_everywhere_and_failover_keeps_the_state() {
         register(node);
     }
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).expect("leader");
-    let follower = nodes.iter().find(|node| node.id != leader).expect("a follower");
+    let follower = nodes
+        .iter()
+        .find(|node| node.id != leader)
+        .expect("a follower");
     create_topic(follower, "orders", 3, &[0, 1, 2]).expect("create on a follower");
     // The proposer sees its change as soon as propose returns.
     assert!(follower.quorum.state().topic("orders").is_some());
@@ -190,13 +205,16 @@ fn a_follower_proposal_is_applied_everywhere_and_failover_keeps_the_state() {
         Err(ProposeError::Refused(Refusal::TopicExists("orders".into())))
     );
     wait_until("every node applied the topic", || {
-        nodes
-            .iter()
-            .all(|node| node.quorum.state().topic("orders").is_some() && node.quorum.state().brokers.len() == 3)
+        nodes.iter().all(|node| {
+            node.quorum.state().topic("orders").is_some() && node.quorum.state().brokers.len() == 3
+        })
     });
 
     // Stop the leader: the other two elect a new one that has the same state.
-    let stopped = nodes.iter().position(|node| node.id == leader).expect("leader node");
+    let stopped = nodes
+        .iter()
+        .position(|node| node.id == leader)
+        .expect("leader node");
     nodes[stopped].stop();
     let alive: Vec<&Node> = nodes.iter().filter(|node| node.id != leader).collect();
     wait_until("the survivors elect a new leader", || {
@@ -204,7 +222,11 @@ fn a_follower_proposal_is_applied_everywhere_and_failover_keeps_the_state() {
     });
     let new_leader = agreed_leader(&alive).expect("new leader");
     for node in &alive {
-        assert!(node.quorum.state().topic("orders").is_some(), "node {} lost the topic", node.id);
+        assert!(
+            node.quorum.state().topic("orders").is_some(),
+            "node {} lost the topic",
+            node.id
+        );
     }
     create_topic(alive[1], "after-failover", 1, &[0, 1, 2]).expect("the new quorum commits");
     assert!(alive[1].quorum.state().topic("after-failover").is_some());
@@ -227,14 +249,24 @@ fn a_silent_broker_is_fenced_its_partitions_move_and_a_restart_catches_up() {
         register(node);
     }
     create_topic(&nodes[0], "events", 6, &[0, 1, 2]).expect("create");
-    let before = nodes[0].quorum.state().topic("events").expect("events").clone();
+    let before = nodes[0]
+        .quorum
+        .state()
+        .topic("events")
+        .expect("events")
+        .clone();
     wait_until("every node has the topic", || {
-        nodes.iter().all(|node| node.quorum.state().topic("events").is_some())
+        nodes
+            .iter()
+            .all(|node| node.quorum.state().topic("events").is_some())
     });
 
     // Stop a follower: nobody hears its heartbeats any more.
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).expect("leader");
-    let silent = nodes.iter().position(|node| node.id != leader).expect("a follower");
+    let silent = nodes
+        .iter()
+        .position(|node| node.id != leader)
+        .expect("a follower");
     let silent_id = nodes[silent].id;
     nodes[silent].stop();
     let alive: Vec<&Node> = nodes.iter().filter(|node| node.id != silent_id).collect();
@@ -243,17 +275,37 @@ fn a_silent_broker_is_fenced_its_partitions_move_and_a_restart_catches_up() {
             .iter()
             .all(|node| node.quorum.state().brokers[&silent_id].fenced)
     });
-    let after = alive[0].quorum.state().topic("events").expect("events").clone();
+    let after = alive[0]
+        .quorum
+        .state()
+        .topic("events")
+        .expect("events")
+        .clone();
     let mut moved = 0;
     for (partition, (was, now)) in before.assignment.iter().zip(&after.assignment).enumerate() {
-        assert!(!now.isr.contains(&silent_id), "partition {partition}: still in the ISR: {now:?}");
-        assert_ne!(now.leader, silent_id, "partition {partition} still led by the fenced broker");
+        assert!(
+            !now.isr.contains(&silent_id),
+            "partition {partition}: still in the ISR: {now:?}"
+        );
+        assert_ne!(
+            now.leader, silent_id,
+            "partition {partition} still led by the fenced broker"
+        );
         if was.leader == silent_id {
             moved += 1;
-            assert!(was.isr.contains(&now.leader), "partition {partition}: new leader from the ISR");
-            assert!(now.leader_epoch > was.leader_epoch, "partition {partition}: epoch {was:?} -> {now:?}");
+            assert!(
+                was.isr.contains(&now.leader),
+                "partition {partition}: new leader from the ISR"
+            );
+            assert!(
+                now.leader_epoch > was.leader_epoch,
+                "partition {partition}: epoch {was:?} -> {now:?}"
+            );
         } else {
-            assert_eq!(now.leader, was.leader, "partition {partition}: an unaffected leader moved");
+            assert_eq!(
+                now.leader, was.leader,
+                "partition {partition}: an unaffected leader moved"
+            );
         }
     }
     assert_eq!(moved, 2, "the silent broker led 2 of 6 partitions");
@@ -267,13 +319,18 @@ fn a_silent_broker_is_fenced_its_partitions_move_and_a_restart_catches_up() {
     // Restarted, it has what it had applied before it stopped, from its own files...
     let restarted = Quorum::open(nodes[silent].config.clone()).expect("reopen");
     assert!(restarted.state().topic("events").is_some());
-    assert!(!restarted.state().brokers[&silent_id].fenced, "it stopped before it was fenced");
+    assert!(
+        !restarted.state().brokers[&silent_id].fenced,
+        "it stopped before it was fenced"
+    );
     // ...then catches up (by snapshot) and, heartbeating again, is unfenced.
     nodes[silent] = Node::run(nodes[silent].config.clone(), restarted);
     wait_until("the restarted node catches up and is unfenced", || {
         let state = nodes[silent].quorum.state();
         same_topics(&state, &expected)
-            && nodes.iter().all(|node| !node.quorum.state().brokers[&silent_id].fenced)
+            && nodes
+                .iter()
+                .all(|node| !node.quorum.state().brokers[&silent_id].fenced)
     });
 }
 
@@ -288,13 +345,18 @@ fn a_single_node_quorum_elects_itself_and_recovers_after_a_restart() {
     for index in 0..(SNAPSHOT_EVERY + 3) {
         create_topic(&node, &format!("t{index}"), 2, &[7]).expect("create");
     }
-    node.propose(Command::DeleteTopic { name: "t0".into() }).expect("delete");
+    node.propose(Command::DeleteTopic { name: "t0".into() })
+        .expect("delete");
     let version = node.quorum.version();
     let expected = node.quorum.state();
     node.stop();
 
     let reopened = Quorum::open(config.clone()).expect("reopen");
-    assert_eq!(reopened.version(), version, "everything applied before the stop");
+    assert_eq!(
+        reopened.version(),
+        version,
+        "everything applied before the stop"
+    );
     assert!(same_topics(&reopened.state(), &expected));
     let node = Node::run(config, reopened);
     wait_until("it leads again", || node.quorum.controller_id() == Some(7));

@@ -185,7 +185,11 @@ impl BrokerConfig {
 
     /// The voters of `quorum`, parsed and resolved: `ID@HOST:PORT,...`. Empty when unset.
     pub fn quorum_voters(&self) -> Result<Vec<(i32, SocketAddr)>, String> {
-        let Some(text) = self.quorum.as_deref().map(str::trim).filter(|text| !text.is_empty())
+        let Some(text) = self
+            .quorum
+            .as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
         else {
             return Ok(Vec::new());
         };
@@ -245,7 +249,12 @@ mod tests {
         let voters = config.quorum_voters().expect("voters");
         assert_eq!(voters[0], (0, SocketAddr::from(([127, 0, 0, 1], 9093))));
         assert_eq!((voters[1].0, voters[1].1.port()), (1, 9094));
-        for bad in ["0127.0.0.1:9093", "x@127.0.0.1:1", "-1@127.0.0.1:1", "1@nowhere"] {
+        for bad in [
+            "0127.0.0.1:9093",
+            "x@127.0.0.1:1",
+            "-1@127.0.0.1:1",
+            "1@nowhere",
+        ] {
             config.quorum = Some(bad.to_string());
             assert!(config.problem().is_some(), "{bad:?}");
         }

@@ -230,7 +230,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let mut created_id = None;
         with_metadata(dir.path(), async |metadata| {
-            let created = metadata.create("events", 3, -1, config()).await.expect("create");
+            let created = metadata
+                .create("events", 3, -1, config())
+                .await
+                .expect("create");
             created_id = Some(created.id);
             assert_eq!(
                 metadata.create("events", 1, -1, config()).await.map(|_| ()),

@@ -18,9 +18,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::config::BrokerConfig;
 use super::connection;
 use super::metadata::Metadata;
+use super::shard::{Shard, ShardMessage};
 use crate::cluster::quorum::Quorum;
 use crate::cluster::state::Command;
-use super::shard::{Shard, ShardMessage};
 
 /// Messages that may wait in each core-to-core channel; a full channel makes the sender wait.
 const MESH_CHANNEL_CAPACITY: usize = 1024;
@@ -328,7 +328,10 @@ async fn register(shared: Arc<Shared>) {
     while !shared.is_shutting_down() {
         match shared.quorum().propose(command.clone()).await {
             Ok(()) => {
-                tracing::info!(node_id = shared.config.node_id, "registered with the metadata quorum");
+                tracing::info!(
+                    node_id = shared.config.node_id,
+                    "registered with the metadata quorum"
+                );
                 shared.registered.store(true, Ordering::Release);
                 return;
             }

@@ -36,9 +36,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::super::chunks::Chunk;
 use super::super::metadata::{Topic, TopicConfig, TopicError};
-use crate::cluster::state::{ClusterState, NO_LEADER};
 use super::super::shard::{error_code, Shard};
 use super::{Reply, SUPPORTED, UNSUPPORTED_VERSION};
+use crate::cluster::state::{ClusterState, NO_LEADER};
 
 /// Kafka's LEADER_NOT_AVAILABLE: the partition has no leader right now (retriable).
 const LEADER_NOT_AVAILABLE: i16 = 5;
@@ -53,11 +53,7 @@ fn topic_name(value: &str) -> TopicName {
 
 /// The topic a request names, created on the way (through the metadata quorum) if the broker
 /// auto-creates topics.
-pub async fn resolve_topic(
-    shard: &Shard,
-    name: &str,
-    may_create: bool,
-) -> Result<Arc<Topic>, i16> {
+pub async fn resolve_topic(shard: &Shard, name: &str, may_create: bool) -> Result<Arc<Topic>, i16> {
     let metadata = &shard.shared.metadata;
     if let Some(topic) = metadata.topic(name) {
         return Ok(topic);

@@ -137,6 +137,11 @@ impl QuorumConfig {
         if self.tick_interval.is_zero() || self.heartbeat_interval.is_zero() {
             return Some("tick and heartbeat intervals must be positive".to_string());
         }
+        if self.broker_session_timeout <= self.heartbeat_interval {
+            // Also keeps voter connections alive: they are closed after a session timeout
+            // without a frame, and heartbeats cross every one of them.
+            return Some("the broker session timeout must exceed the heartbeat interval".into());
+        }
         if self.snapshot_every_entries == 0 {
             return Some("snapshot_every_entries must be positive".to_string());
         }

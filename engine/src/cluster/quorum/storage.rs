@@ -507,19 +507,21 @@ mod tests {
     use raft::Storage as _;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut entry = Entry::default();
-        entry.index = index;
-        entry.term = term;
-        entry.data = data.to_vec().into();
-        entry
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
     }
 
     fn hard_state(term: u64, vote: u64, commit: u64) -> HardState {
-        let mut hard_state = HardState::default();
-        hard_state.term = term;
-        hard_state.vote = vote;
-        hard_state.commit = commit;
-        hard_state
+        HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        }
     }
 
     fn write(opened: &mut Opened, entries: &[Entry], hard: HardState) {

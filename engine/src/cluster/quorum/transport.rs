@@ -187,8 +187,11 @@ async fn send_loop(peer: Rc<Peer>, stop: Rc<StopSignal>) {
                 } else {
                     tracing::debug!(voter = peer.broker_id, address = %peer.address, %error, "cannot reach a voter");
                 }
+                // What was queued for the dead connection, and during the pause, is stale:
+                // raft sends afresh what still matters.
                 peer.queue.borrow_mut().clear();
                 glommio::timer::sleep(RECONNECT_BACKOFF).await;
+                peer.queue.borrow_mut().clear();
                 continue;
             }
         };
