@@ -132,6 +132,7 @@ impl Driver {
         if self.node.raft.prs().conf().voters().ids().len() == 1 {
             // Alone: nobody to wait for, elect at once.
             self.node.campaign()?;
+            self.follow_leadership(Instant::now());
         }
         let result = self.turns().await;
         for waiter in self.waiting.drain().map(|(_, waiter)| waiter.reply) {
@@ -160,11 +161,13 @@ impl Driver {
             if now >= self.next_tick {
                 self.tick(now);
             }
+            // Roles change only in step, tick and campaign: publish the leader before any
+            // proposal is answered, so a proposer that returns sees the current controller.
+            self.follow_leadership(now);
             self.submit_queued();
             while self.node.has_ready() {
                 self.handle_ready().await?;
             }
-            self.follow_leadership(Instant::now());
             self.compact_if_due().await?;
         }
     }
