@@ -63,6 +63,29 @@ struct Options {
     /// Largest request accepted, in bytes.
     #[arg(long)]
     max_request_bytes: Option<usize>,
+    /// Metadata quorum voters, ID@HOST:PORT,... (their controller addresses, this broker's
+    /// included). Absent: a quorum of this broker alone.
+    #[arg(long)]
+    quorum: Option<String>,
+    /// Address to accept the other voters' connections on (default: this broker's address
+    /// in --quorum).
+    #[arg(long)]
+    controller_listen: Option<SocketAddr>,
+    /// Fence a broker not heard from for this long, in milliseconds.
+    #[arg(long)]
+    broker_session_timeout_ms: Option<u64>,
+    /// How often to tell the voters this broker is alive, in milliseconds.
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u64>,
+    /// Replicas per partition of new topics when the request says -1, and of auto-created ones.
+    #[arg(long)]
+    default_replication_factor: Option<i16>,
+    /// Fewest in-sync replicas for an acks=all produce.
+    #[arg(long)]
+    min_insync_replicas: Option<usize>,
+    /// A follower not caught up for this long leaves the ISR, in milliseconds.
+    #[arg(long)]
+    replica_lag_time_max_ms: Option<u64>,
     /// Partitions of __consumer_offsets when it is created.
     #[arg(long)]
     offsets_topic_partitions: Option<i32>,
@@ -111,6 +134,19 @@ where
     );
     set!(default_partitions, auto_create_topics, max_request_bytes);
     set!(offsets_topic_partitions, group_initial_rebalance_delay_ms);
+    set!(
+        broker_session_timeout_ms,
+        heartbeat_interval_ms,
+        default_replication_factor,
+        min_insync_replicas,
+        replica_lag_time_max_ms
+    );
+    if let Some(voters) = options.quorum.clone() {
+        config.quorum = Some(voters);
+    }
+    if let Some(address) = options.controller_listen {
+        config.controller_listen = Some(address);
+    }
     if let Some(host) = options.advertised_host.clone() {
         config.advertised_host = Some(host);
     }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
-    /// This broker's id in metadata responses.
+    /// This broker's id (Kafka `node.id`), non-negative. Its raft id in the metadata quorum
+    /// is `node_id + 1`.
     pub node_id: i32,
     /// Address to listen on (every core accepts on it, with SO_REUSEPORT).
     pub listen: SocketAddr,
@@ -83,6 +84,23 @@ pub struct BrokerConfig {
     pub group_member_metadata_bytes_max: usize,
     /// Metadata string of one committed offset (Kafka `offset.metadata.max.bytes`).
     pub offset_metadata_bytes_max: usize,
+    /// The metadata quorum's voters, `ID@HOST:PORT,...`, each voter's controller address
+    /// (Kafka `controller.quorum.voters`). None: a quorum of this broker alone.
+    pub quorum: Option<String>,
+    /// Where this broker accepts the other voters' connections (default: its own address in
+    /// `quorum`).
+    pub controller_listen: Option<SocketAddr>,
+    /// A broker the controller has not heard from for this long is fenced (Kafka
+    /// `broker.session.timeout.ms`).
+    pub broker_session_timeout_ms: u64,
+    /// How often every broker tells every voter it is alive (Kafka
+    /// `broker.heartbeat.interval.ms`).
+    pub heartbeat_interval_ms: u64,
+    /// One raft tick; elections start after 10 to 20 ticks without a leader.
+    pub quorum_tick_ms: u64,
+    /// Replicas per partition when a request leaves it to the broker (-1) and for auto-created
+    /// topics (Kafka `default.replication.factor`).
+    pub default_replication_factor: i16,
 }
 
 impl Default for BrokerConfig {
@@ -122,8 +140,34 @@ impl Default for BrokerConfig {
             group_max_size: 1_000,
             group_member_metadata_bytes_max: 1 << 20,
             offset_metadata_bytes_max: 4_096,
+            quorum: None,
+            controller_listen: None,
+            broker_session_timeout_ms: 9_000,
+            heartbeat_interval_ms: 2_000,
+            quorum_tick_ms: 100,
+            default_replication_factor: 1,
         }
     }
+}
+
+/// One voter: `ID@HOST:PORT`, the host resolved now.
+fn parse_voter(text: &str) -> Result<(i32, SocketAddr), String> {
+    use std::net::ToSocketAddrs;
+    let text = text.trim();
+    let (id, address) = text
+        .split_once('@')
+        .ok_or_else(|| format!("quorum voter {text:?}: expected ID@HOST:PORT"))?;
+    let id: i32 = id
+        .parse()
+        .ok()
+        .filter(|id| *id >= 0)
+        .ok_or_else(|| format!("quorum voter {text:?}: the id is not a non-negative number"))?;
+    let address = address
+        .to_socket_addrs()
+        .map_err(|error| format!("quorum voter {text:?}: {error}"))?
+        .next()
+        .ok_or_else(|| format!("quorum voter {text:?}: the host resolves to nothing"))?;
+    Ok((id, address))
 }
 
 impl BrokerConfig {
@@ -167,7 +211,54 @@ impl BrokerConfig {
                 "group session timeouts must be ordered and group_max_size at least 1".to_string(),
             );
         }
+        if self.node_id < 0 {
+            return Some("node_id must not be negative".to_string());
+        }
+        if self.default_replication_factor < 1 || self.min_insync_replicas < 1 {
+            return Some(
+                "default_replication_factor and min_insync_replicas must be at least 1".to_string(),
+            );
+        }
+        if self.heartbeat_interval_ms == 0
+            || self.quorum_tick_ms == 0
+            || self.broker_session_timeout_ms <= self.heartbeat_interval_ms
+        {
+            return Some(
+                "broker_session_timeout_ms must exceed heartbeat_interval_ms (> 0), and \
+                 quorum_tick_ms must be positive"
+                    .to_string(),
+            );
+        }
+        if let Err(problem) = self.quorum_voters() {
+            return Some(problem);
+        }
         None
+    }
+
+    /// The voters of `quorum`, parsed and resolved: `ID@HOST:PORT,...`. Empty when unset.
+    pub fn quorum_voters(&self) -> Result<Vec<(i32, SocketAddr)>, String> {
+        let Some(text) = self
+            .quorum
+            .as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+        else {
+            return Ok(Vec::new());
+        };
+        text.split(',').map(parse_voter).collect()
+    }
+
+    /// The metadata quorum's settings for this broker.
+    pub fn quorum_config(&self) -> Result<crate::cluster::quorum::QuorumConfig, String> {
+        use std::time::Duration;
+        let mut config =
+            crate::cluster::quorum::QuorumConfig::new(self.node_id, self.data_dir.clone());
+        config.voters = self.quorum_voters()?;
+        config.listen = self.controller_listen;
+        config.tick_interval = Duration::from_millis(self.quorum_tick_ms);
+        config.heartbeat_interval = Duration::from_millis(self.heartbeat_interval_ms);
+        config.broker_session_timeout = Duration::from_millis(self.broker_session_timeout_ms);
+        Ok(config)
     }
 
     pub fn strategy_kind(&self) -> crate::StrategyKind {
@@ -207,5 +298,32 @@ impl BrokerConfig {
             * self.max_request_bytes as u64;
         let per_partition = self.tail_cache_bytes + 17 * (1 << 20);
         requests + partitions_per_core * per_partition + self.io_memory_bytes as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quorum_voters_parse_and_bad_ones_are_named() {
+        let mut config = BrokerConfig {
+            quorum: Some("0@127.0.0.1:9093, 1@localhost:9094".to_string()),
+            ..BrokerConfig::default()
+        };
+        let voters = config.quorum_voters().expect("voters");
+        assert_eq!(voters[0], (0, SocketAddr::from(([127, 0, 0, 1], 9093))));
+        assert_eq!((voters[1].0, voters[1].1.port()), (1, 9094));
+        for bad in [
+            "0127.0.0.1:9093",
+            "x@127.0.0.1:1",
+            "-1@127.0.0.1:1",
+            "1@nowhere",
+        ] {
+            config.quorum = Some(bad.to_string());
+            assert!(config.problem().is_some(), "{bad:?}");
+        }
+        config.quorum = None;
+        assert!(config.quorum_voters().expect("none").is_empty());
     }
 }

@@ -1,31 +1,18 @@
-//! Topics and their partitions, persisted in `<data_dir>/topics.json`.
+//! The broker's view of the cluster's metadata: the metadata quorum's applied
+//! [`ClusterState`] (brokers, topics, partition leaders and ISRs).
 //!
-//! Reads are lock-free: every core loads the current snapshot (an `ArcSwap`). Changes
-//! (create, delete) are rare; they serialise on a mutex, write the file atomically, and then
-//! publish a new snapshot.
+//! Reads are lock-free from any core (the quorum publishes each state through an `ArcSwap`).
+//! Topic changes are proposals to the quorum: `create` and `delete` resolve once the command
+//! is committed and applied on this broker, so the caller sees its change in `snapshot()`.
+//! Nothing here writes a file; the quorum's log in `<data_dir>/metadata/` is the only copy.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-use event_listener::Event;
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::cluster::quorum::{ProposeError, Quorum};
+use crate::cluster::state::{place_replicas, ClusterState, Command, Refusal};
 pub use crate::cluster::state::{PartitionState, Topic, TopicConfig};
-
-/// The topics at one moment. Immutable; replaced whole on every change.
-#[derive(Clone, Debug, Default)]
-pub struct Snapshot {
-    pub topics: BTreeMap<String, Arc<Topic>>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct TopicsFile {
-    topics: Vec<Topic>,
-}
 
 /// Why a topic change was refused; each maps to a Kafka error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,10 +23,12 @@ pub enum TopicError {
     InvalidName { name: String, why: &'static str },
     #[error("invalid partition count {0}")]
     InvalidPartitions(i32),
+    #[error("replication factor {factor} with {live} live brokers")]
+    InvalidReplicationFactor { factor: i16, live: usize },
     #[error("unknown topic {0:?}")]
     Unknown(String),
-    #[error("cannot persist topics: {0}")]
-    Storage(String),
+    #[error("metadata quorum: {0}")]
+    Quorum(ProposeError),
 }
 
 impl TopicError {
@@ -49,8 +38,19 @@ impl TopicError {
             TopicError::AlreadyExists(_) => 36,     // TOPIC_ALREADY_EXISTS
             TopicError::InvalidName { .. } => 17,   // INVALID_TOPIC_EXCEPTION
             TopicError::InvalidPartitions(_) => 37, // INVALID_PARTITIONS
+            TopicError::InvalidReplicationFactor { .. } => 38, // INVALID_REPLICATION_FACTOR
             TopicError::Unknown(_) => 3,            // UNKNOWN_TOPIC_OR_PARTITION
-            TopicError::Storage(_) => 56,           // KAFKA_STORAGE_ERROR
+            TopicError::Quorum(error) => error.code(),
+        }
+    }
+}
+
+impl From<ProposeError> for TopicError {
+    fn from(error: ProposeError) -> TopicError {
+        match error {
+            ProposeError::Refused(Refusal::TopicExists(name)) => TopicError::AlreadyExists(name),
+            ProposeError::Refused(Refusal::UnknownTopic(name)) => TopicError::Unknown(name),
+            other => TopicError::Quorum(other),
         }
     }
 }
@@ -83,164 +83,135 @@ pub fn check_topic_name(name: &str) -> Result<(), TopicError> {
     }
 }
 
-/// The broker's topics. Shared by every core (`Send + Sync`).
+/// The cluster's metadata as this broker sees it. Shared by every core (`Send + Sync`).
 pub struct Metadata {
-    path: PathBuf,
-    /// This broker's id: on a single broker it holds and leads every partition.
-    node_id: i32,
-    current: ArcSwap<Snapshot>,
-    changes: Mutex<()>,
-    /// Counts published changes; `changed` fires after each.
-    version: AtomicU64,
-    changed: Event,
+    quorum: Arc<Quorum>,
+    /// Replicas per partition when a request says -1.
+    default_replication_factor: i16,
 }
 
 impl Metadata {
-    /// Loads `<data_dir>/topics.json`, or starts empty.
-    pub fn load(data_dir: &Path, node_id: i32) -> Result<Metadata, String> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
-        let path = data_dir.join("topics.json");
-        let file: TopicsFile = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|error| format!("{} is not valid: {error}", path.display()))?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => TopicsFile::default(),
-            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
-        };
-        let topics = file
-            .topics
-            .into_iter()
-            .map(|topic| (topic.name.clone(), Arc::new(topic)))
-            .collect();
-        Ok(Metadata {
-            path,
-            node_id,
-            current: ArcSwap::from_pointee(Snapshot { topics }),
-            changes: Mutex::new(()),
-            version: AtomicU64::new(0),
-            changed: Event::new(),
-        })
-    }
-
-    /// The number of changes published so far.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-
-    /// Resolves once the version is above `seen`.
-    pub async fn changed_since(&self, seen: u64) {
-        loop {
-            if self.version() > seen {
-                return;
-            }
-            let listener = self.changed.listen();
-            if self.version() > seen {
-                return;
-            }
-            listener.await;
+    pub fn new(quorum: Arc<Quorum>, default_replication_factor: i16) -> Metadata {
+        Metadata {
+            quorum,
+            default_replication_factor,
         }
     }
 
-    /// Where a broker's Kafka listener is, as `host:port`. A lone broker knows no others.
-    pub fn broker_address(&self, _broker: i32) -> Option<String> {
-        None
+    /// The metadata quorum behind this view.
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        &self.quorum
     }
 
-    /// Proposes a change to the cluster state. A lone broker has no quorum to change, and
-    /// its partitions have one replica, so no ISR change is ever asked of it.
-    pub async fn propose(&self, command: crate::cluster::state::Command) -> Result<(), String> {
-        Err(format!("no metadata quorum to apply {command:?}"))
-    }
-
-    fn publish(&self, next: Snapshot) {
-        self.current.store(Arc::new(next));
-        self.version.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify(usize::MAX);
-    }
-
-    /// The current topics, without locking.
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current.load_full()
+    /// The applied cluster state, without locking.
+    pub fn snapshot(&self) -> Arc<ClusterState> {
+        self.quorum.state()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.current.load().topics.get(name).cloned()
+        self.quorum.state().topic(name).cloned()
     }
 
-    /// Creates a topic, durably, and returns it.
-    pub fn create(
+    /// Counts the states applied so far (see [`changed_since`](Self::changed_since)).
+    pub fn version(&self) -> u64 {
+        self.quorum.version()
+    }
+
+    /// Resolves once a state newer than version `seen` is applied.
+    pub async fn changed_since(&self, seen: u64) {
+        self.quorum.changed_since(seen).await;
+    }
+
+    /// Where a registered broker's Kafka listener is, as `host:port`.
+    pub fn broker_address(&self, broker: i32) -> Option<String> {
+        self.quorum
+            .state()
+            .brokers
+            .get(&broker)
+            .map(|info| format!("{}:{}", info.host, info.port))
+    }
+
+    /// Proposes a change to the cluster state; resolves once it is applied here.
+    pub async fn propose(&self, command: Command) -> Result<(), ProposeError> {
+        self.quorum.propose(command).await
+    }
+
+    /// Creates a topic through the quorum, its replicas placed round-robin over the live
+    /// brokers (`replication_factor` -1: the default), and returns it once applied here.
+    pub async fn create(
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         config: TopicConfig,
     ) -> Result<Arc<Topic>, TopicError> {
+        let command = self.create_command(name, partitions, replication_factor, config)?;
+        self.quorum.propose(command).await?;
+        self.topic(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))
+    }
+
+    /// Checks a creation and chooses its id and replicas, without proposing it.
+    pub fn create_command(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        config: TopicConfig,
+    ) -> Result<Command, TopicError> {
         check_topic_name(name)?;
         if !(1..=PARTITIONS_MAX).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(partitions));
         }
-        let _change = self
-            .changes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = Snapshot::clone(&self.current.load());
-        if next.topics.contains_key(name) {
+        let state = self.quorum.state();
+        if state.topics.contains_key(name) {
             return Err(TopicError::AlreadyExists(name.to_string()));
         }
-        let alone = PartitionState {
-            replicas: vec![self.node_id],
-            isr: vec![self.node_id],
-            leader: self.node_id,
-            leader_epoch: 0,
-            partition_epoch: 0,
+        let factor = if replication_factor == -1 {
+            self.default_replication_factor
+        } else {
+            replication_factor
         };
-        let topic = Arc::new(Topic {
+        let live = state.live_brokers();
+        let invalid = TopicError::InvalidReplicationFactor {
+            factor,
+            live: live.len(),
+        };
+        if factor < 1 || factor as usize > live.len() {
+            return Err(invalid);
+        }
+        let id = Uuid::new_v4();
+        // A random first broker spreads leaders across topics.
+        let start = (id.as_u128() % live.len() as u128) as usize;
+        let replicas =
+            place_replicas(&live, partitions, factor as usize, start).map_err(|_| invalid)?;
+        Ok(Command::CreateTopic {
             name: name.to_string(),
-            id: Uuid::new_v4(),
-            partitions,
+            id,
             config,
-            assignment: vec![alone; partitions as usize],
-        });
-        next.topics.insert(name.to_string(), Arc::clone(&topic));
-        self.persist(&next)?;
-        self.publish(next);
-        Ok(topic)
+            replicas,
+        })
     }
 
-    /// Removes a topic from the metadata, durably, and returns it (its data is deleted by the
-    /// cores that own its partitions).
-    pub fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
-        let _change = self
-            .changes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = Snapshot::clone(&self.current.load());
-        let Some(topic) = next.topics.remove(name) else {
-            return Err(TopicError::Unknown(name.to_string()));
-        };
-        self.persist(&next)?;
-        self.publish(next);
+    /// Removes a topic through the quorum and returns it once applied here (its data is
+    /// deleted by the cores that own its partitions).
+    pub async fn delete(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        self.quorum
+            .propose(Command::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?;
         Ok(topic)
-    }
-
-    fn persist(&self, snapshot: &Snapshot) -> Result<(), TopicError> {
-        let file = TopicsFile {
-            topics: snapshot
-                .topics
-                .values()
-                .map(|topic| Topic::clone(topic))
-                .collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file)
-            .map_err(|error| TopicError::Storage(error.to_string()))?;
-        crate::Storage::Buffered
-            .write_file_atomic(&self.path, &bytes)
-            .map_err(|error| TopicError::Storage(error.to_string()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::quorum::QuorumConfig;
 
     fn config() -> TopicConfig {
         TopicConfig {
@@ -258,26 +229,61 @@ mod tests {
         }
     }
 
+    /// A single-node quorum, driven on a glommio executor, for the duration of `test`.
+    fn with_metadata(dir: &std::path::Path, test: impl AsyncFnOnce(&Metadata)) {
+        let quorum = Quorum::open(QuorumConfig::new(0, dir.to_path_buf())).expect("open");
+        crate::runtime::run_local(crate::runtime::IO_MEMORY_BYTES_DEFAULT, async {
+            let driver = glommio::spawn_local(Arc::clone(&quorum).run());
+            let metadata = Metadata::new(Arc::clone(&quorum), 1);
+            quorum
+                .propose(Command::RegisterBroker {
+                    id: 0,
+                    host: "localhost".into(),
+                    port: 9092,
+                })
+                .await
+                .expect("register");
+            test(&metadata).await;
+            quorum.stop();
+            driver.await.expect("the driver stops cleanly");
+        });
+    }
+
     #[test]
-    fn topics_survive_a_reload_and_changes_are_checked() {
+    fn topics_survive_a_restart_and_changes_are_checked() {
         let dir = tempfile::tempdir().expect("dir");
-        let metadata = Metadata::load(dir.path(), 0).expect("load");
-        let created = metadata.create("events", 3, config()).expect("create");
-        assert_eq!(
-            metadata.create("events", 1, config()).map(|_| ()),
-            Err(TopicError::AlreadyExists("events".into()))
-        );
-        assert_eq!(
-            metadata.create("other", 0, config()).map(|_| ()),
-            Err(TopicError::InvalidPartitions(0))
-        );
-        let reloaded = Metadata::load(dir.path(), 0).expect("reload");
-        let topic = reloaded.topic("events").expect("persisted");
-        assert_eq!((topic.id, topic.partitions), (created.id, 3));
-        reloaded.delete("events").expect("delete");
-        assert!(Metadata::load(dir.path(), 0)
-            .expect("again")
-            .topic("events")
-            .is_none());
+        let mut created_id = None;
+        with_metadata(dir.path(), async |metadata| {
+            let created = metadata
+                .create("events", 3, -1, config())
+                .await
+                .expect("create");
+            created_id = Some(created.id);
+            assert_eq!(
+                metadata.create("events", 1, -1, config()).await.map(|_| ()),
+                Err(TopicError::AlreadyExists("events".into()))
+            );
+            assert_eq!(
+                metadata.create("other", 0, -1, config()).await.map(|_| ()),
+                Err(TopicError::InvalidPartitions(0))
+            );
+            assert_eq!(
+                metadata.create("other", 1, 2, config()).await.map(|_| ()),
+                Err(TopicError::InvalidReplicationFactor { factor: 2, live: 1 })
+            );
+        });
+        with_metadata(dir.path(), async |metadata| {
+            let topic = metadata.topic("events").expect("persisted");
+            assert_eq!((Some(topic.id), topic.partitions), (created_id, 3));
+            assert_eq!(topic.assignment[0].replicas, vec![0]);
+            metadata.delete("events").await.expect("delete");
+            assert_eq!(
+                metadata.delete("events").await.map(|_| ()),
+                Err(TopicError::Unknown("events".into()))
+            );
+        });
+        with_metadata(dir.path(), async |metadata| {
+            assert!(metadata.topic("events").is_none());
+        });
     }
 }

@@ -1,5 +1,7 @@
 //! Starting and stopping the broker: one pinned glommio executor per core, each accepting
 //! connections on the same address (SO_REUSEPORT) and owning its share of the partitions.
+//! Core 0 also drives the metadata quorum and registers the broker with it; the broker is
+//! ready once every core listens and its registration is applied.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,9 +19,16 @@ use super::config::BrokerConfig;
 use super::connection;
 use super::metadata::Metadata;
 use super::shard::{Shard, ShardMessage};
+use crate::cluster::quorum::Quorum;
+use crate::cluster::state::Command;
 
 /// Messages that may wait in each core-to-core channel; a full channel makes the sender wait.
 const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// Producer ids are `node_id << PRODUCER_ID_COUNTER_BITS | counter`: unique across brokers
+/// without consensus, each broker counting its own.
+const PRODUCER_ID_COUNTER_BITS: u32 = 32;
+/// Pause between attempts to register with the quorum (while it has no leader yet).
+const REGISTER_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What every core shares. `Send + Sync`; read without locks on the request path.
 pub struct Shared {
@@ -33,11 +42,18 @@ pub struct Shared {
     shutting_down: AtomicBool,
     shutdown: Event,
     cores_ready: AtomicUsize,
+    /// Set once this broker's RegisterBroker is applied.
+    registered: AtomicBool,
+    /// Why the broker must stop, if something failed that it cannot serve without.
+    failure: Mutex<Option<String>>,
 }
 
 impl Shared {
     fn new(config: BrokerConfig, cores: usize) -> Result<Shared, String> {
-        let metadata = Metadata::load(&config.data_dir, config.node_id)?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|error| format!("cannot create {}: {error}", config.data_dir.display()))?;
+        let quorum = Quorum::open(config.quorum_config()?).map_err(|error| error.to_string())?;
+        let metadata = Metadata::new(quorum, config.default_replication_factor);
         let cluster_id = load_or_create(&config.data_dir.join("cluster-id"), || {
             uuid::Uuid::new_v4().simple().to_string()
         })?;
@@ -56,23 +72,50 @@ impl Shared {
             shutting_down: AtomicBool::new(false),
             shutdown: Event::new(),
             cores_ready: AtomicUsize::new(0),
+            registered: AtomicBool::new(false),
+            failure: Mutex::new(None),
         })
     }
 
-    /// A producer id never handed out before, even across restarts (the counter is persisted
-    /// before the id is returned).
+    /// The metadata quorum this broker belongs to.
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        self.metadata.quorum()
+    }
+
+    /// A producer id never handed out before by any broker, even across restarts: this
+    /// broker's id in the high bits, a counter persisted before the id is returned in the low.
     pub fn allocate_producer_id(&self) -> Result<i64, String> {
         let mut next = self
             .next_producer_id
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let id = *next;
+        let counter = *next;
+        if counter >= 1 << PRODUCER_ID_COUNTER_BITS {
+            return Err("this broker has handed out every producer id it owns".to_string());
+        }
         let path = self.config.data_dir.join("producer-ids");
         crate::Storage::Buffered
-            .write_file_atomic(&path, (id + 1).to_string().as_bytes())
+            .write_file_atomic(&path, (counter + 1).to_string().as_bytes())
             .map_err(|error| error.to_string())?;
-        *next = id + 1;
-        Ok(id)
+        *next = counter + 1;
+        Ok((i64::from(self.config.node_id) << PRODUCER_ID_COUNTER_BITS) | counter)
+    }
+
+    /// Stops the broker because of `why` (an error it cannot serve without).
+    fn fail(&self, why: String) {
+        tracing::error!(%why, "stopping the broker");
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get_or_insert(why);
+        self.request_shutdown();
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -147,21 +190,30 @@ impl Running {
             .unwrap_or(self.shared.config.listen)
     }
 
-    /// Stops every core cleanly and waits for them.
+    /// Stops every core cleanly and waits for them (a failure that stopped the broker
+    /// earlier is logged; [`wait`](Running::wait) returns it).
     pub fn stop(self) {
         self.shared.request_shutdown();
-        self.wait();
+        if let Err(why) = self.wait() {
+            tracing::warn!(%why, "the broker had stopped by itself");
+        }
     }
 
-    /// Waits until every core has returned (after a shutdown request).
-    pub fn wait(self) {
+    /// Waits until every core has returned (after a shutdown request). An error says why the
+    /// broker stopped by itself.
+    pub fn wait(self) -> Result<(), String> {
         for executor in self.executors {
             let _ = executor.join();
+        }
+        match self.shared.failure() {
+            Some(why) => Err(why),
+            None => Ok(()),
         }
     }
 }
 
-/// Starts the broker and returns once every core listens.
+/// Starts the broker and returns once every core listens and the broker is registered with
+/// the metadata quorum (which needs a majority of the voters running).
 pub fn start(mut config: BrokerConfig) -> Result<Running, String> {
     if let Some(problem) = config.problem() {
         return Err(problem);
@@ -199,38 +251,97 @@ pub fn start(mut config: BrokerConfig) -> Result<Running, String> {
                 })?;
         executors.push(executor);
     }
-    // Wait until every core listens (or one failed and asked for shutdown).
+    // Wait until every core listens and the broker is registered (or something failed and
+    // asked for shutdown).
     loop {
-        if shared.cores_ready.load(Ordering::Acquire) == cores {
+        if shared.cores_ready.load(Ordering::Acquire) == cores
+            && shared.registered.load(Ordering::Acquire)
+        {
             break;
         }
         if shared.is_shutting_down() {
             for executor in executors {
                 let _ = executor.join();
             }
-            return Err("a core failed to start; see the log".to_string());
+            return Err(shared
+                .failure()
+                .unwrap_or_else(|| "a core failed to start; see the log".to_string()));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok(Running { shared, executors })
 }
 
-/// Runs the broker until SIGTERM or SIGINT, then shuts down cleanly.
+/// Runs the broker until SIGTERM or SIGINT (then shuts down cleanly), or until it fails.
 pub fn run(config: BrokerConfig) -> Result<(), String> {
-    let running = start(config)?;
-    tracing::info!(address = %running.address(), cores = running.shared.cores, "broker ready");
-    println!("shardlog broker ready on {}", running.address());
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
     .map_err(|error| format!("cannot install signal handlers: {error}"))?;
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
-    }
-    running.stop();
+    let signals_handle = signals.handle();
+    let running = start(config)?;
+    tracing::info!(address = %running.address(), cores = running.shared.cores, "broker ready");
+    println!("shardlog broker ready on {}", running.address());
+    let shared = Arc::clone(&running.shared);
+    let watcher = std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            tracing::info!(signal, "shutting down");
+            shared.request_shutdown();
+        }
+    });
+    let stopped = running.wait();
+    signals_handle.close();
+    let _ = watcher.join();
     tracing::info!("stopped");
-    Ok(())
+    stopped
+}
+
+/// Drives the metadata quorum on this core until it stops; a failure stops the broker, whose
+/// metadata could no longer advance.
+fn spawn_quorum_driver(shared: &Arc<Shared>) -> Result<glommio::Task<()>, String> {
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(1000),
+        glommio::Latency::Matters(Duration::from_millis(10)),
+        "metadata-quorum",
+    );
+    let shared = Arc::clone(shared);
+    glommio::spawn_local_into(
+        async move {
+            if let Err(error) = Arc::clone(shared.quorum()).run().await {
+                shared.fail(format!("metadata quorum: {error}"));
+            }
+        },
+        queue,
+    )
+    .map_err(|error| format!("cannot start the metadata quorum: {error}"))
+}
+
+/// Registers this broker (its advertised Kafka address) with the quorum, retrying until it
+/// is applied, then marks the broker registered.
+async fn register(shared: Arc<Shared>) {
+    let (host, port) = shared.advertised();
+    let command = Command::RegisterBroker {
+        id: shared.config.node_id,
+        host,
+        port,
+    };
+    while !shared.is_shutting_down() {
+        match shared.quorum().propose(command.clone()).await {
+            Ok(()) => {
+                tracing::info!(
+                    node_id = shared.config.node_id,
+                    "registered with the metadata quorum"
+                );
+                shared.registered.store(true, Ordering::Release);
+                return;
+            }
+            Err(error) => {
+                tracing::info!(%error, "cannot register with the metadata quorum yet; retrying");
+                glommio::timer::sleep(REGISTER_RETRY_INTERVAL).await;
+            }
+        }
+    }
 }
 
 async fn run_core(
@@ -242,6 +353,17 @@ async fn run_core(
         tracing::error!(core, "cannot join the core mesh");
         shared.request_shutdown();
         return;
+    };
+    let quorum_driver = if core == 0 {
+        match spawn_quorum_driver(&shared) {
+            Ok(task) => Some(task),
+            Err(why) => {
+                shared.fail(why);
+                return;
+            }
+        }
+    } else {
+        None
     };
     let shard = Rc::new(Shard::new(core, Arc::clone(&shared), senders));
     for (_, stream) in receivers.streams() {
@@ -286,6 +408,9 @@ async fn run_core(
         }
     };
     shared.cores_ready.fetch_add(1, Ordering::AcqRel);
+    if core == 0 {
+        glommio::spawn_local(register(Arc::clone(&shared))).detach();
+    }
 
     let retention = {
         let shard = Rc::clone(&shard);
@@ -342,6 +467,11 @@ async fn run_core(
     }
     drop(retention);
     replication.await;
+    if let Some(driver) = quorum_driver {
+        // After the connections: a request still running may wait on a proposal.
+        shared.quorum().stop();
+        driver.await;
+    }
     shard.close_all().await;
     tracing::info!(core, "core stopped");
 }

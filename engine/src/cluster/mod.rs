@@ -3,5 +3,6 @@
 
 pub mod epochs;
 pub mod fetcher;
+pub mod quorum;
 pub mod replica;
 pub mod state;

@@ -38,6 +38,10 @@ use super::super::chunks::Chunk;
 use super::super::metadata::{Topic, TopicConfig, TopicError};
 use super::super::shard::{error_code, Shard};
 use super::{Reply, SUPPORTED, UNSUPPORTED_VERSION};
+use crate::cluster::state::{ClusterState, NO_LEADER};
+
+/// Kafka's LEADER_NOT_AVAILABLE: the partition has no leader right now (retriable).
+const LEADER_NOT_AVAILABLE: i16 = 5;
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
@@ -47,8 +51,9 @@ fn topic_name(value: &str) -> TopicName {
     TopicName(text(value))
 }
 
-/// The topic a request names, created on the way if the broker auto-creates topics.
-pub fn resolve_topic(shard: &Shard, name: &str, may_create: bool) -> Result<Arc<Topic>, i16> {
+/// The topic a request names, created on the way (through the metadata quorum) if the broker
+/// auto-creates topics.
+pub async fn resolve_topic(shard: &Shard, name: &str, may_create: bool) -> Result<Arc<Topic>, i16> {
     let metadata = &shard.shared.metadata;
     if let Some(topic) = metadata.topic(name) {
         return Ok(topic);
@@ -57,7 +62,15 @@ pub fn resolve_topic(shard: &Shard, name: &str, may_create: bool) -> Result<Arc<
     if !(may_create && config.auto_create_topics) {
         return Err(error_code::UNKNOWN_TOPIC_OR_PARTITION);
     }
-    match metadata.create(name, config.default_partitions, default_topic_config(shard)) {
+    let created = metadata
+        .create(
+            name,
+            config.default_partitions,
+            -1,
+            default_topic_config(shard),
+        )
+        .await;
+    match created {
         Ok(topic) => {
             tracing::info!(
                 topic = name,
@@ -116,17 +129,15 @@ pub fn api_versions_unsupported(correlation_id: i32) -> Reply {
     Reply::Send(vec![Chunk::Bytes(bytes.freeze())])
 }
 
-pub fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> MetadataResponse {
-    let (host, port) = shard.shared.advertised();
-    let node_id = shard.shared.config.node_id;
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = BrokerId(node_id);
-    broker.host = text(&host);
-    broker.port = port;
+pub async fn metadata(
+    shard: &Rc<Shard>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let quorum = shard.shared.quorum();
     let mut response = MetadataResponse::default();
-    response.brokers = vec![broker];
     if version >= 1 {
-        response.controller_id = BrokerId(node_id);
+        response.controller_id = BrokerId(quorum.controller_id().unwrap_or(NO_LEADER));
     }
     if version >= 2 {
         response.cluster_id = Some(text(&shard.shared.cluster_id));
@@ -143,48 +154,84 @@ pub fn metadata(shard: &Rc<Shard>, request: MetadataRequest, version: i16) -> Me
             .cloned()
             .map(Ok)
             .collect(),
-        Some(requested) => requested
-            .into_iter()
-            .filter_map(|topic| topic.name.map(|name| name.0.to_string()))
-            .map(|name| resolve_topic(shard, &name, may_create).map_err(|code| (name, code)))
-            .collect(),
+        Some(requested) => {
+            let mut resolved = Vec::with_capacity(requested.len());
+            for name in requested
+                .into_iter()
+                .filter_map(|topic| topic.name.map(|name| name.0.to_string()))
+            {
+                let topic = resolve_topic(shard, &name, may_create).await;
+                resolved.push(topic.map_err(|code| (name, code)));
+            }
+            resolved
+        }
     };
+    // Read after any auto-creation, so the answer includes what it created.
+    let state = shard.shared.metadata.snapshot();
+    response.brokers = state
+        .brokers
+        .values()
+        .filter(|broker| !broker.fenced)
+        .map(|info| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(info.id);
+            broker.host = text(&info.host);
+            broker.port = info.port;
+            broker
+        })
+        .collect();
     response.topics = topics
         .into_iter()
-        .map(|topic| {
-            let mut entry = MetadataResponseTopic::default();
-            match topic {
-                Ok(topic) => {
-                    entry.name = Some(topic_name(&topic.name));
-                    if version >= 10 {
-                        entry.topic_id = topic.id;
-                    }
-                    if version >= 1 {
-                        entry.is_internal = topic.name == crate::broker::group::OFFSETS_TOPIC;
-                    }
-                    entry.partitions = (0..topic.partitions)
-                        .map(|index| {
-                            let mut partition = MetadataResponsePartition::default();
-                            partition.partition_index = index;
-                            partition.leader_id = BrokerId(node_id);
-                            if version >= 7 {
-                                partition.leader_epoch = 0;
-                            }
-                            partition.replica_nodes = vec![BrokerId(node_id)];
-                            partition.isr_nodes = vec![BrokerId(node_id)];
-                            partition
-                        })
-                        .collect();
-                }
-                Err((name, code)) => {
-                    entry.name = Some(topic_name(&name));
-                    entry.error_code = code;
-                }
+        .map(|topic| match topic {
+            Ok(topic) => topic_metadata(&state, &topic, version),
+            Err((name, code)) => {
+                let mut entry = MetadataResponseTopic::default();
+                entry.name = Some(topic_name(&name));
+                entry.error_code = code;
+                entry
             }
-            entry
         })
         .collect();
     response
+}
+
+/// One topic's partitions as the quorum assigned them: leader (LEADER_NOT_AVAILABLE when
+/// none), leader epoch, replicas, ISR, and the replicas on fenced brokers as offline.
+fn topic_metadata(state: &ClusterState, topic: &Topic, version: i16) -> MetadataResponseTopic {
+    let ids = |brokers: &[i32]| brokers.iter().map(|id| BrokerId(*id)).collect::<Vec<_>>();
+    let offline = |id: &i32| state.brokers.get(id).is_none_or(|broker| broker.fenced);
+    let mut entry = MetadataResponseTopic::default();
+    entry.name = Some(topic_name(&topic.name));
+    if version >= 10 {
+        entry.topic_id = topic.id;
+    }
+    if version >= 1 {
+        entry.is_internal = topic.name == crate::broker::group::OFFSETS_TOPIC;
+    }
+    entry.partitions = topic
+        .assignment
+        .iter()
+        .enumerate()
+        .map(|(index, assigned)| {
+            let mut partition = MetadataResponsePartition::default();
+            partition.partition_index = index as i32;
+            partition.leader_id = BrokerId(assigned.leader);
+            if assigned.leader == NO_LEADER {
+                partition.error_code = LEADER_NOT_AVAILABLE;
+            }
+            if version >= 7 {
+                partition.leader_epoch = assigned.leader_epoch;
+            }
+            partition.replica_nodes = ids(&assigned.replicas);
+            partition.isr_nodes = ids(&assigned.isr);
+            if version >= 5 {
+                let down: Vec<i32> = assigned.replicas.iter().copied().filter(offline).collect();
+                partition.offline_replicas = ids(&down);
+            }
+            partition
+        })
+        .collect();
+    entry
 }
 
 pub async fn create_topics(
@@ -226,11 +273,26 @@ pub async fn create_topics(
             result.error_code = 40; // INVALID_CONFIG
             result.error_message = Some(text(&format!("unsupported or invalid config {setting}")));
         } else if request.validate_only {
-            if let Err(error) = super::super::metadata::check_topic_name(&name) {
+            let checked = shard.shared.metadata.create_command(
+                &name,
+                partitions,
+                creatable.replication_factor,
+                config,
+            );
+            if let Err(error) = checked {
                 result.error_code = error.code();
+                result.error_message = Some(text(&error.to_string()));
             }
+        } else if !creatable.assignments.is_empty() {
+            result.error_code = 39; // INVALID_REPLICA_ASSIGNMENT
+            result.error_message = Some(text("manual replica assignment is not supported"));
         } else {
-            match shard.shared.metadata.create(&name, partitions, config) {
+            let created = shard
+                .shared
+                .metadata
+                .create(&name, partitions, creatable.replication_factor, config)
+                .await;
+            match created {
                 Ok(topic) => {
                     tracing::info!(topic = name, partitions = topic.partitions, "created topic")
                 }
@@ -267,7 +329,7 @@ pub async fn delete_topics(
     for name in names {
         let mut result = DeletableTopicResult::default();
         result.name = Some(topic_name(&name));
-        match shard.shared.metadata.delete(&name) {
+        match shard.shared.metadata.delete(&name).await {
             Ok(topic) => {
                 shard.delete_topic_everywhere(topic).await;
                 tracing::info!(topic = name, "deleted topic");
@@ -322,7 +384,11 @@ pub fn describe_configs(
                         config.max_batch_bytes.to_string(),
                         SOURCE_STATIC_BROKER,
                     ),
-                    ("min.insync.replicas", "1".to_string(), SOURCE_STATIC_BROKER),
+                    (
+                        "min.insync.replicas",
+                        config.min_insync_replicas.to_string(),
+                        SOURCE_STATIC_BROKER,
+                    ),
                 ],
                 None => {
                     result.error_code = error_code::UNKNOWN_TOPIC_OR_PARTITION;
@@ -444,7 +510,7 @@ pub async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest) -> Lis
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
-        let resolved = resolve_topic(shard, &name, false);
+        let resolved = resolve_topic(shard, &name, false).await;
         let mut topic_response = ListOffsetsTopicResponse::default();
         topic_response.name = topic_name(&name);
         for partition in topic.partitions {

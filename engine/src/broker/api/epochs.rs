@@ -20,7 +20,7 @@ pub async fn offset_for_leader_epoch(
     let mut response = OffsetForLeaderEpochResponse::default();
     for topic in request.topics {
         let name = topic.topic.0.to_string();
-        let resolved = resolve_topic(shard, &name, false);
+        let resolved = resolve_topic(shard, &name, false).await;
         let answers = join_all(topic.partitions.iter().map(|wanted| {
             let resolved = resolved.clone();
             async move {

@@ -50,7 +50,7 @@ pub async fn fetch(
     let mut wanted = Vec::new();
     for topic in request.topics {
         let name = topic.topic.0.to_string();
-        let resolved = resolve_topic(shard, &name, false);
+        let resolved = resolve_topic(shard, &name, false).await;
         if let Err(code) = &resolved {
             tracing::info!(topic = %name, error_code = code, "fetch from an unknown topic");
         }

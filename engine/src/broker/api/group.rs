@@ -56,9 +56,12 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 
+/// Replicas of each `__consumer_offsets` partition, when that many brokers are live.
+const OFFSETS_REPLICATION_FACTOR: usize = 3;
+
 /// `__consumer_offsets`, created on first use with `offsets_topic_partitions` partitions.
 /// Offsets are only ever superseded, never aged out: no time or size retention.
-fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
+async fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
     let metadata = &shard.shared.metadata;
     if let Some(topic) = metadata.topic(OFFSETS_TOPIC) {
         return Ok(topic);
@@ -69,7 +72,19 @@ fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
         retention_bytes: None,
         retention_ms: None,
     };
-    match metadata.create(OFFSETS_TOPIC, config.offsets_topic_partitions, topic_config) {
+    // Replicated like Kafka's (`offsets.topic.replication.factor` 3), on as many brokers as
+    // are live when fewer, so committed offsets survive the loss of their coordinator.
+    let live = metadata.snapshot().live_brokers().len();
+    let replication = OFFSETS_REPLICATION_FACTOR.min(live.max(1)) as i16;
+    let created = metadata
+        .create(
+            OFFSETS_TOPIC,
+            config.offsets_topic_partitions,
+            replication,
+            topic_config,
+        )
+        .await;
+    match created {
         Ok(topic) => {
             tracing::info!(partitions = topic.partitions, "created {OFFSETS_TOPIC}");
             Ok(topic)
@@ -89,7 +104,7 @@ async fn call(shard: &Rc<Shard>, group_id: &str, request: GroupRequest) -> Group
     if group_id.is_empty() {
         return GroupAnswer::Failed(error_code::INVALID_GROUP_ID);
     }
-    let topic = match offsets_topic(shard) {
+    let topic = match offsets_topic(shard).await {
         Ok(topic) => topic,
         Err(code) => return GroupAnswer::Failed(code),
     };
@@ -121,7 +136,7 @@ fn failure_code(answer: &GroupAnswer) -> i16 {
     }
 }
 
-pub fn find_coordinator(
+pub async fn find_coordinator(
     shard: &Rc<Shard>,
     request: FindCoordinatorRequest,
     version: i16,
@@ -140,7 +155,7 @@ pub fn find_coordinator(
     if request.key.is_empty() {
         return refuse(response, error_code::INVALID_GROUP_ID);
     }
-    let topic = match offsets_topic(shard) {
+    let topic = match offsets_topic(shard).await {
         Ok(topic) => topic,
         Err(code) => return refuse(response, code),
     };

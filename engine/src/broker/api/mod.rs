@@ -107,7 +107,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(admin::api_versions(0)),
         RequestKind::Metadata(request) => {
-            ResponseKind::Metadata(admin::metadata(&shard, request, version))
+            ResponseKind::Metadata(admin::metadata(&shard, request, version).await)
         }
         RequestKind::CreateTopics(request) => {
             ResponseKind::CreateTopics(admin::create_topics(&shard, request).await)
@@ -135,7 +135,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
             return fetch::fetch(&shard, request, version, correlation_id).await;
         }
         RequestKind::FindCoordinator(request) => {
-            ResponseKind::FindCoordinator(group::find_coordinator(&shard, request, version))
+            ResponseKind::FindCoordinator(group::find_coordinator(&shard, request, version).await)
         }
         RequestKind::JoinGroup(request) => {
             let client_id = header.client_id.as_deref().unwrap_or("");

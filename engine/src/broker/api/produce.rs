@@ -31,7 +31,7 @@ pub async fn produce(
     let mut pending = Vec::new();
     for topic_data in request.topic_data {
         let name = topic_data.name.0.to_string();
-        let topic = resolve_topic(shard, &name, true);
+        let topic = resolve_topic(shard, &name, true).await;
         if let Err(code) = &topic {
             tracing::info!(topic = %name, error_code = code, "produce to an unknown topic");
         }
