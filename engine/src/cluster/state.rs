@@ -80,8 +80,12 @@ pub struct ClusterState {
 /// A change to the cluster state, as committed in the quorum's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// A broker announces itself (at every start); registering again updates its address
-    /// and unfences it.
+    /// A broker announces itself (at every start). Registering again means the broker
+    /// restarted, and may have lost what it had not synced: it leaves every ISR and
+    /// leadership as if fenced (a follower that caught up joins again through `AlterIsr`),
+    /// and every partition it holds gets a new partition epoch, so an ISR change proposed
+    /// from its progress before the restart is refused. Then it is live again, with its
+    /// address updated. Send it once per process start.
     RegisterBroker {
         id: BrokerId,
         host: String,
@@ -157,6 +161,10 @@ impl ClusterState {
     pub fn apply(&mut self, command: &Command) -> Result<(), Refusal> {
         match command {
             Command::RegisterBroker { id, host, port } => {
+                if self.brokers.contains_key(id) {
+                    self.remove_from_leadership(*id);
+                    self.bump_partition_epochs_of(*id);
+                }
                 self.brokers.insert(
                     *id,
                     BrokerInfo {
@@ -312,6 +320,24 @@ impl ClusterState {
         }
     }
 
+    /// Every partition `id` holds a replica of gets a new partition epoch.
+    fn bump_partition_epochs_of(&mut self, id: BrokerId) {
+        for topic in self.topics.values_mut() {
+            if !topic
+                .assignment
+                .iter()
+                .any(|state| state.replicas.contains(&id))
+            {
+                continue;
+            }
+            for state in &mut Arc::make_mut(topic).assignment {
+                if state.replicas.contains(&id) {
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
     /// `id` is live again: partitions with no leader whose ISR holds it get it as leader.
     fn elect_where_leaderless(&mut self, id: BrokerId) {
         for topic in self.topics.values_mut() {
@@ -429,6 +455,66 @@ mod tests {
             .expect("unfence");
         let partition = state.topic("t").expect("t").assignment[0].clone();
         assert_eq!((partition.leader, partition.leader_epoch), (1, 2));
+    }
+
+    #[test]
+    fn a_restarted_broker_leaves_the_isr_and_its_leadership() {
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        let register_again = Command::RegisterBroker {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port: 9091,
+        };
+        state.apply(&register_again).expect("register again");
+        let partition = state.topic("t").expect("t").assignment[0].clone();
+        assert_eq!(
+            (
+                partition.leader,
+                partition.isr.clone(),
+                partition.leader_epoch
+            ),
+            (2, vec![2, 3], 1)
+        );
+        // An ISR change made before the restart is stale now.
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        let shrink = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 0,
+            isr: vec![1, 2],
+        };
+        state.apply(&shrink).expect("shrink");
+        let grow = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 1,
+            isr: vec![1, 2, 3],
+        };
+        state
+            .apply(&Command::RegisterBroker {
+                id: 3,
+                host: "127.0.0.1".into(),
+                port: 9093,
+            })
+            .expect("register again");
+        assert_eq!(state.apply(&grow), Err(Refusal::StaleIsrChange));
+        // The last ISR member stays in it, and leads again at a new epoch.
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1]]);
+        state.apply(&register_again).expect("register again");
+        let partition = state.topic("t").expect("t").assignment[0].clone();
+        assert_eq!(
+            (
+                partition.leader,
+                partition.isr.clone(),
+                partition.leader_epoch
+            ),
+            (1, vec![1], 1)
+        );
     }
 
     #[test]
