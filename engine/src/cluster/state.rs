@@ -135,6 +135,8 @@ pub enum Refusal {
     InvalidReplicas(&'static str),
     #[error("stale partition epoch or not the leader")]
     StaleIsrChange,
+    #[error("broker {0} is fenced and cannot join an ISR")]
+    IneligibleReplica(BrokerId),
 }
 
 impl Refusal {
@@ -147,6 +149,7 @@ impl Refusal {
             Refusal::UnknownBroker(_) => 39,       // INVALID_REPLICA_ASSIGNMENT
             Refusal::InvalidReplicas(_) => 39,     // INVALID_REPLICA_ASSIGNMENT
             Refusal::StaleIsrChange => 6,          // NOT_LEADER_OR_FOLLOWER
+            Refusal::IneligibleReplica(_) => 107,  // INELIGIBLE_REPLICA
         }
     }
 }
@@ -275,6 +278,12 @@ impl ClusterState {
                 }
                 if isr.iter().any(|b| !state.replicas.contains(b)) {
                     return Err(Refusal::InvalidReplicas("ISR member is not a replica"));
+                }
+                // A fenced broker may have died since the leader last saw it fetch (Kafka's
+                // KIP-841): it joins only once it is heard from again.
+                let fenced = |b: &&BrokerId| self.brokers.get(b).is_none_or(|info| info.fenced);
+                if let Some(joining) = isr.iter().filter(|b| !state.isr.contains(b)).find(fenced) {
+                    return Err(Refusal::IneligibleReplica(*joining));
                 }
                 let mut changed = Topic::clone(current);
                 let state = &mut changed.assignment[*partition as usize];
@@ -515,6 +524,25 @@ mod tests {
             ),
             (1, vec![1], 1)
         );
+    }
+
+    #[test]
+    fn a_fenced_broker_cannot_join_the_isr() {
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        state.apply(&Command::FenceBroker { id: 3 }).expect("fence");
+        let grow = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 1,
+            isr: vec![1, 2, 3],
+        };
+        assert_eq!(state.apply(&grow), Err(Refusal::IneligibleReplica(3)));
+        state
+            .apply(&Command::UnfenceBroker { id: 3 })
+            .expect("unfence");
+        state.apply(&grow).expect("grow once heard from");
     }
 
     #[test]
