@@ -19,6 +19,7 @@ use super::shard::{
 };
 use crate::batch::{self, BatchError};
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
+use crate::cluster::quorum::ProposeError;
 use crate::cluster::replica::Transition;
 use crate::cluster::state::{BrokerId, Command};
 use crate::LogError;
@@ -151,6 +152,8 @@ impl Shard {
     }
 
     /// Leaders whose followers fell behind or caught up propose the new ISR to the quorum.
+    /// One proposal per partition at a time; one whose answer was lost (a timeout, a
+    /// controller change) is sent again unchanged, since the quorum may have applied it.
     fn propose_isr_changes(self: &Rc<Self>) {
         let me = self.shared.config.node_id;
         let lag_max_ms = self.shared.config.replica_lag_time_max_ms;
@@ -161,18 +164,29 @@ impl Shard {
             .map(|((topic, partition), open)| (topic.clone(), *partition, Rc::clone(open)))
             .collect();
         for (topic, partition, open) in open {
-            let epoch_start = open
-                .epochs
-                .borrow()
-                .entries()
-                .last()
-                .map_or(0, |entry| entry.start_offset);
-            let wanted = open
-                .replica
-                .borrow()
-                .wanted_isr(epoch_start, now_ms(), lag_max_ms);
-            let Some(isr) = wanted else { continue };
-            let partition_epoch = open.replica.borrow_mut().proposing_isr(isr.clone());
+            if open.isr_proposal_in_flight.get() {
+                continue;
+            }
+            let proposal = {
+                let mut replica = open.replica.borrow_mut();
+                match replica.pending_isr() {
+                    Some((isr, partition_epoch)) => Some((isr.to_vec(), partition_epoch)),
+                    None => {
+                        let epoch_start = open
+                            .epochs
+                            .borrow()
+                            .entries()
+                            .last()
+                            .map_or(0, |entry| entry.start_offset);
+                        replica
+                            .wanted_isr(epoch_start, now_ms(), lag_max_ms)
+                            .map(|isr| (isr.clone(), replica.proposing_isr(isr)))
+                    }
+                }
+            };
+            let Some((isr, partition_epoch)) = proposal else {
+                continue;
+            };
             tracing::info!(%topic, partition, ?isr, "proposing an ISR change");
             let command = Command::AlterIsr {
                 topic: topic.clone(),
@@ -181,13 +195,23 @@ impl Shard {
                 partition_epoch,
                 isr,
             };
+            open.isr_proposal_in_flight.set(true);
             let shard = Rc::clone(self);
             glommio::spawn_local(async move {
                 // Yield first: spawn_local runs the task at once, inside our loop.
                 glommio::yield_if_needed().await;
-                if let Err(error) = shard.shared.metadata.propose(command).await {
-                    tracing::info!(%topic, partition, %error, "ISR change not made");
-                    open.replica.borrow_mut().isr_proposal_failed();
+                let outcome = shard.shared.metadata.propose(command).await;
+                open.isr_proposal_in_flight.set(false);
+                match outcome {
+                    // The metadata update settles the pending change.
+                    Ok(()) => {}
+                    Err(ProposeError::Refused(refusal)) => {
+                        tracing::info!(%topic, partition, %refusal, "ISR change refused");
+                        open.replica.borrow_mut().isr_proposal_failed();
+                    }
+                    Err(error) => {
+                        tracing::info!(%topic, partition, %error, "ISR change unanswered; will resend");
+                    }
                 }
             })
             .detach();
@@ -255,7 +279,14 @@ impl Shard {
             let epoch = open.replica.borrow().leader_epoch();
             if needs_truncation {
                 match self
-                    .truncate_divergent(&open, leader_connection, &topic.name, partition, epoch)
+                    .truncate_divergent(
+                        &open,
+                        leader_connection,
+                        &topic.name,
+                        partition,
+                        epoch,
+                        generation,
+                    )
                     .await
                 {
                     Ok(()) => needs_truncation = false,
@@ -325,6 +356,7 @@ impl Shard {
         topic: &str,
         partition: i32,
         current_epoch: i32,
+        generation: u64,
     ) -> Result<(), Retry> {
         let Some(latest) = open.epochs.borrow().latest_epoch() else {
             return Ok(());
@@ -337,6 +369,11 @@ impl Shard {
                 Retry::Reconnect
             })?;
         if answer.error_code != error_code::NONE {
+            return Err(Retry::Later);
+        }
+        // The role may have changed while we asked (this broker may even lead now): the
+        // answer is about a log this broker no longer follows.
+        if open.role_generation.get() != generation {
             return Err(Retry::Later);
         }
         let log_end = open.log.log_end_offset();

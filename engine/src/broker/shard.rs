@@ -206,6 +206,8 @@ pub struct Partition {
     pub(super) epochs: RefCell<LeaderEpochCache>,
     /// Raised on every role change; a follower's fetch task stops when it no longer matches.
     pub(super) role_generation: Cell<u64>,
+    /// An ISR change of this partition is being proposed (one at a time).
+    pub(super) isr_proposal_in_flight: Cell<bool>,
 }
 
 impl Partition {
@@ -379,6 +381,7 @@ impl Shard {
             high_watermark: Arc::new(AtomicI64::new(high_watermark)),
             epochs: RefCell::new(epochs),
             role_generation: Cell::new(0),
+            isr_proposal_in_flight: Cell::new(false),
             log,
         }))
     }
@@ -602,6 +605,18 @@ impl Shard {
             let mut bytes = records[position..position + header.total_bytes()].to_vec();
             let verdict = std::cell::Cell::new(Verdict::Append);
             let admit = |stored: &batch::BatchHeader| {
+                // Checked again under the append lock: leadership may have moved (and come
+                // back at a new epoch) while this request waited.
+                let still_leading = {
+                    let replica = open.replica.borrow();
+                    replica.role() == Role::Leader && replica.leader_epoch() == leader_epoch
+                };
+                if !still_leading {
+                    verdict.set(Verdict::Reject {
+                        error_code: error_code::NOT_LEADER_OR_FOLLOWER,
+                    });
+                    return false;
+                }
                 if stored.producer_id < 0 {
                     return true;
                 }

@@ -68,11 +68,25 @@ impl LeaderEpochCache {
         self.entries.last().map(|entry| entry.epoch)
     }
 
-    /// Records that `epoch` began at `start_offset`. Older or equal epochs are ignored (a
-    /// follower sees the same epoch on every batch it copies).
+    /// Records that `epoch` began at `start_offset`, where a batch of that epoch is appended
+    /// (or a leader starts writing). The latest epoch again is ignored (a follower sees it on
+    /// every batch it copies). An older epoch than the latest means the later entries hold no
+    /// records (epochs never decrease along a log): a broker that led without writing, then
+    /// copies the new leader's batches of an earlier epoch. Those entries are dropped, or
+    /// they would claim the copied records for an epoch they were not written in, and a
+    /// follower asking where that earlier epoch ended would be told too early and cut
+    /// records it must keep.
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
-        if epoch < 0 || self.latest_epoch().is_some_and(|latest| epoch <= latest) {
+        if epoch < 0 {
             return Ok(());
+        }
+        let mut changed = false;
+        while self.entries.last().is_some_and(|last| last.epoch > epoch) {
+            self.entries.pop();
+            changed = true;
+        }
+        if self.latest_epoch() == Some(epoch) {
+            return if changed { self.persist() } else { Ok(()) };
         }
         // A later epoch that starts no later than an earlier one replaces it: nothing was
         // written in the earlier one.
@@ -237,6 +251,25 @@ mod tests {
         assert_eq!(cache.divergence_point((3, 65), 10, 70), 65);
         // The leader knows nothing that old: fall back to the watermark.
         assert_eq!(cache.divergence_point((UNDEFINED_EPOCH, -1), 10, 70), 10);
+    }
+
+    #[test]
+    fn copying_an_older_epoch_drops_the_empty_later_ones() {
+        let (_dir, mut cache) = cache();
+        cache.assign(0, 0).expect("assign");
+        // Led in epoch 1 from offset 3 without writing, then copied epoch-0 batches.
+        cache.assign(1, 3).expect("assign");
+        cache.assign(0, 3).expect("copied batch");
+        assert_eq!(
+            cache.entries(),
+            &[EpochEntry {
+                epoch: 0,
+                start_offset: 0
+            }]
+        );
+        assert_eq!(cache.end_offset_for(0, 7), (0, 7));
+        cache.assign(2, 7).expect("assign");
+        assert_eq!(cache.end_offset_for(1, 9), (0, 7));
     }
 
     #[test]

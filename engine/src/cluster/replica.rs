@@ -8,6 +8,10 @@
 //! `replica_lag_time_max`; one that catches up comes back. The leader proposes those ISR
 //! changes to the quorum; the quorum's state is the truth, this is the leader's working copy.
 //!
+//! While a change is proposed and its outcome unknown, the watermark counts the proposed
+//! members too (Kafka's "maximal ISR", KIP-497): the quorum may already list a joining
+//! follower as in sync, and could elect it, so nothing it lacks may be acknowledged.
+//!
 //! Pure: no I/O and no clock (times come in as milliseconds), so the rules are unit-tested
 //! here and the shard does the waiting and the talking.
 
@@ -60,7 +64,14 @@ pub struct ReplicaState {
     followers: BTreeMap<BrokerId, FollowerProgress>,
     high_watermark: i64,
     /// An ISR change proposed and not yet seen in the metadata; no other is proposed meanwhile.
-    pending_isr: Option<Vec<BrokerId>>,
+    pending_isr: Option<PendingIsr>,
+}
+
+/// An ISR change sent to the quorum, at the partition epoch it was made against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PendingIsr {
+    isr: Vec<BrokerId>,
+    partition_epoch: i32,
 }
 
 impl ReplicaState {
@@ -99,10 +110,18 @@ impl ReplicaState {
     /// Adopts the quorum's view of the partition.
     pub fn update(&mut self, state: &PartitionState, log_end: i64, now_ms: u64) -> Transition {
         let epoch_changed = state.leader_epoch != self.leader_epoch;
+        if state.partition_epoch != self.partition_epoch {
+            self.forget_progress_outside(&state.isr);
+        }
         self.replicas = state.replicas.clone();
         self.isr = state.isr.clone();
         self.partition_epoch = state.partition_epoch;
-        if self.pending_isr.as_ref() == Some(&state.isr) || epoch_changed {
+        // The outcome is known once the quorum's state shows it, or has moved past the epoch
+        // the change was made against (it can no longer apply).
+        let settled = self.pending_isr.as_ref().is_some_and(|pending| {
+            pending.isr == state.isr || state.partition_epoch > pending.partition_epoch
+        });
+        if settled || epoch_changed {
             self.pending_isr = None;
         }
         self.leader_epoch = state.leader_epoch;
@@ -147,6 +166,18 @@ impl ReplicaState {
         transition
     }
 
+    /// On every change of the partition's state, followers outside the ISR must fetch again
+    /// before they can join it: the change may be one that took a follower out (fenced, or
+    /// restarted and maybe missing what it had not synced), and the offset it fetched from
+    /// before says nothing about the log it has now.
+    fn forget_progress_outside(&mut self, next_isr: &[BrokerId]) {
+        for (follower, progress) in &mut self.followers {
+            if !next_isr.contains(follower) {
+                progress.end_offset = -1;
+            }
+        }
+    }
+
     /// The leader saw `follower` fetch from `fetch_offset`. Returns whether the high
     /// watermark moved. Fetches from brokers that are not replicas are ignored.
     pub fn follower_fetched(
@@ -189,7 +220,8 @@ impl ReplicaState {
 
     fn advance_high_watermark(&mut self, log_end: i64) -> bool {
         let mut candidate = log_end;
-        for member in &self.isr {
+        let proposed = self.pending_isr.iter().flat_map(|pending| &pending.isr);
+        for member in self.isr.iter().chain(proposed) {
             if *member == self.me {
                 continue;
             }
@@ -241,12 +273,27 @@ impl ReplicaState {
     }
 
     /// Notes that `isr` was proposed at the current partition epoch; returns that epoch.
+    /// Until the outcome is known the watermark also waits for the proposed members.
     pub fn proposing_isr(&mut self, isr: Vec<BrokerId>) -> i32 {
-        self.pending_isr = Some(isr);
-        self.partition_epoch
+        let partition_epoch = self.partition_epoch;
+        self.pending_isr = Some(PendingIsr {
+            isr,
+            partition_epoch,
+        });
+        partition_epoch
     }
 
-    /// The proposal failed; a later check may try again.
+    /// The proposed change and the partition epoch it was made at, while its outcome is
+    /// unknown: a proposal whose answer was lost is sent again as it was, not dropped (the
+    /// quorum may have applied it).
+    pub fn pending_isr(&self) -> Option<(&[BrokerId], i32)> {
+        self.pending_isr
+            .as_ref()
+            .map(|pending| (pending.isr.as_slice(), pending.partition_epoch))
+    }
+
+    /// The quorum refused the proposal (it changed nothing); a later check may try again.
+    /// Not for a proposal whose outcome is unknown: see `pending_isr`.
     pub fn isr_proposal_failed(&mut self) {
         self.pending_isr = None;
     }
@@ -317,6 +364,57 @@ mod tests {
         assert_eq!(replica.high_watermark(), 10);
         replica.follower_fetched(3, 10, 10, 900);
         assert_eq!(replica.wanted_isr(0, 900, 500), Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn the_watermark_waits_for_a_follower_proposed_into_the_isr() {
+        let mut replica = ReplicaState::new(1, 0);
+        replica.update(&state(1, 0, vec![1, 2]), 10, 0);
+        replica.follower_fetched(2, 10, 10, 10);
+        replica.follower_fetched(3, 10, 10, 10);
+        assert_eq!(replica.high_watermark(), 10);
+        let wanted = replica.wanted_isr(0, 20, 500).expect("3 caught up");
+        assert_eq!(wanted, vec![1, 2, 3]);
+        let epoch = replica.proposing_isr(wanted);
+        // The quorum may already list 3 as in sync: 2 alone does not commit offset 10.
+        replica.follower_fetched(2, 12, 12, 30);
+        assert_eq!(replica.high_watermark(), 10);
+        replica.follower_fetched(3, 12, 12, 30);
+        assert_eq!(replica.high_watermark(), 12);
+        assert_eq!(replica.pending_isr(), Some((&[1, 2, 3][..], epoch)));
+        // The quorum moved on without it (a broker was fenced): the proposal is settled.
+        replica.update(
+            &PartitionState {
+                partition_epoch: epoch + 1,
+                ..state(1, 0, vec![1, 2])
+            },
+            12,
+            40,
+        );
+        assert_eq!(replica.pending_isr(), None);
+    }
+
+    #[test]
+    fn a_follower_taken_out_of_the_isr_rejoins_only_after_fetching_again() {
+        let mut replica = ReplicaState::new(1, 0);
+        replica.update(&state(1, 0, vec![1, 2, 3]), 10, 0);
+        replica.follower_fetched(2, 10, 10, 10);
+        replica.follower_fetched(3, 10, 10, 10);
+        // The controller fences 3 (it crashed); its last fetch offset is stale now.
+        replica.update(
+            &PartitionState {
+                partition_epoch: 1,
+                ..state(1, 0, vec![1, 2])
+            },
+            10,
+            20,
+        );
+        assert_eq!(replica.wanted_isr(0, 30, 500), None);
+        // Back, with a shorter log: not yet in sync.
+        replica.follower_fetched(3, 6, 10, 40);
+        assert_eq!(replica.wanted_isr(0, 40, 500), None);
+        replica.follower_fetched(3, 10, 10, 50);
+        assert_eq!(replica.wanted_isr(0, 50, 500), Some(vec![1, 2, 3]));
     }
 
     #[test]

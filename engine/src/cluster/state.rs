@@ -80,8 +80,12 @@ pub struct ClusterState {
 /// A change to the cluster state, as committed in the quorum's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// A broker announces itself (at every start); registering again updates its address
-    /// and unfences it.
+    /// A broker announces itself (at every start). Registering again means the broker
+    /// restarted, and may have lost what it had not synced: it leaves every ISR and
+    /// leadership as if fenced (a follower that caught up joins again through `AlterIsr`),
+    /// and every partition it holds gets a new partition epoch, so an ISR change proposed
+    /// from its progress before the restart is refused. Then it is live again, with its
+    /// address updated. Send it once per process start.
     RegisterBroker {
         id: BrokerId,
         host: String,
@@ -131,6 +135,8 @@ pub enum Refusal {
     InvalidReplicas(&'static str),
     #[error("stale partition epoch or not the leader")]
     StaleIsrChange,
+    #[error("broker {0} is fenced and cannot join an ISR")]
+    IneligibleReplica(BrokerId),
 }
 
 impl Refusal {
@@ -143,6 +149,7 @@ impl Refusal {
             Refusal::UnknownBroker(_) => 39,       // INVALID_REPLICA_ASSIGNMENT
             Refusal::InvalidReplicas(_) => 39,     // INVALID_REPLICA_ASSIGNMENT
             Refusal::StaleIsrChange => 6,          // NOT_LEADER_OR_FOLLOWER
+            Refusal::IneligibleReplica(_) => 107,  // INELIGIBLE_REPLICA
         }
     }
 }
@@ -157,6 +164,10 @@ impl ClusterState {
     pub fn apply(&mut self, command: &Command) -> Result<(), Refusal> {
         match command {
             Command::RegisterBroker { id, host, port } => {
+                if self.brokers.contains_key(id) {
+                    self.remove_from_leadership(*id);
+                    self.bump_partition_epochs_of(*id);
+                }
                 self.brokers.insert(
                     *id,
                     BrokerInfo {
@@ -268,6 +279,12 @@ impl ClusterState {
                 if isr.iter().any(|b| !state.replicas.contains(b)) {
                     return Err(Refusal::InvalidReplicas("ISR member is not a replica"));
                 }
+                // A fenced broker may have died since the leader last saw it fetch (Kafka's
+                // KIP-841): it joins only once it is heard from again.
+                let fenced = |b: &&BrokerId| self.brokers.get(b).is_none_or(|info| info.fenced);
+                if let Some(joining) = isr.iter().filter(|b| !state.isr.contains(b)).find(fenced) {
+                    return Err(Refusal::IneligibleReplica(*joining));
+                }
                 let mut changed = Topic::clone(current);
                 let state = &mut changed.assignment[*partition as usize];
                 state.isr = isr.clone();
@@ -306,6 +323,24 @@ impl ClusterState {
                         .find(|b| live(b))
                         .unwrap_or(NO_LEADER);
                     state.leader_epoch += 1;
+                    state.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
+    /// Every partition `id` holds a replica of gets a new partition epoch.
+    fn bump_partition_epochs_of(&mut self, id: BrokerId) {
+        for topic in self.topics.values_mut() {
+            if !topic
+                .assignment
+                .iter()
+                .any(|state| state.replicas.contains(&id))
+            {
+                continue;
+            }
+            for state in &mut Arc::make_mut(topic).assignment {
+                if state.replicas.contains(&id) {
                     state.partition_epoch += 1;
                 }
             }
@@ -429,6 +464,85 @@ mod tests {
             .expect("unfence");
         let partition = state.topic("t").expect("t").assignment[0].clone();
         assert_eq!((partition.leader, partition.leader_epoch), (1, 2));
+    }
+
+    #[test]
+    fn a_restarted_broker_leaves_the_isr_and_its_leadership() {
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        let register_again = Command::RegisterBroker {
+            id: 1,
+            host: "127.0.0.1".into(),
+            port: 9091,
+        };
+        state.apply(&register_again).expect("register again");
+        let partition = state.topic("t").expect("t").assignment[0].clone();
+        assert_eq!(
+            (
+                partition.leader,
+                partition.isr.clone(),
+                partition.leader_epoch
+            ),
+            (2, vec![2, 3], 1)
+        );
+        // An ISR change made before the restart is stale now.
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        let shrink = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 0,
+            isr: vec![1, 2],
+        };
+        state.apply(&shrink).expect("shrink");
+        let grow = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 1,
+            isr: vec![1, 2, 3],
+        };
+        state
+            .apply(&Command::RegisterBroker {
+                id: 3,
+                host: "127.0.0.1".into(),
+                port: 9093,
+            })
+            .expect("register again");
+        assert_eq!(state.apply(&grow), Err(Refusal::StaleIsrChange));
+        // The last ISR member stays in it, and leads again at a new epoch.
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1]]);
+        state.apply(&register_again).expect("register again");
+        let partition = state.topic("t").expect("t").assignment[0].clone();
+        assert_eq!(
+            (
+                partition.leader,
+                partition.isr.clone(),
+                partition.leader_epoch
+            ),
+            (1, vec![1], 1)
+        );
+    }
+
+    #[test]
+    fn a_fenced_broker_cannot_join_the_isr() {
+        let mut state = three_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        state.apply(&Command::FenceBroker { id: 3 }).expect("fence");
+        let grow = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 1,
+            isr: vec![1, 2, 3],
+        };
+        assert_eq!(state.apply(&grow), Err(Refusal::IneligibleReplica(3)));
+        state
+            .apply(&Command::UnfenceBroker { id: 3 })
+            .expect("unfence");
+        state.apply(&grow).expect("grow once heard from");
     }
 
     #[test]
