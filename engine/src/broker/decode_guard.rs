@@ -85,3 +85,93 @@ unsafe impl GlobalAlloc for ReservingAllocator {
         moved
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tests that check a block is unmapped run one at a time, so no other test's
+    /// mapping lands on the freed address in between.
+    static MAPPINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Whether the page holding `pointer` is mapped (`mincore` fails with ENOMEM otherwise).
+    fn mapped(pointer: *const u8) -> bool {
+        let page = (pointer as usize) & !(PAGE_BYTES - 1);
+        let mut resident = 0u8;
+        // SAFETY: mincore only inspects the mapping; `resident` has room for one page's flag.
+        unsafe { libc::mincore(page as *mut libc::c_void, PAGE_BYTES, &mut resident) == 0 }
+    }
+
+    #[test]
+    fn only_large_page_aligned_layouts_are_reserved() {
+        let layout = |size, align| Layout::from_size_align(size, align).unwrap();
+        assert!(reserved(&layout(RESERVE_FROM_BYTES, 8)));
+        assert!(reserved(&layout(RESERVE_FROM_BYTES, PAGE_BYTES)));
+        assert!(!reserved(&layout(RESERVE_FROM_BYTES - 1, 8)));
+        assert!(!reserved(&layout(RESERVE_FROM_BYTES, 2 * PAGE_BYTES)));
+        assert!(!reserved(&layout(0, 1)));
+    }
+
+    #[test]
+    fn a_reservation_is_a_mapping_that_dealloc_unmaps() {
+        let _serial = MAPPINGS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let layout = Layout::from_size_align(RESERVE_FROM_BYTES, 8).unwrap();
+        // SAFETY: the layout has a non-zero size; the pointer is freed with the same layout.
+        unsafe {
+            let pointer = ReservingAllocator.alloc(layout);
+            assert!(!pointer.is_null());
+            assert_eq!(pointer as usize % PAGE_BYTES, 0);
+            pointer.write(1);
+            pointer.add(layout.size() - 1).write(2);
+            assert!(mapped(pointer));
+            ReservingAllocator.dealloc(pointer, layout);
+            assert!(!mapped(pointer), "dealloc must unmap the reservation");
+        }
+    }
+
+    #[test]
+    fn realloc_across_the_threshold_keeps_the_bytes_and_frees_the_old_block() {
+        let _serial = MAPPINGS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let small = Layout::from_size_align(4096, 8).unwrap();
+        let pattern: Vec<u8> = (0..small.size()).map(|index| (index % 251) as u8).collect();
+        // SAFETY: every pointer is used within its layout and freed once, with its layout.
+        unsafe {
+            let heap = ReservingAllocator.alloc(small);
+            assert!(!heap.is_null());
+            heap.copy_from_nonoverlapping(pattern.as_ptr(), pattern.len());
+
+            // Up: from the system allocator to a reservation.
+            let big = ReservingAllocator.realloc(heap, small, RESERVE_FROM_BYTES);
+            assert!(!big.is_null());
+            assert_eq!(big as usize % PAGE_BYTES, 0);
+            assert_eq!(std::slice::from_raw_parts(big, pattern.len()), &pattern[..]);
+            big.add(RESERVE_FROM_BYTES - 1).write(7);
+
+            // Down: from the reservation back to the system allocator.
+            let big_layout = Layout::from_size_align(RESERVE_FROM_BYTES, 8).unwrap();
+            let back = ReservingAllocator.realloc(big, big_layout, 64);
+            assert!(!back.is_null());
+            assert_eq!(std::slice::from_raw_parts(back, 64), &pattern[..64]);
+            assert!(
+                !mapped(big),
+                "the reservation must be unmapped once moved out of"
+            );
+
+            // Within the reserved class: a new mapping, the old one unmapped.
+            let first = ReservingAllocator.alloc(big_layout);
+            first.write(9);
+            let grown = ReservingAllocator.realloc(first, big_layout, 2 * RESERVE_FROM_BYTES);
+            assert!(!grown.is_null());
+            assert_eq!(grown.read(), 9);
+            assert!(!mapped(first), "the old reservation must be unmapped");
+            let grown_layout = Layout::from_size_align(2 * RESERVE_FROM_BYTES, 8).unwrap();
+            ReservingAllocator.dealloc(grown, grown_layout);
+
+            ReservingAllocator.dealloc(back, Layout::from_size_align(64, 8).unwrap());
+        }
+    }
+}
