@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common_broker::{require_tool, run_client, BrokerProcess};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::metadata_response::MetadataResponse;
+use kafka_protocol::protocol::StrBytes;
 
 const BROKERS: usize = 3;
 const TOPIC: &str = "failover";
@@ -92,12 +94,13 @@ fn bootstrap(brokers: &[&BrokerProcess]) -> String {
 /// Polls `broker`'s Metadata until `done` holds, or fails the test after SETTLE_TIMEOUT.
 fn wait_for_metadata(
     broker: &BrokerProcess,
+    topic: &str,
     what: &str,
     done: impl Fn(&MetadataResponse) -> bool,
 ) -> MetadataResponse {
     let started = Instant::now();
     loop {
-        let metadata = broker.client().metadata(Some(&[TOPIC]));
+        let metadata = broker.client().metadata(Some(&[topic]));
         if done(&metadata) {
             return metadata;
         }
@@ -113,6 +116,7 @@ fn wait_for_metadata(
 fn all_partitions_have(metadata: &MetadataResponse, isr: usize) -> bool {
     metadata.topics.iter().any(|topic| {
         topic.partitions.len() == PARTITIONS as usize
+            && topic.error_code == 0
             && topic
                 .partitions
                 .iter()
@@ -142,9 +146,12 @@ fn acknowledged_records_survive_a_leader_killed_mid_stream_and_the_leader_rejoin
     brokers[0]
         .client()
         .create_replicated_topic(TOPIC, PARTITIONS, BROKERS as i16);
-    let settled = wait_for_metadata(&brokers[0], "three in-sync replicas everywhere", |m| {
-        all_partitions_have(m, BROKERS)
-    });
+    let settled = wait_for_metadata(
+        &brokers[0],
+        TOPIC,
+        "three in-sync replicas everywhere",
+        |m| all_partitions_have(m, BROKERS),
+    );
     let (leader, epoch) = leader_of_first_partition(&settled);
 
     let scripts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cluster");
@@ -164,10 +171,15 @@ fn acknowledged_records_survive_a_leader_killed_mid_stream_and_the_leader_rejoin
     let victim = usize::try_from(leader - 1).expect("node ids start at 1");
     brokers[victim].kill();
     let survivor = if victim == 0 { 1 } else { 0 };
-    let moved = wait_for_metadata(&brokers[survivor], "a new leader for partition 0", |m| {
-        let (now, now_epoch) = leader_of_first_partition(m);
-        now >= 0 && now != leader && now_epoch > epoch
-    });
+    let moved = wait_for_metadata(
+        &brokers[survivor],
+        TOPIC,
+        "a new leader for partition 0",
+        |m| {
+            let (now, now_epoch) = leader_of_first_partition(m);
+            now >= 0 && now != leader && now_epoch > epoch
+        },
+    );
     println!(
         "partition 0 moved from {leader} to {:?}",
         leader_of_first_partition(&moved)
@@ -197,10 +209,95 @@ fn acknowledged_records_survive_a_leader_killed_mid_stream_and_the_leader_rejoin
     brokers[victim].restart();
     wait_for_metadata(
         &brokers[survivor],
+        TOPIC,
         "the restarted broker back in every ISR",
         |m| all_partitions_have(m, BROKERS),
     );
     for broker in &mut brokers {
         broker.assert_running();
+    }
+}
+
+fn scripts_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cluster")
+}
+
+fn group_script(args: &[&str]) -> serde_json::Value {
+    let mut command = Command::new("python3");
+    command
+        .arg(scripts_dir().join("group_failover.py"))
+        .args(args);
+    run_client(command, Duration::from_secs(180))
+}
+
+#[test]
+fn committed_offsets_survive_the_loss_of_the_group_coordinator() {
+    require_tool(
+        "python3 with confluent-kafka",
+        "python3",
+        &["-c", "import confluent_kafka"],
+    );
+    const GROUP_TOPIC: &str = "orders";
+    const GROUP: &str = "billing";
+    const RECORDS: u64 = 3000;
+    const FIRST_PHASE: u64 = 1000;
+    let mut brokers = start_cluster("coordinator");
+    brokers[0]
+        .client()
+        .create_replicated_topic(GROUP_TOPIC, PARTITIONS, BROKERS as i16);
+    wait_for_metadata(&brokers[0], GROUP_TOPIC, "three in-sync replicas", |m| {
+        all_partitions_have(m, BROKERS)
+    });
+    let all = bootstrap(&brokers.iter().collect::<Vec<_>>());
+    let produced = group_script(&["produce", &all, GROUP_TOPIC, &RECORDS.to_string()]);
+    assert_eq!(produced["errors"], 0, "{produced}");
+    let first = group_script(&[
+        "consume",
+        &all,
+        GROUP_TOPIC,
+        GROUP,
+        &FIRST_PHASE.to_string(),
+    ]);
+    assert_eq!(first["consumed"], FIRST_PHASE, "{first}");
+
+    // Kill the broker that coordinates the group: it leads the group's offsets partition.
+    let found = brokers[0].client().send(
+        2,
+        &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str(GROUP)),
+    );
+    assert_eq!(found.error_code, 0, "{found:?}");
+    let coordinator = usize::try_from(found.node_id.0 - 1).expect("node ids start at 1");
+    brokers[coordinator].kill();
+    let survivors: Vec<&BrokerProcess> = brokers
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != coordinator)
+        .map(|(_, broker)| broker)
+        .collect();
+
+    // Another broker coordinates now and serves the same offsets; the group resumes exactly
+    // where it committed.
+    let rest = (RECORDS - FIRST_PHASE).to_string();
+    let second = group_script(&["resume", &bootstrap(&survivors), GROUP_TOPIC, GROUP, &rest]);
+    assert_eq!(
+        second["committed_before"], first["committed"],
+        "{first}\n{second}"
+    );
+    assert_eq!(second["consumed"], RECORDS - FIRST_PHASE, "{second}");
+    assert_eq!(second["distinct"], RECORDS - FIRST_PHASE, "{second}");
+    let committed = first["committed"].as_object().expect("committed offsets");
+    for (partition, offset) in second["first_offsets"].as_object().expect("first offsets") {
+        // A partition the first phase never committed starts at the beginning (-1001 is
+        // Kafka's "no offset").
+        let expected = committed
+            .get(partition)
+            .and_then(serde_json::Value::as_i64)
+            .filter(|offset| *offset >= 0)
+            .unwrap_or(0);
+        assert_eq!(
+            offset.as_i64(),
+            Some(expected),
+            "partition {partition} resumed elsewhere: {first}\n{second}"
+        );
     }
 }

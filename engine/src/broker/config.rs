@@ -12,6 +12,9 @@ pub struct BrokerConfig {
     /// This broker's id (Kafka `node.id`), non-negative. Its raft id in the metadata quorum
     /// is `node_id + 1`.
     pub node_id: i32,
+    /// The cluster id reported to clients. Default: derived from `quorum` (the same on every
+    /// broker of the cluster), or a random id kept in the data directory for a lone broker.
+    pub cluster_id: Option<String>,
     /// Address to listen on (every core accepts on it, with SO_REUSEPORT).
     pub listen: SocketAddr,
     /// Host name clients should use to reach this broker (default: the listen address).
@@ -107,6 +110,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             node_id: 0,
+            cluster_id: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 9092)),
             advertised_host: None,
             data_dir: PathBuf::from("data"),

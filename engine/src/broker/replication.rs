@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::FutureExt;
 
+use super::group::OFFSETS_TOPIC;
 use super::metadata::{PartitionState, Topic};
 use super::shard::{
     check_leader, error_code, rebuild_producers, EpochEndOutcome, Partition, Shard,
@@ -128,6 +129,10 @@ impl Shard {
         if transition != Transition::Unchanged {
             tracing::info!(topic = %topic.name, partition, ?transition, epoch = state.leader_epoch, "partition role");
             open.role_generation.set(open.role_generation.get() + 1);
+            if topic.name == OFFSETS_TOPIC {
+                // Groups are coordinated by the leader; a new leader replays them afresh.
+                self.groups.unload(partition);
+            }
         }
         match transition {
             Transition::BecameLeader => {

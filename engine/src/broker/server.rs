@@ -54,9 +54,15 @@ impl Shared {
             .map_err(|error| format!("cannot create {}: {error}", config.data_dir.display()))?;
         let quorum = Quorum::open(config.quorum_config()?).map_err(|error| error.to_string())?;
         let metadata = Metadata::new(quorum, config.default_replication_factor);
-        let cluster_id = load_or_create(&config.data_dir.join("cluster-id"), || {
-            uuid::Uuid::new_v4().simple().to_string()
-        })?;
+        let cluster_id = match (&config.cluster_id, &config.quorum) {
+            (Some(id), _) => id.clone(),
+            // Every broker of a quorum must report the same id (clients refuse to talk to
+            // brokers of two clusters at once): derive it from the voters they all share.
+            (None, Some(voters)) if !voters.trim().is_empty() => cluster_id_of(voters),
+            (None, _) => load_or_create(&config.data_dir.join("cluster-id"), || {
+                uuid::Uuid::new_v4().simple().to_string()
+            })?,
+        };
         let next_producer_id: i64 =
             load_or_create(&config.data_dir.join("producer-ids"), || "0".into())?
                 .trim()
@@ -156,6 +162,22 @@ impl Shared {
             .unwrap_or_else(|| address.ip().to_string());
         (host, i32::from(address.port()))
     }
+}
+
+/// A cluster id that every broker computes alike from the quorum's voter list (FNV-1a,
+/// two seeds, as a UUID).
+fn cluster_id_of(voters: &str) -> String {
+    let mut sorted: Vec<&str> = voters.split(',').map(str::trim).collect();
+    sorted.sort_unstable();
+    let text = sorted.join(",");
+    let fnv = |seed: u64| {
+        text.bytes().fold(seed, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+    };
+    uuid::Uuid::from_u64_pair(fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4))
+        .simple()
+        .to_string()
 }
 
 fn load_or_create(

@@ -211,6 +211,11 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// Whether this broker leads the partition now.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.replica.borrow().role() == Role::Leader
+    }
+
     /// Publishes the log end and the watermark to waiters, and wakes them.
     pub(super) fn publish_progress(&self) {
         self.end_offset

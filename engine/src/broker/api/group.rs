@@ -110,7 +110,8 @@ async fn call(shard: &Rc<Shard>, group_id: &str, request: GroupRequest) -> Group
     };
     let partition = group::coordinator_for(group_id, topic.partitions);
     let node_id = shard.shared.config.node_id;
-    if group::coordinator_node(node_id, partition) != node_id {
+    let state = shard.shared.metadata.snapshot();
+    if group::coordinator_node(&state, partition) != Some(node_id) {
         return GroupAnswer::Failed(error_code::NOT_COORDINATOR);
     }
     let core = partition_owner(OFFSETS_TOPIC, partition, shard.shared.cores);
@@ -160,11 +161,16 @@ pub async fn find_coordinator(
         Err(code) => return refuse(response, code),
     };
     let partition = group::coordinator_for(&request.key, topic.partitions);
-    let node_id = group::coordinator_node(shard.shared.config.node_id, partition);
-    let (host, port) = shard.shared.advertised();
-    response.node_id = BrokerId(node_id);
-    response.host = text(&host);
-    response.port = port;
+    let state = shard.shared.metadata.snapshot();
+    let coordinator =
+        group::coordinator_node(&state, partition).and_then(|node_id| state.brokers.get(&node_id));
+    let Some(coordinator) = coordinator else {
+        // No leader for the group's partition right now (a failover is under way).
+        return refuse(response, error_code::COORDINATOR_NOT_AVAILABLE);
+    };
+    response.node_id = BrokerId(coordinator.id);
+    response.host = text(&coordinator.host);
+    response.port = coordinator.port;
     response
 }
 

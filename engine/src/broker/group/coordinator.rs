@@ -82,6 +82,19 @@ impl Coordinator {
         }
     }
 
+    /// This broker stopped leading `partition` of `__consumer_offsets`: forget its groups and
+    /// offsets (the new leader replays them), and answer its waiting requests with
+    /// NOT_COORDINATOR so the clients look for the new coordinator.
+    pub fn unload(&self, partition: i32) {
+        let Some(state) = self.loaded.borrow_mut().remove(&partition) else {
+            return;
+        };
+        for group in state.groups.borrow_mut().values_mut() {
+            group.abandon_waiters(error_code::NOT_COORDINATOR);
+        }
+        tracing::info!(partition, "unloaded the groups of an offsets partition");
+    }
+
     pub fn settings(&self) -> &GroupSettings {
         &self.settings
     }
@@ -131,6 +144,11 @@ async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<OffsetsPartition>,
     };
     let result = loading.await;
     coordinator.loading.borrow_mut().remove(&partition);
+    // Leadership may have moved during the replay: keep nothing a later leadership would
+    // then take for current.
+    if result.is_ok() && !leads(shard, partition).await {
+        return Err(error_code::NOT_COORDINATOR);
+    }
     if let Ok(state) = &result {
         coordinator
             .loaded
@@ -141,12 +159,27 @@ async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<OffsetsPartition>,
     result
 }
 
+/// Whether this broker leads `partition` of `__consumer_offsets` now.
+async fn leads(shard: &Rc<Shard>, partition: i32) -> bool {
+    let Ok(topic) = offsets_topic(shard) else {
+        return false;
+    };
+    match shard.partition(&topic, partition).await {
+        Ok(open) => open.is_leader(),
+        Err(_) => false,
+    }
+}
+
 async fn replay_partition(shard: &Rc<Shard>, partition: i32) -> Result<Rc<OffsetsPartition>, i16> {
     let topic = offsets_topic(shard)?;
     let open = shard.partition(&topic, partition).await.map_err(|code| {
         tracing::error!(partition, code, "cannot open an offsets partition");
         error_code::COORDINATOR_NOT_AVAILABLE
     })?;
+    // Only the leader holds every committed offset (a follower may lag).
+    if !open.is_leader() {
+        return Err(error_code::NOT_COORDINATOR);
+    }
     let started = Instant::now();
     let (offsets, skipped) = replay(&open.log).await.map_err(|error| {
         tracing::error!(partition, %error, "cannot replay an offsets partition");

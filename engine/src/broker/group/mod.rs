@@ -4,7 +4,7 @@
 //! - **Where a group lives.** Committed offsets are records in the internal topic
 //!   `__consumer_offsets`. A group belongs to partition `abs(java_hash(group_id)) % partitions`
 //!   of it ([`coordinator_for`]); the group's coordinator is that partition's leader
-//!   ([`coordinator_node`]: this broker while there is one broker), and its state lives on the
+//!   ([`coordinator_node`]: that partition's leader), and its state lives on the
 //!   core that owns the partition. Requests for a group are forwarded to that core like
 //!   produce and fetch are.
 //! - **Durability.** An OffsetCommit appends one record per partition to the group's
@@ -70,10 +70,18 @@ pub fn coordinator_for(group_id: &str, partitions: i32) -> i32 {
 }
 
 /// The broker that coordinates the groups of `__consumer_offsets` partition `partition`:
-/// that partition's leader. With a single broker, every partition's leader is this one;
-/// replication points this at the partition's leader from the cluster state.
-pub fn coordinator_node(local_node_id: i32, _partition: i32) -> i32 {
-    local_node_id
+/// that partition's leader in the cluster state, if it has one. When the leader dies, the
+/// controller elects another ISR member, which replays the partition's log (it holds every
+/// committed offset: commits wait for acks=all) and coordinates from then on.
+pub fn coordinator_node(
+    state: &crate::cluster::state::ClusterState,
+    partition: i32,
+) -> Option<i32> {
+    state
+        .topic(OFFSETS_TOPIC)?
+        .partition(partition)
+        .map(|assigned| assigned.leader)
+        .filter(|leader| *leader != crate::cluster::state::NO_LEADER)
 }
 
 /// One committed offset in an OffsetCommit.
