@@ -11,8 +11,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common_broker::{require_tool, run_client, BrokerProcess};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::metadata_response::MetadataResponse;
+use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;
 
 const BROKERS: usize = 3;
@@ -215,6 +217,55 @@ fn acknowledged_records_survive_a_leader_killed_mid_stream_and_the_leader_rejoin
     );
     for broker in &mut brokers {
         broker.assert_running();
+    }
+
+    // Deleting the topic through one broker deletes its data on every broker.
+    let partition_dirs = |brokers: &[BrokerProcess]| -> Vec<String> {
+        brokers
+            .iter()
+            .flat_map(|broker| std::fs::read_dir(broker.data_dir()).expect("data dir"))
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.starts_with(&format!("{TOPIC}-")))
+            .collect()
+    };
+    assert_eq!(
+        partition_dirs(&brokers).len(),
+        BROKERS * PARTITIONS as usize,
+        "every broker holds every partition"
+    );
+    let request = DeleteTopicsRequest::default()
+        .with_topic_names(vec![TopicName(StrBytes::from_static_str(TOPIC))])
+        .with_timeout_ms(10_000);
+    let deleted = brokers[survivor].client().send(4, &request);
+    assert_eq!(deleted.responses[0].error_code, 0, "{deleted:?}");
+    let started = Instant::now();
+    loop {
+        let left: Vec<String> = brokers
+            .iter()
+            .flat_map(|broker| std::fs::read_dir(broker.data_dir()).expect("data dir"))
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|name| name.starts_with(&format!("{TOPIC}-")))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < SETTLE_TIMEOUT,
+            "partition directories left after the delete: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -97,6 +97,18 @@ impl Shard {
                 self.adopt(&open, topic, partition, state);
             }
         }
+        // Topics deleted through another broker: their partitions go here too.
+        let gone: Vec<(String, i32)> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(topic, _)| !snapshot.topics.contains_key(topic))
+            .cloned()
+            .collect();
+        for (topic, partition) in gone {
+            tracing::info!(%topic, partition, "deleting a partition of a deleted topic");
+            self.delete_partition_here(&topic, partition).await;
+        }
     }
 
     /// Gives a just-opened partition its role from the current metadata.

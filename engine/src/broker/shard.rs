@@ -867,25 +867,30 @@ impl Shard {
 
     async fn delete_topic_here(&self, topic: &Topic) {
         for partition in 0..topic.partitions {
-            if self.owner(&topic.name, partition) != self.core {
-                continue;
+            if self.owner(&topic.name, partition) == self.core {
+                self.delete_partition_here(&topic.name, partition).await;
             }
-            let removed = self
-                .partitions
-                .borrow_mut()
-                .remove(&(topic.name.clone(), partition));
-            if let Some(open) = removed {
-                // Stops a follower's fetch task.
-                open.role_generation.set(open.role_generation.get() + 1);
-                if let Err(error) = open.log.close().await {
-                    tracing::warn!(topic = %topic.name, partition, %error, "closing a deleted partition");
-                }
+        }
+    }
+
+    /// Closes a partition of a deleted topic (stopping its follower task) and deletes its
+    /// directory.
+    pub(super) async fn delete_partition_here(&self, topic: &str, partition: i32) {
+        let removed = self
+            .partitions
+            .borrow_mut()
+            .remove(&(topic.to_string(), partition));
+        if let Some(open) = removed {
+            // Stops a follower's fetch task.
+            open.role_generation.set(open.role_generation.get() + 1);
+            if let Err(error) = open.log.close().await {
+                tracing::warn!(topic, partition, %error, "closing a deleted partition");
             }
-            let dir = self.partition_dir(&topic.name, partition);
-            if let Err(error) = std::fs::remove_dir_all(&dir) {
-                if error.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(dir = %dir.display(), %error, "cannot delete a partition directory");
-                }
+        }
+        let dir = self.partition_dir(topic, partition);
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), %error, "cannot delete a partition directory");
             }
         }
     }
