@@ -22,6 +22,7 @@ use glommio::channels::channel_mesh::Senders;
 
 use super::chunks::{Chunk, FileChunk, Records};
 use super::group::{self, Coordinator, GroupAnswer, GroupCall};
+use super::share::{self, ShareAnswer, ShareCall, ShareCore};
 use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
 use super::replication::{now_ms, Reader};
@@ -168,6 +169,11 @@ pub enum ShardMessage {
         call: GroupCall,
         reply: oneshot::Sender<GroupAnswer>,
     },
+    /// A share-group call for this core (see `share`).
+    Share {
+        call: ShareCall,
+        reply: oneshot::Sender<ShareAnswer>,
+    },
 }
 
 /// The answer to OffsetForLeaderEpoch for one partition.
@@ -234,6 +240,8 @@ pub struct Shard {
     peers: Senders<ShardMessage>,
     /// The consumer groups of the `__consumer_offsets` partitions this core owns.
     pub groups: Coordinator,
+    /// The share groups, share partitions and share state this core owns.
+    pub shares: ShareCore,
 }
 
 pub(super) fn storage_error_code(error: &LogError) -> i16 {
@@ -257,6 +265,7 @@ impl Shard {
     pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
         Shard {
             groups: Coordinator::new(&shared.config),
+            shares: ShareCore::new(&shared.config),
             core,
             storage: Storage::new(shared.config.strategy_kind()),
             shared,
@@ -559,6 +568,9 @@ impl Shard {
             }
             ShardMessage::Group { call, reply } => {
                 let _ = reply.send(group::coordinator::handle(&self, call).await);
+            }
+            ShardMessage::Share { call, reply } => {
+                let _ = reply.send(share::handle(&self, call).await);
             }
         }
     }
