@@ -22,11 +22,11 @@ use glommio::channels::channel_mesh::Senders;
 
 use super::chunks::{Chunk, FileChunk, Records};
 use super::group::{self, Coordinator, GroupAnswer, GroupCall};
-use super::share::{self, ShareAnswer, ShareCall, ShareCore};
 use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
 use super::replication::{now_ms, Reader};
 use super::server::Shared;
+use super::share::{self, ShareAnswer, ShareCall, ShareCore};
 use super::tail_cache::TailCache;
 use crate::batch::{self, BatchError};
 use crate::cluster::epochs::LeaderEpochCache;

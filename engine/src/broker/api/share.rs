@@ -26,9 +26,7 @@ use kafka_protocol::messages::share_group_describe_response::{
     self, DescribedGroup, ShareGroupDescribeResponse,
 };
 use kafka_protocol::messages::share_group_heartbeat_request::ShareGroupHeartbeatRequest;
-use kafka_protocol::messages::share_group_heartbeat_response::{
-    self, ShareGroupHeartbeatResponse,
-};
+use kafka_protocol::messages::share_group_heartbeat_response::{self, ShareGroupHeartbeatResponse};
 use kafka_protocol::messages::{GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
@@ -63,11 +61,19 @@ fn coordinator_core(shard: &Shard, group_id: &str) -> Result<usize, i16> {
     if group::coordinator_node(node_id, partition) != node_id {
         return Err(error_code::NOT_COORDINATOR);
     }
-    Ok(partition_owner(OFFSETS_TOPIC, partition, shard.shared.cores))
+    Ok(partition_owner(
+        OFFSETS_TOPIC,
+        partition,
+        shard.shared.cores,
+    ))
 }
 
 /// Sends a call to the group's coordinator core.
-async fn call_coordinator(shard: &Rc<Shard>, group_id: &str, call: ShareCall) -> Result<ShareAnswer, i16> {
+async fn call_coordinator(
+    shard: &Rc<Shard>,
+    group_id: &str,
+    call: ShareCall,
+) -> Result<ShareAnswer, i16> {
     let core = coordinator_core(shard, group_id)?;
     share::call_core(shard, core, call)
         .await
@@ -142,7 +148,10 @@ pub async fn heartbeat(
     response
 }
 
-pub async fn describe(shard: &Rc<Shard>, request: ShareGroupDescribeRequest) -> ShareGroupDescribeResponse {
+pub async fn describe(
+    shard: &Rc<Shard>,
+    request: ShareGroupDescribeRequest,
+) -> ShareGroupDescribeResponse {
     let mut response = ShareGroupDescribeResponse::default();
     for group_id in request.group_ids {
         let name = group_id.0.to_string();
@@ -203,9 +212,18 @@ pub async fn describe(shard: &Rc<Shard>, request: ShareGroupDescribeRequest) -> 
 }
 
 /// The group and member ids a ShareFetch or ShareAcknowledge must carry.
-fn identity(group_id: &Option<GroupId>, member_id: &Option<StrBytes>) -> Result<(String, String), i16> {
-    let group_id = group_id.as_ref().map(|id| id.0.to_string()).unwrap_or_default();
-    let member_id = member_id.as_ref().map(|id| id.to_string()).unwrap_or_default();
+fn identity(
+    group_id: &Option<GroupId>,
+    member_id: &Option<StrBytes>,
+) -> Result<(String, String), i16> {
+    let group_id = group_id
+        .as_ref()
+        .map(|id| id.0.to_string())
+        .unwrap_or_default();
+    let member_id = member_id
+        .as_ref()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
     if group_id.is_empty() || member_id.is_empty() {
         return Err(error_code::INVALID_REQUEST);
     }
@@ -311,7 +329,9 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
     let max_records = u32::try_from(request.max_records.max(0))
         .unwrap_or(0)
         .min(settings.max_record_locks);
-    let max_bytes = u64::try_from(request.max_bytes.max(0)).unwrap_or(0).min(RESPONSE_BYTES_MAX);
+    let max_bytes = u64::try_from(request.max_bytes.max(0))
+        .unwrap_or(0)
+        .min(RESPONSE_BYTES_MAX);
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64)
         .min(Duration::from_millis(shard.shared.config.fetch_wait_max_ms));
     let deadline = Instant::now() + wait;
@@ -321,7 +341,17 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
     let mut budget = (max_records, max_bytes);
     for named in &named {
         let acquire = epoch != -1 && session.contains(&(named.topic_id, named.partition));
-        let answer = partition_pass(shard, &group_id, &member_id, named.topic_id, named.partition, named.acknowledgements.clone(), acquire, &mut budget).await;
+        let answer = partition_pass(
+            shard,
+            &group_id,
+            &member_id,
+            named.topic_id,
+            named.partition,
+            named.acknowledgements.clone(),
+            acquire,
+            &mut budget,
+        )
+        .await;
         fetched.push(Fetched {
             topic_id: named.topic_id,
             partition: named.partition,
@@ -330,10 +360,23 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
     }
     if epoch != -1 {
         for &(topic_id, partition) in &session {
-            if named.iter().any(|named| (named.topic_id, named.partition) == (topic_id, partition)) {
+            if named
+                .iter()
+                .any(|named| (named.topic_id, named.partition) == (topic_id, partition))
+            {
                 continue;
             }
-            let answer = partition_pass(shard, &group_id, &member_id, topic_id, partition, Ok(Vec::new()), true, &mut budget).await;
+            let answer = partition_pass(
+                shard,
+                &group_id,
+                &member_id,
+                topic_id,
+                partition,
+                Ok(Vec::new()),
+                true,
+                &mut budget,
+            )
+            .await;
             fetched.push(Fetched {
                 topic_id,
                 partition,
@@ -342,7 +385,11 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
         }
     }
     // Long polling: wait until something may be acquirable, then try again.
-    while epoch != -1 && budget.0 == max_records && max_records > 0 && !shard.shared.is_shutting_down() {
+    while epoch != -1
+        && budget.0 == max_records
+        && max_records > 0
+        && !shard.shared.is_shutting_down()
+    {
         let now = Instant::now();
         if now >= deadline {
             break;
@@ -364,7 +411,17 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
             if entry.answer.error_code != error_code::NONE {
                 continue;
             }
-            let again = partition_pass(shard, &group_id, &member_id, entry.topic_id, entry.partition, Ok(Vec::new()), true, &mut budget).await;
+            let again = partition_pass(
+                shard,
+                &group_id,
+                &member_id,
+                entry.topic_id,
+                entry.partition,
+                Ok(Vec::new()),
+                true,
+                &mut budget,
+            )
+            .await;
             entry.answer.records = again.records;
             entry.answer.acquired = again.acquired;
             entry.answer.wake = again.wake;
@@ -380,17 +437,32 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
 }
 
 fn fetch_batch(batch: &share_fetch_request::AcknowledgementBatch) -> (i64, i64, Vec<i8>) {
-    (batch.first_offset, batch.last_offset, batch.acknowledge_types.clone())
+    (
+        batch.first_offset,
+        batch.last_offset,
+        batch.acknowledge_types.clone(),
+    )
 }
 
-fn acknowledge_batch(batch: &share_acknowledge_request::AcknowledgementBatch) -> (i64, i64, Vec<i8>) {
-    (batch.first_offset, batch.last_offset, batch.acknowledge_types.clone())
+fn acknowledge_batch(
+    batch: &share_acknowledge_request::AcknowledgementBatch,
+) -> (i64, i64, Vec<i8>) {
+    (
+        batch.first_offset,
+        batch.last_offset,
+        batch.acknowledge_types.clone(),
+    )
 }
 
 fn forgotten(topics: &[share_fetch_request::ForgottenTopic]) -> Vec<(Uuid, i32)> {
     topics
         .iter()
-        .flat_map(|topic| topic.partitions.iter().map(|&partition| (topic.topic_id, partition)))
+        .flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .map(|&partition| (topic.topic_id, partition))
+        })
         .collect()
 }
 
@@ -443,8 +515,13 @@ async fn partition_pass(
         .iter()
         .map(|range| (range.last - range.first + 1) as u64)
         .sum();
-    budget.0 = budget.0.saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX));
-    let bytes = answer.records.as_ref().map_or(0, |records| records.len() as u64);
+    budget.0 = budget
+        .0
+        .saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX));
+    let bytes = answer
+        .records
+        .as_ref()
+        .map_or(0, |records| records.len() as u64);
     budget.1 = budget.1.saturating_sub(bytes);
     answer
 }
@@ -473,7 +550,10 @@ fn fetch_topics(shard: &Shard, fetched: Vec<Fetched>) -> Vec<ShareFetchableTopic
                 acquired
             })
             .collect();
-        match topics.iter_mut().find(|topic| topic.topic_id == entry.topic_id) {
+        match topics
+            .iter_mut()
+            .find(|topic| topic.topic_id == entry.topic_id)
+        {
             Some(topic) => topic.partitions.push(partition),
             None => {
                 let mut topic = ShareFetchableTopicResponse::default();
@@ -486,7 +566,10 @@ fn fetch_topics(shard: &Shard, fetched: Vec<Fetched>) -> Vec<ShareFetchableTopic
     topics
 }
 
-pub async fn acknowledge(shard: &Rc<Shard>, request: ShareAcknowledgeRequest) -> ShareAcknowledgeResponse {
+pub async fn acknowledge(
+    shard: &Rc<Shard>,
+    request: ShareAcknowledgeRequest,
+) -> ShareAcknowledgeResponse {
     let settings = shard.shares.settings.clone();
     let mut response = ShareAcknowledgeResponse::default();
     let (group_id, member_id) = match identity(&request.group_id, &request.member_id) {
@@ -514,11 +597,24 @@ pub async fn acknowledge(shard: &Rc<Shard>, request: ShareAcknowledgeRequest) ->
         topic_response.topic_id = topic.topic_id;
         for partition in &topic.partitions {
             let batches = named_batches(
-                partition.acknowledgement_batches.iter().map(acknowledge_batch),
+                partition
+                    .acknowledgement_batches
+                    .iter()
+                    .map(acknowledge_batch),
                 settings.max_record_locks,
             );
             let mut budget = (0, 0);
-            let answer = partition_pass(shard, &group_id, &member_id, topic.topic_id, partition.partition_index, batches, false, &mut budget).await;
+            let answer = partition_pass(
+                shard,
+                &group_id,
+                &member_id,
+                topic.topic_id,
+                partition.partition_index,
+                batches,
+                false,
+                &mut budget,
+            )
+            .await;
             let mut data = share_acknowledge_response::PartitionData::default();
             data.partition_index = partition.partition_index;
             data.error_code = if answer.error_code != error_code::NONE {

@@ -94,7 +94,10 @@ pub async fn serve(shard: &Rc<Shard>, call: PartitionCall) -> PartitionAnswer {
         answer.acknowledge_error_code = match applied {
             Ok(()) => {
                 entry.changed.notify(usize::MAX);
-                persist(shard, &entry).await.err().unwrap_or(error_code::NONE)
+                persist(shard, &entry)
+                    .await
+                    .err()
+                    .unwrap_or(error_code::NONE)
             }
             Err(code) => code,
         };
@@ -153,7 +156,9 @@ async fn acquire(
                 let Ok((position, header)) = item else { break };
                 cursor = cursor.max(header.last_offset() + 1);
                 let stored = &bytes[position..position + header.total_bytes()];
-                let took = take_batch(entry, &header, member, until, max_locks, limits, &mut count, answer);
+                let took = take_batch(
+                    entry, &header, member, until, max_locks, limits, &mut count, answer,
+                );
                 if took {
                     records.extend_from_slice(stored);
                 }
@@ -359,7 +364,11 @@ pub async fn release_member(shard: &Rc<Shard>, group_id: &str, member_id: &str) 
         if released {
             entry.changed.notify(usize::MAX);
             if let Err(code) = persist(shard, &entry).await {
-                tracing::warn!(group = group_id, code, "share state not written after a release");
+                tracing::warn!(
+                    group = group_id,
+                    code,
+                    "share state not written after a release"
+                );
             }
         }
     }

@@ -376,7 +376,11 @@ pub struct ShareGroups {
 /// Serves a heartbeat on the group's coordinator core.
 pub fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatAnswer {
     let metadata = &shard.shared.metadata;
-    let resolve = |name: &str| metadata.topic(name).map(|topic| (topic.id, topic.partitions));
+    let resolve = |name: &str| {
+        metadata
+            .topic(name)
+            .map(|topic| (topic.id, topic.partitions))
+    };
     let settings = &shard.shares.settings;
     let mut groups = shard.shares.groups.groups.borrow_mut();
     let joining = request.member_epoch == 0;
@@ -465,7 +469,12 @@ mod tests {
     fn members_join_share_every_partition_and_are_fenced_by_epoch() {
         let (settings, now) = (settings(), Instant::now());
         let mut group = ShareGroup::default();
-        let a = group.heartbeat(beat("a", 0, Some(&["jobs", "missing"])), &settings, &resolve, now);
+        let a = group.heartbeat(
+            beat("a", 0, Some(&["jobs", "missing"])),
+            &settings,
+            &resolve,
+            now,
+        );
         assert_eq!(a.error_code, error_code::NONE);
         let assigned = a.assignment.expect("full assignment on join");
         assert_eq!(assigned.len(), 1, "unknown topics are not assigned");
@@ -473,8 +482,16 @@ mod tests {
         let b = group.heartbeat(beat("b", 0, Some(&["jobs"])), &settings, &resolve, now);
         assert_eq!(b.assignment.expect("b too")[0].partitions, vec![0, 1]);
         let again = group.heartbeat(beat("a", a.member_epoch, None), &settings, &resolve, now);
-        assert_eq!((again.error_code, again.assignment), (error_code::NONE, None));
-        let stale = group.heartbeat(beat("b", b.member_epoch - 1, None), &settings, &resolve, now);
+        assert_eq!(
+            (again.error_code, again.assignment),
+            (error_code::NONE, None)
+        );
+        let stale = group.heartbeat(
+            beat("b", b.member_epoch - 1, None),
+            &settings,
+            &resolve,
+            now,
+        );
         assert_eq!(stale.error_code, error_code::FENCED_MEMBER_EPOCH);
         let unknown = group.heartbeat(beat("z", 3, None), &settings, &resolve, now);
         assert_eq!(unknown.error_code, error_code::UNKNOWN_MEMBER_ID);
@@ -503,7 +520,10 @@ mod tests {
             group.session(op(1, Vec::new()), now),
             Err(error_code::SHARE_SESSION_NOT_FOUND)
         );
-        assert_eq!(group.session(op(0, vec![(TOPIC_ID, 0)]), now), Ok(vec![(TOPIC_ID, 0)]));
+        assert_eq!(
+            group.session(op(0, vec![(TOPIC_ID, 0)]), now),
+            Ok(vec![(TOPIC_ID, 0)])
+        );
         assert_eq!(
             group.session(op(1, vec![(TOPIC_ID, 1)]), now),
             Ok(vec![(TOPIC_ID, 0), (TOPIC_ID, 1)])
@@ -525,8 +545,13 @@ mod tests {
         let (settings, now) = (settings(), Instant::now());
         let mut group = ShareGroup::default();
         group.heartbeat(beat("a", 0, Some(&["jobs"])), &settings, &resolve, now);
-        assert!(group.expire(&settings, now + Duration::from_secs(10)).is_empty());
-        assert_eq!(group.expire(&settings, now + Duration::from_secs(46)), vec!["a"]);
+        assert!(group
+            .expire(&settings, now + Duration::from_secs(10))
+            .is_empty());
+        assert_eq!(
+            group.expire(&settings, now + Duration::from_secs(46)),
+            vec!["a"]
+        );
         assert!(group.is_empty());
     }
 }

@@ -162,14 +162,22 @@ impl PartitionAnswer {
 pub enum ShareCall {
     /// For the group coordinator (the core of the group's `__consumer_offsets` partition).
     Heartbeat(HeartbeatRequest),
-    Describe { group_id: String },
+    Describe {
+        group_id: String,
+    },
     Session(SessionOp),
     /// For the core that owns the data partition.
     Partition(PartitionCall),
     /// Every core: release what `member_id` holds in every share partition of `group_id`.
-    ReleaseMember { group_id: String, member_id: String },
+    ReleaseMember {
+        group_id: String,
+        member_id: String,
+    },
     /// For the core that owns `__share_group_state` partition `partition`.
-    ReadState { partition: i32, key: StateKey },
+    ReadState {
+        partition: i32,
+        key: StateKey,
+    },
     WriteState {
         partition: i32,
         key: StateKey,

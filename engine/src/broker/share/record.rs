@@ -321,7 +321,10 @@ mod tests {
     fn hostile_counts_and_runs_are_refused() {
         let mut value = encode_value(&snapshot());
         value[17..21].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(decode_value(&value).is_err(), "a run count beyond the bytes");
+        assert!(
+            decode_value(&value).is_err(),
+            "a run count beyond the bytes"
+        );
         // A run that spans far beyond the window, overlapping runs, an unknown state.
         let mut wide = snapshot();
         wide.runs[2].last = i64::MAX;
@@ -334,7 +337,10 @@ mod tests {
         assert!(decode_value(&encode_value(&below_start)).is_err());
         let mut unknown_state = encode_value(&snapshot());
         unknown_state[21 + 16] = 1;
-        assert!(decode_value(&unknown_state).is_err(), "acquired is never written");
+        assert!(
+            decode_value(&unknown_state).is_err(),
+            "acquired is never written"
+        );
         assert_eq!(decode_key(&[7, 0, 0]), Ok(None), "another kind is skipped");
     }
 

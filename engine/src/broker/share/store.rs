@@ -98,7 +98,11 @@ pub async fn state_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
 }
 
 /// The newest snapshot of `key`, if it was ever written.
-pub async fn read(shard: &Rc<Shard>, partition: i32, key: &StateKey) -> Result<Option<Snapshot>, i16> {
+pub async fn read(
+    shard: &Rc<Shard>,
+    partition: i32,
+    key: &StateKey,
+) -> Result<Option<Snapshot>, i16> {
     let state = load(shard, partition).await?;
     let latest = state.latest.borrow();
     Ok(latest.get(key).cloned())
@@ -135,7 +139,11 @@ pub async fn write(
         )
         .await;
     if outcome.error_code != error_code::NONE {
-        tracing::warn!(partition, code = outcome.error_code, "share state write failed");
+        tracing::warn!(
+            partition,
+            code = outcome.error_code,
+            "share state write failed"
+        );
         return Err(error_code::COORDINATOR_NOT_AVAILABLE);
     }
     state.apply(key, snapshot);
@@ -316,7 +324,10 @@ mod tests {
                 .await
                 .expect("open");
             let batches = [
-                batch_of(&[entry(&key(0), &snapshot(1, 10)), entry(&key(1), &snapshot(1, 5))]),
+                batch_of(&[
+                    entry(&key(0), &snapshot(1, 10)),
+                    entry(&key(1), &snapshot(1, 5)),
+                ]),
                 batch_of(&[
                     entry(&key(0), &snapshot(3, 30)),
                     entry(&key(0), &snapshot(2, 20)),
@@ -329,11 +340,12 @@ mod tests {
             let state = StatePartition::default();
             let skipped = replay(&log, &state).await.expect("replay");
             assert_eq!(skipped, 1);
-            let latest = state.latest.borrow();
-            assert_eq!(latest.get(&key(0)), Some(&snapshot(3, 30)));
-            assert_eq!(latest.get(&key(1)), Some(&snapshot(1, 5)));
-            assert!(!latest.contains_key(&key(2)));
-            drop(latest);
+            {
+                let latest = state.latest.borrow();
+                assert_eq!(latest.get(&key(0)), Some(&snapshot(3, 30)));
+                assert_eq!(latest.get(&key(1)), Some(&snapshot(1, 5)));
+                assert!(!latest.contains_key(&key(2)));
+            }
             log.close().await.expect("close");
         });
     }

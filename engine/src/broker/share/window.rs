@@ -399,7 +399,13 @@ mod tests {
     }
 
     /// Acquires every acquirable offset below `high_watermark` for `who`, up to `max`.
-    fn acquire_all(window: &mut Window, who: &Rc<str>, until: Instant, hw: i64, max: usize) -> Vec<(i64, u16)> {
+    fn acquire_all(
+        window: &mut Window,
+        who: &Rc<str>,
+        until: Instant,
+        hw: i64,
+        max: usize,
+    ) -> Vec<(i64, u16)> {
         let mut got = Vec::new();
         let mut cursor = 0;
         while got.len() < max {
@@ -464,7 +470,10 @@ mod tests {
         window
             .acknowledge("a", &[ack(5, 5, acknowledge_type::RELEASE)], LIMIT, now)
             .expect("release at the limit");
-        assert!(acquire_all(&mut window, &a, later, 6, 10).is_empty(), "archived");
+        assert!(
+            acquire_all(&mut window, &a, later, 6, 10).is_empty(),
+            "archived"
+        );
         assert_eq!(window.start(), 6);
     }
 
@@ -541,11 +550,19 @@ mod tests {
             &[ack(0, 3, 1), ack(3, 4, 1)],
             &[ack(0, 3, 4)],
             &[ack(0, 10, 1)],
-            &[AckBatch { first: 0, last: 2, types: vec![1, 1] }],
+            &[AckBatch {
+                first: 0,
+                last: 2,
+                types: vec![1, 1],
+            }],
             &[ack(-1, 0, 1)],
         ];
         for batches in bad {
-            assert_eq!(check_batches(batches, 10), Err(error_code::INVALID_REQUEST), "{batches:?}");
+            assert_eq!(
+                check_batches(batches, 10),
+                Err(error_code::INVALID_REQUEST),
+                "{batches:?}"
+            );
         }
     }
 }
