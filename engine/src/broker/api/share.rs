@@ -391,7 +391,10 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
         && !shard.shared.is_shutting_down()
     {
         let now = Instant::now();
-        if now >= deadline {
+        let failed = fetched
+            .iter()
+            .any(|entry| entry.answer.error_code != error_code::NONE);
+        if now >= deadline || failed {
             break;
         }
         let listeners: Vec<_> = fetched
