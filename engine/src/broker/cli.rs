@@ -92,6 +92,18 @@ struct Options {
     /// How long the first rebalance of an empty group waits for more members, in ms.
     #[arg(long)]
     group_initial_rebalance_delay_ms: Option<u64>,
+    /// How long a share-group member holds fetched records, in milliseconds.
+    #[arg(long)]
+    share_record_lock_duration_ms: Option<u64>,
+    /// Deliveries of one record to a share group before it is archived.
+    #[arg(long)]
+    share_delivery_count_limit: Option<u16>,
+    /// Where a share group starts in a partition it never read: earliest or latest.
+    #[arg(long)]
+    share_auto_offset_reset: Option<String>,
+    /// A share-group member not heard from for this long is removed, in milliseconds.
+    #[arg(long)]
+    share_session_timeout_ms: Option<u64>,
 }
 
 /// Parses `args` (the program name first) and runs the broker until SIGTERM or SIGINT.
@@ -134,6 +146,12 @@ where
     );
     set!(default_partitions, auto_create_topics, max_request_bytes);
     set!(offsets_topic_partitions, group_initial_rebalance_delay_ms);
+    set!(
+        share_record_lock_duration_ms,
+        share_delivery_count_limit,
+        share_auto_offset_reset,
+        share_session_timeout_ms
+    );
     set!(
         broker_session_timeout_ms,
         heartbeat_interval_ms,

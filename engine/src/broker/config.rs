@@ -104,6 +104,29 @@ pub struct BrokerConfig {
     /// Replicas per partition when a request leaves it to the broker (-1) and for auto-created
     /// topics (Kafka `default.replication.factor`).
     pub default_replication_factor: i16,
+    /// How long a share-group member holds the records a ShareFetch gave it before they are
+    /// offered again (Kafka `group.share.record.lock.duration.ms`).
+    pub share_record_lock_duration_ms: u64,
+    /// Deliveries of one record to a share group before it is archived instead of offered
+    /// again (Kafka `group.share.delivery.count.limit`).
+    pub share_delivery_count_limit: u16,
+    /// Records one share partition may have in flight, from its start offset on (Kafka
+    /// `group.share.partition.max.record.locks`); also caps one fetch's records.
+    pub share_partition_max_record_locks: u32,
+    /// A share-group member not heard from for this long is removed (Kafka
+    /// `group.share.session.timeout.ms`).
+    pub share_session_timeout_ms: u64,
+    /// How often share-group members should heartbeat (Kafka
+    /// `group.share.heartbeat.interval.ms`).
+    pub share_heartbeat_interval_ms: u64,
+    /// Members one share group may have (Kafka `group.share.max.size`).
+    pub share_group_max_size: usize,
+    /// Where a share group starts in a partition it has never read: `earliest` or `latest`
+    /// (Kafka's group config `share.auto.offset.reset`).
+    pub share_auto_offset_reset: String,
+    /// Partitions of `__share_group_state` when it is created (Kafka
+    /// `share.coordinator.state.topic.num.partitions`).
+    pub share_state_topic_partitions: i32,
 }
 
 impl Default for BrokerConfig {
@@ -150,6 +173,14 @@ impl Default for BrokerConfig {
             heartbeat_interval_ms: 2_000,
             quorum_tick_ms: 100,
             default_replication_factor: 1,
+            share_record_lock_duration_ms: 30_000,
+            share_delivery_count_limit: 5,
+            share_partition_max_record_locks: 2_000,
+            share_session_timeout_ms: 45_000,
+            share_heartbeat_interval_ms: 5_000,
+            share_group_max_size: 200,
+            share_auto_offset_reset: "latest".to_string(),
+            share_state_topic_partitions: 50,
         }
     }
 }
@@ -236,6 +267,42 @@ impl BrokerConfig {
         if let Err(problem) = self.quorum_voters() {
             return Some(problem);
         }
+        self.share_problem()
+    }
+
+    /// Why the share-group settings cannot work, if they cannot.
+    fn share_problem(&self) -> Option<String> {
+        if self.share_record_lock_duration_ms < 100 {
+            return Some("share_record_lock_duration_ms must be at least 100".to_string());
+        }
+        if !(2..=10).contains(&self.share_delivery_count_limit) {
+            return Some("share_delivery_count_limit must be between 2 and 10".to_string());
+        }
+        if !(100..=10_000).contains(&self.share_partition_max_record_locks) {
+            return Some(
+                "share_partition_max_record_locks must be between 100 and 10000".to_string(),
+            );
+        }
+        if self.share_heartbeat_interval_ms == 0
+            || self.share_session_timeout_ms <= self.share_heartbeat_interval_ms
+        {
+            return Some(
+                "share_session_timeout_ms must exceed share_heartbeat_interval_ms (> 0)"
+                    .to_string(),
+            );
+        }
+        if self.share_group_max_size == 0 {
+            return Some("share_group_max_size must be at least 1".to_string());
+        }
+        if super::share::OffsetReset::from_name(&self.share_auto_offset_reset).is_none() {
+            return Some(format!(
+                "share_auto_offset_reset {:?}: expected earliest or latest",
+                self.share_auto_offset_reset
+            ));
+        }
+        if !(1..=super::metadata::PARTITIONS_MAX).contains(&self.share_state_topic_partitions) {
+            return Some("share_state_topic_partitions must be between 1 and 10000".to_string());
+        }
         None
     }
 
@@ -279,6 +346,22 @@ impl BrokerConfig {
             max_size: self.group_max_size,
             member_metadata_bytes_max: self.group_member_metadata_bytes_max,
             ..super::group::GroupSettings::default()
+        }
+    }
+
+    /// The share groups' limits and timings.
+    pub fn share_settings(&self) -> super::share::ShareSettings {
+        use std::time::Duration;
+        super::share::ShareSettings {
+            lock_duration: Duration::from_millis(self.share_record_lock_duration_ms),
+            delivery_count_limit: self.share_delivery_count_limit,
+            max_record_locks: self.share_partition_max_record_locks,
+            session_timeout: Duration::from_millis(self.share_session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(self.share_heartbeat_interval_ms),
+            max_size: self.share_group_max_size,
+            offset_reset: super::share::OffsetReset::from_name(&self.share_auto_offset_reset)
+                .unwrap_or(super::share::OffsetReset::Latest),
+            state_topic_partitions: self.share_state_topic_partitions,
         }
     }
 

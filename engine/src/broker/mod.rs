@@ -12,6 +12,8 @@
 //!   [`tail_cache`] keeps recent batches in memory for O_DIRECT strategies.
 //! - [`group`] coordinates consumer groups and keeps their committed offsets in
 //!   `__consumer_offsets`.
+//! - [`share`] serves share groups (queues: records leased to one member at a time) and keeps
+//!   their state in `__share_group_state`.
 //!
 //! See `docs/broker.md` for the design and its bounds.
 
@@ -28,6 +30,7 @@ pub mod producer_state;
 pub mod replication;
 pub mod server;
 pub mod shard;
+pub mod share;
 pub mod tail_cache;
 pub mod zero_copy;
 

@@ -26,6 +26,7 @@ use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
 use super::replication::{now_ms, Reader};
 use super::server::Shared;
+use super::share::{self, ShareAnswer, ShareCall, ShareCore};
 use super::tail_cache::TailCache;
 use crate::batch::{self, BatchError};
 use crate::cluster::epochs::LeaderEpochCache;
@@ -168,6 +169,11 @@ pub enum ShardMessage {
         call: GroupCall,
         reply: oneshot::Sender<GroupAnswer>,
     },
+    /// A share-group call for this core (see `share`).
+    Share {
+        call: ShareCall,
+        reply: oneshot::Sender<ShareAnswer>,
+    },
 }
 
 /// The answer to OffsetForLeaderEpoch for one partition.
@@ -239,6 +245,8 @@ pub struct Shard {
     peers: Senders<ShardMessage>,
     /// The consumer groups of the `__consumer_offsets` partitions this core owns.
     pub groups: Coordinator,
+    /// The share groups, share partitions and share state this core owns.
+    pub shares: ShareCore,
 }
 
 pub(super) fn storage_error_code(error: &LogError) -> i16 {
@@ -262,6 +270,7 @@ impl Shard {
     pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
         Shard {
             groups: Coordinator::new(&shared.config),
+            shares: ShareCore::new(&shared.config),
             core,
             storage: Storage::new(shared.config.strategy_kind()),
             shared,
@@ -564,6 +573,9 @@ impl Shard {
             }
             ShardMessage::Group { call, reply } => {
                 let _ = reply.send(group::coordinator::handle(&self, call).await);
+            }
+            ShardMessage::Share { call, reply } => {
+                let _ = reply.send(share::handle(&self, call).await);
             }
         }
     }

@@ -206,7 +206,8 @@ fn topic_metadata(state: &ClusterState, topic: &Topic, version: i16) -> Metadata
         entry.topic_id = topic.id;
     }
     if version >= 1 {
-        entry.is_internal = topic.name == crate::broker::group::OFFSETS_TOPIC;
+        entry.is_internal = topic.name == crate::broker::group::OFFSETS_TOPIC
+            || topic.name == crate::broker::share::STATE_TOPIC;
     }
     entry.partitions = topic
         .assignment

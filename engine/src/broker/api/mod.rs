@@ -9,6 +9,7 @@ mod epochs;
 mod fetch;
 mod group;
 mod produce;
+mod share;
 
 use std::rc::Rc;
 
@@ -51,6 +52,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 3),
     (ApiKey::DescribeGroups, 0, 4),
     (ApiKey::ListGroups, 0, 2),
+    // Share groups (docs/groups.md, "Share groups"): KIP-932's stable version, flexible.
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareGroupDescribe, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
 ];
 
 fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -161,6 +167,19 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         }
         RequestKind::DescribeGroups(request) => {
             ResponseKind::DescribeGroups(group::describe_groups(&shard, request).await)
+        }
+        RequestKind::ShareGroupHeartbeat(request) => {
+            let client_id = header.client_id.as_deref().unwrap_or("");
+            ResponseKind::ShareGroupHeartbeat(share::heartbeat(&shard, request, client_id).await)
+        }
+        RequestKind::ShareGroupDescribe(request) => {
+            ResponseKind::ShareGroupDescribe(share::describe(&shard, request).await)
+        }
+        RequestKind::ShareFetch(request) => {
+            ResponseKind::ShareFetch(share::fetch(&shard, request).await)
+        }
+        RequestKind::ShareAcknowledge(request) => {
+            ResponseKind::ShareAcknowledge(share::acknowledge(&shard, request).await)
         }
         _ => return Reply::Close("API not served"),
     };

@@ -1,0 +1,557 @@
+//! Share-group membership, on the group's coordinator core: members, epochs,
+//! subscriptions, the server-side assignment and each member's share session.
+//!
+//! - **Heartbeat** (ShareGroupHeartbeat v1, member ids chosen by the client): epoch 0
+//!   joins (or rejoins), -1 leaves, any other epoch must be the member's current one
+//!   (FENCED_MEMBER_EPOCH otherwise; UNKNOWN_MEMBER_ID for a member the group does not have).
+//! - **Assignment**: every member gets every partition of every topic it subscribes to, as
+//!   Kafka's simple assignor does for few members, so all members share every partition.
+//!   When a member's assignment changes (it joined, changed its subscription, or a topic
+//!   grew), the group epoch rises and the member gets it as its epoch, with the assignment.
+//! - **Share sessions**: ShareFetch and ShareAcknowledge carry a session epoch: 0 opens a
+//!   session (the partitions the fetch names), -1 closes it, anything else must be the next
+//!   epoch (INVALID_SHARE_SESSION_EPOCH) of an open session (SHARE_SESSION_NOT_FOUND).
+//!   Fetches add partitions to the session and `ForgottenTopicsData` removes them.
+//! - **Expiry**: a member not heard from (heartbeat, fetch or acknowledgement) within the
+//!   session timeout is removed; the caller then releases what it held.
+//!
+//! Memory only, like classic membership: after a restart members get UNKNOWN_MEMBER_ID and
+//! join again. Members per group are bounded by `share_group_max_size`, subscribed topics
+//! by [`SUBSCRIBED_TOPICS_MAX`] and session partitions by [`SESSION_PARTITIONS_MAX`].
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::{error_code, ShareSettings};
+use crate::broker::shard::Shard;
+
+/// Most topics one member may subscribe to.
+pub const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
+/// Most partitions one share session may hold.
+pub const SESSION_PARTITIONS_MAX: usize = 10_000;
+
+/// A ShareGroupHeartbeat, as the coordinator sees it.
+#[derive(Clone, Debug)]
+pub struct HeartbeatRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub rack_id: Option<String>,
+    /// `None`: unchanged since the last heartbeat.
+    pub subscribed: Option<Vec<String>>,
+}
+
+/// Partitions of one topic assigned to a member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assigned {
+    pub topic_id: Uuid,
+    pub topic_name: String,
+    pub partitions: Vec<i32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct HeartbeatAnswer {
+    pub error_code: i16,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// `None`: unchanged since the member last received it.
+    pub assignment: Option<Vec<Assigned>>,
+}
+
+impl HeartbeatAnswer {
+    fn failed(error_code: i16, member_id: &str) -> HeartbeatAnswer {
+        HeartbeatAnswer {
+            error_code,
+            member_id: member_id.to_string(),
+            member_epoch: -1,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        }
+    }
+}
+
+/// A member as ShareGroupDescribe shows it.
+#[derive(Clone, Debug)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub rack_id: Option<String>,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub subscribed: Vec<String>,
+    pub assignment: Vec<Assigned>,
+}
+
+/// A group as ShareGroupDescribe shows it.
+#[derive(Clone, Debug)]
+pub struct ShareGroupDescription {
+    pub error_code: i16,
+    /// "Empty", "Stable", or "Dead" for a group the coordinator does not have.
+    pub state: &'static str,
+    pub group_epoch: i32,
+    pub members: Vec<MemberDescription>,
+}
+
+/// A share-session step of a ShareFetch (`fetching`) or a ShareAcknowledge.
+#[derive(Clone, Debug)]
+pub struct SessionOp {
+    pub group_id: String,
+    pub member_id: String,
+    pub epoch: i32,
+    pub fetching: bool,
+    pub add: Vec<(Uuid, i32)>,
+    pub forget: Vec<(Uuid, i32)>,
+}
+
+#[derive(Debug)]
+struct Session {
+    next_epoch: i32,
+    partitions: BTreeSet<(Uuid, i32)>,
+}
+
+#[derive(Debug)]
+struct Member {
+    epoch: i32,
+    client_id: String,
+    rack_id: Option<String>,
+    subscribed: Vec<String>,
+    assignment: Vec<Assigned>,
+    last_seen: Instant,
+    session: Option<Session>,
+}
+
+/// One share group.
+#[derive(Debug, Default)]
+pub struct ShareGroup {
+    epoch: i32,
+    members: BTreeMap<String, Member>,
+}
+
+/// A topic's id and partition count, by name (from the cluster metadata).
+pub type Resolve<'a> = &'a dyn Fn(&str) -> Option<(Uuid, i32)>;
+
+fn assignment_for(subscribed: &[String], resolve: Resolve) -> Vec<Assigned> {
+    let mut names: Vec<&String> = subscribed.iter().collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            resolve(name).map(|(topic_id, partitions)| Assigned {
+                topic_id,
+                topic_name: name.clone(),
+                partitions: (0..partitions).collect(),
+            })
+        })
+        .collect()
+}
+
+impl ShareGroup {
+    /// One heartbeat at `now`.
+    pub fn heartbeat(
+        &mut self,
+        request: HeartbeatRequest,
+        settings: &ShareSettings,
+        resolve: Resolve,
+        now: Instant,
+    ) -> HeartbeatAnswer {
+        let member_id = request.member_id.as_str();
+        if member_id.is_empty() {
+            return HeartbeatAnswer::failed(error_code::INVALID_REQUEST, member_id);
+        }
+        if request
+            .subscribed
+            .as_ref()
+            .is_some_and(|topics| topics.len() > SUBSCRIBED_TOPICS_MAX)
+        {
+            return HeartbeatAnswer::failed(error_code::INVALID_REQUEST, member_id);
+        }
+        match request.member_epoch {
+            0 => self.join(request, settings, resolve, now),
+            -1 => match self.members.remove(member_id) {
+                Some(_) => {
+                    self.epoch += 1;
+                    HeartbeatAnswer {
+                        error_code: error_code::NONE,
+                        member_id: request.member_id,
+                        member_epoch: -1,
+                        heartbeat_interval_ms: 0,
+                        assignment: None,
+                    }
+                }
+                None => HeartbeatAnswer::failed(error_code::UNKNOWN_MEMBER_ID, member_id),
+            },
+            epoch if epoch > 0 => self.keep_alive(request, settings, resolve, now),
+            _ => HeartbeatAnswer::failed(error_code::INVALID_REQUEST, member_id),
+        }
+    }
+
+    fn join(
+        &mut self,
+        request: HeartbeatRequest,
+        settings: &ShareSettings,
+        resolve: Resolve,
+        now: Instant,
+    ) -> HeartbeatAnswer {
+        let Some(subscribed) = request.subscribed else {
+            // Kafka: the first heartbeat must name the subscription.
+            return HeartbeatAnswer::failed(error_code::INVALID_REQUEST, &request.member_id);
+        };
+        if !self.members.contains_key(&request.member_id) && self.members.len() >= settings.max_size
+        {
+            return HeartbeatAnswer::failed(error_code::GROUP_MAX_SIZE_REACHED, &request.member_id);
+        }
+        self.epoch += 1;
+        let assignment = assignment_for(&subscribed, resolve);
+        let member = Member {
+            epoch: self.epoch,
+            client_id: request.client_id,
+            rack_id: request.rack_id,
+            subscribed,
+            assignment: assignment.clone(),
+            last_seen: now,
+            session: None,
+        };
+        self.members.insert(request.member_id.clone(), member);
+        HeartbeatAnswer {
+            error_code: error_code::NONE,
+            member_id: request.member_id,
+            member_epoch: self.epoch,
+            heartbeat_interval_ms: interval_ms(settings),
+            assignment: Some(assignment),
+        }
+    }
+
+    fn keep_alive(
+        &mut self,
+        request: HeartbeatRequest,
+        settings: &ShareSettings,
+        resolve: Resolve,
+        now: Instant,
+    ) -> HeartbeatAnswer {
+        let Some(member) = self.members.get_mut(&request.member_id) else {
+            return HeartbeatAnswer::failed(error_code::UNKNOWN_MEMBER_ID, &request.member_id);
+        };
+        if request.member_epoch != member.epoch {
+            return HeartbeatAnswer::failed(error_code::FENCED_MEMBER_EPOCH, &request.member_id);
+        }
+        member.last_seen = now;
+        if let Some(subscribed) = request.subscribed {
+            member.subscribed = subscribed;
+        }
+        if request.rack_id.is_some() {
+            member.rack_id = request.rack_id;
+        }
+        let assignment = assignment_for(&member.subscribed, resolve);
+        let changed = assignment != member.assignment;
+        if changed {
+            self.epoch += 1;
+            member.epoch = self.epoch;
+            member.assignment = assignment.clone();
+        }
+        HeartbeatAnswer {
+            error_code: error_code::NONE,
+            member_id: request.member_id,
+            member_epoch: member.epoch,
+            heartbeat_interval_ms: interval_ms(settings),
+            assignment: changed.then_some(assignment),
+        }
+    }
+
+    /// One share-session step; the session's partitions to fetch from.
+    pub fn session(&mut self, op: SessionOp, now: Instant) -> Result<Vec<(Uuid, i32)>, i16> {
+        let member = self
+            .members
+            .get_mut(&op.member_id)
+            .ok_or(error_code::UNKNOWN_MEMBER_ID)?;
+        member.last_seen = now;
+        match op.epoch {
+            0 if !op.fetching => Err(error_code::INVALID_SHARE_SESSION_EPOCH),
+            0 => {
+                let mut partitions: BTreeSet<(Uuid, i32)> = op.add.into_iter().collect();
+                for forgotten in &op.forget {
+                    partitions.remove(forgotten);
+                }
+                if partitions.len() > SESSION_PARTITIONS_MAX {
+                    return Err(error_code::INVALID_REQUEST);
+                }
+                let listed = partitions.iter().copied().collect();
+                member.session = Some(Session {
+                    next_epoch: 1,
+                    partitions,
+                });
+                Ok(listed)
+            }
+            -1 => match member.session.take() {
+                Some(_) => Ok(Vec::new()),
+                None => Err(error_code::SHARE_SESSION_NOT_FOUND),
+            },
+            epoch if epoch > 0 => {
+                let session = member
+                    .session
+                    .as_mut()
+                    .ok_or(error_code::SHARE_SESSION_NOT_FOUND)?;
+                if epoch != session.next_epoch {
+                    return Err(error_code::INVALID_SHARE_SESSION_EPOCH);
+                }
+                if op.fetching {
+                    let mut partitions = session.partitions.clone();
+                    partitions.extend(op.add);
+                    for forgotten in &op.forget {
+                        partitions.remove(forgotten);
+                    }
+                    if partitions.len() > SESSION_PARTITIONS_MAX {
+                        return Err(error_code::INVALID_REQUEST);
+                    }
+                    session.partitions = partitions;
+                }
+                session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
+                Ok(session.partitions.iter().copied().collect())
+            }
+            _ => Err(error_code::INVALID_SHARE_SESSION_EPOCH),
+        }
+    }
+
+    /// Removes members silent for longer than the session timeout; their ids.
+    pub fn expire(&mut self, settings: &ShareSettings, now: Instant) -> Vec<String> {
+        let expired: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, member)| now.duration_since(member.last_seen) > settings.session_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.members.remove(id);
+        }
+        if !expired.is_empty() {
+            self.epoch += 1;
+        }
+        expired
+    }
+
+    pub fn describe(&self) -> ShareGroupDescription {
+        ShareGroupDescription {
+            error_code: error_code::NONE,
+            state: if self.members.is_empty() {
+                "Empty"
+            } else {
+                "Stable"
+            },
+            group_epoch: self.epoch,
+            members: self
+                .members
+                .iter()
+                .map(|(id, member)| MemberDescription {
+                    member_id: id.clone(),
+                    rack_id: member.rack_id.clone(),
+                    member_epoch: member.epoch,
+                    client_id: member.client_id.clone(),
+                    subscribed: member.subscribed.clone(),
+                    assignment: member.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+fn interval_ms(settings: &ShareSettings) -> i32 {
+    i32::try_from(settings.heartbeat_interval.as_millis()).unwrap_or(i32::MAX)
+}
+
+/// The share groups this core coordinates.
+#[derive(Default)]
+pub struct ShareGroups {
+    groups: RefCell<HashMap<String, ShareGroup>>,
+}
+
+/// Serves a heartbeat on the group's coordinator core.
+pub fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatAnswer {
+    let metadata = &shard.shared.metadata;
+    let resolve = |name: &str| {
+        metadata
+            .topic(name)
+            .map(|topic| (topic.id, topic.partitions))
+    };
+    let settings = &shard.shares.settings;
+    let mut groups = shard.shares.groups.groups.borrow_mut();
+    let joining = request.member_epoch == 0;
+    let group_id = request.group_id.clone();
+    if !joining && !groups.contains_key(&group_id) {
+        return HeartbeatAnswer::failed(error_code::UNKNOWN_MEMBER_ID, &request.member_id);
+    }
+    let group = groups.entry(group_id.clone()).or_default();
+    let answer = group.heartbeat(request, settings, &resolve, Instant::now());
+    if group.is_empty() {
+        groups.remove(&group_id);
+    }
+    answer
+}
+
+pub fn describe(shard: &Rc<Shard>, group_id: &str) -> ShareGroupDescription {
+    match shard.shares.groups.groups.borrow().get(group_id) {
+        Some(group) => group.describe(),
+        None => ShareGroupDescription {
+            error_code: error_code::GROUP_ID_NOT_FOUND,
+            state: "Dead",
+            group_epoch: -1,
+            members: Vec::new(),
+        },
+    }
+}
+
+pub fn session(shard: &Rc<Shard>, op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16> {
+    let mut groups = shard.shares.groups.groups.borrow_mut();
+    let group = groups
+        .get_mut(&op.group_id)
+        .ok_or(error_code::UNKNOWN_MEMBER_ID)?;
+    group.session(op, Instant::now())
+}
+
+/// Expires silent members of every group this core coordinates; (group, member) removed.
+pub fn expire(shard: &Rc<Shard>, now: Instant) -> Vec<(String, String)> {
+    let settings = &shard.shares.settings;
+    let mut groups = shard.shares.groups.groups.borrow_mut();
+    let mut removed = Vec::new();
+    for (group_id, group) in groups.iter_mut() {
+        for member_id in group.expire(settings, now) {
+            removed.push((group_id.clone(), member_id));
+        }
+    }
+    groups.retain(|_, group| !group.is_empty());
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn settings() -> ShareSettings {
+        ShareSettings {
+            lock_duration: Duration::from_secs(30),
+            delivery_count_limit: 5,
+            max_record_locks: 2_000,
+            session_timeout: Duration::from_secs(45),
+            heartbeat_interval: Duration::from_secs(5),
+            max_size: 2,
+            offset_reset: super::super::OffsetReset::Earliest,
+            state_topic_partitions: 50,
+        }
+    }
+
+    const TOPIC_ID: Uuid = Uuid::from_u128(7);
+
+    fn resolve(name: &str) -> Option<(Uuid, i32)> {
+        (name == "jobs").then_some((TOPIC_ID, 2))
+    }
+
+    fn beat(member: &str, epoch: i32, subscribed: Option<&[&str]>) -> HeartbeatRequest {
+        HeartbeatRequest {
+            group_id: "g".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            client_id: "test".into(),
+            rack_id: None,
+            subscribed: subscribed.map(|topics| topics.iter().map(|t| t.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn members_join_share_every_partition_and_are_fenced_by_epoch() {
+        let (settings, now) = (settings(), Instant::now());
+        let mut group = ShareGroup::default();
+        let a = group.heartbeat(
+            beat("a", 0, Some(&["jobs", "missing"])),
+            &settings,
+            &resolve,
+            now,
+        );
+        assert_eq!(a.error_code, error_code::NONE);
+        let assigned = a.assignment.expect("full assignment on join");
+        assert_eq!(assigned.len(), 1, "unknown topics are not assigned");
+        assert_eq!(assigned[0].partitions, vec![0, 1]);
+        let b = group.heartbeat(beat("b", 0, Some(&["jobs"])), &settings, &resolve, now);
+        assert_eq!(b.assignment.expect("b too")[0].partitions, vec![0, 1]);
+        let again = group.heartbeat(beat("a", a.member_epoch, None), &settings, &resolve, now);
+        assert_eq!(
+            (again.error_code, again.assignment),
+            (error_code::NONE, None)
+        );
+        let stale = group.heartbeat(
+            beat("b", b.member_epoch - 1, None),
+            &settings,
+            &resolve,
+            now,
+        );
+        assert_eq!(stale.error_code, error_code::FENCED_MEMBER_EPOCH);
+        let unknown = group.heartbeat(beat("z", 3, None), &settings, &resolve, now);
+        assert_eq!(unknown.error_code, error_code::UNKNOWN_MEMBER_ID);
+        let full = group.heartbeat(beat("c", 0, Some(&["jobs"])), &settings, &resolve, now);
+        assert_eq!(full.error_code, error_code::GROUP_MAX_SIZE_REACHED);
+        let no_subscription = group.heartbeat(beat("d", 0, None), &settings, &resolve, now);
+        assert_eq!(no_subscription.error_code, error_code::INVALID_REQUEST);
+        let left = group.heartbeat(beat("a", -1, None), &settings, &resolve, now);
+        assert_eq!((left.error_code, left.member_epoch), (error_code::NONE, -1));
+    }
+
+    #[test]
+    fn sessions_follow_their_epochs() {
+        let (settings, now) = (settings(), Instant::now());
+        let mut group = ShareGroup::default();
+        group.heartbeat(beat("a", 0, Some(&["jobs"])), &settings, &resolve, now);
+        let op = |epoch: i32, add: Vec<(Uuid, i32)>| SessionOp {
+            group_id: "g".into(),
+            member_id: "a".into(),
+            epoch,
+            fetching: true,
+            add,
+            forget: Vec::new(),
+        };
+        assert_eq!(
+            group.session(op(1, Vec::new()), now),
+            Err(error_code::SHARE_SESSION_NOT_FOUND)
+        );
+        assert_eq!(
+            group.session(op(0, vec![(TOPIC_ID, 0)]), now),
+            Ok(vec![(TOPIC_ID, 0)])
+        );
+        assert_eq!(
+            group.session(op(1, vec![(TOPIC_ID, 1)]), now),
+            Ok(vec![(TOPIC_ID, 0), (TOPIC_ID, 1)])
+        );
+        assert_eq!(
+            group.session(op(1, Vec::new()), now),
+            Err(error_code::INVALID_SHARE_SESSION_EPOCH),
+            "epoch 1 was used"
+        );
+        assert_eq!(group.session(op(-1, Vec::new()), now), Ok(Vec::new()));
+        assert_eq!(
+            group.session(op(3, Vec::new()), now),
+            Err(error_code::SHARE_SESSION_NOT_FOUND)
+        );
+    }
+
+    #[test]
+    fn silent_members_expire() {
+        let (settings, now) = (settings(), Instant::now());
+        let mut group = ShareGroup::default();
+        group.heartbeat(beat("a", 0, Some(&["jobs"])), &settings, &resolve, now);
+        assert!(group
+            .expire(&settings, now + Duration::from_secs(10))
+            .is_empty());
+        assert_eq!(
+            group.expire(&settings, now + Duration::from_secs(46)),
+            vec!["a"]
+        );
+        assert!(group.is_empty());
+    }
+}

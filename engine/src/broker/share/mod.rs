@@ -1,0 +1,298 @@
+//! Share groups (Kafka's KIP-932): queues over Kafka partitions.
+//!
+//! Several members of one share group read the same partitions. Each record is leased to
+//! one member at a time under an acquisition lock, and the member then accepts it, releases
+//! it (it is offered again) or rejects it; a record delivered too often is archived.
+//!
+//! Three kinds of state, each on the core that has a reason to own it:
+//! - **Membership** ([`membership`]): members, their epochs, subscriptions, assignments and
+//!   share sessions. It lives on the core of the group's `__consumer_offsets` partition (the
+//!   same placement as classic groups, [`group::coordinator_for`](super::group::coordinator_for)),
+//!   in memory only, as Kafka's classic membership does here.
+//! - **Share partitions** ([`window`], [`leader`]): for one (group, topic, partition), the
+//!   start offset (SPSO), the end of what was ever acquired (SPEO), and the state and
+//!   delivery count of every record in between. It lives on the core that owns the data
+//!   partition, so acquiring reads the log locally; other cores forward to it, as produce
+//!   and fetch do.
+//! - **Durable state** ([`store`], layout in [`record`]): every change that must survive a
+//!   restart (acknowledgements, releases, archived records, delivery counts) writes a
+//!   snapshot of the share partition to the internal topic `__share_group_state`; a core
+//!   replays its partitions of that topic on first use. Locks are not written: after a
+//!   restart, acquired records are offered again, as Kafka does.
+//!
+//! Everything here crosses cores as a [`ShareCall`] inside `ShardMessage::Share` and comes
+//! back as a [`ShareAnswer`]. `docs/groups.md` ("Share groups") covers the protocol, the
+//! record format and the limits.
+
+pub mod leader;
+pub mod membership;
+pub mod record;
+pub mod store;
+pub mod window;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use event_listener::EventListener;
+use uuid::Uuid;
+
+use super::metadata::Topic;
+use super::shard::Shard;
+pub use membership::{HeartbeatAnswer, HeartbeatRequest, SessionOp, ShareGroupDescription};
+pub use record::{Snapshot, StateKey};
+pub use window::AckBatch;
+
+/// The internal topic that holds share-partition state.
+pub const STATE_TOPIC: &str = "__share_group_state";
+
+/// Kafka error codes of the share-group APIs.
+pub mod error_code {
+    pub const NONE: i16 = 0;
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+    pub const UNKNOWN_TOPIC_ID: i16 = 100;
+    pub const FENCED_MEMBER_EPOCH: i16 = 110;
+    pub const INVALID_RECORD_STATE: i16 = 121;
+    pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
+    pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
+}
+
+/// Acknowledge types of ShareFetch and ShareAcknowledge v1.
+pub mod acknowledge_type {
+    pub const GAP: i8 = 0;
+    pub const ACCEPT: i8 = 1;
+    pub const RELEASE: i8 = 2;
+    pub const REJECT: i8 = 3;
+}
+
+/// Where a share group starts in a partition it has never read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn from_name(name: &str) -> Option<OffsetReset> {
+        match name {
+            "earliest" => Some(OffsetReset::Earliest),
+            "latest" => Some(OffsetReset::Latest),
+            _ => None,
+        }
+    }
+}
+
+/// The share groups' limits and timings (from `BrokerConfig::share_settings`).
+#[derive(Clone, Debug)]
+pub struct ShareSettings {
+    pub lock_duration: Duration,
+    pub delivery_count_limit: u16,
+    pub max_record_locks: u32,
+    pub session_timeout: Duration,
+    pub heartbeat_interval: Duration,
+    pub max_size: usize,
+    pub offset_reset: OffsetReset,
+    pub state_topic_partitions: i32,
+}
+
+/// What a ShareFetch asks of one partition besides acknowledging.
+#[derive(Clone, Copy, Debug)]
+pub struct AcquireLimits {
+    pub max_records: u32,
+    pub max_bytes: u64,
+}
+
+/// A request for one share partition, served on the core that owns the data partition.
+#[derive(Debug)]
+pub struct PartitionCall {
+    pub group_id: String,
+    pub member_id: String,
+    pub topic: Arc<Topic>,
+    pub partition: i32,
+    /// Validated by the API layer (`window::check_batches`), applied all or nothing.
+    pub acknowledgements: Vec<AckBatch>,
+    /// `None`: acknowledge only.
+    pub acquire: Option<AcquireLimits>,
+}
+
+/// Offsets `first..=last` acquired, each delivered `delivery_count` times so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcquiredRange {
+    pub first: i64,
+    pub last: i64,
+    pub delivery_count: u16,
+}
+
+/// One share partition's answer.
+#[derive(Debug)]
+pub struct PartitionAnswer {
+    pub error_code: i16,
+    pub acknowledge_error_code: i16,
+    /// Whole batches that hold the acquired records (and maybe others, not acquired).
+    pub records: Option<Bytes>,
+    pub acquired: Vec<AcquiredRange>,
+    /// When nothing was acquired: fires when something may have become acquirable.
+    pub wake: Vec<EventListener>,
+}
+
+impl PartitionAnswer {
+    pub fn failed(error_code: i16) -> PartitionAnswer {
+        PartitionAnswer {
+            error_code,
+            acknowledge_error_code: error_code::NONE,
+            records: None,
+            acquired: Vec::new(),
+            wake: Vec::new(),
+        }
+    }
+}
+
+/// What one core is asked to do for share groups (it crosses cores, so it is `Send`).
+#[derive(Debug)]
+pub enum ShareCall {
+    /// For the group coordinator (the core of the group's `__consumer_offsets` partition).
+    Heartbeat(HeartbeatRequest),
+    Describe {
+        group_id: String,
+    },
+    Session(SessionOp),
+    /// For the core that owns the data partition.
+    Partition(PartitionCall),
+    /// Every core: release what `member_id` holds in every share partition of `group_id`.
+    ReleaseMember {
+        group_id: String,
+        member_id: String,
+    },
+    /// For the core that owns `__share_group_state` partition `partition`.
+    ReadState {
+        partition: i32,
+        key: StateKey,
+    },
+    WriteState {
+        partition: i32,
+        key: StateKey,
+        snapshot: Snapshot,
+    },
+}
+
+/// The answer, one variant per [`ShareCall`] kind.
+#[derive(Debug)]
+pub enum ShareAnswer {
+    Heartbeat(HeartbeatAnswer),
+    Described(ShareGroupDescription),
+    /// The session's partitions to fetch from, or an error code.
+    Session(Result<Vec<(Uuid, i32)>, i16>),
+    Partition(PartitionAnswer),
+    Released,
+    State(Result<Option<Snapshot>, i16>),
+    Written(Result<(), i16>),
+}
+
+/// One core's share-group state; lives in its [`Shard`].
+pub struct ShareCore {
+    pub settings: ShareSettings,
+    pub groups: membership::ShareGroups,
+    pub partitions: leader::SharePartitions,
+    pub store: store::StateStore,
+    ticking: Cell<bool>,
+}
+
+impl ShareCore {
+    pub fn new(config: &super::BrokerConfig) -> ShareCore {
+        ShareCore {
+            settings: config.share_settings(),
+            groups: membership::ShareGroups::default(),
+            partitions: leader::SharePartitions::default(),
+            store: store::StateStore::default(),
+            ticking: Cell::new(false),
+        }
+    }
+}
+
+/// How often each core expires members and acquisition locks.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Serves one call on this core.
+pub async fn handle(shard: &Rc<Shard>, call: ShareCall) -> ShareAnswer {
+    start_ticking(shard);
+    match call {
+        ShareCall::Heartbeat(request) => {
+            ShareAnswer::Heartbeat(membership::heartbeat(shard, request))
+        }
+        ShareCall::Describe { group_id } => {
+            ShareAnswer::Described(membership::describe(shard, &group_id))
+        }
+        ShareCall::Session(op) => ShareAnswer::Session(membership::session(shard, op)),
+        ShareCall::Partition(call) => ShareAnswer::Partition(leader::serve(shard, call).await),
+        ShareCall::ReleaseMember {
+            group_id,
+            member_id,
+        } => {
+            leader::release_member(shard, &group_id, &member_id).await;
+            ShareAnswer::Released
+        }
+        ShareCall::ReadState { partition, key } => {
+            ShareAnswer::State(store::read(shard, partition, &key).await)
+        }
+        ShareCall::WriteState {
+            partition,
+            key,
+            snapshot,
+        } => ShareAnswer::Written(store::write(shard, partition, key, snapshot).await),
+    }
+}
+
+/// Sends `call` to `core` and waits for its answer (`None`: the core is gone).
+pub async fn call_core(shard: &Rc<Shard>, core: usize, call: ShareCall) -> Option<ShareAnswer> {
+    let (reply, answer) = futures_channel::oneshot::channel();
+    let message = super::shard::ShardMessage::Share { call, reply };
+    // Boxed: serving a share call may forward another one (the future would be recursive).
+    Box::pin(shard.forward(core, message, answer)).await
+}
+
+/// Starts this core's timer task once: it expires silent members and acquisition locks,
+/// and retries durable writes that failed.
+fn start_ticking(shard: &Rc<Shard>) {
+    if shard.shares.ticking.replace(true) {
+        return;
+    }
+    let weak = Rc::downgrade(shard);
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(TICK_INTERVAL).await;
+            let Some(shard) = weak.upgrade() else { break };
+            if shard.shared.is_shutting_down() {
+                break;
+            }
+            let now = std::time::Instant::now();
+            for (group_id, member_id) in membership::expire(&shard, now) {
+                tracing::info!(group = %group_id, member = %member_id, "share member expired");
+                glommio::spawn_local(release_everywhere(Rc::clone(&shard), group_id, member_id))
+                    .detach();
+            }
+            leader::tick(&shard, now).await;
+        }
+    })
+    .detach();
+}
+
+/// Releases what a member holds in every share partition, on every core.
+pub async fn release_everywhere(shard: Rc<Shard>, group_id: String, member_id: String) {
+    for core in 0..shard.shared.cores {
+        let call = ShareCall::ReleaseMember {
+            group_id: group_id.clone(),
+            member_id: member_id.clone(),
+        };
+        call_core(&shard, core, call).await;
+    }
+}

@@ -1,0 +1,352 @@
+//! The durable side of share partitions: one core's partitions of `__share_group_state`.
+//!
+//! A share partition writes a full snapshot of its durable state ([`record`](super::record))
+//! whenever something that must survive a restart changes; the snapshot goes to the
+//! `__share_group_state` partition its key hashes to, appended like a produce with acks=all.
+//! The core that owns that partition keeps the newest snapshot per key in memory, built on
+//! first use by replaying the partition's log (concurrent first uses share one replay, and
+//! nothing is answered before it ends). "Newest" is the highest sequence, not the last in
+//! the log, so two writes that reach the log out of order cannot roll a share partition back.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
+
+use super::record::{self, Snapshot, StateKey};
+use super::{error_code, STATE_TOPIC};
+use crate::batch::{self, BatchBuilder, Compression};
+use crate::broker::metadata::{Topic, TopicConfig, TopicError};
+use crate::broker::shard::Shard;
+use crate::log::PartitionLog;
+
+/// Writes wait for every in-sync replica, at most this long.
+const WRITE_ACKS: i16 = -1;
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Read step of a replay.
+const REPLAY_STEP_BYTES: u64 = 4 << 20;
+/// Largest decompressed batch a replay accepts (snapshots are written uncompressed).
+const REPLAY_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
+/// Segment size of `__share_group_state`.
+const STATE_SEGMENT_BYTES: u64 = 100 << 20;
+/// Replicas of each `__share_group_state` partition, when that many brokers are live.
+const STATE_REPLICATION_FACTOR: usize = 3;
+
+/// The newest snapshot per key of one `__share_group_state` partition.
+#[derive(Default)]
+struct StatePartition {
+    latest: RefCell<HashMap<StateKey, Snapshot>>,
+}
+
+impl StatePartition {
+    /// Keeps `snapshot` if it is newer than what the key has.
+    fn apply(&self, key: StateKey, snapshot: Snapshot) {
+        let mut latest = self.latest.borrow_mut();
+        let newer = latest
+            .get(&key)
+            .is_none_or(|held| held.sequence < snapshot.sequence);
+        if newer {
+            latest.insert(key, snapshot);
+        }
+    }
+}
+
+type Loading = SharedFuture<LocalBoxFuture<'static, Result<Rc<StatePartition>, i16>>>;
+
+/// One core's partitions of `__share_group_state`; lives in its `ShareCore`.
+#[derive(Default)]
+pub struct StateStore {
+    loaded: RefCell<HashMap<i32, Rc<StatePartition>>>,
+    loading: RefCell<HashMap<i32, Loading>>,
+}
+
+/// `__share_group_state`, created on first use. Snapshots are only ever superseded, never
+/// aged out: no time or size retention.
+pub async fn state_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
+    let metadata = &shard.shared.metadata;
+    if let Some(topic) = metadata.topic(STATE_TOPIC) {
+        return Ok(topic);
+    }
+    let config = &shard.shared.config;
+    let topic_config = TopicConfig {
+        segment_bytes: config.segment_bytes.min(STATE_SEGMENT_BYTES),
+        retention_bytes: None,
+        retention_ms: None,
+    };
+    let live = metadata.snapshot().live_brokers().len();
+    let replication = STATE_REPLICATION_FACTOR.min(live.max(1)) as i16;
+    let partitions = shard.shares.settings.state_topic_partitions;
+    match metadata
+        .create(STATE_TOPIC, partitions, replication, topic_config)
+        .await
+    {
+        Ok(topic) => {
+            tracing::info!(partitions = topic.partitions, "created {STATE_TOPIC}");
+            Ok(topic)
+        }
+        Err(TopicError::AlreadyExists(_)) => metadata
+            .topic(STATE_TOPIC)
+            .ok_or(error_code::COORDINATOR_NOT_AVAILABLE),
+        Err(error) => {
+            tracing::error!(%error, "cannot create {STATE_TOPIC}");
+            Err(error_code::COORDINATOR_NOT_AVAILABLE)
+        }
+    }
+}
+
+/// The newest snapshot of `key`, if it was ever written.
+pub async fn read(
+    shard: &Rc<Shard>,
+    partition: i32,
+    key: &StateKey,
+) -> Result<Option<Snapshot>, i16> {
+    let state = load(shard, partition).await?;
+    let latest = state.latest.borrow();
+    Ok(latest.get(key).cloned())
+}
+
+/// Appends `snapshot` and, once the log holds it, makes it the key's newest.
+pub async fn write(
+    shard: &Rc<Shard>,
+    partition: i32,
+    key: StateKey,
+    snapshot: Snapshot,
+) -> Result<(), i16> {
+    let state = load(shard, partition).await?;
+    let topic = state_topic(shard).await?;
+    let now_ms = i64::try_from(crate::broker::replication::now_ms()).unwrap_or(i64::MAX);
+    let record_key = record::encode_key(&key).map_err(|error| {
+        tracing::info!(%error, "share state not written");
+        error_code::INVALID_REQUEST
+    })?;
+    let value = record::encode_value(&snapshot);
+    let mut builder = BatchBuilder::new(now_ms, Compression::None);
+    builder.push_kv(Some(&record_key), Some(&value), &[], now_ms);
+    let bytes = builder.build(0).map_err(|error| {
+        tracing::error!(%error, "cannot build a share state batch");
+        error_code::UNKNOWN_SERVER_ERROR
+    })?;
+    let outcome = shard
+        .produce_here(
+            &topic,
+            partition,
+            bytes::Bytes::from(bytes),
+            WRITE_ACKS,
+            WRITE_TIMEOUT,
+        )
+        .await;
+    if outcome.error_code != error_code::NONE {
+        tracing::warn!(
+            partition,
+            code = outcome.error_code,
+            "share state write failed"
+        );
+        return Err(error_code::COORDINATOR_NOT_AVAILABLE);
+    }
+    state.apply(key, snapshot);
+    Ok(())
+}
+
+/// The partition's snapshots, replaying its log on first use.
+async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StatePartition>, i16> {
+    let store = &shard.shares.store;
+    if let Some(state) = store.loaded.borrow().get(&partition) {
+        return Ok(Rc::clone(state));
+    }
+    let existing = store.loading.borrow().get(&partition).cloned();
+    let loading = match existing {
+        Some(loading) => loading,
+        None => {
+            let shard = Rc::clone(shard);
+            let future = async move { replay_partition(&shard, partition).await }
+                .boxed_local()
+                .shared();
+            store.loading.borrow_mut().insert(partition, future.clone());
+            future
+        }
+    };
+    let result = loading.await;
+    store.loading.borrow_mut().remove(&partition);
+    if let Ok(state) = &result {
+        store
+            .loaded
+            .borrow_mut()
+            .entry(partition)
+            .or_insert_with(|| Rc::clone(state));
+    }
+    result
+}
+
+async fn replay_partition(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StatePartition>, i16> {
+    let topic = state_topic(shard).await?;
+    let open = shard.partition(&topic, partition).await.map_err(|code| {
+        tracing::error!(partition, code, "cannot open a share state partition");
+        error_code::COORDINATOR_NOT_AVAILABLE
+    })?;
+    let started = Instant::now();
+    let state = StatePartition::default();
+    let skipped = replay(&open.log, &state).await.map_err(|error| {
+        tracing::error!(partition, %error, "cannot replay a share state partition");
+        error_code::COORDINATOR_NOT_AVAILABLE
+    })?;
+    tracing::info!(
+        partition,
+        share_partitions = state.latest.borrow().len(),
+        skipped,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "loaded share state"
+    );
+    Ok(Rc::new(state))
+}
+
+/// Rebuilds the newest snapshot per key from the whole log; the count of records skipped
+/// because they did not decode.
+async fn replay(log: &PartitionLog, state: &StatePartition) -> Result<u64, crate::LogError> {
+    let mut skipped = 0u64;
+    let end = log.log_end_offset();
+    let mut next = log.log_start_offset();
+    while next < end {
+        let regions = log.read(next, REPLAY_STEP_BYTES).await?;
+        if regions.is_empty() {
+            break;
+        }
+        let before = next;
+        for region in regions {
+            let bytes = region.read_bytes().await?;
+            for item in batch::batches(&bytes, usize::MAX) {
+                let (position, header) = item?;
+                next = header.last_offset() + 1;
+                if header.is_control() {
+                    continue;
+                }
+                let stored = &bytes[position..position + header.total_bytes()];
+                match batch::decode_records(stored, REPLAY_DECOMPRESSED_BYTES_MAX) {
+                    Ok(records) => {
+                        for stored_record in &records {
+                            if !apply_record(state, stored_record) {
+                                skipped += 1;
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(base_offset = header.base_offset, %error, "undecodable share state batch skipped");
+                        skipped += u64::from(header.records_count.max(0) as u32);
+                    }
+                }
+            }
+        }
+        if next <= before {
+            break;
+        }
+    }
+    Ok(skipped)
+}
+
+/// Applies one stored record; false if it could not be read.
+fn apply_record(state: &StatePartition, stored: &batch::Record) -> bool {
+    let (Some(key), Some(value)) = (stored.key.as_deref(), stored.value.as_deref()) else {
+        return false;
+    };
+    let key = match record::decode_key(key) {
+        Ok(Some(key)) => key,
+        Ok(None) => return true, // a kind this version does not know
+        Err(error) => {
+            tracing::warn!(%error, "undecodable share state key skipped");
+            return false;
+        }
+    };
+    match record::decode_value(value) {
+        Ok(snapshot) => {
+            state.apply(key, snapshot);
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, "undecodable share state value skipped");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::share::record::{DurableState, Run};
+    use crate::log::LogConfig;
+    use crate::runtime::{run_local, IO_MEMORY_BYTES_DEFAULT};
+    use crate::storage::{Storage, StrategyKind};
+
+    fn key(partition: i32) -> StateKey {
+        StateKey {
+            group: "g".into(),
+            topic_id: uuid::Uuid::from_u128(1),
+            partition,
+        }
+    }
+
+    fn snapshot(sequence: u64, start: i64) -> Snapshot {
+        Snapshot {
+            sequence,
+            start,
+            runs: vec![Run {
+                first: start + 1,
+                last: start + 1,
+                state: DurableState::Available,
+                delivery_count: 2,
+            }],
+        }
+    }
+
+    fn batch_of(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(0, Compression::None);
+        for (key, value) in records {
+            builder.push_kv(Some(key), Some(value), &[], 0);
+        }
+        builder.build(0).expect("batch")
+    }
+
+    fn entry(key: &StateKey, snapshot: &Snapshot) -> (Vec<u8>, Vec<u8>) {
+        (
+            record::encode_key(key).expect("key"),
+            record::encode_value(snapshot),
+        )
+    }
+
+    /// The highest sequence wins whatever the log order; garbage is skipped and counted.
+    #[test]
+    fn replay_keeps_the_highest_sequence_per_key() {
+        let dir = tempfile::tempdir().expect("dir");
+        run_local(IO_MEMORY_BYTES_DEFAULT, async {
+            let storage = Storage::new(StrategyKind::Buffered);
+            let log = PartitionLog::open(storage, dir.path(), LogConfig::default())
+                .await
+                .expect("open");
+            let batches = [
+                batch_of(&[
+                    entry(&key(0), &snapshot(1, 10)),
+                    entry(&key(1), &snapshot(1, 5)),
+                ]),
+                batch_of(&[
+                    entry(&key(0), &snapshot(3, 30)),
+                    entry(&key(0), &snapshot(2, 20)),
+                    (record::encode_key(&key(2)).expect("key"), vec![0, 1]),
+                ]),
+            ];
+            for mut batch in batches {
+                log.append(&mut batch, 0).await.expect("append");
+            }
+            let state = StatePartition::default();
+            let skipped = replay(&log, &state).await.expect("replay");
+            assert_eq!(skipped, 1);
+            {
+                let latest = state.latest.borrow();
+                assert_eq!(latest.get(&key(0)), Some(&snapshot(3, 30)));
+                assert_eq!(latest.get(&key(1)), Some(&snapshot(1, 5)));
+                assert!(!latest.contains_key(&key(2)));
+            }
+            log.close().await.expect("close");
+        });
+    }
+}
