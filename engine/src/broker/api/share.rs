@@ -58,7 +58,12 @@ fn coordinator_core(shard: &Shard, group_id: &str) -> Result<usize, i16> {
         });
     let partition = group::coordinator_for(group_id, partitions);
     let node_id = shard.shared.config.node_id;
-    if group::coordinator_node(node_id, partition) != node_id {
+    // Before `__consumer_offsets` exists there is no leader to ask: share groups are
+    // coordinated here (they are single-broker for now; see docs/groups.md).
+    let state = shard.shared.metadata.snapshot();
+    if state.topic(OFFSETS_TOPIC).is_some()
+        && group::coordinator_node(&state, partition) != Some(node_id)
+    {
         return Err(error_code::NOT_COORDINATOR);
     }
     Ok(partition_owner(
