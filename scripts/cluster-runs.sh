@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The harness's standard cluster runs (issue 5), in one go so the ratios come from one run:
+#   1 KiB records in 1 MiB batches, acks=all, producers and consumers running together
+#   (--consume during), for 1 and 16 partitions, on 1 broker with replication 1 and on 3
+#   brokers with replication 3 (min.insync.replicas 2), for each storage strategy.
+# Prints, per strategy and partition count, the 3-broker publish throughput as a share of
+# the 1-broker one (target: at least a third) and the p99 publish latency of each run.
+# Every harness run saves its own folder under results/; this script writes a report.md
+# and summary.json into OUT.
+#
+# Usage: scripts/cluster-runs.sh
+#   DURATION=10s WARMUP=2s STRATEGIES="direct buffered uring" PARTITIONS="1 16"
+#   OUT=results/<date>-cluster-runs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=${DURATION:-10s}
+warmup=${WARMUP:-2s}
+strategies=${STRATEGIES:-direct buffered uring}
+partition_counts=${PARTITIONS:-1 16}
+out=${OUT:-"results/$(date +%F)-cluster-runs"}
+mkdir -p "$out"
+
+cargo build --release -q -p shardlog-harness
+harness=target/release/harness
+: >"$out/runs.jsonl"
+for partitions in $partition_counts; do
+  clients=$(( partitions < 4 ? 1 : 4 ))
+  for layout in "1 1" "3 3"; do
+    set -- $layout
+    brokers=$1 replication=$2
+    for strategy in $strategies; do
+      echo "== $strategy, $partitions partitions, $brokers brokers, replication $replication" >&2
+      "$harness" --brokers "$brokers" --replication "$replication" --strategy "$strategy" \
+        --partitions "$partitions" --producers "$clients" --consumers "$clients" \
+        --acks all --consume during --duration "$duration" --warmup "$warmup" \
+        --data-dir target/cluster-runs --json \
+        | tail -n 1 \
+        | python3 -c 'import json,sys; s=json.load(sys.stdin); s["brokers"]=int(sys.argv[1]); s["replication"]=int(sys.argv[2]); s["strategy"]=sys.argv[3]; print(json.dumps(s))' \
+            "$brokers" "$replication" "$strategy" >>"$out/runs.jsonl"
+    done
+  done
+done
+
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+runs = [json.loads(line) for line in open(f"{out}/runs.jsonl")]
+def key(run):
+    return (run["strategy"], run["partitions"], run["brokers"])
+by = {key(run): run for run in runs}
+rows, summary = [], []
+for run in runs:
+    if run["brokers"] != 3:
+        continue
+    single = by.get((run["strategy"], run["partitions"], 1))
+    if single is None:
+        continue
+    mb3 = run["publish"]["throughput_mb_s"]
+    mb1 = single["publish"]["throughput_mb_s"]
+    ratio = mb3 / mb1 if mb1 else float("nan")
+    entry = {
+        "strategy": run["strategy"], "partitions": run["partitions"],
+        "publish_mb_s_1_broker_rf1": round(mb1, 1), "publish_mb_s_3_brokers_rf3": round(mb3, 1),
+        "ratio": round(ratio, 3),
+        "p99_us_1_broker": single["publish"]["latency_us"]["p99"],
+        "p99_us_3_brokers": run["publish"]["latency_us"]["p99"],
+        "consume_mb_s_1_broker": round((single.get("consume") or {}).get("throughput_mb_s", 0), 1),
+        "consume_mb_s_3_brokers": round((run.get("consume") or {}).get("throughput_mb_s", 0), 1),
+    }
+    summary.append(entry)
+    rows.append("| {strategy} | {partitions} | {publish_mb_s_1_broker_rf1} | {publish_mb_s_3_brokers_rf3} | **{pct:.0f}%** | {p99_us_1_broker} | {p99_us_3_brokers} |".format(pct=100 * ratio, **entry))
+json.dump(summary, open(f"{out}/summary.json", "w"), indent=2)
+report = ["# 1 broker (rf 1) vs 3 brokers (rf 3), acks=all, one run", "",
+          "1 KiB records, 1 MiB batches, producers and consumers together; target: 3 brokers keep at least 33% of 1 broker's publish throughput.", "",
+          "| strategy | partitions | 1 broker MB/s | 3 brokers MB/s | 3 vs 1 | p99 us, 1 broker | p99 us, 3 brokers |",
+          "| --- | --- | --- | --- | --- | --- | --- |"] + rows
+open(f"{out}/report.md", "w").write("\n".join(report) + "\n")
+print("\n".join(report))
+PY
