@@ -462,6 +462,22 @@ impl SimBroker {
         let Some(appending) = self.appending.get_mut(&produce) else {
             return;
         };
+        // As `produce_here`'s admission under the append lock: still the leader, at the
+        // epoch the request was accepted in, or the rest of the produce is refused.
+        if self.replica.role() != Role::Leader
+            || self.replica.leader_epoch() != appending.leader_epoch
+        {
+            let appending = self.appending.remove(&produce).expect("present");
+            self.send(
+                appending.producer,
+                Message::ProduceResponse {
+                    request: appending.request,
+                    error: error_code::NOT_LEADER_OR_FOLLOWER,
+                    offsets: Vec::new(),
+                },
+            );
+            return;
+        }
         let value = appending.values[appending.offsets.len()];
         let offset = self.log.append_as_leader(appending.leader_epoch, value);
         appending.offsets.push(offset);
@@ -717,14 +733,13 @@ impl SimBroker {
             .iter()
             .position(|waited| *waited == session);
         if let Some(index) = orphan {
+            // As `truncate_divergent` does: the role changed while the question was out, so
+            // the answer is about a log this broker no longer follows.
             self.orphaned_truncations.swap_remove(index);
-            if error == error_code::NONE {
-                self.note(format!(
-                    "b{} acts on an OffsetForLeaderEpoch answer {answer:?} of an ended fetch loop",
-                    self.id
-                ));
-                self.truncate_divergent(answer);
-            }
+            self.note(format!(
+                "b{} ignores an OffsetForLeaderEpoch answer {answer:?} of an ended fetch loop",
+                self.id
+            ));
             return;
         }
         let Some(follow) = self.loop_waiting_on(session) else {
