@@ -120,8 +120,9 @@ pub enum Command {
     },
 }
 
-/// Why a command changed nothing. Each maps to a Kafka error code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a command changed nothing. Each maps to a Kafka error code. Serialisable: a voter
+/// sends it to the observer that proposed the command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Refusal {
     #[error("topic {0:?} already exists")]
     TopicExists(String),
@@ -132,7 +133,7 @@ pub enum Refusal {
     #[error("unknown broker {0}")]
     UnknownBroker(BrokerId),
     #[error("invalid replica assignment: {0}")]
-    InvalidReplicas(&'static str),
+    InvalidReplicas(String),
     #[error("stale partition epoch or not the leader")]
     StaleIsrChange,
     #[error("broker {0} is fenced and cannot join an ISR")]
@@ -208,18 +209,20 @@ impl ClusterState {
                     return Err(Refusal::TopicExists(name.clone()));
                 }
                 if replicas.is_empty() {
-                    return Err(Refusal::InvalidReplicas("no partitions"));
+                    return Err(Refusal::InvalidReplicas("no partitions".into()));
                 }
                 let mut assignment = Vec::with_capacity(replicas.len());
                 for set in replicas {
                     if set.is_empty() {
-                        return Err(Refusal::InvalidReplicas("a partition has no replicas"));
+                        return Err(Refusal::InvalidReplicas(
+                            "a partition has no replicas".into(),
+                        ));
                     }
                     let mut sorted = set.clone();
                     sorted.sort_unstable();
                     sorted.dedup();
                     if sorted.len() != set.len() {
-                        return Err(Refusal::InvalidReplicas("a broker is listed twice"));
+                        return Err(Refusal::InvalidReplicas("a broker is listed twice".into()));
                     }
                     if let Some(unknown) = set.iter().find(|b| !self.brokers.contains_key(b)) {
                         return Err(Refusal::UnknownBroker(*unknown));
@@ -277,7 +280,9 @@ impl ClusterState {
                     return Err(Refusal::StaleIsrChange);
                 }
                 if isr.iter().any(|b| !state.replicas.contains(b)) {
-                    return Err(Refusal::InvalidReplicas("ISR member is not a replica"));
+                    return Err(Refusal::InvalidReplicas(
+                        "ISR member is not a replica".into(),
+                    ));
                 }
                 // A fenced broker may have died since the leader last saw it fetch (Kafka's
                 // KIP-841): it joins only once it is heard from again.
@@ -389,7 +394,7 @@ pub fn place_replicas(
 ) -> Result<Vec<Vec<BrokerId>>, Refusal> {
     if replication == 0 || replication > brokers.len() {
         return Err(Refusal::InvalidReplicas(
-            "replication factor exceeds the live brokers",
+            "replication factor exceeds the live brokers".into(),
         ));
     }
     Ok((0..partitions.max(0) as usize)
