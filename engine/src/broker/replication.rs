@@ -89,7 +89,9 @@ impl Shard {
                 let key = (topic.name.clone(), partition);
                 let already_open = self.partitions.borrow().get(&key).cloned();
                 let open = match already_open {
-                    Some(_) if !state.replicas.contains(&me) => {
+                    Some(open) if !state.replicas.contains(&me) => {
+                        // Going offline first answers waiting produces (not the leader).
+                        self.adopt(&open, topic, partition, state);
                         moved_away.push(key);
                         continue;
                     }
