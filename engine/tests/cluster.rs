@@ -3,6 +3,8 @@
 //! An idempotent confluent-kafka producer (acks=all) writes through a `kill -9` of a
 //! partition leader; afterwards every acknowledged record must be readable, in order, once.
 //! The killed broker then restarts, recovers, catches up and rejoins every ISR.
+//! A fourth broker, not a voter, joins a running cluster and a partition moves to it
+//! (AlterPartitionReassignments) while the producer runs; nothing acknowledged is lost.
 
 mod common_broker;
 
@@ -11,10 +13,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common_broker::{require_tool, run_client, BrokerProcess};
+use kafka_protocol::messages::alter_partition_reassignments_request::{
+    AlterPartitionReassignmentsRequest, ReassignablePartition, ReassignableTopic,
+};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsRequest;
 use kafka_protocol::messages::metadata_response::MetadataResponse;
-use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 const BROKERS: usize = 3;
@@ -40,6 +46,11 @@ fn free_port() -> u16 {
 /// Starts `BROKERS` brokers (node ids 1..) that form one quorum. They start together: each
 /// reports ready only once the quorum has registered it, which needs a majority running.
 fn start_cluster(name: &str) -> Vec<BrokerProcess> {
+    start_cluster_with_quorum(name).0
+}
+
+/// Like [`start_cluster`], also returning the voters' `--quorum` list.
+fn start_cluster_with_quorum(name: &str) -> (Vec<BrokerProcess>, String) {
     let controller_ports: Vec<u16> = (0..BROKERS).map(|_| free_port()).collect();
     let quorum = controller_ports
         .iter()
@@ -47,34 +58,15 @@ fn start_cluster(name: &str) -> Vec<BrokerProcess> {
         .map(|(index, port)| format!("{}@127.0.0.1:{port}", index + 1))
         .collect::<Vec<_>>()
         .join(",");
-    std::thread::scope(|scope| {
+    let brokers = std::thread::scope(|scope| {
         let starting: Vec<_> = controller_ports
             .iter()
             .enumerate()
             .map(|(index, port)| {
                 let quorum = quorum.clone();
                 scope.spawn(move || {
-                    let node_id = (index + 1).to_string();
                     let controller = format!("127.0.0.1:{port}");
-                    BrokerProcess::start_with_settings(
-                        &format!("{name}-{node_id}"),
-                        &[
-                            "--node-id",
-                            &node_id,
-                            "--quorum",
-                            &quorum,
-                            "--controller-listen",
-                            &controller,
-                            "--broker-session-timeout-ms",
-                            "2000",
-                            "--heartbeat-interval-ms",
-                            "200",
-                            "--strategy",
-                            "direct",
-                        ],
-                        "info",
-                        SETTINGS,
-                    )
+                    start_broker(name, index as i32 + 1, &quorum, Some(&controller))
                 })
             })
             .collect();
@@ -82,7 +74,30 @@ fn start_cluster(name: &str) -> Vec<BrokerProcess> {
             .into_iter()
             .map(|handle| handle.join().expect("a broker started"))
             .collect()
-    })
+    });
+    (brokers, quorum)
+}
+
+/// Starts broker `node_id` of the cluster whose voters are `quorum`; a broker without a
+/// `controller` address is not a voter (an observer).
+fn start_broker(name: &str, node_id: i32, quorum: &str, controller: Option<&str>) -> BrokerProcess {
+    let node_id = node_id.to_string();
+    let mut flags = vec![
+        "--node-id",
+        &node_id,
+        "--quorum",
+        quorum,
+        "--broker-session-timeout-ms",
+        "2000",
+        "--heartbeat-interval-ms",
+        "200",
+        "--strategy",
+        "direct",
+    ];
+    if let Some(controller) = controller {
+        flags.extend(["--controller-listen", controller]);
+    }
+    BrokerProcess::start_with_settings(&format!("{name}-{node_id}"), &flags, "info", SETTINGS)
 }
 
 fn bootstrap(brokers: &[&BrokerProcess]) -> String {
@@ -350,5 +365,137 @@ fn committed_offsets_survive_the_loss_of_the_group_coordinator() {
             Some(expected),
             "partition {partition} resumed elsewhere: {first}\n{second}"
         );
+    }
+}
+
+/// Partition `index`'s replicas, ISR (both sorted) and leader.
+fn replicas_of(metadata: &MetadataResponse, index: i32) -> (Vec<i32>, Vec<i32>, i32) {
+    let partition = metadata
+        .topics
+        .iter()
+        .flat_map(|topic| topic.partitions.iter())
+        .find(|partition| partition.partition_index == index)
+        .expect("the partition in metadata");
+    let sorted = |nodes: &[kafka_protocol::messages::BrokerId]| {
+        let mut ids: Vec<i32> = nodes.iter().map(|node| node.0).collect();
+        ids.sort_unstable();
+        ids
+    };
+    (
+        sorted(&partition.replica_nodes),
+        sorted(&partition.isr_nodes),
+        partition.leader_id.0,
+    )
+}
+
+#[test]
+fn a_new_broker_joins_and_takes_over_a_partition_while_producers_run() {
+    require_tool(
+        "python3 with confluent-kafka",
+        "python3",
+        &["-c", "import confluent_kafka"],
+    );
+    const MOVING: &str = "moving";
+    const NEW_BROKER: i32 = BROKERS as i32 + 1;
+    let (mut brokers, quorum) = start_cluster_with_quorum("join");
+    brokers[0]
+        .client()
+        .create_replicated_topic(MOVING, PARTITIONS, BROKERS as i16);
+    let settled = wait_for_metadata(&brokers[0], MOVING, "three in-sync replicas", |m| {
+        all_partitions_have(m, BROKERS)
+    });
+    // The partition broker 1 leads moves to [2, 3, 4]: its leadership must move too.
+    let moving = (0..PARTITIONS)
+        .find(|index| replicas_of(&settled, *index).2 == 1)
+        .expect("broker 1 leads a partition");
+    let target = vec![2, 3, NEW_BROKER];
+
+    let ack_log = tempfile::NamedTempFile::new().expect("ack log");
+    let all = bootstrap(&brokers.iter().collect::<Vec<_>>());
+    let producer = {
+        let mut command = Command::new("python3");
+        command
+            .arg(scripts_dir().join("failover_produce.py"))
+            .args([
+                all.as_str(),
+                MOVING,
+                &PRODUCE_SECONDS.to_string(),
+                &ack_log.path().display().to_string(),
+            ]);
+        std::thread::spawn(move || run_client(command, Duration::from_secs(PRODUCE_SECONDS + 120)))
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    // Broker 4 is not a voter: it joins as an observer and is ready once registered.
+    brokers.push(start_broker("join", NEW_BROKER, &quorum, None));
+
+    let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+        ReassignableTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str(MOVING)))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(moving)
+                .with_replicas(Some(target.iter().map(|id| BrokerId(*id)).collect()))]),
+    ]);
+    let altered = brokers[1].client().send(0, &request);
+    assert_eq!(altered.error_code, 0, "{altered:?}");
+    assert_eq!(
+        altered.responses[0].partitions[0].error_code, 0,
+        "{altered:?}"
+    );
+    let started = Instant::now();
+    let moved = wait_for_metadata(&brokers[3], MOVING, "the reassignment to finish", |m| {
+        let (replicas, isr, leader) = replicas_of(m, moving);
+        replicas == target && isr == target && target.contains(&leader)
+    });
+    println!(
+        "partition {moving} moved to {:?} in {:?}",
+        replicas_of(&moved, moving),
+        started.elapsed()
+    );
+    let listed = brokers[0]
+        .client()
+        .send(0, &ListPartitionReassignmentsRequest::default());
+    assert!(listed.topics.is_empty(), "nothing still moving: {listed:?}");
+
+    let produced = producer.join().expect("the producer thread");
+    assert_eq!(produced["errors"], 0, "{produced}");
+    assert_eq!(produced["acked"], produced["sent"], "{produced}");
+
+    // Broker 1 no longer holds the partition: it deleted its copy.
+    let old_copy = brokers[0].data_dir().join(format!("{MOVING}-{moving}"));
+    let started = Instant::now();
+    while old_copy.exists() {
+        assert!(
+            started.elapsed() < SETTLE_TIMEOUT,
+            "{} is still there",
+            old_copy.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(brokers[3]
+        .data_dir()
+        .join(format!("{MOVING}-{moving}"))
+        .exists());
+
+    // With broker 1 dead, everything acknowledged is read from brokers 2, 3 and 4.
+    brokers[0].kill();
+    let survivors: Vec<&BrokerProcess> = brokers[1..].iter().collect();
+    wait_for_metadata(&brokers[1], MOVING, "leaders without broker 1", |m| {
+        (0..PARTITIONS).all(|index| {
+            let leader = replicas_of(m, index).2;
+            leader >= 0 && leader != 1
+        })
+    });
+    let mut check = Command::new("python3");
+    check.arg(scripts_dir().join("failover_check.py")).args([
+        bootstrap(&survivors).as_str(),
+        MOVING,
+        &ack_log.path().display().to_string(),
+    ]);
+    let checked = run_client(check, Duration::from_secs(120));
+    println!("produced {produced}\nchecked {checked}");
+    assert_eq!(checked["lost"], 0, "{checked}");
+    assert_eq!(checked["acked"], produced["acked"], "{checked}");
+    for broker in &mut brokers[1..] {
+        broker.assert_running();
     }
 }

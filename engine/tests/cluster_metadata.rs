@@ -181,6 +181,8 @@ impl ClusterBroker {
 /// The brokers; on a failure, prints the end of every broker's log.
 struct Cluster {
     _root: tempfile::TempDir,
+    /// The voters' `--quorum` list.
+    quorum: String,
     brokers: Vec<ClusterBroker>,
 }
 
@@ -221,6 +223,7 @@ fn start_cluster() -> Cluster {
         .collect();
     let mut cluster = Cluster {
         _root: root,
+        quorum,
         brokers,
     };
     for broker in &mut cluster.brokers {
@@ -354,5 +357,58 @@ fn three_brokers_agree_on_leaders_and_a_killed_brokers_partitions_move() {
                 "partition {index}: its leader was alive"
             );
         }
+    }
+}
+
+/// A fourth broker that is not a voter joins as an observer: it registers through a voter,
+/// serves the same metadata, creates a topic through its session, and is fenced when it dies.
+#[test]
+fn an_observer_joins_proposes_and_is_fenced_when_killed() {
+    let mut cluster = start_cluster();
+    // The observer is given the same voters; it is not among them.
+    let quorum = cluster.quorum.clone();
+    let observer_id = BROKERS;
+    let mut observer = ClusterBroker::spawn(observer_id, cluster._root.path(), &quorum);
+    observer.wait_ready();
+    cluster.brokers.push(observer);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(TOPIC))
+            .with_num_partitions(PARTITIONS)
+            .with_replication_factor((BROKERS + 1) as i16)])
+        .with_timeout_ms(10_000);
+    let response = KafkaClient::connect(cluster.brokers[observer_id as usize].address())
+        .send(CREATE_TOPICS_VERSION, &request);
+    assert_eq!(
+        response.topics[0].error_code,
+        error_code::NONE,
+        "create through the observer"
+    );
+    let everyone: Vec<&ClusterBroker> = cluster.brokers.iter().collect();
+    let before = wait_for_agreement(&everyone, AGREEMENT_MAX, "the observer is in", |view| {
+        view.brokers.len() == (BROKERS + 1) as usize
+            && (0..BROKERS).contains(&view.controller)
+            && view.partitions.len() == PARTITIONS as usize
+            && view
+                .partitions
+                .iter()
+                .all(|partition| partition.isr.len() == (BROKERS + 1) as usize)
+    });
+    assert!(before
+        .partitions
+        .iter()
+        .any(|partition| partition.leader == observer_id));
+
+    cluster.brokers[observer_id as usize].kill_9();
+    let voters: Vec<&ClusterBroker> = cluster.brokers[..BROKERS as usize].iter().collect();
+    let after = wait_for_agreement(&voters, FAILOVER_MAX, "the observer is fenced", |view| {
+        !view.brokers.contains_key(&observer_id)
+            && view
+                .partitions
+                .iter()
+                .all(|partition| partition.leader != observer_id && partition.leader >= 0)
+    });
+    for partition in &after.partitions {
+        assert_eq!(partition.offline, vec![observer_id], "{partition:?}");
     }
 }

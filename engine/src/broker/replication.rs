@@ -74,9 +74,12 @@ impl Shard {
     }
 
     /// Opens every partition this core owns and this broker holds, and gives each its role.
+    /// Partitions this broker no longer holds (a reassignment moved them away, or their topic
+    /// was deleted) are closed and their directories deleted.
     async fn adopt_metadata(self: &Rc<Self>) {
         let me = self.shared.config.node_id;
         let snapshot = self.shared.metadata.snapshot();
+        let mut moved_away = Vec::new();
         for topic in snapshot.topics.values() {
             for (index, state) in topic.assignment.iter().enumerate() {
                 let partition = index as i32;
@@ -86,6 +89,12 @@ impl Shard {
                 let key = (topic.name.clone(), partition);
                 let already_open = self.partitions.borrow().get(&key).cloned();
                 let open = match already_open {
+                    Some(open) if !state.replicas.contains(&me) => {
+                        // Going offline first answers waiting produces (not the leader).
+                        self.adopt(&open, topic, partition, state);
+                        moved_away.push(key);
+                        continue;
+                    }
                     Some(open) => open,
                     None if state.replicas.contains(&me) => {
                         // Opening adopts the current state itself.
@@ -107,6 +116,10 @@ impl Shard {
             .collect();
         for (topic, partition) in gone {
             tracing::info!(%topic, partition, "deleting a partition of a deleted topic");
+            self.delete_partition_here(&topic, partition).await;
+        }
+        for (topic, partition) in moved_away {
+            tracing::info!(%topic, partition, "deleting a partition this broker no longer holds");
             self.delete_partition_here(&topic, partition).await;
         }
     }

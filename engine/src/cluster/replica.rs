@@ -159,11 +159,28 @@ impl ReplicaState {
             }
         };
         self.role = role;
+        if role == Role::Leader {
+            self.track_replicas(now_ms);
+        }
         self.high_watermark = self.high_watermark.min(log_end);
         if role == Role::Leader {
             self.advance_high_watermark(log_end);
         }
         transition
+    }
+
+    /// A leader tracks exactly the current replicas: a replica a reassignment added gets a
+    /// full lag period from now, one it removed is forgotten.
+    fn track_replicas(&mut self, now_ms: u64) {
+        let replicas = &self.replicas;
+        self.followers
+            .retain(|follower, _| replicas.contains(follower));
+        for replica in replicas.iter().filter(|&&replica| replica != self.me) {
+            self.followers.entry(*replica).or_insert(FollowerProgress {
+                end_offset: -1,
+                caught_up_ms: now_ms,
+            });
+        }
     }
 
     /// On every change of the partition's state, followers outside the ISR must fetch again
@@ -310,7 +327,37 @@ mod tests {
             leader,
             leader_epoch: epoch,
             partition_epoch: epoch,
+            target_replicas: None,
         }
+    }
+
+    #[test]
+    fn a_leader_tracks_replicas_a_reassignment_adds_and_removes() {
+        let mut replica = ReplicaState::new(1, 0);
+        replica.update(&state(1, 0, vec![1, 2, 3]), 10, 0);
+        replica.follower_fetched(2, 10, 10, 1);
+        replica.follower_fetched(3, 10, 10, 1);
+        assert_eq!(replica.high_watermark(), 10);
+        let moving = PartitionState {
+            replicas: vec![2, 3, 4, 1],
+            partition_epoch: 1,
+            target_replicas: Some(vec![2, 3, 4]),
+            ..state(1, 0, vec![1, 2, 3])
+        };
+        assert_eq!(replica.update(&moving, 10, 2), Transition::Unchanged);
+        assert_eq!(replica.wanted_isr(0, 3, 30_000), None, "4 has not fetched");
+        replica.follower_fetched(4, 10, 10, 4);
+        assert_eq!(replica.wanted_isr(0, 5, 30_000), Some(vec![2, 3, 4, 1]));
+        // Once moved away, the old leader follows nobody and forgets the others.
+        let moved = PartitionState {
+            replicas: vec![2, 3, 4],
+            isr: vec![2, 3, 4],
+            leader: 2,
+            leader_epoch: 1,
+            partition_epoch: 2,
+            target_replicas: None,
+        };
+        assert_eq!(replica.update(&moved, 10, 6), Transition::WentOffline);
     }
 
     #[test]

@@ -50,6 +50,35 @@ pub struct PartitionState {
     /// Raised on every change of this partition's state (leader or ISR), so a leader's ISR
     /// change made against an older state can be refused.
     pub partition_epoch: i32,
+    /// While a reassignment runs: the replicas the partition moves to. `replicas` then holds
+    /// these and the old ones; once every target replica is in the ISR, the old ones go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_replicas: Option<Vec<BrokerId>>,
+}
+
+impl PartitionState {
+    /// Replicas being added by a running reassignment (Kafka's `adding_replicas`).
+    pub fn adding_replicas(&self) -> Vec<BrokerId> {
+        self.target_replicas
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|replica| !self.isr.contains(replica))
+            .collect()
+    }
+
+    /// Replicas a running reassignment removes at its end (Kafka's `removing_replicas`).
+    pub fn removing_replicas(&self) -> Vec<BrokerId> {
+        match &self.target_replicas {
+            Some(target) => self
+                .replicas
+                .iter()
+                .copied()
+                .filter(|replica| !target.contains(replica))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,7 +139,8 @@ pub enum Command {
         name: String,
     },
     /// A leader shrinks or grows its partition's ISR. Refused unless `leader` still leads at
-    /// `partition_epoch`.
+    /// `partition_epoch`. An ISR that now holds every target replica of a running
+    /// reassignment completes it.
     AlterIsr {
         topic: String,
         partition: i32,
@@ -118,10 +148,22 @@ pub enum Command {
         partition_epoch: i32,
         isr: Vec<BrokerId>,
     },
+    /// Moves a partition to `target` (Kafka's AlterPartitionReassignments), adding replicas
+    /// first: `replicas` becomes the target followed by the current replicas not in it, so the
+    /// new ones start following. When the ISR holds every target replica the reassignment
+    /// completes: `replicas` becomes `target`, the ISR keeps only target members, and a
+    /// leader outside the target hands over to the first live target ISR member at a higher
+    /// leader epoch. A new target replaces a running one.
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        target: Vec<BrokerId>,
+    },
 }
 
-/// Why a command changed nothing. Each maps to a Kafka error code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a command changed nothing. Each maps to a Kafka error code. Serialisable: a voter
+/// sends it to the observer that proposed the command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Refusal {
     #[error("topic {0:?} already exists")]
     TopicExists(String),
@@ -132,7 +174,7 @@ pub enum Refusal {
     #[error("unknown broker {0}")]
     UnknownBroker(BrokerId),
     #[error("invalid replica assignment: {0}")]
-    InvalidReplicas(&'static str),
+    InvalidReplicas(String),
     #[error("stale partition epoch or not the leader")]
     StaleIsrChange,
     #[error("broker {0} is fenced and cannot join an ISR")]
@@ -208,19 +250,11 @@ impl ClusterState {
                     return Err(Refusal::TopicExists(name.clone()));
                 }
                 if replicas.is_empty() {
-                    return Err(Refusal::InvalidReplicas("no partitions"));
+                    return Err(Refusal::InvalidReplicas("no partitions".into()));
                 }
                 let mut assignment = Vec::with_capacity(replicas.len());
                 for set in replicas {
-                    if set.is_empty() {
-                        return Err(Refusal::InvalidReplicas("a partition has no replicas"));
-                    }
-                    let mut sorted = set.clone();
-                    sorted.sort_unstable();
-                    sorted.dedup();
-                    if sorted.len() != set.len() {
-                        return Err(Refusal::InvalidReplicas("a broker is listed twice"));
-                    }
+                    check_replica_set(set)?;
                     if let Some(unknown) = set.iter().find(|b| !self.brokers.contains_key(b)) {
                         return Err(Refusal::UnknownBroker(*unknown));
                     }
@@ -235,6 +269,7 @@ impl ClusterState {
                         leader,
                         leader_epoch: 0,
                         partition_epoch: 0,
+                        target_replicas: None,
                     });
                 }
                 let topic = Topic {
@@ -277,7 +312,9 @@ impl ClusterState {
                     return Err(Refusal::StaleIsrChange);
                 }
                 if isr.iter().any(|b| !state.replicas.contains(b)) {
-                    return Err(Refusal::InvalidReplicas("ISR member is not a replica"));
+                    return Err(Refusal::InvalidReplicas(
+                        "ISR member is not a replica".into(),
+                    ));
                 }
                 // A fenced broker may have died since the leader last saw it fetch (Kafka's
                 // KIP-841): it joins only once it is heard from again.
@@ -289,9 +326,71 @@ impl ClusterState {
                 let state = &mut changed.assignment[*partition as usize];
                 state.isr = isr.clone();
                 state.partition_epoch += 1;
+                self.complete_reassignment(state);
                 self.topics.insert(topic.clone(), Arc::new(changed));
                 Ok(())
             }
+            Command::ReassignPartition {
+                topic,
+                partition,
+                target,
+            } => self.reassign(topic, *partition, target),
+        }
+    }
+
+    fn reassign(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        target: &[BrokerId],
+    ) -> Result<(), Refusal> {
+        let current = self
+            .topics
+            .get(topic)
+            .ok_or_else(|| Refusal::UnknownTopic(topic.to_string()))?;
+        let unknown_partition = || Refusal::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        let state = current.partition(partition).ok_or_else(unknown_partition)?;
+        check_replica_set(target)?;
+        if let Some(unknown) = target.iter().find(|b| !self.brokers.contains_key(b)) {
+            return Err(Refusal::UnknownBroker(*unknown));
+        }
+        let mut replicas = target.to_vec();
+        replicas.extend(state.replicas.iter().filter(|b| !target.contains(b)));
+        let mut changed = Topic::clone(current);
+        let state = &mut changed.assignment[partition as usize];
+        state.replicas = replicas;
+        state.target_replicas = Some(target.to_vec());
+        state.partition_epoch += 1;
+        self.complete_reassignment(state);
+        self.topics.insert(topic.to_string(), Arc::new(changed));
+        Ok(())
+    }
+
+    /// Ends a reassignment whose target replicas are all in the ISR (see
+    /// [`Command::ReassignPartition`]). The caller raised the partition epoch already.
+    fn complete_reassignment(&self, state: &mut PartitionState) {
+        let Some(target) = &state.target_replicas else {
+            return;
+        };
+        if !target.iter().all(|replica| state.isr.contains(replica)) {
+            return;
+        }
+        let target = target.clone();
+        state.isr.retain(|replica| target.contains(replica));
+        state.replicas = target;
+        state.target_replicas = None;
+        if !state.replicas.contains(&state.leader) {
+            let live = |b: &&BrokerId| self.brokers.get(b).is_some_and(|info| !info.fenced);
+            state.leader = state
+                .replicas
+                .iter()
+                .find(live)
+                .copied()
+                .unwrap_or(NO_LEADER);
+            state.leader_epoch += 1;
         }
     }
 
@@ -378,6 +477,22 @@ impl ClusterState {
     }
 }
 
+/// A partition's replicas: at least one, none twice.
+fn check_replica_set(set: &[BrokerId]) -> Result<(), Refusal> {
+    if set.is_empty() {
+        return Err(Refusal::InvalidReplicas(
+            "a partition has no replicas".into(),
+        ));
+    }
+    let mut sorted = set.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != set.len() {
+        return Err(Refusal::InvalidReplicas("a broker is listed twice".into()));
+    }
+    Ok(())
+}
+
 /// Replicas for `partitions` partitions over `brokers` (sorted, live), `replication` each:
 /// Kafka's round-robin, starting at an offset the proposer picks so leaders spread across
 /// topics.
@@ -389,7 +504,7 @@ pub fn place_replicas(
 ) -> Result<Vec<Vec<BrokerId>>, Refusal> {
     if replication == 0 || replication > brokers.len() {
         return Err(Refusal::InvalidReplicas(
-            "replication factor exceeds the live brokers",
+            "replication factor exceeds the live brokers".into(),
         ));
     }
     Ok((0..partitions.max(0) as usize)
@@ -566,6 +681,133 @@ mod tests {
             Err(Refusal::StaleIsrChange)
         );
         assert_eq!(state.topic("t").expect("t").assignment[0].isr, vec![1, 3]);
+    }
+
+    fn four_brokers() -> ClusterState {
+        let mut state = three_brokers();
+        state
+            .apply(&Command::RegisterBroker {
+                id: 4,
+                host: "127.0.0.1".into(),
+                port: 9094,
+            })
+            .expect("register");
+        state
+    }
+
+    fn partition(state: &ClusterState) -> PartitionState {
+        state.topic("t").expect("t").assignment[0].clone()
+    }
+
+    fn reassign(target: Vec<BrokerId>) -> Command {
+        Command::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            target,
+        }
+    }
+
+    fn alter_isr(state: &ClusterState, isr: Vec<BrokerId>) -> Command {
+        let current = partition(state);
+        Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: current.leader,
+            partition_epoch: current.partition_epoch,
+            isr,
+        }
+    }
+
+    #[test]
+    fn a_reassignment_adds_replicas_first_and_ends_when_they_are_in_sync() {
+        let mut state = four_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        state.apply(&reassign(vec![2, 3, 4])).expect("reassign");
+        let moving = partition(&state);
+        assert_eq!(moving.replicas, vec![2, 3, 4, 1]);
+        assert_eq!(moving.isr, vec![1, 2, 3]);
+        assert_eq!((moving.leader, moving.leader_epoch), (1, 0));
+        assert_eq!(moving.target_replicas, Some(vec![2, 3, 4]));
+        assert_eq!(moving.adding_replicas(), vec![4]);
+        assert_eq!(moving.removing_replicas(), vec![1]);
+        assert_eq!(moving.partition_epoch, 1);
+        // The leader's ISR change made before the reassignment is stale.
+        let stale = Command::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            partition_epoch: 0,
+            isr: vec![1, 2],
+        };
+        assert_eq!(state.apply(&stale), Err(Refusal::StaleIsrChange));
+        // Broker 4 caught up: the leader (1, outside the target) hands over to 2.
+        state
+            .apply(&alter_isr(&state, vec![1, 2, 3, 4]))
+            .expect("grow");
+        let moved = partition(&state);
+        assert_eq!(moved.replicas, vec![2, 3, 4]);
+        assert_eq!(moved.isr, vec![2, 3, 4]);
+        assert_eq!((moved.leader, moved.leader_epoch), (2, 1));
+        assert_eq!(moved.target_replicas, None);
+        assert!(moved.partition_epoch > moving.partition_epoch);
+    }
+
+    #[test]
+    fn a_reassignment_keeps_a_leader_in_the_target_and_waits_for_every_target_replica() {
+        let mut state = four_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        state.apply(&reassign(vec![1, 4])).expect("reassign");
+        // 4 joined, but the ISR lost 2 and 3 meanwhile: still complete (target is 1 and 4).
+        state.apply(&alter_isr(&state, vec![1])).expect("shrink");
+        assert_eq!(partition(&state).target_replicas, Some(vec![1, 4]));
+        state.apply(&alter_isr(&state, vec![1, 4])).expect("grow");
+        let moved = partition(&state);
+        assert_eq!(
+            (moved.replicas.clone(), moved.isr.clone()),
+            (vec![1, 4], vec![1, 4])
+        );
+        assert_eq!((moved.leader, moved.leader_epoch), (1, 0));
+        // A target already in sync completes at once.
+        state
+            .apply(&reassign(vec![4]))
+            .expect("shrink the replicas");
+        let moved = partition(&state);
+        assert_eq!(
+            (moved.replicas.clone(), moved.isr.clone()),
+            (vec![4], vec![4])
+        );
+        assert_eq!((moved.leader, moved.leader_epoch), (4, 1));
+    }
+
+    #[test]
+    fn bad_reassignments_are_refused() {
+        let mut state = four_brokers();
+        create(&mut state, vec![vec![1, 2, 3]]);
+        assert_eq!(
+            state.apply(&reassign(vec![])),
+            Err(Refusal::InvalidReplicas(
+                "a partition has no replicas".into()
+            ))
+        );
+        assert!(matches!(
+            state.apply(&reassign(vec![2, 2])),
+            Err(Refusal::InvalidReplicas(_))
+        ));
+        assert_eq!(
+            state.apply(&reassign(vec![2, 9])),
+            Err(Refusal::UnknownBroker(9))
+        );
+        let unknown = Command::ReassignPartition {
+            topic: "t".into(),
+            partition: 1,
+            target: vec![1],
+        };
+        assert!(matches!(
+            state.apply(&unknown),
+            Err(Refusal::UnknownPartition { .. })
+        ));
+        assert_eq!(partition(&state).replicas, vec![1, 2, 3]);
+        assert_eq!(partition(&state).partition_epoch, 0);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod epochs;
 mod fetch;
 mod group;
 mod produce;
+mod reassign;
 mod share;
 
 use std::rc::Rc;
@@ -52,6 +53,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 3),
     (ApiKey::DescribeGroups, 0, 4),
     (ApiKey::ListGroups, 0, 2),
+    // Partition reassignment (docs/cluster.md): every version kafka-protocol has, flexible.
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     // Share groups (docs/groups.md, "Share groups"): KIP-932's stable version, flexible.
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareGroupDescribe, 1, 1),
@@ -132,6 +136,16 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         ),
         RequestKind::ListOffsets(request) => {
             ResponseKind::ListOffsets(admin::list_offsets(&shard, request).await)
+        }
+        RequestKind::AlterPartitionReassignments(request) => {
+            ResponseKind::AlterPartitionReassignments(
+                reassign::alter_partition_reassignments(&shard, request).await,
+            )
+        }
+        RequestKind::ListPartitionReassignments(request) => {
+            ResponseKind::ListPartitionReassignments(reassign::list_partition_reassignments(
+                &shard, request,
+            ))
         }
         RequestKind::Produce(request) => match produce::produce(&shard, request, version).await {
             Some(response) => ResponseKind::Produce(response),

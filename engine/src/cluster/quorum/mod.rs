@@ -8,6 +8,9 @@
 //! - [`Quorum::run`] is the driver, one task on core 0: tick, step, handle `Ready`.
 //! - [`storage`] keeps raft's log durable; [`transport`] carries [`frame`]s between voters;
 //!   [`controller`] fences silent brokers.
+//! - A broker that is not among the voters is an **observer** (KRaft's "broker" role): it
+//!   runs no raft node. [`observer`] keeps a session with one voter that pushes the applied
+//!   state and commits its proposals, so the handle's API is the same on every broker.
 //!
 //! **Ids.** Raft node ids must be non-zero and broker ids may be 0, so a voter's raft id is
 //! its broker id + 1 ([`raft_id`], [`broker_id`]).
@@ -16,6 +19,7 @@ pub mod controller;
 mod driver;
 pub mod frame;
 mod logger;
+mod observer;
 pub mod proposal;
 pub mod record;
 pub mod storage;
@@ -60,11 +64,11 @@ pub const PROPOSALS_QUEUED_MAX: usize = 1024;
 pub struct QuorumConfig {
     /// This broker's id.
     pub node_id: BrokerId,
-    /// Every voter's broker id and controller address, this broker's included. Empty: a
-    /// quorum of this broker alone (no transport).
+    /// Every voter's broker id and controller address. Empty: a quorum of this broker alone
+    /// (no transport). A broker not listed is an observer.
     pub voters: Vec<(BrokerId, SocketAddr)>,
-    /// Where to accept the other voters' connections (default: this broker's address in
-    /// `voters`).
+    /// Where to accept the other voters' and the observers' connections (default: this
+    /// broker's address in `voters`; unused on an observer).
     pub listen: Option<SocketAddr>,
     /// The raft log lives in `<data_dir>/metadata/`.
     pub data_dir: PathBuf,
@@ -103,6 +107,11 @@ impl QuorumConfig {
         }
     }
 
+    /// True for a broker that is not a voter: it follows the quorum through a voter.
+    pub fn is_observer(&self) -> bool {
+        !self.voters.is_empty() && !self.voters.iter().any(|(id, _)| *id == self.node_id)
+    }
+
     /// The voters' raft ids (this broker alone when `voters` is empty).
     fn voter_raft_ids(&self) -> Vec<u64> {
         if self.voters.is_empty() {
@@ -123,13 +132,6 @@ impl QuorumConfig {
         }
         if ids.iter().any(|id| *id < 0) {
             return Some("voter ids must be non-negative".to_string());
-        }
-        if !self.voters.is_empty() && !ids.contains(&self.node_id) {
-            return Some(format!(
-                "this broker ({}) is not among the voters {ids:?} (joining as a non-voter is \
-                 not supported)",
-                self.node_id
-            ));
         }
         if self.heartbeat_ticks == 0 || self.election_ticks <= self.heartbeat_ticks {
             return Some("election ticks must exceed heartbeat ticks (> 0)".to_string());
@@ -169,8 +171,9 @@ pub enum QuorumError {
     AlreadyRunning,
 }
 
-/// Why a proposal did not change the state. Each maps to a Kafka error code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a proposal did not change the state. Each maps to a Kafka error code. Serialisable:
+/// a voter answers an observer's proposal with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ProposeError {
     /// Committed and applied, but the state refused it.
     #[error("refused: {0}")]
@@ -237,6 +240,8 @@ pub struct Quorum {
     leader: AtomicI64,
     inbox: Mutex<Inbox>,
     inbox_changed: Event,
+    running: AtomicBool,
+    /// What a voter's `open` recovered, until `run` takes it; `None` on an observer.
     recovered: Mutex<Option<Recovered>>,
     stopping: AtomicBool,
 }
@@ -246,6 +251,19 @@ impl Quorum {
     pub fn open(config: QuorumConfig) -> Result<Arc<Quorum>, QuorumError> {
         if let Some(problem) = config.problem() {
             return Err(QuorumError::Config(problem));
+        }
+        if config.is_observer() {
+            // Nothing on disk: the state arrives from a voter (version 0 until then).
+            tracing::info!(
+                node_id = config.node_id,
+                "metadata quorum: joining as an observer"
+            );
+            return Ok(Arc::new(Quorum::new(
+                config,
+                ClusterState::default(),
+                0,
+                None,
+            )));
         }
         let opened =
             QuorumStorage::open(&config.data_dir.join("metadata"), &config.voter_raft_ids())?;
@@ -263,22 +281,38 @@ impl Quorum {
             topics = state.topics.len(),
             "metadata quorum opened"
         );
-        Ok(Arc::new(Quorum {
+        let recovered = Recovered {
+            storage: opened.storage,
+            log: opened.log,
+            applied,
+            state: state.clone(),
+        };
+        Ok(Arc::new(Quorum::new(
             config,
-            state: ArcSwap::from_pointee(state.clone()),
+            state,
+            applied,
+            Some(recovered),
+        )))
+    }
+
+    fn new(
+        config: QuorumConfig,
+        state: ClusterState,
+        applied: u64,
+        recovered: Option<Recovered>,
+    ) -> Quorum {
+        Quorum {
+            config,
+            state: ArcSwap::from_pointee(state),
             applied: AtomicU64::new(applied),
             changed: Event::new(),
             leader: AtomicI64::new(-1),
             inbox: Mutex::new(Inbox::default()),
             inbox_changed: Event::new(),
-            recovered: Mutex::new(Some(Recovered {
-                storage: opened.storage,
-                log: opened.log,
-                applied,
-                state,
-            })),
+            running: AtomicBool::new(false),
+            recovered: Mutex::new(recovered),
             stopping: AtomicBool::new(false),
-        }))
+        }
     }
 
     pub fn config(&self) -> &QuorumConfig {
@@ -367,15 +401,22 @@ impl Quorum {
     /// core 0). Returns an error if the log cannot be written or the listener cannot bind;
     /// the broker must then stop, since its metadata can no longer advance safely.
     pub async fn run(self: Arc<Self>) -> Result<(), QuorumError> {
-        let recovered = self
-            .recovered
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-            .ok_or(QuorumError::AlreadyRunning)?;
-        let result = driver::Driver::start(Arc::clone(&self), recovered)?
-            .run()
-            .await;
+        if self.running.swap(true, Ordering::AcqRel) {
+            return Err(QuorumError::AlreadyRunning);
+        }
+        let result = if self.config.is_observer() {
+            observer::run(Arc::clone(&self)).await
+        } else {
+            let recovered = self
+                .recovered
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take()
+                .ok_or(QuorumError::AlreadyRunning)?;
+            driver::Driver::start(Arc::clone(&self), recovered)?
+                .run()
+                .await
+        };
         self.stop();
         self.leader.store(-1, Ordering::Release);
         result
@@ -418,6 +459,11 @@ impl Quorum {
         self.applied.store(applied, Ordering::Release);
         self.changed.notify(usize::MAX);
     }
+
+    /// Records the controller (-1: none known); returns the previous value.
+    fn set_controller(&self, controller: i64) -> i64 {
+        self.leader.swap(controller, Ordering::AcqRel)
+    }
 }
 
 /// The state at the persisted commit index: the snapshot's, then every committed entry after
@@ -454,7 +500,8 @@ mod tests {
         assert!(config.problem().is_none(), "single-node default");
         let address: SocketAddr = "127.0.0.1:1".parse().expect("address");
         config.voters = vec![(0, address), (2, address)];
-        assert!(config.problem().is_some(), "not a voter");
+        assert!(config.problem().is_none(), "an observer");
+        assert!(config.is_observer());
         config.voters = vec![(1, address), (1, address)];
         assert!(config.problem().is_some(), "listed twice");
         config.voters = vec![(0, address), (1, address), (2, address)];

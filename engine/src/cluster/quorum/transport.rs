@@ -2,7 +2,9 @@
 //!
 //! - One listener on this voter's controller address; each accepted connection is read
 //!   frame by frame into the quorum's inbox. Raft messages not addressed to this node or not
-//!   from a voter are dropped.
+//!   from a voter are dropped. A connection that starts with `subscribe` is an observer's
+//!   session and is served by [`observer::serve`](super::observer::serve).
+//! - An observer has no listener; its senders only carry its heartbeats to every voter.
 //! - One sender per other voter: it dials the voter's address, writes whatever its queue
 //!   holds, and on any failure drops the connection, clears the queue (stale raft messages
 //!   are useless: raft resends what matters) and dials again after a pause.
@@ -95,20 +97,11 @@ impl Transport {
     /// Binds the listener and starts the accept loop and one sender per other voter.
     pub(super) fn start(quorum: &Arc<Quorum>) -> Result<Rc<Transport>, QuorumError> {
         let config = &quorum.config;
-        let own_address = config
-            .voters
-            .iter()
-            .find(|(id, _)| *id == config.node_id)
-            .map(|(_, address)| *address);
-        let listen = config
-            .listen
-            .or(own_address)
-            .ok_or_else(|| QuorumError::Config("no controller address to listen on".into()))?;
-        let listener = TcpListener::bind(listen).map_err(|error| QuorumError::Listen {
-            address: listen,
-            source: std::io::Error::other(error.to_string()),
-        })?;
-        tracing::info!(address = %listen, "metadata quorum listening");
+        let stop = Rc::new(StopSignal::default());
+        let mut tasks = Vec::with_capacity(config.voters.len() + 1);
+        if !config.is_observer() {
+            tasks.push(Self::listen(quorum, &stop)?);
+        }
         let peers: HashMap<u64, Rc<Peer>> = config
             .voters
             .iter()
@@ -124,16 +117,6 @@ impl Transport {
                 (raft_id(*id), Rc::new(peer))
             })
             .collect();
-        let stop = Rc::new(StopSignal::default());
-        let mut tasks = Vec::with_capacity(peers.len() + 1);
-        let voters: Rc<HashSet<u64>> =
-            Rc::new(config.voters.iter().map(|(id, _)| raft_id(*id)).collect());
-        tasks.push(glommio::spawn_local(accept_loop(
-            listener,
-            Arc::clone(quorum),
-            voters,
-            Rc::clone(&stop),
-        )));
         for peer in peers.values() {
             tasks.push(glommio::spawn_local(send_loop(
                 Rc::clone(peer),
@@ -145,6 +128,36 @@ impl Transport {
             stop,
             tasks: RefCell::new(tasks),
         }))
+    }
+
+    /// Binds this voter's controller address and starts accepting connections.
+    fn listen(
+        quorum: &Arc<Quorum>,
+        stop: &Rc<StopSignal>,
+    ) -> Result<glommio::Task<()>, QuorumError> {
+        let config = &quorum.config;
+        let own_address = config
+            .voters
+            .iter()
+            .find(|(id, _)| *id == config.node_id)
+            .map(|(_, address)| *address);
+        let listen = config
+            .listen
+            .or(own_address)
+            .ok_or_else(|| QuorumError::Config("no controller address to listen on".into()))?;
+        let listener = TcpListener::bind(listen).map_err(|error| QuorumError::Listen {
+            address: listen,
+            source: std::io::Error::other(error.to_string()),
+        })?;
+        tracing::info!(address = %listen, "metadata quorum listening");
+        let voters: Rc<HashSet<u64>> =
+            Rc::new(config.voters.iter().map(|(id, _)| raft_id(*id)).collect());
+        Ok(glommio::spawn_local(accept_loop(
+            listener,
+            Arc::clone(quorum),
+            voters,
+            Rc::clone(stop),
+        )))
     }
 
     /// Queues a whole frame for voter `to` (a raft id). False if it cannot be queued.
@@ -274,23 +287,29 @@ async fn accept_loop(
     }
 }
 
-/// Reads frames into the quorum's inbox until the connection ends; returns why.
-async fn read_frames(mut stream: TcpStream, quorum: &Quorum, voters: &HashSet<u64>) -> String {
-    let own_raft_id = raft_id(quorum.config.node_id);
+/// Reads one frame: its length (checked before allocating), then the body.
+pub(super) async fn read_frame(
+    stream: &mut (impl futures_lite::AsyncRead + Unpin),
+) -> Result<Frame, String> {
     let mut length = [0u8; frame::LENGTH_BYTES];
+    stream
+        .read_exact(&mut length)
+        .await
+        .map_err(|error| error.to_string())?;
+    let length = frame::check_length(u32::from_be_bytes(length)).map_err(|e| e.to_string())?;
+    let mut body = vec![0; length];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|error| error.to_string())?;
+    frame::decode(&body).map_err(|error| error.to_string())
+}
+
+/// Reads frames into the quorum's inbox until the connection ends; returns why.
+async fn read_frames(mut stream: TcpStream, quorum: &Arc<Quorum>, voters: &HashSet<u64>) -> String {
+    let own_raft_id = raft_id(quorum.config.node_id);
     loop {
-        if let Err(error) = stream.read_exact(&mut length).await {
-            return error.to_string();
-        }
-        let length = match frame::check_length(u32::from_be_bytes(length)) {
-            Ok(length) => length,
-            Err(error) => return error.to_string(),
-        };
-        let mut body = vec![0; length];
-        if let Err(error) = stream.read_exact(&mut body).await {
-            return error.to_string();
-        }
-        match frame::decode(&body) {
+        match read_frame(&mut stream).await {
             Ok(Frame::Raft(message)) => {
                 if message.to == own_raft_id && voters.contains(&message.from) {
                     quorum.deliver_message(message);
@@ -303,7 +322,11 @@ async fn read_frames(mut stream: TcpStream, quorum: &Quorum, voters: &HashSet<u6
                 }
             }
             Ok(Frame::Heartbeat { broker_id }) => quorum.deliver_heartbeat(broker_id),
-            Err(error) => return error.to_string(),
+            Ok(Frame::Subscribe { broker_id }) => {
+                return super::observer::serve(stream, Arc::clone(quorum), broker_id).await;
+            }
+            Ok(_) => return "an observer-session frame on a voter connection".to_string(),
+            Err(error) => return error,
         }
     }
 }
