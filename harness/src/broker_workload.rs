@@ -22,6 +22,7 @@ use crate::kafka::metadata::{self, TopicLayout};
 use crate::kafka::produce::{
     self, ProducerConfig, ProducerControl, ProducerOutcome, LATENCY_US_MAX,
 };
+use crate::kafka::stamp;
 use crate::kafka::ClientError;
 
 /// When consumers read.
@@ -105,6 +106,9 @@ pub struct ConsumeOutcome {
     pub records: u64,
     pub fetches: u64,
     pub elapsed: Duration,
+    /// With `--consume during`: from each record's intended send time to its fetch, in
+    /// microseconds, for records sent in the measured period; every consumer's merged.
+    pub end_to_end_us: Option<Histogram<u64>>,
     pub window_bytes: Vec<u64>,
     pub cpu: CpuUse,
 }
@@ -121,13 +125,21 @@ pub struct BrokerOutcome {
 }
 
 /// The record batch every produce request carries: `batch_bytes / record_bytes` records
-/// of `record_bytes` value bytes each, no key, no compression, stamped with the current time
-/// (so that time-based retention leaves it alone).
+/// of `record_bytes` value bytes each, no key, no compression. The first record also carries
+/// the send-time header, which the producer stamps before each send with the batch
+/// timestamps (see `kafka::stamp`).
 pub fn template_batch(workload: &BrokerWorkload) -> Result<Bytes, ClientError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let value = vec![0x5a; workload.record_bytes as usize];
     let mut builder = BatchBuilder::new(now_ms, Compression::None);
-    for _ in 0..workload.records_per_batch() {
+    let send_time = [0u8; stamp::SEND_TIME_BYTES];
+    builder.push_kv(
+        None,
+        Some(&value),
+        &[(stamp::SEND_TIME_HEADER_KEY, Some(&send_time[..]))],
+        now_ms,
+    );
+    for _ in 1..workload.records_per_batch() {
         builder.push_kv(None, Some(&value), &[], now_ms);
     }
     builder
@@ -317,6 +329,7 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                 max_bytes: workload.fetch_bytes.min(i32::MAX as u64) as i32,
                 min_bytes: 1,
                 max_wait_ms: workload.fetch_wait_ms,
+                end_to_end: workload.consume == ConsumeMode::During,
             };
             consumers.push((connection, config));
         }
@@ -372,6 +385,9 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
             }
             let cpu_mark = CpuMark::now(&workload.broker_pids);
             let started = Instant::now();
+            consumer_control
+                .measure_from_us
+                .store(stamp::unix_us(started), Ordering::SeqCst);
             producer_control.measuring.store(true, Ordering::SeqCst);
             let mut window_bytes = Vec::new();
             let mut seen = 0;
@@ -397,6 +413,9 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
             }
             producer_control.measuring.store(false, Ordering::SeqCst);
             let elapsed = started.elapsed();
+            consumer_control
+                .measure_until_us
+                .store(stamp::unix_us(started + elapsed), Ordering::SeqCst);
             // The last, partial second.
             let acked = producer_control.acked_bytes.load(Ordering::Relaxed);
             if acked > seen {
@@ -509,6 +528,7 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                         total.records += outcome.records;
                         total.fetches += outcome.fetches;
                         total.elapsed = total.elapsed.max(outcome.elapsed);
+                        let _ = total.end_to_end_us.add(&outcome.end_to_end_us);
                     }
                     Err(error) => {
                         failure.get_or_insert(error);
@@ -524,6 +544,8 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                 records: total.records,
                 fetches: total.fetches,
                 elapsed: total.elapsed,
+                end_to_end_us: (workload.consume == ConsumeMode::During && workload.producers > 0)
+                    .then_some(total.end_to_end_us),
                 window_bytes,
                 cpu,
             });
@@ -622,6 +644,8 @@ mod tests {
         let workload = workload(broker.address().to_string(), ConsumeMode::After, 0);
         let outcome = run(&workload).expect("the workload runs");
         check(&workload, &outcome);
+        let consume = outcome.consume.as_ref().expect("consumers ran");
+        assert!(consume.end_to_end_us.is_none(), "a catch-up read has none");
         // The topic now exists with 2 partitions; asking for 3 is refused clearly.
         let mut other = workload.clone();
         other.partitions = 3;
@@ -647,6 +671,18 @@ mod tests {
             "{}",
             publish.batches
         );
+        // End-to-end latency: one count per record sent in the measured period, each at
+        // least its publish latency's floor and far below the run's length.
+        let consume = outcome.consume.as_ref().expect("consumers ran");
+        let end_to_end = consume.end_to_end_us.as_ref().expect("tailing measures it");
+        let sent_records = publish.batches * workload.records_per_batch();
+        let counted = end_to_end.len();
+        assert!(
+            counted + 2 * workload.records_per_batch() >= sent_records
+                && counted <= sent_records + 2 * workload.records_per_batch(),
+            "{counted} end-to-end counts for {sent_records} records"
+        );
+        assert!(end_to_end.max() < 2_000_000, "{}", end_to_end.max());
         broker.stop();
     }
 }

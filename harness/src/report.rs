@@ -129,7 +129,7 @@ pub fn save(
         pretty(&machine::describe(&workload.data_dir)),
     )?;
     write_latency_log(
-        &folder,
+        &folder.join("latency.hlog"),
         &outcome.latency_us,
         outcome.elapsed,
         &format!(
@@ -141,9 +141,9 @@ pub fn save(
     Ok(folder)
 }
 
-/// Writes `latency.hlog`: the histogram as an HdrHistogram interval log of one interval.
+/// Writes the histogram at `path` as an HdrHistogram interval log of one interval.
 fn write_latency_log(
-    folder: &Path,
+    path: &Path,
     histogram: &Histogram<u64>,
     elapsed: Duration,
     title: &str,
@@ -161,7 +161,7 @@ fn write_latency_log(
             .write_histogram(histogram, Duration::ZERO, elapsed, None)
             .map_err(|error| std::io::Error::other(format!("{error:?}")))?;
     }
-    std::fs::File::create(folder.join("latency.hlog"))?.write_all(&log_bytes)
+    std::fs::File::create(path)?.write_all(&log_bytes)
 }
 
 fn pretty<T: Serialize>(value: &T) -> String {
@@ -264,6 +264,10 @@ pub struct ConsumeSummary {
     pub broker_cpu_s_per_gb: Option<f64>,
     pub cpu_s: CpuSummary,
     pub window_mb_s: Vec<f64>,
+    /// With `--consume during`: from each record's intended send time to the fetch that
+    /// brought it, for records sent in the measured period; every consumer's histogram
+    /// merged (one count per record).
+    pub end_to_end_latency_us: Option<Latency>,
 }
 
 /// One broker run (`--bootstrap`).
@@ -348,6 +352,7 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
             broker_cpu_s_per_gb: consume.cpu.broker.map(|cpu| per_gb(cpu, consume.bytes)),
             cpu_s: cpu_summary(&consume.cpu, consume.elapsed),
             window_mb_s: windows_mb_s(&consume.window_bytes),
+            end_to_end_latency_us: consume.end_to_end_us.as_ref().map(Latency::of),
         }
     });
     BrokerSummary {
@@ -373,7 +378,8 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
 }
 
 /// Writes `results/<date>-<workload>-<label>/`: summary.json, config.json, machine.json and,
-/// when there were producers, latency.hlog (publish latency).
+/// when there were producers, latency.hlog (publish latency) and, with `--consume during`,
+/// end-to-end-latency.hlog.
 pub fn save_broker(
     results_dir: &Path,
     workload: &BrokerWorkload,
@@ -414,11 +420,24 @@ pub fn save_broker(
     )?;
     if let Some(publish) = &outcome.publish {
         write_latency_log(
-            &folder,
+            &folder.join("latency.hlog"),
             &publish.latency_us,
             publish.elapsed,
             &format!("shardlog harness: {} ({})", summary.workload, summary.label),
             "publish latency in microseconds, from the intended send time",
+        )?;
+    }
+    let end_to_end = outcome
+        .consume
+        .as_ref()
+        .and_then(|consume| Some((consume.end_to_end_us.as_ref()?, consume.elapsed)));
+    if let Some((histogram, elapsed)) = end_to_end {
+        write_latency_log(
+            &folder.join("end-to-end-latency.hlog"),
+            histogram,
+            elapsed,
+            &format!("shardlog harness: {} ({})", summary.workload, summary.label),
+            "end-to-end latency in microseconds, from the intended send time to the fetch",
         )?;
     }
     Ok(folder)
@@ -435,11 +454,10 @@ fn other_cpu(cpu: &CpuSummary) -> String {
     }
 }
 
-/// The broker run's figures, for the terminal.
 /// Broker runs side by side, one line per run (per storage strategy).
 pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
     let mut text = String::from(
-        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s\n",
+        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s  e2e p50 us  e2e p99 us\n",
     );
     for summary in summaries {
         let (publish_mb_s, p50, p99, p99_9) =
@@ -459,30 +477,46 @@ pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
             .consume
             .as_ref()
             .map_or(f64::NAN, |consume| consume.throughput_mb_s);
+        let end_to_end = summary
+            .consume
+            .as_ref()
+            .and_then(|consume| consume.end_to_end_latency_us.as_ref());
+        let (e2e_p50, e2e_p99) = end_to_end.map_or(("-".to_string(), "-".to_string()), |e2e| {
+            (e2e.p50.to_string(), e2e.p99.to_string())
+        });
         text += &format!(
-            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}\n",
+            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}{e2e_p50:>12}{e2e_p99:>12}\n",
             summary.label
         );
     }
     text
 }
 
+/// "avg 1 p50 2 ... max 9" for the terminal.
+fn percentiles(latency: &Latency) -> String {
+    format!(
+        "avg {:.0} p50 {} p75 {} p95 {} p99 {} p99.9 {} p99.99 {} max {}",
+        latency.avg,
+        latency.p50,
+        latency.p75,
+        latency.p95,
+        latency.p99,
+        latency.p99_9,
+        latency.p99_99,
+        latency.max
+    )
+}
+
+/// The broker run's figures, for the terminal.
 pub fn broker_table(summary: &BrokerSummary) -> String {
     let mut text = format!("\n{} ({})\n", summary.workload, summary.label);
     if let Some(publish) = &summary.publish {
         let latency = &publish.latency_us;
         text += &format!(
-            "publish  {:>8.0} MB/s {:>10.0} records/s  latency us: avg {:.0} p50 {} p75 {} p95 {} p99 {} p99.9 {} p99.99 {} max {}  harness {:.2} cpu s/GB{}\n",
+            "publish  {:>8.0} MB/s {:>10.0} records/s  latency us: {}  harness {:.2} cpu s/GB{}\n",
             publish.throughput_mb_s,
             publish.records_per_s,
-            latency.avg,
-            latency.p50,
-            latency.p75,
-            latency.p95,
-            latency.p99,
-            latency.p99_9,
-            latency.p99_99,
-            latency.max,
+            percentiles(latency),
             publish.harness_cpu_s_per_gb,
             publish
                 .broker_cpu_s_per_gb
@@ -504,6 +538,9 @@ pub fn broker_table(summary: &BrokerSummary) -> String {
                 .unwrap_or_default()
         );
         text += &other_cpu(&consume.cpu_s);
+        if let Some(end_to_end) = &consume.end_to_end_latency_us {
+            text += &format!("end-to-end latency us: {}\n", percentiles(end_to_end));
+        }
     }
     if let Some(rss) = summary.broker_peak_rss_bytes {
         text += &format!("broker peak RSS {:.1} MiB\n", rss as f64 / (1 << 20) as f64);

@@ -20,8 +20,12 @@ use kafka_protocol::messages::list_offsets_request::{
 use kafka_protocol::messages::{ApiKey, FetchResponse, ListOffsetsResponse};
 use shardlog::batch::BatchHeader;
 
+use hdrhistogram::Histogram;
+
 use super::connection::Connection;
 use super::metadata::topic_name;
+use super::produce::LATENCY_US_MAX;
+use super::stamp;
 use super::{response_error, ClientError};
 
 /// Fetch versions this client speaks: v4 has the isolation level and last stable offset;
@@ -46,10 +50,11 @@ pub struct ConsumerConfig {
     pub max_bytes: i32,
     pub min_bytes: i32,
     pub max_wait_ms: i32,
+    /// Record end-to-end latency (the consumer runs alongside the producers).
+    pub end_to_end: bool,
 }
 
 /// Shared by the driver and every consumer.
-#[derive(Default)]
 pub struct ConsumerControl {
     /// Where each partition ends: consumers stop once they reach it. Set by the driver when
     /// the producers are done (or before the consumers start, if they read afterwards).
@@ -58,10 +63,26 @@ pub struct ConsumerControl {
     pub aborting: AtomicBool,
     /// Batch bytes received by every consumer (for per-second windows).
     pub received_bytes: AtomicU64,
+    /// End-to-end latency counts the batches sent from this time (microseconds since the
+    /// UNIX epoch, see `stamp::unix_us`) until `measure_until_us`; nothing until it is set.
+    pub measure_from_us: AtomicU64,
+    pub measure_until_us: AtomicU64,
+}
+
+impl Default for ConsumerControl {
+    fn default() -> ConsumerControl {
+        ConsumerControl {
+            targets: OnceLock::new(),
+            aborting: AtomicBool::new(false),
+            received_bytes: AtomicU64::new(0),
+            measure_from_us: AtomicU64::new(u64::MAX),
+            measure_until_us: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 /// What one consumer measured.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct ConsumerOutcome {
     pub bytes: u64,
     pub batches: u64,
@@ -69,6 +90,23 @@ pub struct ConsumerOutcome {
     pub fetches: u64,
     /// From the first fetch sent to the last byte needed.
     pub elapsed: Duration,
+    /// From each record's intended send time to the moment its fetch response was read, in
+    /// microseconds, for records sent in the measured period (one count per record).
+    pub end_to_end_us: Histogram<u64>,
+}
+
+impl Default for ConsumerOutcome {
+    fn default() -> ConsumerOutcome {
+        ConsumerOutcome {
+            bytes: 0,
+            batches: 0,
+            records: 0,
+            fetches: 0,
+            elapsed: Duration::ZERO,
+            end_to_end_us: Histogram::new_with_max(LATENCY_US_MAX, 3)
+                .expect("valid histogram bounds"),
+        }
+    }
 }
 
 struct Position {
@@ -140,6 +178,7 @@ pub fn run(
                         .collect(),
                 )]);
         let response: FetchResponse = connection.call(&request, version)?;
+        let answered_us = stamp::unix_us(Instant::now());
         outcome.fetches += 1;
         if let Some(error) = response_error(response.error_code) {
             return Err(ClientError::BrokerRequest {
@@ -168,15 +207,20 @@ pub fn run(
                 let Some(records) = &data.records else {
                     continue;
                 };
-                let walked =
-                    walk_batches(records, position.next_offset).map_err(|(offset, reason)| {
-                        ClientError::BadBatch {
-                            topic: config.topic.clone(),
-                            partition: position.partition,
-                            offset,
-                            reason,
-                        }
-                    })?;
+                let end_to_end_us = &mut outcome.end_to_end_us;
+                let record_latency = |header: &BatchHeader, batch: &[u8]| {
+                    if config.end_to_end {
+                        record_end_to_end(end_to_end_us, control, answered_us, header, batch);
+                    }
+                };
+                let walked = walk_batches(records, position.next_offset, record_latency).map_err(
+                    |(offset, reason)| ClientError::BadBatch {
+                        topic: config.topic.clone(),
+                        partition: position.partition,
+                        offset,
+                        reason,
+                    },
+                )?;
                 position.next_offset = walked.next_offset;
                 received += walked.bytes;
                 outcome.batches += walked.batches;
@@ -203,10 +247,35 @@ struct Walked {
     next_offset: i64,
 }
 
-/// Walks the complete batches of `records`, which should start at `next_offset`. A batch
-/// that starts before `next_offset` and ends at or after it is allowed (a fetch from the
-/// middle of a batch gets the whole batch); a gap is an error, with the offset.
-fn walk_batches(records: &[u8], mut next_offset: i64) -> Result<Walked, (i64, String)> {
+/// Records the end-to-end latency of a batch sent in the measured period: `answered_us`
+/// minus its send time, once per record.
+fn record_end_to_end(
+    histogram: &mut Histogram<u64>,
+    control: &ConsumerControl,
+    answered_us: u64,
+    header: &BatchHeader,
+    batch: &[u8],
+) {
+    let Some(sent_us) = stamp::read_send_time_us(batch) else {
+        return;
+    };
+    let from = control.measure_from_us.load(Ordering::Relaxed);
+    let until = control.measure_until_us.load(Ordering::Relaxed);
+    if (from..until).contains(&sent_us) {
+        let latency_us = answered_us.saturating_sub(sent_us).clamp(1, LATENCY_US_MAX);
+        let _ = histogram.record_n(latency_us, header.records_count.max(0) as u64);
+    }
+}
+
+/// Walks the complete batches of `records`, which should start at `next_offset`, and shows
+/// each new one (header and bytes) to `visit`. A batch that starts before `next_offset` and
+/// ends at or after it is allowed (a fetch from the middle of a batch gets the whole batch);
+/// a gap is an error, with the offset.
+fn walk_batches(
+    records: &[u8],
+    mut next_offset: i64,
+    mut visit: impl FnMut(&BatchHeader, &[u8]),
+) -> Result<Walked, (i64, String)> {
     let mut walked = Walked {
         bytes: 0,
         batches: 0,
@@ -234,6 +303,7 @@ fn walk_batches(records: &[u8], mut next_offset: i64) -> Result<Walked, (i64, St
             ));
         }
         if last_offset >= next_offset {
+            visit(&header, &rest[..total]);
             walked.bytes += total as u64;
             walked.batches += 1;
             walked.records += header.records_count.max(0) as u64;
@@ -300,7 +370,7 @@ mod tests {
         records.extend(batch(3, 2));
         let second = batch(5, 4);
         records.extend(&second[..second.len() - 1]);
-        let walked = walk_batches(&records, 0).expect("no gap");
+        let walked = walk_batches(&records, 0, |_, _| {}).expect("no gap");
         assert_eq!(walked.batches, 2);
         assert_eq!(walked.records, 5);
         assert_eq!(walked.next_offset, 5);
@@ -311,11 +381,11 @@ mod tests {
     fn skips_a_batch_before_the_fetch_offset_and_reports_a_gap() {
         let mut records = batch(0, 3);
         records.extend(batch(3, 2));
-        let walked = walk_batches(&records, 3).expect("no gap");
+        let walked = walk_batches(&records, 3, |_, _| {}).expect("no gap");
         assert_eq!((walked.batches, walked.next_offset), (1, 5));
 
         let gapped = batch(7, 1);
-        let (offset, reason) = walk_batches(&gapped, 5).err().expect("a gap");
+        let (offset, reason) = walk_batches(&gapped, 5, |_, _| {}).err().expect("a gap");
         assert_eq!(offset, 5);
         assert!(reason.contains("gap"), "{reason}");
     }

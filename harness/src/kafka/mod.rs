@@ -7,6 +7,7 @@
 //! - [`produce`]: a producer that keeps up to N produce requests in flight on one
 //!   connection, one sender thread and one receiver thread, latency into an HdrHistogram.
 //! - [`fetch`]: a consumer that fetches from offset 0 and counts what it receives.
+//! - [`stamp`]: the send time (and idempotent producer fields) stamped into each batch.
 //!
 //! Request and response types come from `kafka-protocol`; record batches come from
 //! `shardlog::batch::BatchBuilder`. The hot paths allocate nothing per record: a batch is
@@ -17,6 +18,7 @@ pub mod connection;
 pub mod fetch;
 pub mod metadata;
 pub mod produce;
+pub mod stamp;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;

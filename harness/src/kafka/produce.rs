@@ -1,10 +1,11 @@
 //! A pipelined producer: one connection, up to `in_flight_max` produce requests outstanding,
 //! one sender thread and one receiver thread.
 //!
-//! The batch is built once and each partition's request frame is encoded once; the sender
-//! writes a fresh 12-byte frame prefix (new correlation id) and then the shared frame, so
-//! sending allocates and copies nothing in user space. The receiver reads the responses in
-//! request order (the Kafka contract) and returns an in-flight slot for each.
+//! The batch is built once and each partition's request frame is encoded once; before each
+//! send the sender stamps the batch in place (send time, batch timestamps, CRC: see
+//! `stamp`), then writes a fresh 12-byte frame prefix (new correlation id) and the frame, so
+//! sending allocates nothing and copies nothing in user space. The receiver reads the
+//! responses in request order (the Kafka contract) and returns an in-flight slot for each.
 //!
 //! Latency, in microseconds, is measured from the *intended* send time to the response:
 //! - at a fixed rate, the intended time is the schedule (`start + k / rate`), so a send held
@@ -30,6 +31,7 @@ use super::connection::{
     encode_frame, frame_prefix, Connection, FrameReader, FrameWriter, FRAME_PREFIX_BYTES,
 };
 use super::metadata::topic_name;
+use super::stamp::{self, ProducerStamp};
 use super::{response_error, ClientError};
 
 /// Produce versions this client speaks: RecordBatch v2 needs v3; v13 names topics by id.
@@ -101,6 +103,10 @@ pub fn run(
     assert!(config.in_flight_max >= 1 && !config.partitions.is_empty());
     let version =
         connection.pick_version::<ProduceRequest>(PRODUCE_VERSIONS.0, PRODUCE_VERSIONS.1)?;
+    let send_time_at =
+        stamp::send_time_position(&config.batch).ok_or_else(|| ClientError::Unsupported {
+            what: "the template batch has no send-time header".to_string(),
+        })?;
     let frames = config
         .partitions
         .iter()
@@ -113,9 +119,11 @@ pub fn run(
                     .with_partition_data(vec![PartitionProduceData::default()
                         .with_index(partition)
                         .with_records(Some(config.batch.clone()))])]);
-            encode_frame(&request, version, 0, connection.client_id())
+            let frame = encode_frame(&request, version, 0, connection.client_id())?;
+            StampedFrame::new(frame.to_vec(), &config.batch, send_time_at)
         })
-        .collect::<Result<Vec<Bytes>, ClientError>>()?;
+        .collect::<Result<Vec<StampedFrame>, ClientError>>()?;
+    let mut frames = frames;
     let (writer, reader, first_correlation_id) = connection.split();
     let histogram = Histogram::new_with_max(LATENCY_US_MAX, 3).expect("valid histogram bounds");
 
@@ -130,12 +138,11 @@ pub fn run(
         };
         let batch_bytes = config.batch.len() as u64;
         let plan = SendPlan {
-            frames: &frames,
             first_correlation_id,
             config,
             control,
         };
-        send_loop(writer, &plan, AlwaysAvailable, None, || {
+        send_loop(writer, &mut frames, &plan, AlwaysAvailable, None, || {
             if control.measuring.load(Ordering::Relaxed) {
                 outcome.bytes += batch_bytes;
                 outcome.batches += 1;
@@ -169,12 +176,18 @@ pub fn run(
             })
             .expect("can spawn the receiver thread");
         let plan = SendPlan {
-            frames: &frames,
             first_correlation_id,
             config,
             control,
         };
-        let sent = send_loop(writer, &plan, token_receiver, Some(sent_sender), || {});
+        let sent = send_loop(
+            writer,
+            &mut frames,
+            &plan,
+            token_receiver,
+            Some(sent_sender),
+            || {},
+        );
         let received = receiver.join().expect("the receiver thread does not panic");
         // The receiver's error explains a failed send (it shut the socket down), so it wins.
         let outcome = received?;
@@ -204,9 +217,8 @@ impl Slots for AlwaysAvailable {
     }
 }
 
-/// What the sender sends: one encoded frame per partition, in turn.
+/// How the sender sends: correlation ids from `first_correlation_id`, partitions in turn.
 struct SendPlan<'a> {
-    frames: &'a [Bytes],
     first_correlation_id: i32,
     config: &'a ProducerConfig,
     control: &'a ProducerControl,
@@ -216,13 +228,13 @@ struct SendPlan<'a> {
 /// before it is written, so the receiver always knows what to expect next.
 fn send_loop(
     mut writer: FrameWriter,
+    frames: &mut [StampedFrame],
     plan: &SendPlan,
     slots: impl Slots,
     sent: Option<SyncSender<InFlight>>,
     mut on_written: impl FnMut(),
 ) -> Result<(), ClientError> {
     let SendPlan {
-        frames,
         first_correlation_id,
         config,
         control,
@@ -253,7 +265,8 @@ fn send_loop(
         } else {
             Instant::now()
         };
-        let frame = &frames[partition_slot];
+        let frame = &mut frames[partition_slot];
+        frame.stamp(stamp::unix_us(intended), None);
         let in_flight = InFlight {
             correlation_id,
             partition_slot,
@@ -265,8 +278,8 @@ fn send_loop(
         {
             break; // the receiver failed; it reports why
         }
-        let prefix = frame_prefix(frame, correlation_id);
-        if let Err(error) = writer.write_frame(&prefix, &frame[FRAME_PREFIX_BYTES..]) {
+        let prefix = frame_prefix(frame.bytes(), correlation_id);
+        if let Err(error) = writer.write_frame(&prefix, &frame.bytes()[FRAME_PREFIX_BYTES..]) {
             writer.shutdown();
             return Err(error);
         }
@@ -277,6 +290,48 @@ fn send_loop(
     // Dropping `sent` tells the receiver that nothing more is coming.
     drop(sent);
     Ok(())
+}
+
+/// One partition's produce request, encoded once; its batch is stamped in place before each
+/// send, which is safe because a write returns only once the kernel has every byte.
+struct StampedFrame {
+    bytes: Vec<u8>,
+    /// Where the batch starts in `bytes`, and its length.
+    batch_at: usize,
+    batch_bytes: usize,
+    /// Where the send time sits in the batch.
+    send_time_at: usize,
+}
+
+/// Bytes a produce request may carry after its records: the empty tagged-field sections of
+/// the partition, the topic and the request in flexible versions.
+const TRAILER_BYTES_MAX: usize = 8;
+
+impl StampedFrame {
+    fn new(bytes: Vec<u8>, batch: &[u8], send_time_at: usize) -> Result<StampedFrame, ClientError> {
+        // The records are the last field of the only partition of the only topic.
+        let batch_at = (0..=TRAILER_BYTES_MAX)
+            .filter_map(|trailer| bytes.len().checked_sub(batch.len() + trailer))
+            .find(|&at| &bytes[at..at + batch.len()] == batch)
+            .ok_or_else(|| ClientError::Unsupported {
+                what: "cannot find the record batch in the encoded produce request".to_string(),
+            })?;
+        Ok(StampedFrame {
+            bytes,
+            batch_at,
+            batch_bytes: batch.len(),
+            send_time_at,
+        })
+    }
+
+    fn stamp(&mut self, send_time_us: u64, producer: Option<ProducerStamp>) {
+        let batch = &mut self.bytes[self.batch_at..self.batch_at + self.batch_bytes];
+        stamp::stamp(batch, self.send_time_at, send_time_us, producer);
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// Sleeps until `due`, waking now and then to check for a stop; `false` if stopped.
