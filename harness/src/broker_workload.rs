@@ -24,6 +24,7 @@ use crate::kafka::produce::{
 };
 use crate::kafka::stamp;
 use crate::kafka::ClientError;
+use crate::workload_file::KeyDistributor;
 
 /// When consumers read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,10 @@ pub struct BrokerWorkload {
     /// The brokers' process ids, to sample their CPU time and peak memory (same machine
     /// only; empty when unknown).
     pub broker_pids: Vec<u32>,
+    /// How the records' keys are chosen.
+    pub key_distributor: KeyDistributor,
+    /// The workload file's name (`--workload`), which then names the results folder.
+    pub workload_file: Option<String>,
 }
 
 impl BrokerWorkload {
@@ -133,14 +138,17 @@ pub fn template_batch(workload: &BrokerWorkload) -> Result<Bytes, ClientError> {
     let value = vec![0x5a; workload.record_bytes as usize];
     let mut builder = BatchBuilder::new(now_ms, Compression::None);
     let send_time = [0u8; stamp::SEND_TIME_BYTES];
-    builder.push_kv(
-        None,
-        Some(&value),
-        &[(stamp::SEND_TIME_HEADER_KEY, Some(&send_time[..]))],
-        now_ms,
+    let keys = record_keys(
+        workload.key_distributor,
+        workload.records_per_batch() as usize,
     );
-    for _ in 1..workload.records_per_batch() {
-        builder.push_kv(None, Some(&value), &[], now_ms);
+    for (index, key) in keys.iter().enumerate() {
+        let headers: &[(&[u8], Option<&[u8]>)] = if index == 0 {
+            &[(stamp::SEND_TIME_HEADER_KEY, Some(&send_time[..]))]
+        } else {
+            &[]
+        };
+        builder.push_kv(key.as_deref(), Some(&value), headers, now_ms);
     }
     builder
         .build(0)
@@ -148,6 +156,50 @@ pub fn template_batch(workload: &BrokerWorkload) -> Result<Bytes, ClientError> {
         .map_err(|error| ClientError::Unsupported {
             what: format!("cannot build the record batch: {error}"),
         })
+}
+
+/// Distinct keys in the pool, and characters per key: as OpenMessaging Benchmark's key
+/// distributors, 10,000 keys of 7 random bytes in unpadded base64url.
+const KEY_POOL_SIZE: usize = 10_000;
+const KEY_CHARS: usize = 10;
+
+/// The key of each record of the template batch. With keys, the pool is drawn afresh for
+/// each run; KEY_ROUND_ROBIN takes it in order, RANDOM_NANO at random. Every batch repeats
+/// the template's keys, and partitions are chosen per batch in turn, not by key hash (the
+/// spread over partitions is even either way).
+fn record_keys(distributor: KeyDistributor, records: usize) -> Vec<Option<Vec<u8>>> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let seed = stamp::unix_us(Instant::now()) | 1;
+    let mut random = XorShift(seed);
+    let pool_size = KEY_POOL_SIZE.min(records.max(1));
+    let pool: Vec<Vec<u8>> = (0..pool_size)
+        .map(|_| {
+            (0..KEY_CHARS)
+                .map(|_| ALPHABET[(random.next() % 64) as usize])
+                .collect()
+        })
+        .collect();
+    (0..records)
+        .map(|index| match distributor {
+            KeyDistributor::NoKey => None,
+            KeyDistributor::KeyRoundRobin => Some(pool[index % pool_size].clone()),
+            KeyDistributor::RandomNano => {
+                Some(pool[(random.next() % pool_size as u64) as usize].clone())
+            }
+        })
+        .collect()
+}
+
+/// xorshift64: plenty for picking key bytes, and no dependency.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 /// Which partitions actor `index` of `actors` works on: every `actors`-th partition, or, when
@@ -619,6 +671,8 @@ mod tests {
             label: "test".to_string(),
             replication: 1,
             broker_pids: vec![std::process::id()],
+            key_distributor: KeyDistributor::NoKey,
+            workload_file: None,
         }
     }
 

@@ -16,12 +16,14 @@ mod engine_workload;
 mod kafka;
 mod machine;
 mod report;
+mod workload_file;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use shardlog::broker::decode_guard::ReservingAllocator;
 use shardlog::storage::CommitMode;
 use shardlog::{Durability, StrategyKind};
@@ -34,6 +36,7 @@ use cluster::{ClusterSpec, LocalCluster};
 #[global_allocator]
 static ALLOCATOR: ReservingAllocator = ReservingAllocator;
 use engine_workload::EngineWorkload;
+use workload_file::KeyDistributor;
 
 /// Command-line options. Sizes take units (`4KiB`, `1MiB`, `4GiB`); durations too (`10s`).
 #[derive(Parser, Debug)]
@@ -93,6 +96,19 @@ struct Options {
     /// Concurrent appenders (tasks on the core that owns the log).
     #[arg(long, default_value_t = 1)]
     appenders: usize,
+
+    /// Broker mode: an OpenMessaging Benchmark workload file (YAML; see docs/harness.md).
+    /// Flags given on the command line override the file's values.
+    #[arg(long, value_name = "FILE.yaml")]
+    workload: Option<PathBuf>,
+
+    /// Set from `--workload`: the file's stem, which names the results folder.
+    #[arg(skip)]
+    workload_name: Option<String>,
+
+    /// Broker mode: how record keys are chosen (OMB's keyDistributor).
+    #[arg(long, value_enum, default_value = "NO_KEY")]
+    key_distributor: KeyDistributor,
 
     /// Broker mode: the topic (created with `--partitions` if missing).
     #[arg(long, default_value = "harness")]
@@ -190,7 +206,21 @@ fn main() -> ExitCode {
     {
         return shardlog::broker::cli::main_from(std::env::args_os().skip(1));
     }
-    let options = Options::parse();
+    let matches = Options::command().get_matches();
+    let mut options = Options::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let Some(path) = options.workload.clone() {
+        if options.brokers.is_none() && options.bootstrap.is_none() {
+            eprintln!("harness: --workload needs --brokers or --bootstrap");
+            return ExitCode::from(2);
+        }
+        match apply_workload_file(&mut options, &matches, &path) {
+            Ok(name) => options.workload_name = Some(name),
+            Err(error) => {
+                eprintln!("harness: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if let Some(brokers) = options.brokers {
         if options.bootstrap.is_some() {
             eprintln!("harness: --brokers starts a cluster; --bootstrap drives one: pick one");
@@ -281,6 +311,75 @@ fn main() -> ExitCode {
     }
     eprint!("{}", report::table(&outcomes));
     ExitCode::SUCCESS
+}
+
+/// Applies a workload file's settings to the options the command line left at their
+/// defaults; returns the file's name for the results folder.
+fn apply_workload_file(
+    options: &mut Options,
+    matches: &ArgMatches,
+    path: &std::path::Path,
+) -> Result<String, String> {
+    let settings = workload_file::load(path)?;
+    let from_file = |id: &str| matches.value_source(id) != Some(ValueSource::CommandLine);
+    fn set<T>(target: &mut T, value: Option<T>, allowed: bool) {
+        if let (Some(value), true) = (value, allowed) {
+            *target = value;
+        }
+    }
+    set(
+        &mut options.partitions,
+        settings.partitions,
+        from_file("partitions"),
+    );
+    set(
+        &mut options.record_bytes,
+        settings.record_bytes,
+        from_file("record_bytes"),
+    );
+    set(
+        &mut options.producers,
+        settings.producers,
+        from_file("producers"),
+    );
+    set(
+        &mut options.consumers,
+        settings.consumers,
+        from_file("consumers"),
+    );
+    set(
+        &mut options.rate,
+        settings.rate_records_per_s,
+        from_file("rate"),
+    );
+    set(
+        &mut options.duration,
+        settings.duration,
+        from_file("duration"),
+    );
+    set(&mut options.warmup, settings.warmup, from_file("warmup"));
+    set(
+        &mut options.key_distributor,
+        settings.key_distributor,
+        from_file("key_distributor"),
+    );
+    eprintln!(
+        "harness: workload {} ({}): {} partitions, {} B records, {} producers, {} consumers, \
+         rate {}, {:?} after {:?} of warm-up",
+        settings.file_stem,
+        settings.name.as_deref().unwrap_or("unnamed"),
+        options.partitions,
+        options.record_bytes,
+        options.producers,
+        options.consumers,
+        match options.rate {
+            0 => "max".to_string(),
+            rate => format!("{rate}/s"),
+        },
+        options.duration,
+        options.warmup
+    );
+    Ok(settings.file_stem)
 }
 
 /// `--brokers`: for each strategy, a fresh local cluster, the broker workload, a clean stop;
@@ -418,6 +517,8 @@ fn run_workload(
         } else {
             broker_pids
         },
+        key_distributor: options.key_distributor,
+        workload_file: options.workload_name.clone(),
     };
     let outcome = match broker_workload::run(&workload) {
         Ok(outcome) => outcome,

@@ -289,12 +289,16 @@ pub struct BrokerSummary {
     pub in_flight: usize,
     pub rate_records_per_s: u64,
     pub consume_mode: &'static str,
+    pub key_distributor: &'static str,
     pub publish: Option<PublishSummary>,
     pub consume: Option<ConsumeSummary>,
     pub broker_peak_rss_bytes: Option<u64>,
 }
 
 pub fn broker_workload_name(workload: &BrokerWorkload) -> String {
+    if let Some(file) = &workload.workload_file {
+        return file.clone();
+    }
     let rate = match workload.rate_records_per_s {
         0 => String::new(),
         rate => format!("-{rate}rps"),
@@ -371,6 +375,7 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
         in_flight: workload.in_flight,
         rate_records_per_s: workload.rate_records_per_s,
         consume_mode: workload.consume.name(),
+        key_distributor: workload.key_distributor.name(),
         publish,
         consume,
         broker_peak_rss_bytes: outcome.broker_peak_rss_bytes,
@@ -407,6 +412,8 @@ pub fn save_broker(
         "duration_s": workload.duration.as_secs_f64(),
         "warmup_s": workload.warmup.as_secs_f64(),
         "label": workload.label,
+        "key_distributor": workload.key_distributor.name(),
+        "workload_file": workload.workload_file,
         "broker_pids": workload.broker_pids,
         "replication": workload.replication,
         "end_offsets": outcome.end_offsets,
