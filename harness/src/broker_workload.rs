@@ -101,6 +101,10 @@ pub struct PublishOutcome {
     pub latency_us: Histogram<u64>,
     /// Batch bytes acknowledged in each second of the measured period.
     pub window_bytes: Vec<u64>,
+    /// With consumers tailing: bytes acknowledged and not yet consumed at the end of each
+    /// second, and at the end of the measured period.
+    pub window_backlog_bytes: Vec<u64>,
+    pub backlog_bytes_at_end: Option<u64>,
     pub cpu: CpuUse,
 }
 
@@ -332,6 +336,73 @@ impl CpuMark {
     }
 }
 
+/// Per-second samples of the shared counters: bytes published and consumed in each window
+/// and, while consumers tail the producers, the backlog at each window's end.
+struct Windows {
+    publish_bytes: Vec<u64>,
+    consume_bytes: Vec<u64>,
+    backlog_bytes: Vec<u64>,
+    acked_seen: u64,
+    received_seen: u64,
+}
+
+impl Windows {
+    fn start(producer_control: &ProducerControl, consumer_control: &ConsumerControl) -> Windows {
+        Windows {
+            publish_bytes: Vec::new(),
+            consume_bytes: Vec::new(),
+            backlog_bytes: Vec::new(),
+            acked_seen: producer_control.acked_bytes.load(Ordering::Relaxed),
+            received_seen: consumer_control.received_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes a window of the measured period (the last one may be partial).
+    fn sample_publish(
+        &mut self,
+        producer_control: &ProducerControl,
+        consumer_control: &ConsumerControl,
+        tailing: bool,
+    ) {
+        let acked = producer_control.acked_bytes.load(Ordering::Relaxed);
+        self.publish_bytes.push(acked - self.acked_seen);
+        self.acked_seen = acked;
+        if tailing {
+            self.sample_consume(consumer_control);
+            self.backlog_bytes
+                .push(backlog_bytes(producer_control, consumer_control));
+        }
+    }
+
+    fn sample_consume(&mut self, consumer_control: &ConsumerControl) {
+        let received = consumer_control.received_bytes.load(Ordering::Relaxed);
+        self.consume_bytes.push(received - self.received_seen);
+        self.received_seen = received;
+    }
+
+    fn progress_line(&self, elapsed: Duration) -> String {
+        let last_mb = |windows: &[u64]| windows.last().map_or(0.0, |&bytes| bytes as f64 / 1e6);
+        let mut line = format!(
+            "{:.0}s published {:.0} MB/s",
+            elapsed.as_secs_f64(),
+            last_mb(&self.publish_bytes)
+        );
+        if !self.consume_bytes.is_empty() {
+            line += &format!(", consumed {:.0} MB/s", last_mb(&self.consume_bytes));
+        }
+        if let Some(backlog) = self.backlog_bytes.last() {
+            line += &format!(", backlog {:.1} MB", *backlog as f64 / 1e6);
+        }
+        line
+    }
+}
+
+/// Bytes acknowledged to the producers and not yet received by the consumers.
+fn backlog_bytes(producer_control: &ProducerControl, consumer_control: &ConsumerControl) -> u64 {
+    let acked = producer_control.all_acked_bytes.load(Ordering::Relaxed);
+    acked.saturating_sub(consumer_control.received_bytes.load(Ordering::Relaxed))
+}
+
 /// Runs the workload and returns what it measured.
 pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
     let client_id = format!("shardlog-harness-{}", std::process::id());
@@ -427,6 +498,7 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
         // Publish: warm-up, then the measured period, sampled once a second.
         let mut publish = None;
         let mut end_offsets = Vec::new();
+        let mut windows = Windows::start(&producer_control, &consumer_control);
         if !producer_threads.is_empty() {
             progress.set_message("producers: warming up");
             let any_done =
@@ -441,22 +513,16 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                 .measure_from_us
                 .store(stamp::unix_us(started), Ordering::SeqCst);
             producer_control.measuring.store(true, Ordering::SeqCst);
-            let mut window_bytes = Vec::new();
-            let mut seen = 0;
+            windows = Windows::start(&producer_control, &consumer_control);
+            let tailing = workload.consume == ConsumeMode::During && workload.consumers > 0;
             let mut next_tick = started + Duration::from_secs(1);
             let end = started + workload.duration;
             while Instant::now() < end && !any_done(&producer_threads) {
                 let now = Instant::now();
                 if now >= next_tick {
-                    let acked = producer_control.acked_bytes.load(Ordering::Relaxed);
-                    window_bytes.push(acked - seen);
-                    seen = acked;
+                    windows.sample_publish(&producer_control, &consumer_control, tailing);
                     next_tick += Duration::from_secs(1);
-                    progress.set_message(format!(
-                        "producers: {:.0}s {:.0} MB/s",
-                        (now - started).as_secs_f64(),
-                        acked as f64 / (now - started).as_secs_f64() / 1e6
-                    ));
+                    progress.set_message(windows.progress_line(now - started));
                     progress.tick();
                 }
                 std::thread::sleep(
@@ -469,10 +535,9 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                 .measure_until_us
                 .store(stamp::unix_us(started + elapsed), Ordering::SeqCst);
             // The last, partial second.
-            let acked = producer_control.acked_bytes.load(Ordering::Relaxed);
-            if acked > seen {
-                window_bytes.push(acked - seen);
-            }
+            windows.sample_publish(&producer_control, &consumer_control, tailing);
+            let backlog_bytes_at_end =
+                tailing.then(|| backlog_bytes(&producer_control, &consumer_control));
             let cpu = cpu_mark.since(&workload.broker_pids);
             producer_control.stopping.store(true, Ordering::SeqCst);
             let mut latency_us =
@@ -523,7 +588,9 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                 records,
                 elapsed,
                 latency_us,
-                window_bytes,
+                window_bytes: std::mem::take(&mut windows.publish_bytes),
+                window_backlog_bytes: std::mem::take(&mut windows.backlog_bytes),
+                backlog_bytes_at_end,
                 cpu,
             });
         }
@@ -546,16 +613,17 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                 (consume_started, consume_cpu_mark)
             };
             progress.set_message("consumers: reading");
-            let mut window_bytes = Vec::new();
-            let mut seen = consumer_control.received_bytes.load(Ordering::Relaxed);
+            if workload.consume == ConsumeMode::After {
+                // Windows of the catch-up read alone.
+                windows = Windows::start(&producer_control, &consumer_control);
+            }
             let mut next_tick = Instant::now() + Duration::from_secs(1);
             while !consumer_threads.iter().all(|thread| thread.is_finished()) {
                 let now = Instant::now();
                 if now >= next_tick {
-                    let received = consumer_control.received_bytes.load(Ordering::Relaxed);
-                    window_bytes.push(received - seen);
-                    seen = received;
+                    windows.sample_consume(&consumer_control);
                     next_tick += Duration::from_secs(1);
+                    let received = consumer_control.received_bytes.load(Ordering::Relaxed);
                     progress.set_message(format!(
                         "consumers: {:.0}s {:.0} MB/s",
                         (now - started).as_secs_f64(),
@@ -566,10 +634,8 @@ pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let cpu = cpu_mark.since(&workload.broker_pids);
-            let received = consumer_control.received_bytes.load(Ordering::Relaxed);
-            if received > seen {
-                window_bytes.push(received - seen);
-            }
+            windows.sample_consume(&consumer_control);
+            let window_bytes = std::mem::take(&mut windows.consume_bytes);
             let mut total = ConsumerOutcome::default();
             let mut failure = None;
             for thread in consumer_threads {

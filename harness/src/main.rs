@@ -15,6 +15,7 @@ mod cluster;
 mod engine_workload;
 mod kafka;
 mod machine;
+mod rate_search;
 mod report;
 mod workload_file;
 
@@ -138,6 +139,20 @@ struct Options {
     /// Broker mode: records per second over all producers; 0 = as fast as acknowledged.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+
+    /// Broker mode: find the maximum sustainable rate with short trials, then measure at
+    /// half of it (see docs/harness.md).
+    #[arg(long)]
+    find_max_rate: bool,
+
+    /// With `--find-max-rate`: the measured length of each trial (each also warms up for
+    /// `--warmup`).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    trial_duration: Duration,
+
+    /// With `--find-max-rate`: the most trials, the first (as fast as acknowledged) included.
+    #[arg(long, default_value_t = 6)]
+    trials_max: usize,
 
     /// Broker mode: fetch max_bytes (and partition_max_bytes).
     #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
@@ -453,7 +468,8 @@ fn run_broker(
     }
 }
 
-/// Runs, prints and saves one broker workload; `None` (after saying why) if it failed.
+/// Runs, prints and saves one broker workload (after the rate search, with
+/// `--find-max-rate`); `None` (after saying why) if it failed.
 fn run_workload(
     options: &Options,
     bootstrap: &str,
@@ -461,6 +477,58 @@ fn run_workload(
     broker_pids: Vec<u32>,
     label: &str,
 ) -> Option<report::BrokerSummary> {
+    let mut workload = broker_workload(options, bootstrap, replication, broker_pids, label)?;
+    let mut rate_search = None;
+    if options.find_max_rate {
+        let found =
+            match rate_search::find_max_rate(&workload, options.trial_duration, options.trials_max)
+            {
+                Ok(found) => found,
+                Err(error) => {
+                    eprintln!("harness: {error}");
+                    return None;
+                }
+            };
+        eprintln!(
+            "harness: maximum sustainable rate {} records/s; measuring at half of it, {} records/s",
+            found.max_sustainable_records_per_s, found.run_records_per_s
+        );
+        workload.rate_records_per_s = found.run_records_per_s;
+        rate_search = Some(found);
+    }
+    let outcome = match broker_workload::run(&workload) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("harness: {error}");
+            return None;
+        }
+    };
+    let mut summary = report::summarize_broker(&workload, &outcome);
+    summary.rate_search = rate_search;
+    if options.json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    }
+    if !options.no_save {
+        match report::save_broker(&options.results_dir, &workload, &outcome, &summary) {
+            Ok(folder) => eprintln!("harness: results saved in {}", folder.display()),
+            Err(error) => {
+                eprintln!("harness: cannot save results: {error}");
+                return None;
+            }
+        }
+    }
+    eprint!("{}", report::broker_table(&summary));
+    Some(summary)
+}
+
+/// The broker workload the options describe; `None` (after saying why) if they do not fit.
+fn broker_workload(
+    options: &Options,
+    bootstrap: &str,
+    replication: i16,
+    broker_pids: Vec<u32>,
+    label: &str,
+) -> Option<BrokerWorkload> {
     let acks = match options.acks.as_str() {
         "0" => 0,
         "1" => 1,
@@ -520,26 +588,5 @@ fn run_workload(
         key_distributor: options.key_distributor,
         workload_file: options.workload_name.clone(),
     };
-    let outcome = match broker_workload::run(&workload) {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            eprintln!("harness: {error}");
-            return None;
-        }
-    };
-    let summary = report::summarize_broker(&workload, &outcome);
-    if options.json {
-        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-    }
-    if !options.no_save {
-        match report::save_broker(&options.results_dir, &workload, &outcome, &summary) {
-            Ok(folder) => eprintln!("harness: results saved in {}", folder.display()),
-            Err(error) => {
-                eprintln!("harness: cannot save results: {error}");
-                return None;
-            }
-        }
-    }
-    eprint!("{}", report::broker_table(&summary));
-    Some(summary)
+    Some(workload)
 }

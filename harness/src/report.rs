@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use crate::broker_workload::{BrokerOutcome, BrokerWorkload, CpuUse};
 use crate::engine_workload::{EngineWorkload, Outcome};
 use crate::machine;
+use crate::rate_search::SearchSummary;
 
 /// Latency percentiles in microseconds, from one merged histogram.
 #[derive(Serialize, Debug, Clone)]
@@ -220,6 +221,10 @@ pub struct PublishSummary {
     pub cpu_s: CpuSummary,
     /// MB acknowledged in each second of the measured period (the last may be partial).
     pub window_mb_s: Vec<f64>,
+    /// With consumers tailing (`--consume during`): MB acknowledged and not yet consumed at
+    /// the end of each window, and at the end of the measured period.
+    pub window_backlog_mb: Vec<f64>,
+    pub backlog_mb_at_end: Option<f64>,
 }
 
 /// CPU seconds used during a phase. `other` is what neither the harness nor the broker used
@@ -293,6 +298,8 @@ pub struct BrokerSummary {
     pub publish: Option<PublishSummary>,
     pub consume: Option<ConsumeSummary>,
     pub broker_peak_rss_bytes: Option<u64>,
+    /// With `--find-max-rate`: the search, whose half-maximum rate this run used.
+    pub rate_search: Option<SearchSummary>,
 }
 
 pub fn broker_workload_name(workload: &BrokerWorkload) -> String {
@@ -340,6 +347,8 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
             broker_cpu_s_per_gb: publish.cpu.broker.map(|cpu| per_gb(cpu, publish.bytes)),
             cpu_s: cpu_summary(&publish.cpu, publish.elapsed),
             window_mb_s: windows_mb_s(&publish.window_bytes),
+            window_backlog_mb: windows_mb_s(&publish.window_backlog_bytes),
+            backlog_mb_at_end: publish.backlog_bytes_at_end.map(|bytes| bytes as f64 / 1e6),
         }
     });
     let consume = outcome.consume.as_ref().map(|consume| {
@@ -379,6 +388,7 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
         publish,
         consume,
         broker_peak_rss_bytes: outcome.broker_peak_rss_bytes,
+        rate_search: None,
     }
 }
 
@@ -464,7 +474,7 @@ fn other_cpu(cpu: &CpuSummary) -> String {
 /// Broker runs side by side, one line per run (per storage strategy).
 pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
     let mut text = String::from(
-        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s  e2e p50 us  e2e p99 us\n",
+        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s  e2e p50 us  e2e p99 us  max rec/s\n",
     );
     for summary in summaries {
         let (publish_mb_s, p50, p99, p99_9) =
@@ -491,8 +501,14 @@ pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
         let (e2e_p50, e2e_p99) = end_to_end.map_or(("-".to_string(), "-".to_string()), |e2e| {
             (e2e.p50.to_string(), e2e.p99.to_string())
         });
+        let max_rate = summary
+            .rate_search
+            .as_ref()
+            .map_or("-".to_string(), |search| {
+                search.max_sustainable_records_per_s.to_string()
+            });
         text += &format!(
-            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}{e2e_p50:>12}{e2e_p99:>12}\n",
+            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}{e2e_p50:>12}{e2e_p99:>12}{max_rate:>11}\n",
             summary.label
         );
     }
@@ -517,6 +533,15 @@ fn percentiles(latency: &Latency) -> String {
 /// The broker run's figures, for the terminal.
 pub fn broker_table(summary: &BrokerSummary) -> String {
     let mut text = format!("\n{} ({})\n", summary.workload, summary.label);
+    if let Some(search) = &summary.rate_search {
+        text += &format!(
+            "maximum sustainable rate {} records/s ({} trials of {:.0} s); this run at {} records/s\n",
+            search.max_sustainable_records_per_s,
+            search.trials.len(),
+            search.trial_duration_s,
+            search.run_records_per_s
+        );
+    }
     if let Some(publish) = &summary.publish {
         let latency = &publish.latency_us;
         text += &format!(

@@ -71,6 +71,8 @@ pub struct ProducerControl {
     pub stopping: AtomicBool,
     /// Batch bytes acknowledged while measuring, by every producer (for per-second windows).
     pub acked_bytes: AtomicU64,
+    /// Batch bytes acknowledged since the start, warm-up included (for the backlog).
+    pub all_acked_bytes: AtomicU64,
 }
 
 /// What one producer measured.
@@ -400,6 +402,9 @@ fn receive_loop(
                 what: format!("an answer for {}/{partition}", config.topic),
             });
         }
+        control
+            .all_acked_bytes
+            .fetch_add(batch_bytes, Ordering::Relaxed);
         if control.measuring.load(Ordering::Relaxed) {
             let latency = answered.saturating_duration_since(in_flight.intended);
             let _ = latency_us.record((latency.as_micros() as u64).clamp(1, LATENCY_US_MAX));
