@@ -13,10 +13,12 @@
 mod broker_workload;
 mod cluster;
 mod engine_workload;
+mod faults;
 mod kafka;
 mod machine;
 mod rate_search;
 mod report;
+mod verify;
 mod workload_file;
 
 use std::path::PathBuf;
@@ -37,6 +39,8 @@ use cluster::{ClusterSpec, LocalCluster};
 #[global_allocator]
 static ALLOCATOR: ReservingAllocator = ReservingAllocator;
 use engine_workload::EngineWorkload;
+use faults::{FaultInjector, FaultPlan};
+use kafka::produce::IDEMPOTENT_IN_FLIGHT_MAX;
 use workload_file::KeyDistributor;
 
 /// Command-line options. Sizes take units (`4KiB`, `1MiB`, `4GiB`); durations too (`10s`).
@@ -153,6 +157,20 @@ struct Options {
     /// With `--find-max-rate`: the most trials, the first (as fast as acknowledged) included.
     #[arg(long, default_value_t = 6)]
     trials_max: usize,
+
+    /// With `--brokers`: SIGKILL the leader of partition 0 this far into the measured
+    /// period; afterwards every acknowledged record is checked for (needs `--acks all`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    kill_leader_at: Option<Duration>,
+
+    /// With `--kill-leader-at`: start the killed broker again this long after the kill.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    restart_after: Option<Duration>,
+
+    /// With `--brokers`: a broker silent this long is fenced and loses its leaderships
+    /// (Kafka's broker.session.timeout.ms; default the brokers' own, 9 s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    broker_session_timeout: Option<Duration>,
 
     /// Broker mode: fetch max_bytes (and partition_max_bytes).
     #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
@@ -412,6 +430,10 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
         eprintln!("harness: need 1 <= --min-insync-replicas <= --replication");
         return ExitCode::from(2);
     }
+    if let Err(error) = check_disk_room(options, replication) {
+        eprintln!("harness: {error}");
+        return ExitCode::from(2);
+    }
     let mut summaries = Vec::new();
     for strategy in &options.strategy {
         if !matches!(strategy.as_str(), "direct" | "buffered" | "uring") {
@@ -426,9 +448,10 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
             segment_bytes: options.segment_bytes,
             io_memory_bytes: options.io_memory,
             data_dir: options.data_dir.join(format!("cluster-{strategy}")),
+            session_timeout: options.broker_session_timeout,
         };
         eprintln!("harness: starting {brokers} brokers ({strategy}, durability {}, replication {replication})", options.durability);
-        let cluster = match LocalCluster::start(&spec) {
+        let mut cluster = match LocalCluster::start(&spec) {
             Ok(cluster) => cluster,
             Err(error) => {
                 eprintln!("harness: {error}");
@@ -440,7 +463,15 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
             options.durability
         );
         let bootstrap = cluster.first_address().to_string();
-        let ran = run_workload(options, &bootstrap, replication, cluster.pids(), &label);
+        let pids = cluster.pids();
+        let ran = run_workload(
+            options,
+            &bootstrap,
+            replication,
+            pids,
+            &label,
+            Some(&mut cluster),
+        );
         if let Err(error) = cluster.stop() {
             eprintln!("harness: stopping the cluster: {error}");
             return ExitCode::FAILURE;
@@ -451,7 +482,44 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
         }
     }
     eprint!("{}", report::strategies_table(&summaries));
-    ExitCode::SUCCESS
+    if summaries.iter().all(verified) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("harness: some acknowledged records were lost, duplicated or reordered");
+        ExitCode::FAILURE
+    }
+}
+
+/// The brokers preallocate each partition replica's segment (`--segment-bytes`) when it is
+/// created; refuses a run whose replicas would not fit on the data directory's file system
+/// before any broker starts, rather than have every broker fail on ENOSPC.
+fn check_disk_room(options: &Options, replication: i16) -> Result<(), String> {
+    let replicas = options.partitions.max(1) as u64 * replication.max(1) as u64;
+    let needed_bytes = replicas.saturating_mul(options.segment_bytes);
+    let _ = std::fs::create_dir_all(&options.data_dir);
+    let Some(free_bytes) = machine::free_bytes(&options.data_dir) else {
+        return Ok(());
+    };
+    if needed_bytes > free_bytes {
+        return Err(format!(
+            "{replicas} partition replicas of --segment-bytes {} need {:.1} GB, and {} has {:.1} GB free: \
+             pass a smaller --segment-bytes (e.g. {}MiB)",
+            options.segment_bytes,
+            needed_bytes as f64 / 1e9,
+            options.data_dir.display(),
+            free_bytes as f64 / 1e9,
+            (free_bytes / 2 / replicas / (1 << 20)).max(1)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the run's verification passed (or there was none to do).
+fn verified(summary: &report::BrokerSummary) -> bool {
+    summary
+        .verification
+        .as_ref()
+        .is_none_or(|verdict| verdict.passed())
 }
 
 /// `--bootstrap`: the broker workload, printed and saved like the engine mode.
@@ -462,9 +530,9 @@ fn run_broker(
     broker_pids: Vec<u32>,
     label: &str,
 ) -> ExitCode {
-    match run_workload(options, bootstrap, replication, broker_pids, label) {
-        Some(_) => ExitCode::SUCCESS,
-        None => ExitCode::FAILURE,
+    match run_workload(options, bootstrap, replication, broker_pids, label, None) {
+        Some(summary) if verified(&summary) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
 }
 
@@ -476,6 +544,7 @@ fn run_workload(
     replication: i16,
     broker_pids: Vec<u32>,
     label: &str,
+    injector: Option<&mut dyn FaultInjector>,
 ) -> Option<report::BrokerSummary> {
     let mut workload = broker_workload(options, bootstrap, replication, broker_pids, label)?;
     let mut rate_search = None;
@@ -496,7 +565,7 @@ fn run_workload(
         workload.rate_records_per_s = found.run_records_per_s;
         rate_search = Some(found);
     }
-    let outcome = match broker_workload::run(&workload) {
+    let outcome = match broker_workload::run_with_faults(&workload, injector) {
         Ok(outcome) => outcome,
         Err(error) => {
             eprintln!("harness: {error}");
@@ -558,6 +627,25 @@ fn broker_workload(
         );
         return None;
     }
+    if acks == -1 && options.in_flight > IDEMPOTENT_IN_FLIGHT_MAX {
+        eprintln!(
+            "harness: --acks all makes the producers idempotent, which allows at most \
+             {IDEMPOTENT_IN_FLIGHT_MAX} requests in flight (--in-flight)"
+        );
+        return None;
+    }
+    if let Some(kill_at) = options.kill_leader_at {
+        if options.brokers.is_none() || acks != -1 || kill_at >= options.duration {
+            eprintln!(
+                "harness: --kill-leader-at needs --brokers, --acks all (to check every \
+                 acknowledged record afterwards) and a time within --duration"
+            );
+            return None;
+        }
+    } else if options.restart_after.is_some() {
+        eprintln!("harness: --restart-after needs --kill-leader-at");
+        return None;
+    }
     if consume == ConsumeMode::During && acks == 0 && options.consumers > 0 {
         eprintln!("harness: --consume during needs --acks 1 or all (consumers stop where the acknowledged data ends)");
         return None;
@@ -586,6 +674,10 @@ fn broker_workload(
             broker_pids
         },
         key_distributor: options.key_distributor,
+        faults: options.kill_leader_at.map(|kill_leader_at| FaultPlan {
+            kill_leader_at,
+            restart_after: options.restart_after,
+        }),
         workload_file: options.workload_name.clone(),
     };
     Some(workload)

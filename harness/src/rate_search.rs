@@ -191,6 +191,7 @@ fn run_trial(
     trial.rate_records_per_s = rate;
     trial.duration = trial_duration;
     trial.consume = ConsumeMode::During;
+    trial.faults = None;
     let outcome = broker_workload::run(&trial);
     // The trial's data would only fill the disk: delete it whatever happened.
     let deleted = Connection::open(&workload.bootstrap, "shardlog-harness-rate-search")

@@ -12,8 +12,10 @@ use hdrhistogram::Histogram;
 
 use crate::broker_workload::{BrokerOutcome, BrokerWorkload, CpuUse};
 use crate::engine_workload::{EngineWorkload, Outcome};
+use crate::faults::FaultReport;
 use crate::machine;
 use crate::rate_search::SearchSummary;
+use crate::verify::Verification;
 
 /// Latency percentiles in microseconds, from one merged histogram.
 #[derive(Serialize, Debug, Clone)]
@@ -225,6 +227,8 @@ pub struct PublishSummary {
     /// the end of each window, and at the end of the measured period.
     pub window_backlog_mb: Vec<f64>,
     pub backlog_mb_at_end: Option<f64>,
+    /// Batches sent and never acknowledged (in flight when the run ended during a failover).
+    pub unacknowledged_batches: u64,
 }
 
 /// CPU seconds used during a phase. `other` is what neither the harness nor the broker used
@@ -300,6 +304,11 @@ pub struct BrokerSummary {
     pub broker_peak_rss_bytes: Option<u64>,
     /// With `--find-max-rate`: the search, whose half-maximum rate this run used.
     pub rate_search: Option<SearchSummary>,
+    /// Whether every acknowledged record was consumed once and in order (with acks=all,
+    /// whose producers are idempotent, when producers and consumers both ran).
+    pub verification: Option<Verification>,
+    /// With `--kill-leader-at`: what was killed and restarted, and the failovers.
+    pub faults: Option<FaultReport>,
 }
 
 pub fn broker_workload_name(workload: &BrokerWorkload) -> String {
@@ -349,6 +358,7 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
             window_mb_s: windows_mb_s(&publish.window_bytes),
             window_backlog_mb: windows_mb_s(&publish.window_backlog_bytes),
             backlog_mb_at_end: publish.backlog_bytes_at_end.map(|bytes| bytes as f64 / 1e6),
+            unacknowledged_batches: publish.unacknowledged_batches,
         }
     });
     let consume = outcome.consume.as_ref().map(|consume| {
@@ -389,6 +399,8 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
         consume,
         broker_peak_rss_bytes: outcome.broker_peak_rss_bytes,
         rate_search: None,
+        verification: outcome.verification.clone(),
+        faults: outcome.faults.clone(),
     }
 }
 
@@ -471,10 +483,45 @@ fn other_cpu(cpu: &CpuSummary) -> String {
     }
 }
 
+fn fault_line(faults: &FaultReport) -> String {
+    let Some(killed_at_s) = faults.killed_at_s else {
+        return "faults: the kill was not due within the measured period\n".to_string();
+    };
+    format!(
+        "faults: killed broker {} ({}), leader of partition {}, at {killed_at_s:.1} s{}; failovers: {} producer, {} consumer\n",
+        faults.killed_node.map_or("?".to_string(), |node| node.to_string()),
+        faults.killed_address.as_deref().unwrap_or("?"),
+        faults.killed_partition,
+        faults
+            .restarted_at_s
+            .map(|at| format!(", restarted at {at:.1} s"))
+            .unwrap_or_default(),
+        faults.producer_failovers,
+        faults.consumer_failovers
+    )
+}
+
+fn verification_line(verdict: &Verification) -> String {
+    if verdict.passed() {
+        format!(
+            "verified: all {} acknowledged records consumed, once each, in order\n",
+            verdict.acknowledged_records
+        )
+    } else {
+        format!(
+            "VERIFICATION FAILED: of {} acknowledged records, {} lost, {} duplicated, {} batches out of order\n",
+            verdict.acknowledged_records,
+            verdict.lost_records,
+            verdict.duplicated_records,
+            verdict.out_of_order_batches
+        )
+    }
+}
+
 /// Broker runs side by side, one line per run (per storage strategy).
 pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
     let mut text = String::from(
-        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s  e2e p50 us  e2e p99 us  max rec/s\n",
+        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s  e2e p50 us  e2e p99 us  max rec/s  lost  dup\n",
     );
     for summary in summaries {
         let (publish_mb_s, p50, p99, p99_9) =
@@ -507,8 +554,18 @@ pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
             .map_or("-".to_string(), |search| {
                 search.max_sustainable_records_per_s.to_string()
             });
+        let (lost, duplicated) =
+            summary
+                .verification
+                .as_ref()
+                .map_or(("-".to_string(), "-".to_string()), |verdict| {
+                    (
+                        verdict.lost_records.to_string(),
+                        verdict.duplicated_records.to_string(),
+                    )
+                });
         text += &format!(
-            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}{e2e_p50:>12}{e2e_p99:>12}{max_rate:>11}\n",
+            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}{e2e_p50:>12}{e2e_p99:>12}{max_rate:>11}{lost:>6}{duplicated:>5}\n",
             summary.label
         );
     }
@@ -573,6 +630,12 @@ pub fn broker_table(summary: &BrokerSummary) -> String {
         if let Some(end_to_end) = &consume.end_to_end_latency_us {
             text += &format!("end-to-end latency us: {}\n", percentiles(end_to_end));
         }
+    }
+    if let Some(faults) = &summary.faults {
+        text += &fault_line(faults);
+    }
+    if let Some(verdict) = &summary.verification {
+        text += &verification_line(verdict);
     }
     if let Some(rss) = summary.broker_peak_rss_bytes {
         text += &format!("broker peak RSS {:.1} MiB\n", rss as f64 / (1 << 20) as f64);

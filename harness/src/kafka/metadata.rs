@@ -36,6 +36,8 @@ pub struct PartitionLeader {
 pub struct TopicLayout {
     pub name: String,
     pub partitions: Vec<PartitionLeader>,
+    /// Every broker the metadata named (`host:port`), to ask again when a leader is lost.
+    pub brokers: Vec<String>,
 }
 
 /// The topic's partitions and leaders, or `None` if the broker does not know the topic (or
@@ -117,6 +119,11 @@ pub fn describe_topic(
     Ok(Some(TopicLayout {
         name: topic.to_string(),
         partitions,
+        brokers: response
+            .brokers
+            .iter()
+            .map(|broker| format!("{}:{}", broker.host.as_str(), broker.port))
+            .collect(),
     }))
 }
 
