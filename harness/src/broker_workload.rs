@@ -901,6 +901,12 @@ mod tests {
         assert_eq!(outcome.end_offsets.len(), 2);
         assert_eq!(consume.records as i64, produced);
         assert_eq!(consume.batches as i64 * 100, produced);
+        // acks=all: idempotent producers, and every record they wrote was acknowledged and
+        // read back once.
+        let verdict = outcome.verification.as_ref().expect("acks=all is verified");
+        assert!(verdict.passed(), "{verdict:?}");
+        assert_eq!(verdict.acknowledged_records as i64, produced);
+        assert_eq!(verdict.consumed_acknowledged_records as i64, produced);
     }
 
     #[test]
