@@ -28,11 +28,31 @@ pub struct Latency {
     pub p99_9: u64,
     pub p99_99: u64,
     pub max: u64,
+    /// (percentile, microseconds) from 0 to 100 with ever more nines, for percentile
+    /// curves (`scripts/charts.py`).
+    pub distribution: Vec<(f64, u64)>,
 }
+
+/// Steps per decade of nines in [`Latency::distribution`]: 90, 99, 99.9... and 4 points
+/// between each.
+const DISTRIBUTION_STEPS_PER_NINE: i32 = 4;
+
+/// The deepest percentile in [`Latency::distribution`] before 100: 99.9999.
+const DISTRIBUTION_NINES_MAX: i32 = 6;
 
 impl Latency {
     pub fn of(histogram: &Histogram<u64>) -> Latency {
+        let mut distribution: Vec<(f64, u64)> = (0..DISTRIBUTION_NINES_MAX
+            * DISTRIBUTION_STEPS_PER_NINE)
+            .map(|step| {
+                let nines = f64::from(step) / f64::from(DISTRIBUTION_STEPS_PER_NINE);
+                let quantile = 1.0 - 10f64.powf(-nines);
+                (quantile * 100.0, histogram.value_at_quantile(quantile))
+            })
+            .collect();
+        distribution.push((100.0, histogram.max()));
         Latency {
+            distribution,
             avg: histogram.mean(),
             p50: histogram.value_at_quantile(0.50),
             p75: histogram.value_at_quantile(0.75),
@@ -435,6 +455,11 @@ pub fn save_broker(
         "warmup_s": workload.warmup.as_secs_f64(),
         "label": workload.label,
         "key_distributor": workload.key_distributor.name(),
+        "kill_leader_at_s": workload.faults.map(|plan| plan.kill_leader_at.as_secs_f64()),
+        "restart_after_s": workload
+            .faults
+            .and_then(|plan| plan.restart_after)
+            .map(|after| after.as_secs_f64()),
         "workload_file": workload.workload_file,
         "broker_pids": workload.broker_pids,
         "replication": workload.replication,
