@@ -4,8 +4,11 @@
 //! measured period, and stop (what is in flight is answered but not counted). Consumers read
 //! the partitions from offset 0 up to where the producers ended, either afterwards
 //! (`--consume after`: a catch-up read of everything produced) or alongside the producers
-//! (`--consume during`: tailing). Each actor runs on its own thread with blocking sockets;
-//! the measuring thread samples shared counters once a second.
+//! (`--consume during`: tailing, which also gives end-to-end latency and the backlog). Each
+//! actor runs on its own threads with blocking sockets and fails over on its own when a
+//! leader is lost; the measuring thread samples shared counters once a second and injects
+//! the faults when due (`faults`). At the end, with acks=all, the producers'
+//! acknowledgements are checked against what the consumers read (`verify`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::ScopedJoinHandle;

@@ -9,6 +9,12 @@
 //! - `--brokers N --replication R`: starts a local cluster of N broker processes (see
 //!   `cluster`), runs the broker workload against it on each storage strategy in turn, and
 //!   stops it.
+//!
+//! In the broker modes: `--workload FILE.yaml` takes the settings from an OpenMessaging
+//! Benchmark workload file (`workload_file`), `--find-max-rate` measures at half the
+//! maximum sustainable rate (`rate_search`), and `--kill-leader-at` kills a leader mid-run
+//! (`faults`); acks=all runs check every acknowledged record afterwards (`verify`).
+//! docs/harness.md describes them all.
 
 mod broker_workload;
 mod cluster;
