@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use crate::faults::FaultInjector;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -34,13 +36,37 @@ pub struct ClusterSpec {
     pub io_memory_bytes: u64,
     /// Parent of the brokers' data directories (deleted at stop).
     pub data_dir: PathBuf,
+    /// A broker silent this long is fenced and its partitions get new leaders (Kafka's
+    /// `broker.session.timeout.ms`); `None`: the brokers' default (Kafka's, 9 s).
+    pub session_timeout: Option<Duration>,
 }
 
-/// One running broker.
+/// A broker's configuration file.
+fn broker_config(spec: &ClusterSpec) -> String {
+    let mut config = format!(
+        "io_memory_bytes = {}\nmin_insync_replicas = {}\n",
+        spec.io_memory_bytes, spec.min_insync_replicas
+    );
+    if let Some(timeout) = spec.session_timeout {
+        // Kafka's ratio: a heartbeat every 2 s for a 9 s session.
+        let timeout_ms = timeout.as_millis().max(1) as u64;
+        config += &format!(
+            "broker_session_timeout_ms = {timeout_ms}\nheartbeat_interval_ms = {}\n",
+            (timeout_ms * 2 / 9).max(10)
+        );
+    }
+    config
+}
+
+/// One broker of the cluster.
 struct LocalBroker {
     node_id: usize,
+    /// `None` once stopped or killed.
     child: Option<Child>,
+    /// Where it serves Kafka clients (known once it printed its ready line); a restart
+    /// listens there again.
     address: String,
+    controller_port: u16,
     log_path: PathBuf,
 }
 
@@ -48,6 +74,11 @@ struct LocalBroker {
 pub struct LocalCluster {
     brokers: Vec<LocalBroker>,
     data_dir: PathBuf,
+    spec: ClusterSpec,
+    executable: PathBuf,
+    quorum: String,
+    /// Index of the broker `kill` stopped last, for `restart`.
+    killed: Option<usize>,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -74,65 +105,31 @@ impl LocalCluster {
             .map(|(index, port)| format!("{}@127.0.0.1:{port}", index + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get());
         let mut cluster = LocalCluster {
             brokers: Vec::new(),
             data_dir: spec.data_dir.clone(),
+            spec: spec.clone(),
+            executable,
+            quorum,
+            killed: None,
         };
         let (ready_sender, ready) = mpsc::channel();
-        for (index, port) in controller_ports.iter().enumerate() {
+        for (index, &controller_port) in controller_ports.iter().enumerate() {
             let node_id = index + 1;
-            let dir = spec.data_dir.join(format!("broker-{node_id}"));
+            let dir = cluster.broker_dir(node_id);
             std::fs::create_dir_all(&dir)
                 .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
             let config = dir.join("broker.toml");
-            std::fs::write(
-                &config,
-                format!(
-                    "io_memory_bytes = {}\nmin_insync_replicas = {}\n",
-                    spec.io_memory_bytes, spec.min_insync_replicas
-                ),
-            )
-            .map_err(|error| format!("cannot write {}: {error}", config.display()))?;
-            let log_path = dir.join("broker.log");
-            let log = File::create(&log_path)
-                .map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
-            let mut child = Command::new(&executable)
-                .arg("broker")
-                .args(["--config", &config.display().to_string()])
-                .args(["--node-id", &node_id.to_string()])
-                .args(["--quorum", &quorum])
-                .args(["--controller-listen", &format!("127.0.0.1:{port}")])
-                .args(["--listen", "127.0.0.1:0"])
-                .args(["--data-dir", &dir.join("data").display().to_string()])
-                .args(["--cores", "1"])
-                .args(["--first-cpu", &(index % cpus).to_string()])
-                .args(["--strategy", &spec.strategy])
-                .args(["--durability", &spec.durability])
-                .args(["--segment-bytes", &spec.segment_bytes.to_string()])
-                .env("RUST_LOG", "info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::from(log))
-                .spawn()
-                .map_err(|error| format!("cannot start broker {node_id}: {error}"))?;
-            let stdout = child.stdout.take().expect("stdout is piped");
-            let ready_sender = ready_sender.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(address) = line.strip_prefix(READY_PREFIX) {
-                        let _ = ready_sender.send((index, address.trim().to_string()));
-                    }
-                }
-            });
+            std::fs::write(&config, broker_config(spec))
+                .map_err(|error| format!("cannot write {}: {error}", config.display()))?;
             cluster.brokers.push(LocalBroker {
                 node_id,
-                child: Some(child),
+                child: None,
                 address: String::new(),
-                log_path,
+                controller_port,
+                log_path: dir.join("broker.log"),
             });
+            cluster.spawn(index, "127.0.0.1:0", ready_sender.clone())?;
         }
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut waiting = spec.brokers;
@@ -156,6 +153,63 @@ impl LocalCluster {
             }
         }
         Ok(cluster)
+    }
+
+    fn broker_dir(&self, node_id: usize) -> PathBuf {
+        self.data_dir.join(format!("broker-{node_id}"))
+    }
+
+    /// Starts broker `index` listening for clients on `listen`; its ready line's address
+    /// goes to `ready`. Its log is appended to (a restart keeps the first run's log).
+    fn spawn(
+        &mut self,
+        index: usize,
+        listen: &str,
+        ready: mpsc::Sender<(usize, String)>,
+    ) -> Result<(), String> {
+        let cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get());
+        let broker = &self.brokers[index];
+        let node_id = broker.node_id;
+        let dir = self.broker_dir(node_id);
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&broker.log_path)
+            .map_err(|error| format!("cannot open {}: {error}", broker.log_path.display()))?;
+        let mut child = Command::new(&self.executable)
+            .arg("broker")
+            .args(["--config", &dir.join("broker.toml").display().to_string()])
+            .args(["--node-id", &node_id.to_string()])
+            .args(["--quorum", &self.quorum])
+            .args([
+                "--controller-listen",
+                &format!("127.0.0.1:{}", broker.controller_port),
+            ])
+            .args(["--listen", listen])
+            .args(["--data-dir", &dir.join("data").display().to_string()])
+            .args(["--cores", "1"])
+            .args(["--first-cpu", &(index % cpus).to_string()])
+            .args(["--strategy", &self.spec.strategy])
+            .args(["--durability", &self.spec.durability])
+            .args(["--segment-bytes", &self.spec.segment_bytes.to_string()])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|error| format!("cannot start broker {node_id}: {error}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(address) = line.strip_prefix(READY_PREFIX) {
+                    let _ = ready.send((index, address.trim().to_string()));
+                }
+            }
+        });
+        self.brokers[index].child = Some(child);
+        Ok(())
     }
 
     /// The first broker's address (the harness's own client takes one bootstrap address).
@@ -193,7 +247,11 @@ impl LocalCluster {
         for broker in &mut self.brokers {
             if let Some(child) = broker.child.take() {
                 if let Err(problem) = terminate(child) {
-                    problems.push(format!("broker {}: {problem}", broker.node_id));
+                    problems.push(format!(
+                        "broker {}: {problem}; the end of its log:\n{}",
+                        broker.node_id,
+                        log_tail(&broker.log_path)
+                    ));
                 }
             }
         }
@@ -203,6 +261,39 @@ impl LocalCluster {
         } else {
             Err(problems.join("; "))
         }
+    }
+}
+
+impl FaultInjector for LocalCluster {
+    fn kill(&mut self, address: &str) -> Result<usize, String> {
+        let index = self
+            .brokers
+            .iter()
+            .position(|broker| broker.address == address)
+            .ok_or_else(|| format!("no broker of this cluster serves at {address}"))?;
+        let broker = &mut self.brokers[index];
+        let mut child = broker
+            .child
+            .take()
+            .ok_or_else(|| format!("broker {} is not running", broker.node_id))?;
+        // Child::kill sends SIGKILL.
+        child
+            .kill()
+            .and_then(|()| child.wait().map(|_| ()))
+            .map_err(|error| format!("cannot kill broker {}: {error}", broker.node_id))?;
+        self.killed = Some(index);
+        Ok(broker.node_id)
+    }
+
+    fn restart(&mut self) -> Result<(), String> {
+        let index = self
+            .killed
+            .take()
+            .ok_or_else(|| "no broker was killed".to_string())?;
+        let listen = self.brokers[index].address.clone();
+        // Nobody waits for its ready line: clients find it through metadata once it serves.
+        let (ready, _) = mpsc::channel();
+        self.spawn(index, &listen, ready)
     }
 }
 
@@ -236,6 +327,14 @@ fn terminate(mut child: Child) -> Result<(), String> {
             Err(error) => return Err(error.to_string()),
         }
     }
+}
+
+/// The last lines of a broker's log (the data directory, logs included, is deleted at stop).
+fn log_tail(path: &Path) -> String {
+    const LINES: usize = 15;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LINES)..].join("\n")
 }
 
 fn remove_data(dir: &Path) {

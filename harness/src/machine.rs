@@ -67,3 +67,20 @@ pub fn describe(data_dir: &Path) -> Machine {
         git_dirty: !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty(),
     }
 }
+
+/// Bytes an unprivileged process may still write on the file system holding `dir`.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stats` is writable memory for one
+    // statvfs, which the call fills in when it returns 0.
+    if unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `stats`.
+    let stats = unsafe { stats.assume_init() };
+    // The fields are narrower than u64 on 32-bit targets.
+    #[allow(clippy::unnecessary_cast)]
+    Some(stats.f_bavail as u64 * stats.f_frsize as u64)
+}

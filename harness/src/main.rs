@@ -9,19 +9,30 @@
 //! - `--brokers N --replication R`: starts a local cluster of N broker processes (see
 //!   `cluster`), runs the broker workload against it on each storage strategy in turn, and
 //!   stops it.
+//!
+//! In the broker modes: `--workload FILE.yaml` takes the settings from an OpenMessaging
+//! Benchmark workload file (`workload_file`), `--find-max-rate` measures at half the
+//! maximum sustainable rate (`rate_search`), and `--kill-leader-at` kills a leader mid-run
+//! (`faults`); acks=all runs check every acknowledged record afterwards (`verify`).
+//! docs/harness.md describes them all.
 
 mod broker_workload;
 mod cluster;
 mod engine_workload;
+mod faults;
 mod kafka;
 mod machine;
+mod rate_search;
 mod report;
+mod verify;
+mod workload_file;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use shardlog::broker::decode_guard::ReservingAllocator;
 use shardlog::storage::CommitMode;
 use shardlog::{Durability, StrategyKind};
@@ -34,6 +45,9 @@ use cluster::{ClusterSpec, LocalCluster};
 #[global_allocator]
 static ALLOCATOR: ReservingAllocator = ReservingAllocator;
 use engine_workload::EngineWorkload;
+use faults::{FaultInjector, FaultPlan};
+use kafka::produce::IDEMPOTENT_IN_FLIGHT_MAX;
+use workload_file::KeyDistributor;
 
 /// Command-line options. Sizes take units (`4KiB`, `1MiB`, `4GiB`); durations too (`10s`).
 #[derive(Parser, Debug)]
@@ -94,6 +108,19 @@ struct Options {
     #[arg(long, default_value_t = 1)]
     appenders: usize,
 
+    /// Broker mode: an OpenMessaging Benchmark workload file (YAML; see docs/harness.md).
+    /// Flags given on the command line override the file's values.
+    #[arg(long, value_name = "FILE.yaml")]
+    workload: Option<PathBuf>,
+
+    /// Set from `--workload`: the file's stem, which names the results folder.
+    #[arg(skip)]
+    workload_name: Option<String>,
+
+    /// Broker mode: how record keys are chosen (OMB's keyDistributor).
+    #[arg(long, value_enum, default_value = "NO_KEY")]
+    key_distributor: KeyDistributor,
+
     /// Broker mode: the topic (created with `--partitions` if missing).
     #[arg(long, default_value = "harness")]
     topic: String,
@@ -122,6 +149,34 @@ struct Options {
     /// Broker mode: records per second over all producers; 0 = as fast as acknowledged.
     #[arg(long, default_value_t = 0)]
     rate: u64,
+
+    /// Broker mode: find the maximum sustainable rate with short trials, then measure at
+    /// half of it (see docs/harness.md).
+    #[arg(long)]
+    find_max_rate: bool,
+
+    /// With `--find-max-rate`: the measured length of each trial (each also warms up for
+    /// `--warmup`).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    trial_duration: Duration,
+
+    /// With `--find-max-rate`: the most trials, the first (as fast as acknowledged) included.
+    #[arg(long, default_value_t = 6)]
+    trials_max: usize,
+
+    /// With `--brokers`: SIGKILL the leader of partition 0 this far into the measured
+    /// period; afterwards every acknowledged record is checked for (needs `--acks all`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    kill_leader_at: Option<Duration>,
+
+    /// With `--kill-leader-at`: start the killed broker again this long after the kill.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    restart_after: Option<Duration>,
+
+    /// With `--brokers`: a broker silent this long is fenced and loses its leaderships
+    /// (Kafka's broker.session.timeout.ms; default the brokers' own, 9 s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    broker_session_timeout: Option<Duration>,
 
     /// Broker mode: fetch max_bytes (and partition_max_bytes).
     #[arg(long, default_value = "4MiB", value_parser = parse_bytes)]
@@ -190,7 +245,21 @@ fn main() -> ExitCode {
     {
         return shardlog::broker::cli::main_from(std::env::args_os().skip(1));
     }
-    let options = Options::parse();
+    let matches = Options::command().get_matches();
+    let mut options = Options::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let Some(path) = options.workload.clone() {
+        if options.brokers.is_none() && options.bootstrap.is_none() {
+            eprintln!("harness: --workload needs --brokers or --bootstrap");
+            return ExitCode::from(2);
+        }
+        match apply_workload_file(&mut options, &matches, &path) {
+            Ok(name) => options.workload_name = Some(name),
+            Err(error) => {
+                eprintln!("harness: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     if let Some(brokers) = options.brokers {
         if options.bootstrap.is_some() {
             eprintln!("harness: --brokers starts a cluster; --bootstrap drives one: pick one");
@@ -283,6 +352,75 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Applies a workload file's settings to the options the command line left at their
+/// defaults; returns the file's name for the results folder.
+fn apply_workload_file(
+    options: &mut Options,
+    matches: &ArgMatches,
+    path: &std::path::Path,
+) -> Result<String, String> {
+    let settings = workload_file::load(path)?;
+    let from_file = |id: &str| matches.value_source(id) != Some(ValueSource::CommandLine);
+    fn set<T>(target: &mut T, value: Option<T>, allowed: bool) {
+        if let (Some(value), true) = (value, allowed) {
+            *target = value;
+        }
+    }
+    set(
+        &mut options.partitions,
+        settings.partitions,
+        from_file("partitions"),
+    );
+    set(
+        &mut options.record_bytes,
+        settings.record_bytes,
+        from_file("record_bytes"),
+    );
+    set(
+        &mut options.producers,
+        settings.producers,
+        from_file("producers"),
+    );
+    set(
+        &mut options.consumers,
+        settings.consumers,
+        from_file("consumers"),
+    );
+    set(
+        &mut options.rate,
+        settings.rate_records_per_s,
+        from_file("rate"),
+    );
+    set(
+        &mut options.duration,
+        settings.duration,
+        from_file("duration"),
+    );
+    set(&mut options.warmup, settings.warmup, from_file("warmup"));
+    set(
+        &mut options.key_distributor,
+        settings.key_distributor,
+        from_file("key_distributor"),
+    );
+    eprintln!(
+        "harness: workload {} ({}): {} partitions, {} B records, {} producers, {} consumers, \
+         rate {}, {:?} after {:?} of warm-up",
+        settings.file_stem,
+        settings.name.as_deref().unwrap_or("unnamed"),
+        options.partitions,
+        options.record_bytes,
+        options.producers,
+        options.consumers,
+        match options.rate {
+            0 => "max".to_string(),
+            rate => format!("{rate}/s"),
+        },
+        options.duration,
+        options.warmup
+    );
+    Ok(settings.file_stem)
+}
+
 /// `--brokers`: for each strategy, a fresh local cluster, the broker workload, a clean stop;
 /// then the strategies side by side.
 fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
@@ -296,6 +434,10 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
         .unwrap_or((replication as usize).min(2));
     if min_insync_replicas == 0 || min_insync_replicas > replication as usize {
         eprintln!("harness: need 1 <= --min-insync-replicas <= --replication");
+        return ExitCode::from(2);
+    }
+    if let Err(error) = check_disk_room(options, replication) {
+        eprintln!("harness: {error}");
         return ExitCode::from(2);
     }
     let mut summaries = Vec::new();
@@ -312,9 +454,10 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
             segment_bytes: options.segment_bytes,
             io_memory_bytes: options.io_memory,
             data_dir: options.data_dir.join(format!("cluster-{strategy}")),
+            session_timeout: options.broker_session_timeout,
         };
         eprintln!("harness: starting {brokers} brokers ({strategy}, durability {}, replication {replication})", options.durability);
-        let cluster = match LocalCluster::start(&spec) {
+        let mut cluster = match LocalCluster::start(&spec) {
             Ok(cluster) => cluster,
             Err(error) => {
                 eprintln!("harness: {error}");
@@ -326,7 +469,15 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
             options.durability
         );
         let bootstrap = cluster.first_address().to_string();
-        let ran = run_workload(options, &bootstrap, replication, cluster.pids(), &label);
+        let pids = cluster.pids();
+        let ran = run_workload(
+            options,
+            &bootstrap,
+            replication,
+            pids,
+            &label,
+            Some(&mut cluster),
+        );
         if let Err(error) = cluster.stop() {
             eprintln!("harness: stopping the cluster: {error}");
             return ExitCode::FAILURE;
@@ -337,7 +488,44 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
         }
     }
     eprint!("{}", report::strategies_table(&summaries));
-    ExitCode::SUCCESS
+    if summaries.iter().all(verified) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("harness: some acknowledged records were lost, duplicated or reordered");
+        ExitCode::FAILURE
+    }
+}
+
+/// The brokers preallocate each partition replica's segment (`--segment-bytes`) when it is
+/// created; refuses a run whose replicas would not fit on the data directory's file system
+/// before any broker starts, rather than have every broker fail on ENOSPC.
+fn check_disk_room(options: &Options, replication: i16) -> Result<(), String> {
+    let replicas = options.partitions.max(1) as u64 * replication.max(1) as u64;
+    let needed_bytes = replicas.saturating_mul(options.segment_bytes);
+    let _ = std::fs::create_dir_all(&options.data_dir);
+    let Some(free_bytes) = machine::free_bytes(&options.data_dir) else {
+        return Ok(());
+    };
+    if needed_bytes > free_bytes {
+        return Err(format!(
+            "{replicas} partition replicas of --segment-bytes {} need {:.1} GB, and {} has {:.1} GB free: \
+             pass a smaller --segment-bytes (e.g. {}MiB)",
+            options.segment_bytes,
+            needed_bytes as f64 / 1e9,
+            options.data_dir.display(),
+            free_bytes as f64 / 1e9,
+            (free_bytes / 2 / replicas / (1 << 20)).max(1)
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the run's verification passed (or there was none to do).
+fn verified(summary: &report::BrokerSummary) -> bool {
+    summary
+        .verification
+        .as_ref()
+        .is_none_or(|verdict| verdict.passed())
 }
 
 /// `--bootstrap`: the broker workload, printed and saved like the engine mode.
@@ -348,20 +536,74 @@ fn run_broker(
     broker_pids: Vec<u32>,
     label: &str,
 ) -> ExitCode {
-    match run_workload(options, bootstrap, replication, broker_pids, label) {
-        Some(_) => ExitCode::SUCCESS,
-        None => ExitCode::FAILURE,
+    match run_workload(options, bootstrap, replication, broker_pids, label, None) {
+        Some(summary) if verified(&summary) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
 }
 
-/// Runs, prints and saves one broker workload; `None` (after saying why) if it failed.
+/// Runs, prints and saves one broker workload (after the rate search, with
+/// `--find-max-rate`); `None` (after saying why) if it failed.
 fn run_workload(
     options: &Options,
     bootstrap: &str,
     replication: i16,
     broker_pids: Vec<u32>,
     label: &str,
+    injector: Option<&mut dyn FaultInjector>,
 ) -> Option<report::BrokerSummary> {
+    let mut workload = broker_workload(options, bootstrap, replication, broker_pids, label)?;
+    let mut rate_search = None;
+    if options.find_max_rate {
+        let found =
+            match rate_search::find_max_rate(&workload, options.trial_duration, options.trials_max)
+            {
+                Ok(found) => found,
+                Err(error) => {
+                    eprintln!("harness: {error}");
+                    return None;
+                }
+            };
+        eprintln!(
+            "harness: maximum sustainable rate {} records/s; measuring at half of it, {} records/s",
+            found.max_sustainable_records_per_s, found.run_records_per_s
+        );
+        workload.rate_records_per_s = found.run_records_per_s;
+        rate_search = Some(found);
+    }
+    let outcome = match broker_workload::run_with_faults(&workload, injector) {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            eprintln!("harness: {error}");
+            return None;
+        }
+    };
+    let mut summary = report::summarize_broker(&workload, &outcome);
+    summary.rate_search = rate_search;
+    if options.json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    }
+    if !options.no_save {
+        match report::save_broker(&options.results_dir, &workload, &outcome, &summary) {
+            Ok(folder) => eprintln!("harness: results saved in {}", folder.display()),
+            Err(error) => {
+                eprintln!("harness: cannot save results: {error}");
+                return None;
+            }
+        }
+    }
+    eprint!("{}", report::broker_table(&summary));
+    Some(summary)
+}
+
+/// The broker workload the options describe; `None` (after saying why) if they do not fit.
+fn broker_workload(
+    options: &Options,
+    bootstrap: &str,
+    replication: i16,
+    broker_pids: Vec<u32>,
+    label: &str,
+) -> Option<BrokerWorkload> {
     let acks = match options.acks.as_str() {
         "0" => 0,
         "1" => 1,
@@ -391,6 +633,25 @@ fn run_workload(
         );
         return None;
     }
+    if acks == -1 && options.in_flight > IDEMPOTENT_IN_FLIGHT_MAX {
+        eprintln!(
+            "harness: --acks all makes the producers idempotent, which allows at most \
+             {IDEMPOTENT_IN_FLIGHT_MAX} requests in flight (--in-flight)"
+        );
+        return None;
+    }
+    if let Some(kill_at) = options.kill_leader_at {
+        if options.brokers.is_none() || acks != -1 || kill_at >= options.duration {
+            eprintln!(
+                "harness: --kill-leader-at needs --brokers, --acks all (to check every \
+                 acknowledged record afterwards) and a time within --duration"
+            );
+            return None;
+        }
+    } else if options.restart_after.is_some() {
+        eprintln!("harness: --restart-after needs --kill-leader-at");
+        return None;
+    }
     if consume == ConsumeMode::During && acks == 0 && options.consumers > 0 {
         eprintln!("harness: --consume during needs --acks 1 or all (consumers stop where the acknowledged data ends)");
         return None;
@@ -418,27 +679,12 @@ fn run_workload(
         } else {
             broker_pids
         },
+        key_distributor: options.key_distributor,
+        faults: options.kill_leader_at.map(|kill_leader_at| FaultPlan {
+            kill_leader_at,
+            restart_after: options.restart_after,
+        }),
+        workload_file: options.workload_name.clone(),
     };
-    let outcome = match broker_workload::run(&workload) {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            eprintln!("harness: {error}");
-            return None;
-        }
-    };
-    let summary = report::summarize_broker(&workload, &outcome);
-    if options.json {
-        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-    }
-    if !options.no_save {
-        match report::save_broker(&options.results_dir, &workload, &outcome, &summary) {
-            Ok(folder) => eprintln!("harness: results saved in {}", folder.display()),
-            Err(error) => {
-                eprintln!("harness: cannot save results: {error}");
-                return None;
-            }
-        }
-    }
-    eprint!("{}", report::broker_table(&summary));
-    Some(summary)
+    Some(workload)
 }

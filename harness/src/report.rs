@@ -12,7 +12,10 @@ use hdrhistogram::Histogram;
 
 use crate::broker_workload::{BrokerOutcome, BrokerWorkload, CpuUse};
 use crate::engine_workload::{EngineWorkload, Outcome};
+use crate::faults::FaultReport;
 use crate::machine;
+use crate::rate_search::SearchSummary;
+use crate::verify::Verification;
 
 /// Latency percentiles in microseconds, from one merged histogram.
 #[derive(Serialize, Debug, Clone)]
@@ -25,11 +28,31 @@ pub struct Latency {
     pub p99_9: u64,
     pub p99_99: u64,
     pub max: u64,
+    /// (percentile, microseconds) from 0 to 100 with ever more nines, for percentile
+    /// curves (`scripts/charts.py`).
+    pub distribution: Vec<(f64, u64)>,
 }
+
+/// Steps per decade of nines in [`Latency::distribution`]: 90, 99, 99.9... and 4 points
+/// between each.
+const DISTRIBUTION_STEPS_PER_NINE: i32 = 4;
+
+/// The deepest percentile in [`Latency::distribution`] before 100: 99.9999.
+const DISTRIBUTION_NINES_MAX: i32 = 6;
 
 impl Latency {
     pub fn of(histogram: &Histogram<u64>) -> Latency {
+        let mut distribution: Vec<(f64, u64)> = (0..DISTRIBUTION_NINES_MAX
+            * DISTRIBUTION_STEPS_PER_NINE)
+            .map(|step| {
+                let nines = f64::from(step) / f64::from(DISTRIBUTION_STEPS_PER_NINE);
+                let quantile = 1.0 - 10f64.powf(-nines);
+                (quantile * 100.0, histogram.value_at_quantile(quantile))
+            })
+            .collect();
+        distribution.push((100.0, histogram.max()));
         Latency {
+            distribution,
             avg: histogram.mean(),
             p50: histogram.value_at_quantile(0.50),
             p75: histogram.value_at_quantile(0.75),
@@ -129,7 +152,7 @@ pub fn save(
         pretty(&machine::describe(&workload.data_dir)),
     )?;
     write_latency_log(
-        &folder,
+        &folder.join("latency.hlog"),
         &outcome.latency_us,
         outcome.elapsed,
         &format!(
@@ -141,9 +164,9 @@ pub fn save(
     Ok(folder)
 }
 
-/// Writes `latency.hlog`: the histogram as an HdrHistogram interval log of one interval.
+/// Writes the histogram at `path` as an HdrHistogram interval log of one interval.
 fn write_latency_log(
-    folder: &Path,
+    path: &Path,
     histogram: &Histogram<u64>,
     elapsed: Duration,
     title: &str,
@@ -161,7 +184,7 @@ fn write_latency_log(
             .write_histogram(histogram, Duration::ZERO, elapsed, None)
             .map_err(|error| std::io::Error::other(format!("{error:?}")))?;
     }
-    std::fs::File::create(folder.join("latency.hlog"))?.write_all(&log_bytes)
+    std::fs::File::create(path)?.write_all(&log_bytes)
 }
 
 fn pretty<T: Serialize>(value: &T) -> String {
@@ -220,6 +243,12 @@ pub struct PublishSummary {
     pub cpu_s: CpuSummary,
     /// MB acknowledged in each second of the measured period (the last may be partial).
     pub window_mb_s: Vec<f64>,
+    /// With consumers tailing (`--consume during`): MB acknowledged and not yet consumed at
+    /// the end of each window, and at the end of the measured period.
+    pub window_backlog_mb: Vec<f64>,
+    pub backlog_mb_at_end: Option<f64>,
+    /// Batches sent and never acknowledged (in flight when the run ended during a failover).
+    pub unacknowledged_batches: u64,
 }
 
 /// CPU seconds used during a phase. `other` is what neither the harness nor the broker used
@@ -264,6 +293,10 @@ pub struct ConsumeSummary {
     pub broker_cpu_s_per_gb: Option<f64>,
     pub cpu_s: CpuSummary,
     pub window_mb_s: Vec<f64>,
+    /// With `--consume during`: from each record's intended send time to the fetch that
+    /// brought it, for records sent in the measured period; every consumer's histogram
+    /// merged (one count per record).
+    pub end_to_end_latency_us: Option<Latency>,
 }
 
 /// One broker run (`--bootstrap`).
@@ -285,12 +318,23 @@ pub struct BrokerSummary {
     pub in_flight: usize,
     pub rate_records_per_s: u64,
     pub consume_mode: &'static str,
+    pub key_distributor: &'static str,
     pub publish: Option<PublishSummary>,
     pub consume: Option<ConsumeSummary>,
     pub broker_peak_rss_bytes: Option<u64>,
+    /// With `--find-max-rate`: the search, whose half-maximum rate this run used.
+    pub rate_search: Option<SearchSummary>,
+    /// Whether every acknowledged record was consumed once and in order (with acks=all,
+    /// whose producers are idempotent, when producers and consumers both ran).
+    pub verification: Option<Verification>,
+    /// With `--kill-leader-at`: what was killed and restarted, and the failovers.
+    pub faults: Option<FaultReport>,
 }
 
 pub fn broker_workload_name(workload: &BrokerWorkload) -> String {
+    if let Some(file) = &workload.workload_file {
+        return file.clone();
+    }
     let rate = match workload.rate_records_per_s {
         0 => String::new(),
         rate => format!("-{rate}rps"),
@@ -332,6 +376,9 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
             broker_cpu_s_per_gb: publish.cpu.broker.map(|cpu| per_gb(cpu, publish.bytes)),
             cpu_s: cpu_summary(&publish.cpu, publish.elapsed),
             window_mb_s: windows_mb_s(&publish.window_bytes),
+            window_backlog_mb: windows_mb_s(&publish.window_backlog_bytes),
+            backlog_mb_at_end: publish.backlog_bytes_at_end.map(|bytes| bytes as f64 / 1e6),
+            unacknowledged_batches: publish.unacknowledged_batches,
         }
     });
     let consume = outcome.consume.as_ref().map(|consume| {
@@ -348,6 +395,7 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
             broker_cpu_s_per_gb: consume.cpu.broker.map(|cpu| per_gb(cpu, consume.bytes)),
             cpu_s: cpu_summary(&consume.cpu, consume.elapsed),
             window_mb_s: windows_mb_s(&consume.window_bytes),
+            end_to_end_latency_us: consume.end_to_end_us.as_ref().map(Latency::of),
         }
     });
     BrokerSummary {
@@ -366,14 +414,19 @@ pub fn summarize_broker(workload: &BrokerWorkload, outcome: &BrokerOutcome) -> B
         in_flight: workload.in_flight,
         rate_records_per_s: workload.rate_records_per_s,
         consume_mode: workload.consume.name(),
+        key_distributor: workload.key_distributor.name(),
         publish,
         consume,
         broker_peak_rss_bytes: outcome.broker_peak_rss_bytes,
+        rate_search: None,
+        verification: outcome.verification.clone(),
+        faults: outcome.faults.clone(),
     }
 }
 
 /// Writes `results/<date>-<workload>-<label>/`: summary.json, config.json, machine.json and,
-/// when there were producers, latency.hlog (publish latency).
+/// when there were producers, latency.hlog (publish latency) and, with `--consume during`,
+/// end-to-end-latency.hlog.
 pub fn save_broker(
     results_dir: &Path,
     workload: &BrokerWorkload,
@@ -401,6 +454,13 @@ pub fn save_broker(
         "duration_s": workload.duration.as_secs_f64(),
         "warmup_s": workload.warmup.as_secs_f64(),
         "label": workload.label,
+        "key_distributor": workload.key_distributor.name(),
+        "kill_leader_at_s": workload.faults.map(|plan| plan.kill_leader_at.as_secs_f64()),
+        "restart_after_s": workload
+            .faults
+            .and_then(|plan| plan.restart_after)
+            .map(|after| after.as_secs_f64()),
+        "workload_file": workload.workload_file,
         "broker_pids": workload.broker_pids,
         "replication": workload.replication,
         "end_offsets": outcome.end_offsets,
@@ -414,11 +474,24 @@ pub fn save_broker(
     )?;
     if let Some(publish) = &outcome.publish {
         write_latency_log(
-            &folder,
+            &folder.join("latency.hlog"),
             &publish.latency_us,
             publish.elapsed,
             &format!("shardlog harness: {} ({})", summary.workload, summary.label),
             "publish latency in microseconds, from the intended send time",
+        )?;
+    }
+    let end_to_end = outcome
+        .consume
+        .as_ref()
+        .and_then(|consume| Some((consume.end_to_end_us.as_ref()?, consume.elapsed)));
+    if let Some((histogram, elapsed)) = end_to_end {
+        write_latency_log(
+            &folder.join("end-to-end-latency.hlog"),
+            histogram,
+            elapsed,
+            &format!("shardlog harness: {} ({})", summary.workload, summary.label),
+            "end-to-end latency in microseconds, from the intended send time to the fetch",
         )?;
     }
     Ok(folder)
@@ -435,11 +508,45 @@ fn other_cpu(cpu: &CpuSummary) -> String {
     }
 }
 
-/// The broker run's figures, for the terminal.
+fn fault_line(faults: &FaultReport) -> String {
+    let Some(killed_at_s) = faults.killed_at_s else {
+        return "faults: the kill was not due within the measured period\n".to_string();
+    };
+    format!(
+        "faults: killed broker {} ({}), leader of partition {}, at {killed_at_s:.1} s{}; failovers: {} producer, {} consumer\n",
+        faults.killed_node.map_or("?".to_string(), |node| node.to_string()),
+        faults.killed_address.as_deref().unwrap_or("?"),
+        faults.killed_partition,
+        faults
+            .restarted_at_s
+            .map(|at| format!(", restarted at {at:.1} s"))
+            .unwrap_or_default(),
+        faults.producer_failovers,
+        faults.consumer_failovers
+    )
+}
+
+fn verification_line(verdict: &Verification) -> String {
+    if verdict.passed() {
+        format!(
+            "verified: all {} acknowledged records consumed, once each, in order\n",
+            verdict.acknowledged_records
+        )
+    } else {
+        format!(
+            "VERIFICATION FAILED: of {} acknowledged records, {} lost, {} duplicated, {} batches out of order\n",
+            verdict.acknowledged_records,
+            verdict.lost_records,
+            verdict.duplicated_records,
+            verdict.out_of_order_batches
+        )
+    }
+}
+
 /// Broker runs side by side, one line per run (per storage strategy).
 pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
     let mut text = String::from(
-        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s\n",
+        "\nrun                                 publish MB/s  p50 us  p99 us  p99.9 us  consume MB/s  e2e p50 us  e2e p99 us  max rec/s  lost  dup\n",
     );
     for summary in summaries {
         let (publish_mb_s, p50, p99, p99_9) =
@@ -459,30 +566,71 @@ pub fn strategies_table(summaries: &[BrokerSummary]) -> String {
             .consume
             .as_ref()
             .map_or(f64::NAN, |consume| consume.throughput_mb_s);
+        let end_to_end = summary
+            .consume
+            .as_ref()
+            .and_then(|consume| consume.end_to_end_latency_us.as_ref());
+        let (e2e_p50, e2e_p99) = end_to_end.map_or(("-".to_string(), "-".to_string()), |e2e| {
+            (e2e.p50.to_string(), e2e.p99.to_string())
+        });
+        let max_rate = summary
+            .rate_search
+            .as_ref()
+            .map_or("-".to_string(), |search| {
+                search.max_sustainable_records_per_s.to_string()
+            });
+        let (lost, duplicated) =
+            summary
+                .verification
+                .as_ref()
+                .map_or(("-".to_string(), "-".to_string()), |verdict| {
+                    (
+                        verdict.lost_records.to_string(),
+                        verdict.duplicated_records.to_string(),
+                    )
+                });
         text += &format!(
-            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}\n",
+            "{:<36}{publish_mb_s:>12.0}{p50:>8}{p99:>8}{p99_9:>10}{consume_mb_s:>14.0}{e2e_p50:>12}{e2e_p99:>12}{max_rate:>11}{lost:>6}{duplicated:>5}\n",
             summary.label
         );
     }
     text
 }
 
+/// "avg 1 p50 2 ... max 9" for the terminal.
+fn percentiles(latency: &Latency) -> String {
+    format!(
+        "avg {:.0} p50 {} p75 {} p95 {} p99 {} p99.9 {} p99.99 {} max {}",
+        latency.avg,
+        latency.p50,
+        latency.p75,
+        latency.p95,
+        latency.p99,
+        latency.p99_9,
+        latency.p99_99,
+        latency.max
+    )
+}
+
+/// The broker run's figures, for the terminal.
 pub fn broker_table(summary: &BrokerSummary) -> String {
     let mut text = format!("\n{} ({})\n", summary.workload, summary.label);
+    if let Some(search) = &summary.rate_search {
+        text += &format!(
+            "maximum sustainable rate {} records/s ({} trials of {:.0} s); this run at {} records/s\n",
+            search.max_sustainable_records_per_s,
+            search.trials.len(),
+            search.trial_duration_s,
+            search.run_records_per_s
+        );
+    }
     if let Some(publish) = &summary.publish {
         let latency = &publish.latency_us;
         text += &format!(
-            "publish  {:>8.0} MB/s {:>10.0} records/s  latency us: avg {:.0} p50 {} p75 {} p95 {} p99 {} p99.9 {} p99.99 {} max {}  harness {:.2} cpu s/GB{}\n",
+            "publish  {:>8.0} MB/s {:>10.0} records/s  latency us: {}  harness {:.2} cpu s/GB{}\n",
             publish.throughput_mb_s,
             publish.records_per_s,
-            latency.avg,
-            latency.p50,
-            latency.p75,
-            latency.p95,
-            latency.p99,
-            latency.p99_9,
-            latency.p99_99,
-            latency.max,
+            percentiles(latency),
             publish.harness_cpu_s_per_gb,
             publish
                 .broker_cpu_s_per_gb
@@ -504,6 +652,15 @@ pub fn broker_table(summary: &BrokerSummary) -> String {
                 .unwrap_or_default()
         );
         text += &other_cpu(&consume.cpu_s);
+        if let Some(end_to_end) = &consume.end_to_end_latency_us {
+            text += &format!("end-to-end latency us: {}\n", percentiles(end_to_end));
+        }
+    }
+    if let Some(faults) = &summary.faults {
+        text += &fault_line(faults);
+    }
+    if let Some(verdict) = &summary.verification {
+        text += &verification_line(verdict);
     }
     if let Some(rss) = summary.broker_peak_rss_bytes {
         text += &format!("broker peak RSS {:.1} MiB\n", rss as f64 / (1 << 20) as f64);

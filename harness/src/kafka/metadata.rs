@@ -1,11 +1,14 @@
-//! Topic metadata (Metadata) and topic creation (CreateTopics).
+//! Topic metadata (Metadata), topic creation (CreateTopics) and deletion (DeleteTopics).
 
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use kafka_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
-use kafka_protocol::messages::{ApiKey, CreateTopicsResponse, MetadataResponse, TopicName};
+use kafka_protocol::messages::{
+    ApiKey, CreateTopicsResponse, DeleteTopicsResponse, MetadataResponse, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::connection::Connection;
@@ -15,6 +18,8 @@ use super::{response_error, ClientError};
 /// CreateTopics from v2 reports errors with messages.
 const METADATA_VERSIONS: (i16, i16) = (1, 12);
 const CREATE_TOPICS_VERSIONS: (i16, i16) = (2, 7);
+/// DeleteTopics v6 names topics by id or name in another field; v1 to v5 take names.
+const DELETE_TOPICS_VERSIONS: (i16, i16) = (1, 5);
 
 /// How long a created topic may take to show up in metadata.
 const TOPIC_VISIBLE_WAIT: Duration = Duration::from_secs(10);
@@ -31,6 +36,8 @@ pub struct PartitionLeader {
 pub struct TopicLayout {
     pub name: String,
     pub partitions: Vec<PartitionLeader>,
+    /// Every broker the metadata named (`host:port`), to ask again when a leader is lost.
+    pub brokers: Vec<String>,
 }
 
 /// The topic's partitions and leaders, or `None` if the broker does not know the topic (or
@@ -112,6 +119,11 @@ pub fn describe_topic(
     Ok(Some(TopicLayout {
         name: topic.to_string(),
         partitions,
+        brokers: response
+            .brokers
+            .iter()
+            .map(|broker| format!("{}:{}", broker.host.as_str(), broker.port))
+            .collect(),
     }))
 }
 
@@ -137,6 +149,31 @@ pub fn create_topic(
             Some(error) => {
                 return Err(ClientError::Broker {
                     api: ApiKey::CreateTopics,
+                    topic: topic.to_string(),
+                    partition: -1,
+                    error,
+                    message: result.error_message.map(|text| text.to_string()),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the topic (its data goes with it); a topic already gone is not an error.
+pub fn delete_topic(connection: &mut Connection, topic: &str) -> Result<(), ClientError> {
+    let version = connection
+        .pick_version::<DeleteTopicsRequest>(DELETE_TOPICS_VERSIONS.0, DELETE_TOPICS_VERSIONS.1)?;
+    let request = DeleteTopicsRequest::default()
+        .with_topic_names(vec![topic_name(topic)])
+        .with_timeout_ms(30_000);
+    let response: DeleteTopicsResponse = connection.call(&request, version)?;
+    for result in response.responses {
+        match response_error(result.error_code) {
+            None | Some(ResponseError::UnknownTopicOrPartition) => {}
+            Some(error) => {
+                return Err(ClientError::Broker {
+                    api: ApiKey::DeleteTopics,
                     topic: topic.to_string(),
                     partition: -1,
                     error,

@@ -3,10 +3,12 @@
 //!
 //! - [`connection`]: one blocking TCP connection; framing, correlation ids, version
 //!   negotiation (ApiVersions), and plain request/response calls for admin APIs.
-//! - [`metadata`]: topic metadata, partition leaders, CreateTopics.
-//! - [`produce`]: a producer that keeps up to N produce requests in flight on one
-//!   connection, one sender thread and one receiver thread, latency into an HdrHistogram.
+//! - [`metadata`]: topic metadata, partition leaders, CreateTopics, DeleteTopics.
+//! - [`failover`]: finding the leaders again after one is lost; which errors are retriable.
+//! - [`produce`]: an idempotent producer with one pipelined connection per leader (up to N
+//!   requests in flight, a sender and a receiver thread), latency into an HdrHistogram.
 //! - [`fetch`]: a consumer that fetches from offset 0 and counts what it receives.
+//! - [`stamp`]: the send time (and idempotent producer fields) stamped into each batch.
 //!
 //! Request and response types come from `kafka-protocol`; record batches come from
 //! `shardlog::batch::BatchBuilder`. The hot paths allocate nothing per record: a batch is
@@ -14,9 +16,11 @@
 //! prefix (size, API key, version, correlation id) and then the shared frame body.
 
 pub mod connection;
+pub mod failover;
 pub mod fetch;
 pub mod metadata;
 pub mod produce;
+pub mod stamp;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiKey;
