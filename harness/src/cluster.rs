@@ -241,8 +241,9 @@ impl LocalCluster {
         })
     }
 
-    /// Stops every broker with SIGTERM (killing any that hangs) and deletes the data.
-    pub fn stop(mut self) -> Result<(), String> {
+    /// Stops every broker with SIGTERM (killing any that hangs) and deletes the data, or
+    /// keeps it (logs included) when `keep_data`, for a run that failed.
+    pub fn stop(mut self, keep_data: bool) -> Result<(), String> {
         let mut problems = Vec::new();
         for broker in &mut self.brokers {
             if let Some(child) = broker.child.take() {
@@ -255,7 +256,14 @@ impl LocalCluster {
                 }
             }
         }
-        remove_data(&self.data_dir);
+        if keep_data {
+            eprintln!(
+                "harness: the cluster's data and logs are kept in {}",
+                self.data_dir.display()
+            );
+        } else {
+            remove_data(&self.data_dir);
+        }
         if problems.is_empty() {
             Ok(())
         } else {

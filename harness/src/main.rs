@@ -478,7 +478,7 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
             &label,
             Some(&mut cluster),
         );
-        if let Err(error) = cluster.stop() {
+        if let Err(error) = cluster.stop(ran.is_none()) {
             eprintln!("harness: stopping the cluster: {error}");
             return ExitCode::FAILURE;
         }

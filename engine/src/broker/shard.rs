@@ -17,8 +17,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use event_listener::Event;
 use futures_channel::oneshot;
-use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
 use glommio::channels::channel_mesh::Senders;
+use glommio::sync::Semaphore;
 
 use super::chunks::{Chunk, FileChunk, Records};
 use super::group::{self, Coordinator, GroupAnswer, GroupCall};
@@ -233,7 +233,6 @@ impl Partition {
 }
 
 type PartitionKey = (String, i32);
-type Opening = SharedFuture<LocalBoxFuture<'static, Result<Rc<Partition>, i16>>>;
 
 /// One core's state. Lives in an `Rc` on its executor.
 pub struct Shard {
@@ -241,7 +240,8 @@ pub struct Shard {
     pub shared: Arc<Shared>,
     storage: Storage,
     pub(super) partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
-    opening: RefCell<HashMap<PartitionKey, Opening>>,
+    /// Turns to open a partition not open yet, one FIFO semaphore per partition.
+    opening: RefCell<HashMap<PartitionKey, Rc<Semaphore>>>,
     peers: Senders<ShardMessage>,
     /// The consumer groups of the `__consumer_offsets` partitions this core owns.
     pub groups: Coordinator,
@@ -306,8 +306,12 @@ impl Shard {
         }
     }
 
-    /// The partition's open state, opening (and recovering) its log on first use. Concurrent
-    /// first uses share one open.
+    /// The partition's open state, opening (and recovering) its log on first use.
+    ///
+    /// Requests that arrive while the partition opens wait their turn in arrival order (a
+    /// FIFO semaphore per partition) and then find it open. The order matters: pipelined
+    /// produces of one idempotent producer must reach the log in the order they came, or
+    /// their sequence numbers arrive out of order.
     pub(crate) async fn partition(
         self: &Rc<Self>,
         topic: &Arc<Topic>,
@@ -320,34 +324,26 @@ impl Shard {
         if let Some(open) = self.partitions.borrow().get(&key) {
             return Ok(Rc::clone(open));
         }
-        let existing = self.opening.borrow().get(&key).cloned();
-        let opening = match existing {
-            Some(opening) => opening,
-            None => {
-                let shard = Rc::clone(self);
-                let topic = Arc::clone(topic);
-                let future = async move { shard.open_partition(&topic, partition).await }
-                    .boxed_local()
-                    .shared();
-                self.opening
-                    .borrow_mut()
-                    .insert(key.clone(), future.clone());
-                future
-            }
-        };
-        let result = opening.await;
-        self.opening.borrow_mut().remove(&key);
-        if let Ok(open) = &result {
-            let first = !self.partitions.borrow().contains_key(&key);
-            self.partitions
+        let turns = Rc::clone(
+            self.opening
                 .borrow_mut()
-                .entry(key)
-                .or_insert_with(|| Rc::clone(open));
-            if first {
-                self.adopt_current_state(open, topic, partition);
-            }
+                .entry(key.clone())
+                .or_insert_with(|| Rc::new(Semaphore::new(1))),
+        );
+        let _turn = turns
+            .acquire_permit(1)
+            .await
+            .map_err(|_| error_code::UNKNOWN_SERVER_ERROR)?;
+        if let Some(open) = self.partitions.borrow().get(&key) {
+            return Ok(Rc::clone(open));
         }
-        result
+        let open = self.open_partition(topic, partition).await?;
+        self.partitions
+            .borrow_mut()
+            .insert(key.clone(), Rc::clone(&open));
+        self.opening.borrow_mut().remove(&key);
+        self.adopt_current_state(&open, topic, partition);
+        Ok(open)
     }
 
     async fn open_partition(&self, topic: &Topic, partition: i32) -> Result<Rc<Partition>, i16> {
