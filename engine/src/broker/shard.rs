@@ -813,6 +813,9 @@ impl Shard {
         {
             Ok(regions) => {
                 for region in regions {
+                    if let Some(fd) = region.raw_fd() {
+                        advise_read_ahead(fd, region.position, region.len);
+                    }
                     match region.raw_fd().map(duplicate_fd) {
                         Some(Ok(fd)) => outcome.records.parts.push(Chunk::File(FileChunk {
                             fd: Arc::new(fd),
@@ -973,6 +976,25 @@ pub(super) fn check_leader(replica: &ReplicaState, current_leader_epoch: i32) ->
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+
+/// Asks the kernel to start reading a region that is about to be sent, and the same length
+/// after it (where a consumer reading on will ask next), into the page cache. Data written
+/// with O_DIRECT is not cached, and `sendfile` alone reads it through the default readahead
+/// window, a small request at a time; one advice for the whole region lets the device work
+/// on all of it at once, while the previous region is still being sent. Advice only: a
+/// failure changes nothing but speed.
+fn advise_read_ahead(fd: std::os::fd::RawFd, position: u64, len: u64) {
+    let (Ok(start), Ok(span)) = (
+        libc::off_t::try_from(position),
+        libc::off_t::try_from(len * 2),
+    ) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads its integer arguments; a bad descriptor is an error.
+    unsafe {
+        libc::posix_fadvise(fd, start, span, libc::POSIX_FADV_WILLNEED);
+    }
+}
 
 /// A descriptor of our own for a segment file, so a region stays readable (and the number
 /// cannot be reused) while another core sends it.
