@@ -189,6 +189,9 @@ impl LocalCluster {
             .args(["--data-dir", &dir.join("data").display().to_string()])
             .args(["--cores", "1"])
             .args(["--first-cpu", &(index % cpus).to_string()])
+            // More brokers than CPUs: pinned, two would share one CPU while another idles;
+            // let the kernel balance them.
+            .args(["--pin-cores", &(self.spec.brokers <= cpus).to_string()])
             .args(["--strategy", &self.spec.strategy])
             .args(["--durability", &self.spec.durability])
             .args(["--segment-bytes", &self.spec.segment_bytes.to_string()])

@@ -39,6 +39,9 @@ struct Options {
     /// CPU to pin the first executor to (the others follow).
     #[arg(long)]
     first_cpu: Option<usize>,
+    /// Pin each executor to a CPU (true/false).
+    #[arg(long)]
+    pin_cores: Option<bool>,
     /// Storage strategy: direct, buffered or uring.
     #[arg(long)]
     strategy: Option<String>,
@@ -140,6 +143,7 @@ where
         data_dir,
         cores,
         first_cpu,
+        pin_cores,
         strategy,
         durability,
         segment_bytes

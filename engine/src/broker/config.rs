@@ -26,6 +26,9 @@ pub struct BrokerConfig {
     /// The CPU the first executor is pinned to; the others follow (wrapping around). Lets
     /// several brokers on one machine spread over its CPUs.
     pub first_cpu: usize,
+    /// Pin each executor to its CPU (the default). Off, the kernel places the executors:
+    /// better when several brokers share fewer CPUs than they have executors together.
+    pub pin_cores: bool,
     /// Storage strategy: direct, buffered or uring.
     pub strategy: String,
     /// none, interval or always.
@@ -139,6 +142,7 @@ impl Default for BrokerConfig {
             data_dir: PathBuf::from("data"),
             cores: 0,
             first_cpu: 0,
+            pin_cores: true,
             strategy: "buffered".to_string(),
             durability: "none".to_string(),
             durability_interval_ms: 100,

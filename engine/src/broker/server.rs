@@ -260,17 +260,20 @@ pub fn start(mut config: BrokerConfig) -> Result<Running, String> {
     for core in 0..cores {
         let shared = Arc::clone(&shared);
         let mesh = mesh.clone();
-        let executor =
-            LocalExecutorBuilder::new(Placement::Fixed((shared.config.first_cpu + core) % online))
-                .name(&format!("shard-{core}"))
-                .io_memory(shared.config.io_memory_bytes)
-                .spawn(move || async move { run_core(core, shared, mesh).await })
-                .map_err(|error| {
-                    format!(
-                        "cannot start core {core}: {error} (io_uring must be enabled and \
+        let executor = LocalExecutorBuilder::new(if shared.config.pin_cores {
+            Placement::Fixed((shared.config.first_cpu + core) % online)
+        } else {
+            Placement::Unbound
+        })
+        .name(&format!("shard-{core}"))
+        .io_memory(shared.config.io_memory_bytes)
+        .spawn(move || async move { run_core(core, shared, mesh).await })
+        .map_err(|error| {
+            format!(
+                "cannot start core {core}: {error} (io_uring must be enabled and \
                      RLIMIT_MEMLOCK above io_memory_bytes; see README: memlock)"
-                    )
-                })?;
+            )
+        })?;
         executors.push(executor);
     }
     // Wait until every core listens and the broker is registered (or something failed and
