@@ -4,7 +4,9 @@
 //! The brokers are this same executable run as `harness broker ...`: the broker's command
 //! line lives in the library (`shardlog::broker::cli`), so `cargo run -p shardlog-harness`
 //! needs no second binary built beside it. Each broker gets one core; brokers are pinned
-//! round-robin over the machine's CPUs.
+//! round-robin over the machine's CPUs when there are at least as many CPUs as brokers, and
+//! left to the kernel's scheduler otherwise (pinned, two would share a CPU while another
+//! idles).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
