@@ -27,6 +27,7 @@ pub mod fetch_response;
 pub mod group;
 pub mod metadata;
 pub mod producer_state;
+pub mod replay;
 pub mod replication;
 pub mod server;
 pub mod shard;

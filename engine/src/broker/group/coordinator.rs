@@ -36,6 +36,7 @@ use super::{
 use crate::batch::{self, BatchBuilder, Compression};
 use crate::broker::config::BrokerConfig;
 use crate::broker::metadata::Topic;
+use crate::broker::replay::replay_records;
 use crate::broker::shard::{partition_owner, Shard};
 use crate::log::PartitionLog;
 
@@ -48,10 +49,6 @@ const OFFSETS_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// Most bytes of offset records put in one batch; a larger commit is split.
 const COMMIT_BATCH_BYTES_MAX: usize = 1 << 20;
-/// Read step of a replay; bounds the memory a load takes besides the map it builds.
-const REPLAY_STEP_BYTES: u64 = 4 << 20;
-/// Largest decompressed batch a replay accepts (the coordinator writes uncompressed ones).
-const REPLAY_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 
 /// The groups and offsets of one `__consumer_offsets` partition.
 pub struct OffsetsPartition {
@@ -204,44 +201,10 @@ async fn replay_partition(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Offset
 /// unavailable.
 pub async fn replay(log: &PartitionLog) -> Result<(CommittedOffsets, u64), crate::LogError> {
     let mut offsets = CommittedOffsets::default();
-    let mut skipped = 0u64;
-    let end = log.log_end_offset();
-    let mut next = log.log_start_offset();
-    while next < end {
-        let regions = log.read(next, REPLAY_STEP_BYTES).await?;
-        if regions.is_empty() {
-            break;
-        }
-        let before = next;
-        for region in regions {
-            let bytes = region.read_bytes().await?;
-            for item in batch::batches(&bytes, usize::MAX) {
-                let (position, header) = item?;
-                next = header.last_offset() + 1;
-                let stored = &bytes[position..position + header.total_bytes()];
-                if header.is_control() {
-                    continue;
-                }
-                let records = match batch::decode_records(stored, REPLAY_DECOMPRESSED_BYTES_MAX) {
-                    Ok(records) => records,
-                    Err(error) => {
-                        tracing::warn!(base_offset = header.base_offset, %error, "undecodable offsets batch skipped");
-                        skipped += u64::from(header.records_count.max(0) as u32);
-                        continue;
-                    }
-                };
-                for stored_record in records {
-                    let log_offset = header.base_offset + i64::from(stored_record.offset_delta);
-                    if !apply_record(&mut offsets, &stored_record, log_offset) {
-                        skipped += 1;
-                    }
-                }
-            }
-        }
-        if next <= before {
-            break;
-        }
-    }
+    let skipped = replay_records(log, "offsets", |record, log_offset| {
+        apply_record(&mut offsets, record, log_offset)
+    })
+    .await?;
     Ok((offsets, skipped))
 }
 

@@ -20,16 +20,13 @@ use super::record::{self, Snapshot, StateKey};
 use super::{error_code, STATE_TOPIC};
 use crate::batch::{self, BatchBuilder, Compression};
 use crate::broker::metadata::{Topic, TopicConfig, TopicError};
+use crate::broker::replay::replay_records;
 use crate::broker::shard::Shard;
 use crate::log::PartitionLog;
 
 /// Writes wait for every in-sync replica, at most this long.
 const WRITE_ACKS: i16 = -1;
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Read step of a replay.
-const REPLAY_STEP_BYTES: u64 = 4 << 20;
-/// Largest decompressed batch a replay accepts (snapshots are written uncompressed).
-const REPLAY_DECOMPRESSED_BYTES_MAX: usize = 64 << 20;
 /// Segment size of `__share_group_state`.
 const STATE_SEGMENT_BYTES: u64 = 100 << 20;
 /// Replicas of each `__share_group_state` partition, when that many brokers are live.
@@ -205,44 +202,7 @@ async fn replay_partition(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StateP
 /// Rebuilds the newest snapshot per key from the whole log; the count of records skipped
 /// because they did not decode.
 async fn replay(log: &PartitionLog, state: &StatePartition) -> Result<u64, crate::LogError> {
-    let mut skipped = 0u64;
-    let end = log.log_end_offset();
-    let mut next = log.log_start_offset();
-    while next < end {
-        let regions = log.read(next, REPLAY_STEP_BYTES).await?;
-        if regions.is_empty() {
-            break;
-        }
-        let before = next;
-        for region in regions {
-            let bytes = region.read_bytes().await?;
-            for item in batch::batches(&bytes, usize::MAX) {
-                let (position, header) = item?;
-                next = header.last_offset() + 1;
-                if header.is_control() {
-                    continue;
-                }
-                let stored = &bytes[position..position + header.total_bytes()];
-                match batch::decode_records(stored, REPLAY_DECOMPRESSED_BYTES_MAX) {
-                    Ok(records) => {
-                        for stored_record in &records {
-                            if !apply_record(state, stored_record) {
-                                skipped += 1;
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(base_offset = header.base_offset, %error, "undecodable share state batch skipped");
-                        skipped += u64::from(header.records_count.max(0) as u32);
-                    }
-                }
-            }
-        }
-        if next <= before {
-            break;
-        }
-    }
-    Ok(skipped)
+    replay_records(log, "share state", |record, _| apply_record(state, record)).await
 }
 
 /// Applies one stored record; false if it could not be read.
