@@ -15,9 +15,7 @@ use futures_lite::FutureExt;
 
 use super::group::OFFSETS_TOPIC;
 use super::metadata::{PartitionState, Topic};
-use super::shard::{
-    check_leader, error_code, rebuild_producers, EpochEndOutcome, Partition, Shard,
-};
+use super::shard::{error_code, rebuild_producers, EpochEndOutcome, Partition, Shard};
 use crate::batch::{self, BatchError};
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
 use crate::cluster::quorum::ProposeError;
@@ -260,7 +258,7 @@ impl Shard {
             Ok(open) => open,
             Err(code) => return EpochEndOutcome::failed(code),
         };
-        if let Err(code) = check_leader(&open.replica.borrow(), current_leader_epoch) {
+        if let Err(code) = open.replica.borrow().check_leader(current_leader_epoch) {
             return EpochEndOutcome::failed(code);
         }
         let (leader_epoch, end_offset) = open

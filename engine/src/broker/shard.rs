@@ -46,8 +46,6 @@ pub mod error_code {
     pub const REQUEST_TIMED_OUT: i16 = 7;
     pub const NOT_ENOUGH_REPLICAS: i16 = 19;
     pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INVALID_RECORD: i16 = 87;
@@ -757,7 +755,7 @@ impl Shard {
         let log_end_offset = open.log.log_end_offset();
         let watermark_moved = {
             let mut replica = open.replica.borrow_mut();
-            if let Err(code) = check_leader(&replica, reader.current_leader_epoch) {
+            if let Err(code) = replica.check_leader(reader.current_leader_epoch) {
                 return FetchOutcome::failed(code);
             }
             // A follower fetching from `offset` holds everything below it.
@@ -851,7 +849,7 @@ impl Shard {
         };
         let high_watermark = {
             let replica = open.replica.borrow();
-            if let Err(code) = check_leader(&replica, -1) {
+            if let Err(code) = replica.check_leader(-1) {
                 return OffsetOutcome::failed(code);
             }
             replica.high_watermark()
@@ -956,21 +954,6 @@ impl Shard {
 
 /// Produce's acks value that waits for every in-sync replica.
 const ACKS_ALL: i16 = -1;
-
-/// Requests for a partition's data go to its leader, and name the leader epoch they expect
-/// (-1 for none): an older one means the sender is behind, a newer one that we are.
-pub(super) fn check_leader(replica: &ReplicaState, current_leader_epoch: i32) -> Result<(), i16> {
-    if replica.role() != Role::Leader {
-        return Err(error_code::NOT_LEADER_OR_FOLLOWER);
-    }
-    if current_leader_epoch >= 0 && current_leader_epoch < replica.leader_epoch() {
-        return Err(error_code::FENCED_LEADER_EPOCH);
-    }
-    if current_leader_epoch > replica.leader_epoch() {
-        return Err(error_code::UNKNOWN_LEADER_EPOCH);
-    }
-    Ok(())
-}
 
 /// ListOffsets' special timestamps.
 const LATEST_TIMESTAMP: i64 = -1;

@@ -19,6 +19,13 @@ use std::collections::BTreeMap;
 
 use super::state::{BrokerId, PartitionState, NO_LEADER};
 
+/// Kafka error codes of [`ReplicaState::check_leader`].
+pub mod leader_error {
+    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    pub const FENCED_LEADER_EPOCH: i16 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+}
+
 /// What this broker is for the partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -101,6 +108,22 @@ impl ReplicaState {
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
+    }
+
+    /// Whether a request for the partition's data may be served here: only by the leader,
+    /// and only when the sender's leader epoch (`current_leader_epoch`, -1 for none) is ours.
+    /// Older means the sender is behind, newer that we are. Errs with the Kafka error code.
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<(), i16> {
+        if self.role != Role::Leader {
+            return Err(leader_error::NOT_LEADER_OR_FOLLOWER);
+        }
+        if current_leader_epoch >= 0 && current_leader_epoch < self.leader_epoch {
+            return Err(leader_error::FENCED_LEADER_EPOCH);
+        }
+        if current_leader_epoch > self.leader_epoch {
+            return Err(leader_error::UNKNOWN_LEADER_EPOCH);
+        }
+        Ok(())
     }
 
     pub fn isr(&self) -> &[BrokerId] {

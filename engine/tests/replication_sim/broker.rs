@@ -134,20 +134,6 @@ fn open_epochs(disk: &SimDisk, log_end: i64) -> LeaderEpochCache {
     epochs
 }
 
-/// `check_leader` from shard.rs (private there), unchanged.
-fn check_leader(replica: &ReplicaState, current_leader_epoch: i32) -> Result<(), i16> {
-    if replica.role() != Role::Leader {
-        return Err(error_code::NOT_LEADER_OR_FOLLOWER);
-    }
-    if current_leader_epoch >= 0 && current_leader_epoch < replica.leader_epoch() {
-        return Err(error_code::FENCED_LEADER_EPOCH);
-    }
-    if current_leader_epoch > replica.leader_epoch() {
-        return Err(error_code::UNKNOWN_LEADER_EPOCH);
-    }
-    Ok(())
-}
-
 impl SimBroker {
     pub fn new(id: BrokerId, policy: Policy, disk_seed: u64) -> SimBroker {
         let disk = SimDisk::with_alignment(disk_seed, 1);
@@ -557,7 +543,7 @@ impl SimBroker {
             high_watermark: -1,
             records: Vec::new(),
         };
-        if let Err(code) = check_leader(&self.replica, current_leader_epoch) {
+        if let Err(code) = self.replica.check_leader(current_leader_epoch) {
             self.send(from, failed(code));
             return;
         }
@@ -591,7 +577,7 @@ impl SimBroker {
         current_leader_epoch: i32,
         epoch: i32,
     ) {
-        let response = match check_leader(&self.replica, current_leader_epoch) {
+        let response = match self.replica.check_leader(current_leader_epoch) {
             Err(code) => Message::EpochEndResponse {
                 session,
                 error: code,

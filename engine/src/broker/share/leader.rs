@@ -35,7 +35,7 @@ use super::{
 };
 use crate::batch;
 use crate::broker::metadata::Topic;
-use crate::broker::shard::{check_leader, partition_owner, Partition, Shard};
+use crate::broker::shard::{partition_owner, Partition, Shard};
 
 /// One share partition: a group's view of one data partition.
 pub struct SharePartition {
@@ -62,7 +62,7 @@ pub async fn serve(shard: &Rc<Shard>, call: PartitionCall) -> PartitionAnswer {
         Ok(open) => open,
         Err(code) => return PartitionAnswer::failed(code),
     };
-    if let Err(code) = check_leader(&open.replica.borrow(), -1) {
+    if let Err(code) = open.replica.borrow().check_leader(-1) {
         return PartitionAnswer::failed(code);
     }
     let key = StateKey {
