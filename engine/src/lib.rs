@@ -8,11 +8,13 @@
 //! - [`segment`]: one log file and its indexes.
 //! - [`log`]: the partition log: append, read, look up, truncate, retain, recover.
 //! - [`runtime`]: running engine code on glommio executors.
+//! - [`fifo_lock`]: the strictly first-come lock that keeps appends in arrival order.
 
 pub mod batch;
 pub mod broker;
 pub mod cluster;
 pub mod error;
+pub mod fifo_lock;
 pub mod index;
 pub mod log;
 pub mod runtime;

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use event_listener::Event;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
-use glommio::sync::Semaphore;
 
 use super::chunks::{Chunk, FileChunk, Records};
 use super::group::{self, Coordinator, GroupAnswer, GroupCall};
@@ -32,6 +31,7 @@ use crate::batch::{self, BatchError};
 use crate::cluster::epochs::LeaderEpochCache;
 use crate::cluster::replica::{ReplicaState, Role};
 use crate::error::LogError;
+use crate::fifo_lock::FifoLock;
 use crate::log::{LogConfig, PartitionLog};
 use crate::storage::{Storage, StrategyKind};
 
@@ -238,9 +238,12 @@ pub struct Shard {
     pub shared: Arc<Shared>,
     storage: Storage,
     pub(super) partitions: RefCell<HashMap<PartitionKey, Rc<Partition>>>,
-    /// Turns to open a partition not open yet, one FIFO semaphore per partition.
-    opening: RefCell<HashMap<PartitionKey, Rc<Semaphore>>>,
+    /// Turns to open a partition not open yet, one first-come lock per partition.
+    opening: RefCell<HashMap<PartitionKey, Rc<FifoLock>>>,
     peers: Senders<ShardMessage>,
+    /// Turns to send to each core. glommio's channel wakes senders waiting for room in no
+    /// set order; taking turns keeps this core's messages to another in the order sent.
+    send_turns: Vec<FifoLock>,
     /// The consumer groups of the `__consumer_offsets` partitions this core owns.
     pub groups: Coordinator,
     /// The share groups, share partitions and share state this core owns.
@@ -266,6 +269,7 @@ pub(super) fn storage_error_code(error: &LogError) -> i16 {
 
 impl Shard {
     pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
+        let shared_cores = shared.cores;
         Shard {
             groups: Coordinator::new(&shared.config),
             shares: ShareCore::new(&shared.config),
@@ -274,6 +278,7 @@ impl Shard {
             shared,
             partitions: RefCell::new(HashMap::new()),
             opening: RefCell::new(HashMap::new()),
+            send_turns: (0..shared_cores).map(|_| FifoLock::new()).collect(),
             peers,
         }
     }
@@ -307,7 +312,7 @@ impl Shard {
     /// The partition's open state, opening (and recovering) its log on first use.
     ///
     /// Requests that arrive while the partition opens wait their turn in arrival order (a
-    /// FIFO semaphore per partition) and then find it open. The order matters: pipelined
+    /// first-come lock per partition) and then find it open. The order matters: pipelined
     /// produces of one idempotent producer must reach the log in the order they came, or
     /// their sequence numbers arrive out of order.
     pub(crate) async fn partition(
@@ -326,10 +331,10 @@ impl Shard {
             self.opening
                 .borrow_mut()
                 .entry(key.clone())
-                .or_insert_with(|| Rc::new(Semaphore::new(1))),
+                .or_insert_with(|| Rc::new(FifoLock::new())),
         );
         let _turn = turns
-            .acquire_permit(1)
+            .lock()
             .await
             .map_err(|_| error_code::UNKNOWN_SERVER_ERROR)?;
         if let Some(open) = self.partitions.borrow().get(&key) {
@@ -403,8 +408,11 @@ impl Shard {
     ) -> Option<T> {
         if owner == self.core {
             Rc::clone(self).handle(message).await;
-        } else if self.peers.send_to(owner, message).await.is_err() {
-            return None;
+        } else {
+            let _turn = self.send_turns[owner].lock().await.ok()?;
+            if self.peers.send_to(owner, message).await.is_err() {
+                return None;
+            }
         }
         reply.await.ok()
     }
@@ -671,7 +679,17 @@ impl Shard {
                         first_base_offset.get_or_insert(base_offset);
                         last_offset = last_offset.max(base_offset);
                     }
-                    Verdict::Reject { error_code } => return ProduceOutcome::failed(error_code),
+                    Verdict::Reject { error_code } => {
+                        tracing::info!(
+                            topic = %topic.name,
+                            partition,
+                            error_code,
+                            producer_id = header.producer_id,
+                            base_sequence = header.base_sequence,
+                            "rejected a batch of an idempotent producer"
+                        );
+                        return ProduceOutcome::failed(error_code);
+                    }
                     Verdict::Append => {
                         return ProduceOutcome::failed(error_code::UNKNOWN_SERVER_ERROR)
                     }

@@ -19,13 +19,12 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
-use glommio::sync::Semaphore;
-
 pub use config::{Durability, LogConfig};
 pub use recovery::{RecoveryReport, TruncatedTail};
 
 use crate::batch::{self, BatchHeader};
 use crate::error::LogError;
+use crate::fifo_lock::{FifoLock, Turn};
 use crate::segment::{FileRegion, Segment};
 use crate::storage::{AppendConfig, Storage};
 
@@ -54,8 +53,9 @@ struct LogInner {
     append_config: AppendConfig,
     /// Oldest first; the last is the active segment. Never empty.
     segments: RefCell<Vec<Rc<Segment>>>,
-    /// Serialises appends, rolls, truncation, retention and close. Reads do not take it.
-    append_lock: Semaphore,
+    /// Serialises appends, rolls, truncation, retention and close, first come first served
+    /// (so pipelined batches keep their arrival order). Reads do not take it.
+    append_lock: FifoLock,
     unsynced_bytes: Cell<u64>,
     closed: Cell<bool>,
     recovery: RecoveryReport,
@@ -101,7 +101,7 @@ impl PartitionLog {
                 config,
                 append_config,
                 segments: RefCell::new(segments),
-                append_lock: Semaphore::new(1),
+                append_lock: FifoLock::new(),
                 unsynced_bytes: Cell::new(0),
                 closed: Cell::new(false),
                 recovery: report,
@@ -173,11 +173,11 @@ impl PartitionLog {
         Ok(())
     }
 
-    async fn lock(&self) -> Result<glommio::sync::Permit<'_>, LogError> {
+    async fn lock(&self) -> Result<Turn<'_>, LogError> {
         let permit = self
             .inner
             .append_lock
-            .acquire_permit(1)
+            .lock()
             .await
             .map_err(|_| LogError::Closed {
                 dir: self.inner.dir.clone(),
