@@ -76,7 +76,7 @@ async fn timed_appends(
         // The append patched the last copy in place; start again from the template (timed).
         buffer.copy_from_slice(template);
         temp.log
-            .append(&mut buffer, LEADER_EPOCH)
+            .append(&buffer, LEADER_EPOCH)
             .await
             .expect("append");
     }
@@ -155,7 +155,7 @@ async fn timed_concurrent_appends(
                 for _ in 0..iters {
                     // Each append starts from the template again, as above (timed).
                     buffer.copy_from_slice(&template);
-                    log.append(&mut buffer, LEADER_EPOCH).await.expect("append");
+                    log.append(&buffer, LEADER_EPOCH).await.expect("append");
                 }
             })
         })

@@ -49,7 +49,7 @@ async fn prefill(kind: StrategyKind, root: &std::path::Path) -> Prefilled {
         buffer.copy_from_slice(&template);
         let info = temp
             .log
-            .append(&mut buffer, LEADER_EPOCH)
+            .append(&buffer, LEADER_EPOCH)
             .await
             .expect("append");
         records_per_batch = (info.last_offset - info.base_offset + 1) as u64;

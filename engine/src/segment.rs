@@ -223,17 +223,20 @@ impl Segment {
         self.next_offset.set(header.last_offset() + 1);
     }
 
-    /// Copies a validated, offset-patched batch to the end of the file (in memory; see
-    /// `Appender` for when it is written and durable).
+    /// Copies a validated batch to the end of the file as `head` (its first bytes, with the
+    /// offsets and epoch it is stored with) then `rest` (in memory; see `Appender` for when it
+    /// is written and durable).
     pub fn append_batch(
         &self,
-        batch: &[u8],
+        head: &[u8],
+        rest: &[u8],
         header: &BatchHeader,
         interval_bytes: u64,
     ) -> Result<(), LogError> {
         let file = self.file.borrow().clone();
         let position = file.len();
-        file.append(batch)?;
+        file.append(head)?;
+        file.append(rest)?;
         self.account(position, header, interval_bytes);
         Ok(())
     }

@@ -25,12 +25,11 @@ fn small_config() -> LogConfig {
 /// Appends `batches` and returns them as stored (patched), in order.
 async fn append_all(log: &PartitionLog, batches: Vec<Vec<u8>>, epoch: i32) -> Vec<Vec<u8>> {
     let mut stored = Vec::new();
-    for mut batch in batches {
+    for batch in batches {
         let expected_base = log.log_end_offset();
-        let info = log.append(&mut batch, epoch).await.expect("append");
+        let info = log.append(&batch, epoch).await.expect("append");
         assert_eq!(info.base_offset, expected_base);
-        assert_eq!(batch, as_stored(batch.clone(), expected_base, epoch));
-        stored.push(batch);
+        stored.push(as_stored(batch, expected_base, epoch));
     }
     stored
 }
@@ -135,7 +134,7 @@ fn bad_batches_are_refused_and_the_log_keeps_working(kind: StrategyKind) {
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xff;
         assert!(matches!(
-            log.append(&mut corrupt, 0).await,
+            log.append(&corrupt, 0).await,
             Err(LogError::InvalidBatch(
                 batch::BatchError::CrcMismatch { .. }
             ))
@@ -143,11 +142,11 @@ fn bad_batches_are_refused_and_the_log_keeps_working(kind: StrategyKind) {
         let mut trailing = make_batch(3, 10, 0, 3);
         trailing.extend_from_slice(&[0; 5]);
         assert!(matches!(
-            log.append(&mut trailing, 0).await,
+            log.append(&trailing, 0).await,
             Err(LogError::TrailingBytes { .. })
         ));
-        let mut garbage = vec![0xAB; 100];
-        assert!(log.append(&mut garbage, 0).await.is_err());
+        let garbage = vec![0xAB; 100];
+        assert!(log.append(&garbage, 0).await.is_err());
         assert_eq!(log.log_end_offset(), 3, "nothing was appended");
         let stored = append_all(&log, vec![make_batch(2, 10, 0, 4)], 0).await;
         assert_eq!(read_all(&log, 3, 1 << 20).await, stored);
@@ -324,8 +323,8 @@ fn concurrent_appends_share_group_commits(kind: StrategyKind, commit_mode: Commi
                 glommio::spawn_local(async move {
                     let mut sent = Vec::new();
                     for round in 0..8u64 {
-                        let mut batch = make_batch(4, 1000, 0, producer * 100 + round);
-                        let info = log.append(&mut batch, 0).await.expect("append");
+                        let batch = make_batch(4, 1000, 0, producer * 100 + round);
+                        let info = log.append(&batch, 0).await.expect("append");
                         sent.push((info.base_offset, batch));
                     }
                     sent

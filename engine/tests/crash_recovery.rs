@@ -73,13 +73,13 @@ fn acknowledged_batches_survive(seed: u64) {
                     let acked = Rc::clone(&acked);
                     glommio::spawn_local(async move {
                         for step in 0..50u64 {
-                            let mut batch = make_batch(
+                            let batch = make_batch(
                                 3,
                                 700,
                                 0,
                                 seed * 10_000 + round * 100 + producer * 10 + step,
                             );
-                            match log.append(&mut batch, round as i32).await {
+                            match log.append(&batch, round as i32).await {
                                 Ok(info) => acked.borrow_mut().push((info.base_offset, batch)),
                                 Err(_) => break,
                             }
@@ -127,14 +127,14 @@ fn without_fsync_a_crash_keeps_everything_before_the_last_sync() {
                 .expect("open");
             let mut synced = Vec::new();
             for step in 0..30u64 {
-                let mut batch = make_batch(2, 900, 0, seed * 100 + step);
-                log.append(&mut batch, 0).await.expect("append");
+                let batch = make_batch(2, 900, 0, seed * 100 + step);
+                log.append(&batch, 0).await.expect("append");
                 synced.push(batch);
             }
             log.sync().await.expect("sync");
             for step in 30..60u64 {
-                let mut batch = make_batch(2, 900, 0, seed * 100 + step);
-                log.append(&mut batch, 0).await.expect("append");
+                let batch = make_batch(2, 900, 0, seed * 100 + step);
+                log.append(&batch, 0).await.expect("append");
             }
             disk.crash();
             drop(log);
@@ -162,16 +162,16 @@ fn a_failed_write_poisons_appends_and_loses_nothing_acknowledged() {
             .expect("open");
         let mut acknowledged = Vec::new();
         for step in 0..10 {
-            let mut batch = make_batch(2, 500, 0, step);
-            log.append(&mut batch, 0).await.expect("append");
+            let batch = make_batch(2, 500, 0, step);
+            log.append(&batch, 0).await.expect("append");
             acknowledged.push(batch);
         }
         disk.fail_writes(true);
-        let mut batch = make_batch(2, 500, 0, 99);
-        assert!(log.append(&mut batch, 0).await.is_err());
+        let batch = make_batch(2, 500, 0, 99);
+        assert!(log.append(&batch, 0).await.is_err());
         disk.fail_writes(false);
-        let mut batch = make_batch(2, 500, 0, 100);
-        let error = log.append(&mut batch, 0).await.expect_err("poisoned");
+        let batch = make_batch(2, 500, 0, 100);
+        let error = log.append(&batch, 0).await.expect_err("poisoned");
         assert!(error.to_string().contains("refuses writes"), "{error}");
         // What reached the file stays readable; the unwritten batch is not served.
         let readable = read_all_written(&log).await;
@@ -199,8 +199,8 @@ async fn write_unclean(
         .expect("open");
     let mut stored = Vec::new();
     for step in 0..count {
-        let mut batch = make_batch(5, 400, step as i64, step);
-        log.append(&mut batch, 0).await.expect("append");
+        let batch = make_batch(5, 400, step as i64, step);
+        log.append(&batch, 0).await.expect("append");
         stored.push(batch);
     }
     stored
@@ -246,11 +246,8 @@ fn a_file_cut_short_recovers_to_the_last_whole_batch() {
                 stored[..11].to_vec(),
                 "{kind}"
             );
-            let mut next = make_batch(1, 10, 0, 77);
-            let info = log
-                .append(&mut next, 0)
-                .await
-                .expect("append after recovery");
+            let next = make_batch(1, 10, 0, 77);
+            let info = log.append(&next, 0).await.expect("append after recovery");
             assert_eq!(info.base_offset, 55, "{kind}");
         });
     }
@@ -325,8 +322,8 @@ fn damaged_or_missing_indexes_are_rebuilt() {
                 .expect("open");
             let mut stored = Vec::new();
             for step in 0..60 {
-                let mut batch = make_batch(5, 400, step, step as u64);
-                log.append(&mut batch, 0).await.expect("append");
+                let batch = make_batch(5, 400, step, step as u64);
+                log.append(&batch, 0).await.expect("append");
                 stored.push(batch);
             }
             log.close().await.expect("close");
@@ -364,8 +361,8 @@ fn corruption_inside_a_sealed_segment_drops_the_segments_after_it() {
                 .expect("open");
             let mut stored = Vec::new();
             for step in 0..40 {
-                let mut batch = make_batch(5, 400, step, step as u64);
-                log.append(&mut batch, 0).await.expect("append");
+                let batch = make_batch(5, 400, step, step as u64);
+                log.append(&batch, 0).await.expect("append");
                 stored.push(batch);
             }
             drop(log);

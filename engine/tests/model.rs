@@ -76,9 +76,9 @@ fn check_sequence(steps: Vec<Step>, always: bool, seed: u64) {
                     records,
                     value_bytes,
                 } => {
-                    let mut batch = make_batch(records, value_bytes, index as i64, index as u64);
+                    let batch = make_batch(records, value_bytes, index as i64, index as u64);
                     let info = log
-                        .append(&mut batch, 0)
+                        .append(&batch, 0)
                         .await
                         .unwrap_or_else(|error| panic!("step {index}: append: {error}"));
                     assert_eq!(info.base_offset, end_offset(&model));

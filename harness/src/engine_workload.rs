@@ -142,7 +142,7 @@ async fn drive(workload: EngineWorkload) -> Result<Outcome, String> {
                 while !shared.stopping.get() {
                     batch.copy_from_slice(&template);
                     let started = Instant::now();
-                    if let Err(error) = log.append(&mut batch, 0).await {
+                    if let Err(error) = log.append(&batch, 0).await {
                         shared.failure.borrow_mut().get_or_insert(error.to_string());
                         shared.stopping.set(true);
                         break;

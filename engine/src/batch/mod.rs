@@ -358,6 +358,21 @@ pub fn validate(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Bat
     Ok(header)
 }
 
+/// The bytes that assigning offsets changes: `baseOffset`, `batchLength` (unchanged, but
+/// between the two) and `partitionLeaderEpoch`. All lie outside the CRC.
+pub const PATCHED_HEAD_BYTES: usize = PARTITION_LEADER_EPOCH_OFFSET + 4;
+
+/// The first [`PATCHED_HEAD_BYTES`] of `batch` as stored once it has `base_offset` and
+/// `epoch`. The log writes these, then the rest of the producer's bytes as they came, so a
+/// batch is never copied just to be patched. `batch` must be at least a header long.
+pub fn patched_head(batch: &[u8], base_offset: i64, epoch: i32) -> [u8; PATCHED_HEAD_BYTES] {
+    let mut head = [0u8; PATCHED_HEAD_BYTES];
+    head.copy_from_slice(&batch[..PATCHED_HEAD_BYTES]);
+    head[BASE_OFFSET_OFFSET..BASE_OFFSET_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    head[PARTITION_LEADER_EPOCH_OFFSET..].copy_from_slice(&epoch.to_be_bytes());
+    head
+}
+
 /// Overwrites baseOffset in place. The field is outside the CRC, so the batch stays valid.
 ///
 /// `batch` must hold at least a header (any batch that passed [`validate`] does); a

@@ -57,6 +57,11 @@ pub struct BrokerConfig {
     pub max_in_flight_per_connection: usize,
     /// Connections one core serves at once; further connections are closed on accept.
     pub max_connections_per_core: usize,
+    /// Bytes of large requests (64 KiB and up) one core holds read and not yet answered,
+    /// across its connections (Kafka's `queued.max.request.bytes`); a connection waits for
+    /// room before it reads such a frame. As much again may be kept as idle request buffers
+    /// for reuse.
+    pub request_memory_bytes: u64,
     /// Recent batches kept in memory per partition for strategies that write with O_DIRECT.
     pub tail_cache_bytes: u64,
     /// Locked memory glommio registers per core for DMA buffers.
@@ -157,6 +162,7 @@ impl Default for BrokerConfig {
             max_batch_bytes: 8 << 20,
             max_in_flight_per_connection: 16,
             max_connections_per_core: 1024,
+            request_memory_bytes: 128 << 20,
             tail_cache_bytes: 8 << 20,
             io_memory_bytes: 32 << 20,
             fetch_wait_max_ms: 30_000,
@@ -239,6 +245,9 @@ impl BrokerConfig {
         }
         if self.max_in_flight_per_connection == 0 || self.max_connections_per_core == 0 {
             return Some("connection limits must be at least 1".to_string());
+        }
+        if self.request_memory_bytes < 1 << 20 {
+            return Some("request_memory_bytes must be at least 1 MiB".to_string());
         }
         if !(1..=super::metadata::PARTITIONS_MAX).contains(&self.offsets_topic_partitions) {
             return Some("offsets_topic_partitions must be between 1 and 10000".to_string());
@@ -380,14 +389,20 @@ impl BrokerConfig {
 
     /// An upper bound on the memory the broker's buffers can take, per core, given
     /// `partitions_per_core` partitions on that core:
-    /// - requests being read or processed: connections x in-flight x max request size;
-    /// - per partition: the tail cache plus the log's write buffers (one chunk being filled
-    ///   plus `write_behind_max` in flight, 1 MiB each).
+    /// - requests read and not yet answered: frames of 64 KiB or more share
+    ///   `request_memory_bytes` (one request larger than that waits for all of it), and as
+    ///   much again is kept in idle buffers for reuse; smaller frames, at most connections x
+    ///   in-flight of them;
+    /// - per partition: twice the tail cache (a cached batch may keep the request buffer it
+    ///   came in alive, but only when it is at least half of it) plus the log's write buffers
+    ///   (one chunk being filled plus `write_behind_max` in flight, 1 MiB each).
     pub fn memory_bound_bytes(&self, partitions_per_core: u64) -> u64 {
-        let requests = self.max_connections_per_core as u64
+        let small_frames = self.max_connections_per_core as u64
             * self.max_in_flight_per_connection as u64
-            * self.max_request_bytes as u64;
-        let per_partition = self.tail_cache_bytes + 17 * (1 << 20);
+            * super::request_buffers::POOLED_MIN_BYTES as u64;
+        let requests =
+            2 * self.request_memory_bytes.max(self.max_request_bytes as u64) + small_frames;
+        let per_partition = 2 * self.tail_cache_bytes + 17 * (1 << 20);
         requests + partitions_per_core * per_partition + self.io_memory_bytes as u64
     }
 }

@@ -3,8 +3,10 @@
 //! Kafka clients pipeline (librdkafka keeps up to 5 produce requests in flight per
 //! connection). The reader reads frames and starts each request as its own task; the writer
 //! sends the responses in request order. At most `max_in_flight_per_connection` requests run
-//! at once: the reader waits for room before reading the next frame, which bounds the memory
-//! one connection can hold to that many requests of at most `max_request_bytes`.
+//! at once, and before reading a large frame the reader waits for its size to fit in the
+//! core's request budget (`request_memory_bytes`, shared by all its connections): together
+//! they bound the memory requests take. Large frames are read into reused buffers
+//! (`request_buffers`).
 
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -15,6 +17,7 @@ use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
 use super::api::{self, Reply};
+use super::request_buffers::{BufferPool, POOLED_MIN_BYTES};
 use super::shard::Shard;
 use super::zero_copy;
 
@@ -32,12 +35,12 @@ pub enum FrameError {
 /// The smallest request: api key (2), version (2), correlation id (4), client id length (2).
 pub const REQUEST_HEADER_MIN_BYTES: usize = 10;
 
-/// Reads one size-prefixed frame; `Ok(None)` at a clean end of stream. The size is checked
-/// against `limit_bytes` before anything is allocated for it.
-pub async fn read_frame(
+/// Reads the size prefix of the next frame and checks it against `limit_bytes`; `Ok(None)` at
+/// a clean end of stream.
+pub async fn read_frame_size(
     reader: &mut (impl futures_lite::AsyncRead + Unpin),
     limit_bytes: usize,
-) -> Result<Option<Bytes>, FrameError> {
+) -> Result<Option<usize>, FrameError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size).await {
         Ok(()) => {}
@@ -54,9 +57,24 @@ pub async fn read_frame(
     if size < REQUEST_HEADER_MIN_BYTES as i64 {
         return Err(FrameError::TooShort { size });
     }
-    let mut frame = BytesMut::zeroed(size as usize);
-    reader.read_exact(&mut frame).await?;
-    Ok(Some(frame.freeze()))
+    Ok(Some(size as usize))
+}
+
+/// Reads a frame of `size` bytes (already checked by [`read_frame_size`]); large frames go
+/// into a buffer from `pool`.
+pub async fn read_frame_body(
+    reader: &mut (impl futures_lite::AsyncRead + Unpin),
+    size: usize,
+    pool: &std::sync::Arc<BufferPool>,
+) -> Result<Bytes, FrameError> {
+    if size < POOLED_MIN_BYTES {
+        let mut frame = BytesMut::zeroed(size);
+        reader.read_exact(&mut frame).await?;
+        return Ok(frame.freeze());
+    }
+    let mut frame = pool.take(size);
+    reader.read_exact(frame.as_mut()).await?;
+    Ok(frame.freeze())
 }
 
 /// Serves one connection until the client closes it, it misbehaves, or the broker stops.
@@ -97,15 +115,30 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     };
 
     loop {
-        let read = async { Some(read_frame(&mut reader, config.max_request_bytes).await) }
-            .or(async {
-                shard.shared.shutdown_requested().await;
-                None
-            })
-            .await;
-        let frame = match read {
+        let read = async {
+            let size = match read_frame_size(&mut reader, config.max_request_bytes).await {
+                Ok(Some(size)) => size,
+                Ok(None) => return Some(Ok(None)),
+                Err(error) => return Some(Err(error)),
+            };
+            // Small frames (fetches, heartbeats, metadata) skip the budget: they are bounded
+            // by the in-flight limit, and a follower's fetch must never wait behind the
+            // produce requests that wait for it to replicate them.
+            let share = match size >= POOLED_MIN_BYTES {
+                true => Some(shard.request_budget.reserve(size).await?),
+                false => None,
+            };
+            let body = read_frame_body(&mut reader, size, &shard.request_buffers).await;
+            Some(body.map(|frame| Some((frame, share))))
+        }
+        .or(async {
+            shard.shared.shutdown_requested().await;
+            None
+        })
+        .await;
+        let (frame, share) = match read {
             None => break,
-            Some(Ok(Some(frame))) => frame,
+            Some(Ok(Some(read))) => read,
             Some(Ok(None)) => break,
             // The size prefix arrived but the stream ended inside the frame.
             Some(Err(FrameError::Io(error)))
@@ -123,7 +156,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 break;
             }
         };
-        let task = glommio::spawn_local(api::handle(Rc::clone(&shard), frame));
+        let handled = api::handle(Rc::clone(&shard), frame);
+        let task = glommio::spawn_local(async move {
+            let reply = handled.await;
+            // The request is answered: its bytes leave the budget.
+            drop(share);
+            reply
+        });
         if in_flight.send(task).await.is_err() {
             break; // the writer stopped (write error or Close)
         }

@@ -4,7 +4,8 @@
 //! - [`shard`] is one core's state: the partitions it owns, and the cross-core messages that
 //!   let any core answer for any partition.
 //! - [`connection`] reads framed requests, runs them (pipelined, bounded) and writes the
-//!   responses in order.
+//!   responses in order; [`request_buffers`] reuses large request buffers and bounds the
+//!   bytes of requests a core holds.
 //! - [`api`] answers each Kafka API; [`fetch_response`] and [`zero_copy`] send fetched batches
 //!   straight from segment files with `sendfile`.
 //! - [`replication`] makes each core lead or follow its partitions as the metadata says.
@@ -29,6 +30,7 @@ pub mod metadata;
 pub mod producer_state;
 pub mod replay;
 pub mod replication;
+pub mod request_buffers;
 pub mod server;
 pub mod shard;
 pub mod share;

@@ -464,7 +464,7 @@ impl Shard {
             open.epochs
                 .borrow_mut()
                 .assign(header.partition_leader_epoch, header.base_offset)?;
-            let mut bytes = records[position..position + header.total_bytes()].to_vec();
+            let batch = records.slice(position..position + header.total_bytes());
             let producers = &open.producers;
             let record_producer = |stored: &batch::BatchHeader| {
                 if stored.producer_id >= 0 {
@@ -478,14 +478,16 @@ impl Shard {
                 }
                 true
             };
-            if let Some(info) = open
-                .log
-                .append_replicated(&mut bytes, record_producer)
-                .await?
-            {
+            if let Some(info) = open.log.append_replicated(&batch, record_producer).await? {
                 if let Some(tail) = &open.tail {
-                    tail.borrow_mut()
-                        .push(info.base_offset, info.last_offset, Bytes::from(bytes));
+                    // The fetched batch already holds the leader's offsets and epoch. It is
+                    // copied: a slice would keep the whole fetch response alive.
+                    tail.borrow_mut().push(
+                        info.base_offset,
+                        info.last_offset,
+                        Bytes::new(),
+                        Bytes::copy_from_slice(&batch),
+                    );
                 }
             }
             open.end_offset.store(

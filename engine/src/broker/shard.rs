@@ -24,6 +24,7 @@ use super::group::{self, Coordinator, GroupAnswer, GroupCall};
 use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
 use super::replication::{now_ms, Reader};
+use super::request_buffers::{BufferPool, RequestBudget};
 use super::server::Shared;
 use super::share::{self, ShareAnswer, ShareCall, ShareCore};
 use super::tail_cache::TailCache;
@@ -127,12 +128,38 @@ impl OffsetOutcome {
     }
 }
 
+/// One partition's records (one or more batches) from a produce request, and the size of the
+/// request they arrived in: a slice kept in the tail cache keeps that whole request buffer
+/// alive, so the tail cache copies a partition's batches when they are under half of it.
+pub struct PartitionRecords {
+    pub bytes: Bytes,
+    pub request_bytes: usize,
+}
+
+impl PartitionRecords {
+    /// Whether cached batches may share the request's buffer (see the type's doc).
+    fn may_share_request_buffer(&self) -> bool {
+        self.bytes.len().saturating_mul(2) >= self.request_bytes
+    }
+}
+
+impl From<Bytes> for PartitionRecords {
+    /// Records that are a whole buffer of their own.
+    fn from(bytes: Bytes) -> PartitionRecords {
+        let request_bytes = bytes.len();
+        PartitionRecords {
+            bytes,
+            request_bytes,
+        }
+    }
+}
+
 /// Work one core asks of the core that owns a partition.
 pub enum ShardMessage {
     Produce {
         topic: Arc<Topic>,
         partition: i32,
-        records: Bytes,
+        records: PartitionRecords,
         acks: i16,
         timeout: std::time::Duration,
         reply: oneshot::Sender<ProduceOutcome>,
@@ -241,6 +268,10 @@ pub struct Shard {
     /// Turns to open a partition not open yet, one first-come lock per partition.
     opening: RefCell<HashMap<PartitionKey, Rc<FifoLock>>>,
     peers: Senders<ShardMessage>,
+    /// Large request frames are read into these buffers, which are used again.
+    pub(super) request_buffers: Arc<BufferPool>,
+    /// Bytes of requests this core may hold unanswered (`request_memory_bytes`).
+    pub(super) request_budget: RequestBudget,
     /// Turns to send to each core. glommio's channel wakes senders waiting for room in no
     /// set order; taking turns keeps this core's messages to another in the order sent.
     send_turns: Vec<FifoLock>,
@@ -270,6 +301,7 @@ pub(super) fn storage_error_code(error: &LogError) -> i16 {
 impl Shard {
     pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
         let shared_cores = shared.cores;
+        let request_memory_bytes = shared.config.request_memory_bytes;
         Shard {
             groups: Coordinator::new(&shared.config),
             shares: ShareCore::new(&shared.config),
@@ -279,6 +311,8 @@ impl Shard {
             partitions: RefCell::new(HashMap::new()),
             opening: RefCell::new(HashMap::new()),
             send_turns: (0..shared_cores).map(|_| FifoLock::new()).collect(),
+            request_buffers: BufferPool::new(request_memory_bytes as usize),
+            request_budget: RequestBudget::new(request_memory_bytes),
             peers,
         }
     }
@@ -422,7 +456,7 @@ impl Shard {
         self: &Rc<Self>,
         topic: Arc<Topic>,
         partition: i32,
-        records: Bytes,
+        records: PartitionRecords,
         acks: i16,
         timeout: std::time::Duration,
     ) -> ProduceOutcome {
@@ -586,7 +620,7 @@ impl Shard {
         self: &Rc<Self>,
         topic: &Arc<Topic>,
         partition: i32,
-        records: Bytes,
+        records: PartitionRecords,
         acks: i16,
         timeout: std::time::Duration,
     ) -> ProduceOutcome {
@@ -609,7 +643,7 @@ impl Shard {
         // Validate every batch before appending any, so a rejected request leaves nothing
         // behind (a client retrying it would otherwise duplicate its valid batches).
         let found: Result<Vec<_>, _> =
-            batch::batches(&records, self.shared.config.max_batch_bytes).collect();
+            batch::batches(&records.bytes, self.shared.config.max_batch_bytes).collect();
         let found = match found {
             Ok(found) => found,
             Err(error) => {
@@ -621,7 +655,9 @@ impl Shard {
         // The last offset the producer must see replicated before acks=all is answered.
         let mut last_offset = -1;
         for (position, header) in found {
-            let mut bytes = records[position..position + header.total_bytes()].to_vec();
+            let batch = records
+                .bytes
+                .slice(position..position + header.total_bytes());
             let verdict = std::cell::Cell::new(Verdict::Append);
             let admit = |stored: &batch::BatchHeader| {
                 // Checked again under the append lock: leadership may have moved (and come
@@ -658,15 +694,23 @@ impl Shard {
                 }
                 decided == Verdict::Append
             };
-            match open.log.append_with(&mut bytes, leader_epoch, admit).await {
+            match open.log.append_with(&batch, leader_epoch, admit).await {
                 Ok(Some(info)) => {
                     first_base_offset.get_or_insert(info.base_offset);
                     last_offset = info.last_offset;
                     if let Some(tail) = &open.tail {
+                        let head = batch::patched_head(&batch, info.base_offset, leader_epoch);
+                        let rest = batch.slice(batch::PATCHED_HEAD_BYTES..);
+                        let rest = if records.may_share_request_buffer() {
+                            rest
+                        } else {
+                            Bytes::copy_from_slice(&rest)
+                        };
                         tail.borrow_mut().push(
                             info.base_offset,
                             info.last_offset,
-                            Bytes::from(bytes),
+                            Bytes::copy_from_slice(&head),
+                            rest,
                         );
                     }
                     open.replica

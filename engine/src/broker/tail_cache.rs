@@ -10,10 +10,20 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+/// A batch as stored, in two parts: its first bytes as the log patched them (offsets and
+/// epoch; empty when `rest` already holds them) and the rest as it came. Keeping the
+/// producer's bytes as they came lets a produced batch be cached without a copy.
 struct CachedBatch {
     base_offset: i64,
     last_offset: i64,
-    bytes: Bytes,
+    head: Bytes,
+    rest: Bytes,
+}
+
+impl CachedBatch {
+    fn len(&self) -> u64 {
+        (self.head.len() + self.rest.len()) as u64
+    }
 }
 
 /// Bounded to `capacity_bytes` (plus at most one batch). Owned by the partition's core.
@@ -32,8 +42,9 @@ impl TailCache {
         }
     }
 
-    /// Adds the batch just appended (offsets must follow the previous one's).
-    pub fn push(&mut self, base_offset: i64, last_offset: i64, bytes: Bytes) {
+    /// Adds the batch just appended (offsets must follow the previous one's): `head` then
+    /// `rest` are its bytes as stored.
+    pub fn push(&mut self, base_offset: i64, last_offset: i64, head: Bytes, rest: Bytes) {
         if self.capacity_bytes == 0 {
             return;
         }
@@ -42,21 +53,24 @@ impl TailCache {
                 self.clear();
             }
         }
-        self.bytes += bytes.len() as u64;
-        self.batches.push_back(CachedBatch {
+        let batch = CachedBatch {
             base_offset,
             last_offset,
-            bytes,
-        });
+            head,
+            rest,
+        };
+        self.bytes += batch.len();
+        self.batches.push_back(batch);
         while self.bytes > self.capacity_bytes && self.batches.len() > 1 {
             if let Some(evicted) = self.batches.pop_front() {
-                self.bytes -= evicted.bytes.len() as u64;
+                self.bytes -= evicted.len();
             }
         }
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (but at least one),
-    /// stopping before `upper_offset`; `None` when `offset` is older than the cache.
+    /// stopping before `upper_offset`, as byte runs to send one after the other; `None` when
+    /// `offset` is older than the cache.
     pub fn read(&self, offset: i64, max_bytes: u64, upper_offset: i64) -> Option<Vec<Bytes>> {
         let first = self.batches.front()?;
         if offset < first.base_offset {
@@ -71,11 +85,16 @@ impl TailCache {
             if batch.base_offset >= upper_offset {
                 break;
             }
-            if !taken.is_empty() && total + batch.bytes.len() as u64 > max_bytes {
+            if total > 0 && total + batch.len() > max_bytes {
                 break;
             }
-            total += batch.bytes.len() as u64;
-            taken.push(batch.bytes.clone());
+            total += batch.len();
+            taken.extend(
+                [&batch.head, &batch.rest]
+                    .into_iter()
+                    .filter(|part| !part.is_empty())
+                    .cloned(),
+            );
         }
         Some(taken)
     }
@@ -95,15 +114,20 @@ impl TailCache {
 mod tests {
     use super::*;
 
-    fn batch(size: usize) -> Bytes {
-        Bytes::from(vec![7u8; size])
+    fn push(cache: &mut TailCache, base_offset: i64, last_offset: i64, size: usize) {
+        cache.push(
+            base_offset,
+            last_offset,
+            Bytes::new(),
+            Bytes::from(vec![7u8; size]),
+        );
     }
 
     #[test]
     fn serves_recent_batches_and_stays_bounded() {
         let mut cache = TailCache::new(300);
         for index in 0..10 {
-            cache.push(index * 10, index * 10 + 9, batch(100));
+            push(&mut cache, index * 10, index * 10 + 9, 100);
         }
         assert!(cache.bytes() <= 300);
         assert!(cache.read(0, 1000, i64::MAX).is_none(), "evicted");
@@ -125,10 +149,25 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_in_two_parts_is_read_back_in_order() {
+        let mut cache = TailCache::new(1000);
+        cache.push(
+            0,
+            9,
+            Bytes::from_static(b"head"),
+            Bytes::from_static(b"rest"),
+        );
+        cache.push(10, 19, Bytes::new(), Bytes::from_static(b"whole"));
+        let read = cache.read(0, 1000, i64::MAX).expect("cached");
+        assert_eq!(read, [&b"head"[..], b"rest", b"whole"]);
+        assert_eq!(cache.bytes(), 13);
+    }
+
+    #[test]
     fn a_gap_in_offsets_starts_over() {
         let mut cache = TailCache::new(1000);
-        cache.push(0, 9, batch(10));
-        cache.push(50, 59, batch(10));
+        push(&mut cache, 0, 9, 10);
+        push(&mut cache, 50, 59, 10);
         assert!(cache.read(0, 100, i64::MAX).is_none());
         assert_eq!(cache.read(50, 100, i64::MAX).expect("kept").len(), 1);
     }

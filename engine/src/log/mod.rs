@@ -187,13 +187,11 @@ impl PartitionLog {
     }
 
     /// Appends one producer batch: checks it (header and CRC, nothing else is parsed), gives it
-    /// the next offsets by patching `baseOffset` and `partitionLeaderEpoch` in place (both lie
-    /// outside the CRC), and stores it byte for byte. Returns when the durability policy says.
-    pub async fn append(
-        &self,
-        batch: &mut [u8],
-        leader_epoch: i32,
-    ) -> Result<AppendInfo, LogError> {
+    /// the next offsets, and stores it byte for byte except `baseOffset` and
+    /// `partitionLeaderEpoch` (both outside the CRC), which are written as assigned. `batch`
+    /// itself is not changed: the log writes a patched copy of its first 16 bytes, then the
+    /// rest. Returns when the durability policy says.
+    pub async fn append(&self, batch: &[u8], leader_epoch: i32) -> Result<AppendInfo, LogError> {
         let appended = self.append_with(batch, leader_epoch, |_| true).await?;
         Ok(appended.expect("an admission that always admits appends"))
     }
@@ -204,7 +202,7 @@ impl PartitionLog {
     /// sequence) cannot race with concurrent appends. Returns `None` when `admit` declined.
     pub async fn append_with(
         &self,
-        batch: &mut [u8],
+        batch: &[u8],
         leader_epoch: i32,
         admit: impl FnOnce(&BatchHeader) -> bool,
     ) -> Result<Option<AppendInfo>, LogError> {
@@ -215,7 +213,7 @@ impl PartitionLog {
     /// leader assigned them, and the batch must start exactly at this log's end.
     pub async fn append_replicated(
         &self,
-        batch: &mut [u8],
+        batch: &[u8],
         admit: impl FnOnce(&BatchHeader) -> bool,
     ) -> Result<Option<AppendInfo>, LogError> {
         self.append_batch(batch, None, admit).await
@@ -225,7 +223,7 @@ impl PartitionLog {
     /// here) and `None` on a follower (they are kept, and checked against the log end).
     async fn append_batch(
         &self,
-        batch: &mut [u8],
+        batch: &[u8],
         assign_epoch: Option<i32>,
         admit: impl FnOnce(&BatchHeader) -> bool,
     ) -> Result<Option<AppendInfo>, LogError> {
@@ -271,11 +269,11 @@ impl PartitionLog {
         if !admit(&stored) {
             return Ok(None);
         }
-        if let Some(leader_epoch) = assign_epoch {
-            batch::patch_base_offset(batch, base_offset);
-            batch::patch_partition_leader_epoch(batch, leader_epoch);
-        }
-        active.append_batch(batch, &stored, config.index_interval_bytes)?;
+        // The stored head carries the assigned offsets and epoch (a follower's are the
+        // leader's, already in the batch); the rest goes to the file as it came.
+        let head = batch::patched_head(batch, base_offset, stored.partition_leader_epoch);
+        let rest = &batch[batch::PATCHED_HEAD_BYTES..];
+        active.append_batch(&head, rest, &stored, config.index_interval_bytes)?;
         drop(permit);
 
         let file = active.file();

@@ -98,6 +98,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         tracing::info!(?api_key, version, "unsupported version");
         return Reply::Close("unsupported version");
     }
+    let frame_bytes = frame.len();
     let mut body = frame;
     let header_version = api_key.request_header_version(version);
     let header = match RequestHeader::decode(&mut body, header_version) {
@@ -147,10 +148,12 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
                 &shard, request,
             ))
         }
-        RequestKind::Produce(request) => match produce::produce(&shard, request, version).await {
-            Some(response) => ResponseKind::Produce(response),
-            None => return Reply::Nothing,
-        },
+        RequestKind::Produce(request) => {
+            match produce::produce(&shard, request, version, frame_bytes).await {
+                Some(response) => ResponseKind::Produce(response),
+                None => return Reply::Nothing,
+            }
+        }
         RequestKind::Fetch(request) => {
             return fetch::fetch(&shard, request, version, correlation_id).await;
         }

@@ -13,17 +13,19 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 
-use super::super::shard::{error_code, Shard};
+use super::super::shard::{error_code, PartitionRecords, Shard};
 use super::admin::resolve_topic;
 
 /// Kafka's INVALID_REQUIRED_ACKS.
 const INVALID_REQUIRED_ACKS: i16 = 21;
 
 /// Appends the request's batches; `None` when the client asked for no response (acks=0).
+/// `request_bytes` is the size of the request frame the records arrived in.
 pub async fn produce(
     shard: &Rc<Shard>,
     request: ProduceRequest,
     version: i16,
+    request_bytes: usize,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
@@ -45,9 +47,15 @@ pub async fn produce(
                     (_, _, false) => Err(INVALID_REQUIRED_ACKS),
                     (Err(code), _, _) => Err(*code),
                     (Ok(_), None, _) => Err(error_code::INVALID_RECORD),
-                    (Ok(topic), Some(records), true) => Ok(shard
-                        .produce(topic.clone(), index, records, acks, timeout)
-                        .await),
+                    (Ok(topic), Some(records), true) => {
+                        let records = PartitionRecords {
+                            bytes: records,
+                            request_bytes,
+                        };
+                        Ok(shard
+                            .produce(topic.clone(), index, records, acks, timeout)
+                            .await)
+                    }
                 };
                 (name, index, outcome)
             });

@@ -441,7 +441,7 @@ async fn append_chunk(
         .produce_here(
             &topic,
             state.index,
-            bytes::Bytes::from(bytes),
+            bytes::Bytes::from(bytes).into(),
             OFFSETS_COMMIT_ACKS,
             OFFSETS_COMMIT_TIMEOUT,
         )
@@ -658,8 +658,8 @@ mod tests {
                     ),
                 ]),
             ];
-            for mut batch in batches {
-                log.append(&mut batch, 0).await.expect("append");
+            for batch in batches {
+                log.append(&batch, 0).await.expect("append");
             }
             let (offsets, skipped) = replay(&log).await.expect("replay");
             assert_eq!(skipped, 1, "the truncated value of c");

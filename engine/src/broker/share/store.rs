@@ -130,7 +130,7 @@ pub async fn write(
         .produce_here(
             &topic,
             partition,
-            bytes::Bytes::from(bytes),
+            bytes::Bytes::from(bytes).into(),
             WRITE_ACKS,
             WRITE_TIMEOUT,
         )
@@ -294,8 +294,8 @@ mod tests {
                     (record::encode_key(&key(2)).expect("key"), vec![0, 1]),
                 ]),
             ];
-            for mut batch in batches {
-                log.append(&mut batch, 0).await.expect("append");
+            for batch in batches {
+                log.append(&batch, 0).await.expect("append");
             }
             let state = StatePartition::default();
             let skipped = replay(&log, &state).await.expect("replay");
