@@ -7,7 +7,11 @@
 #   targets:  publish >= 50% of iperf3 with durability none, >= 25% with always;
 #             the consumer >= 45%
 # iperf3 (one stream, 127.0.0.1) runs before and after the broker runs; the ratios use the
-# mean, because this machine is shared and noisy. Each (strategy, durability) gets a fresh
+# mean, because this machine is shared and noisy. fio measures the disk in the same run (an
+# O_DIRECT sequential write, 1 MiB, iodepth 16: what `direct` publish can reach; a cold
+# sequential read through the page cache after dropping caches: what a catch-up consumer of
+# O_DIRECT-written data can reach), so each figure is also given against the tighter of the
+# network and the disk. Each (strategy, durability) gets a fresh
 # broker and data directory; the broker's peak RSS (VmHWM) is read before it is stopped with
 # SIGTERM. Results go to results/<date>-broker-vs-loopback/ (report.md, summary.json, the
 # iperf3 JSON, broker logs, and each harness run's folder).
@@ -18,6 +22,8 @@
 #   OUT=results/<date>-broker-vs-loopback (where the report goes)
 #   DATA_DIR=target/broker-vs-loopback (must support O_DIRECT: not tmpfs) IPERF_PORT=5201
 #   BROKER=target/release/broker (another build of the broker to measure)
+#   BROKER_CONFIG=file.toml (broker settings without a flag, e.g. tail_cache_bytes)
+#   DISK=0 skips the fio runs (the cold read needs root, to drop the page cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +34,8 @@ durabilities=${DURABILITIES:-none always}
 consume=${CONSUME:-after}
 data_dir=${DATA_DIR:-target/broker-vs-loopback}
 iperf_port=${IPERF_PORT:-5201}
+measure_disk=${DISK:-1}
+broker_config=${BROKER_CONFIG:-}
 out=${OUT:-"results/$(date +%F)-broker-vs-loopback"}
 
 command -v iperf3 >/dev/null || { echo "iperf3 is missing: apt-get install iperf3" >&2; exit 1; }
@@ -75,7 +83,7 @@ run_broker() { # $1 = strategy, $2 = durability; writes harness-$1-$2.json and b
   local strategy=$1 durability=$2 name="$1-$2" address= rss_kib
   rm -rf "$data_dir/$name"
   "$broker" --listen 127.0.0.1:0 --data-dir "$data_dir/$name" --cores 2 \
-      --strategy "$strategy" --durability "$durability" \
+      --strategy "$strategy" --durability "$durability" ${broker_config:+--config "$broker_config"} \
       >"$out/broker-$name.stdout" 2>"$out/broker-$name.log" &
   broker_pid=$!
   for _ in $(seq 300); do
@@ -97,6 +105,25 @@ run_broker() { # $1 = strategy, $2 = durability; writes harness-$1-$2.json and b
   rm -rf "$data_dir/$name"
 }
 
+fio_mb_s() { # $1 = name, then fio options; prints MB/s of the job's read or write side
+  local name=$1; shift
+  fio --name="$name" --filename="$data_dir/fio.dat" --size=4G --bs=1M --output-format=json "$@" \
+      >"$out/fio-$name.json"
+  python3 -c 'import json,sys; job=json.load(open(sys.argv[1]))["jobs"][0]; print(max(job["write"]["bw_bytes"], job["read"]["bw_bytes"])/1e6)' \
+      "$out/fio-$name.json"
+}
+disk_write=0 disk_read=0
+if [ "$measure_disk" = 1 ] && command -v fio >/dev/null; then
+  echo "fio: O_DIRECT sequential write, then a cold buffered sequential read" >&2
+  disk_write=$(fio_mb_s write --rw=write --direct=1 --ioengine=io_uring --iodepth=16)
+  if sync && echo 1 >/proc/sys/vm/drop_caches 2>/dev/null; then
+    disk_read=$(fio_mb_s cold-read --rw=read --direct=0 --ioengine=psync)
+  else
+    echo "cannot drop the page cache (not root?): no cold read figure" >&2
+  fi
+  rm -f "$data_dir/fio.dat"
+fi
+
 echo "iperf3: loopback, one stream, 10 s (before)" >&2
 iperf_before=$(iperf_gbit_s before)
 for strategy in $strategies; do
@@ -107,11 +134,13 @@ done
 echo "iperf3: loopback, one stream, 10 s (after)" >&2
 iperf_after=$(iperf_gbit_s after)
 
-python3 - "$out" "$iperf_before" "$iperf_after" "$strategies" "$durabilities" "$consume" <<'PY'
+python3 - "$out" "$iperf_before" "$iperf_after" "$strategies" "$durabilities" "$consume" \
+    "$disk_write" "$disk_read" <<'PY'
 import json, sys, pathlib, datetime, subprocess
 out = pathlib.Path(sys.argv[1])
 before, after = float(sys.argv[2]), float(sys.argv[3])
 strategies, durabilities, consume_mode = sys.argv[4].split(), sys.argv[5].split(), sys.argv[6]
+disk_write, disk_read = float(sys.argv[7]), float(sys.argv[8])
 iperf_gbit = (before + after) / 2
 iperf_mb_s = iperf_gbit * 1e9 / 8 / 1e6
 targets = {"none": 0.50, "always": 0.25, "consume": 0.45}
@@ -155,8 +184,19 @@ lines = [
     "| broker | publish MB/s | publish vs iperf3 | p50 / p99 / p99.9 / max (ms) | consume MB/s | consume vs iperf3 | broker peak RSS | harness CPU s/GB (publish / consume) | broker CPU s/GB (publish / consume) |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
+if disk_write > 0:
+    lines[-2:-2] = [
+        f"Disk, same run (fio, 4 GiB, 1 MiB blocks): O_DIRECT sequential write, iodepth 16: **{disk_write:.0f} MB/s**; "
+        + (f"cold sequential read through the page cache (after dropping it): **{disk_read:.0f} MB/s**. "
+           if disk_read > 0 else "cold read not measured. ")
+        + "`direct` and `uring` write around the page cache, and a consumer catching up on their data "
+        "reads it from the disk, so these bound them. They are context, not a ceiling: this VM's disk "
+        "speed drifts by more than a factor of 1.5 within minutes.",
+        "",
+    ]
 summary_out = {"iperf3_gbit_s": {"before": before, "after": after, "mean": iperf_gbit},
-               "iperf3_mb_s": iperf_mb_s, "targets": targets, "runs": {}}
+               "iperf3_mb_s": iperf_mb_s, "targets": targets, "runs": {},
+               "disk_mb_s": {"direct_write": disk_write or None, "cold_read": disk_read or None}}
 for name, (strategy, durability, summary, rss_kib) in runs.items():
     publish, consume = summary["publish"], summary["consume"]
     publish_ratio = publish["throughput_mb_s"] / iperf_mb_s
@@ -202,12 +242,11 @@ peak_mib = max(rss for (_, _, _, rss) in runs.values()) / 1024
 lines += [
     "",
     f"Memory: the broker's peak RSS (VmHWM) was at most {peak_mib:.0f} MiB in these runs. Its buffers are "
-    "bounded per core by `max_connections_per_core x max_in_flight_per_connection x max_request_bytes` "
-    "+ partitions on the core x (`tail_cache_bytes` + 17 MiB of write buffers) + `io_memory_bytes` "
-    "(`BrokerConfig::memory_bound_bytes`, docs/broker.md). With the defaults (1024 x 16 x 100 MiB + 25 MiB "
-    "+ 32 MiB) the request term is 1.6 TiB per core: a bound on paper only. Set it with `--max-request-bytes` "
-    "and a `--config` TOML file (`max_connections_per_core`, `max_in_flight_per_connection`, "
-    "`tail_cache_bytes`, `io_memory_bytes`); e.g. 64 connections x 5 in flight x 8 MiB = 2.5 GiB per core.",
+    "bounded per core (`BrokerConfig::memory_bound_bytes`, docs/broker.md) by 2 x `request_memory_bytes` "
+    "(large requests being served, and as much in idle buffers kept for reuse) + `max_connections_per_core` "
+    "x `max_in_flight_per_connection` x 64 KiB (small requests) + partitions on the core x "
+    "(2 x `tail_cache_bytes` + 17 MiB of write buffers) + `io_memory_bytes`. With the defaults: "
+    "256 MiB + 1 GiB + 33 MiB per partition + 32 MiB. Set them in a `--config` TOML file.",
 ]
 lines += [
     "",
