@@ -7,8 +7,8 @@
 # the 1-broker one (target: at least a third) and the p99 publish latency of each run. Then,
 # per strategy on 3 brokers with replication 3 and one partition, the maximum sustainable
 # rate (--find-max-rate) and the p99 publish latency at half of it.
-# Every harness run saves its own folder under results/; this script writes a report.md
-# and summary.json into OUT.
+# Every harness run saves its own folder under OUT/runs/ (charts included); this script
+# writes a report.md and summary.json into OUT.
 #
 # Usage: scripts/cluster-runs.sh
 #   DURATION=10s WARMUP=2s STRATEGIES="direct buffered uring" PARTITIONS="1 16"
@@ -25,7 +25,7 @@ partition_counts=${PARTITIONS:-1 16}
 segment_bytes=${SEGMENT_BYTES:-64MiB}
 max_rate=${MAX_RATE:-1}
 out=${OUT:-"results/$(date +%F)-cluster-runs"}
-mkdir -p "$out"
+mkdir -p "$out/runs"
 
 cargo build --release -q -p shardlog-harness
 harness=target/release/harness
@@ -40,7 +40,7 @@ for partitions in $partition_counts; do
       "$harness" --brokers "$brokers" --replication "$replication" --strategy "$strategy" \
         --partitions "$partitions" --producers "$clients" --consumers "$clients" \
         --acks all --consume during --duration "$duration" --warmup "$warmup" \
-        --segment-bytes "$segment_bytes" --data-dir target/cluster-runs --json \
+        --segment-bytes "$segment_bytes" --data-dir target/cluster-runs --results-dir "$out/runs" --json \
         | tail -n 1 \
         | python3 -c 'import json,sys; s=json.load(sys.stdin); s["brokers"]=int(sys.argv[1]); s["replication"]=int(sys.argv[2]); s["strategy"]=sys.argv[3]; print(json.dumps(s))' \
             "$brokers" "$replication" "$strategy" >>"$out/runs.jsonl"
@@ -54,7 +54,7 @@ if [ "$max_rate" != 0 ]; then
     echo "== $strategy, maximum sustainable rate on 3 brokers, replication 3" >&2
     "$harness" --brokers 3 --replication 3 --strategy "$strategy" --partitions 1 \
       --acks all --consume during --find-max-rate --duration "$duration" --warmup "$warmup" \
-      --segment-bytes "$segment_bytes" --data-dir target/cluster-runs --json \
+      --segment-bytes "$segment_bytes" --data-dir target/cluster-runs --results-dir "$out/runs" --json \
       | tail -n 1 \
       | python3 -c 'import json,sys; s=json.load(sys.stdin); s["strategy"]=sys.argv[1]; print(json.dumps(s))' \
           "$strategy" >>"$out/max-rate.jsonl"
