@@ -393,6 +393,8 @@ impl BrokerConfig {
     ///   `request_memory_bytes` (one request larger than that waits for all of it), and as
     ///   much again is kept in idle buffers for reuse; smaller frames, at most connections x
     ///   in-flight of them;
+    /// - per followed partition: a replica fetch response being appended and one idle buffer
+    ///   kept for the next, `replica_fetch_max_bytes` each;
     /// - per partition: twice the tail cache (a cached batch may keep the request buffer it
     ///   came in alive, but only when it is at least half of it) plus the log's write buffers
     ///   (one chunk being filled plus `write_behind_max` in flight, 1 MiB each).
@@ -402,7 +404,9 @@ impl BrokerConfig {
             * super::request_buffers::POOLED_MIN_BYTES as u64;
         let requests =
             2 * self.request_memory_bytes.max(self.max_request_bytes as u64) + small_frames;
-        let per_partition = 2 * self.tail_cache_bytes + 17 * (1 << 20);
+        let per_partition = 2 * self.tail_cache_bytes
+            + 17 * (1 << 20)
+            + 2 * u64::from(self.replica_fetch_max_bytes);
         requests + partitions_per_core * per_partition + self.io_memory_bytes as u64
     }
 }

@@ -372,7 +372,8 @@ impl Shard {
                 "broker {broker} is not registered"
             )));
         };
-        LeaderConnection::connect(&address, me, CONNECT_TIMEOUT).await
+        let idle_buffer_bytes = self.shared.config.replica_fetch_max_bytes as usize;
+        LeaderConnection::connect(&address, me, CONNECT_TIMEOUT, idle_buffer_bytes).await
     }
 
     /// Asks the leader where this log's latest epoch ended there, and cuts this log to that
@@ -480,14 +481,11 @@ impl Shard {
             };
             if let Some(info) = open.log.append_replicated(&batch, record_producer).await? {
                 if let Some(tail) = &open.tail {
-                    // The fetched batch already holds the leader's offsets and epoch. It is
-                    // copied: a slice would keep the whole fetch response alive.
-                    tail.borrow_mut().push(
-                        info.base_offset,
-                        info.last_offset,
-                        Bytes::new(),
-                        Bytes::copy_from_slice(&batch),
-                    );
+                    // The fetched batch already holds the leader's offsets and epoch. A
+                    // replica fetch names one partition, so the slice keeps alive a response
+                    // buffer of little more than the batches cached from it.
+                    tail.borrow_mut()
+                        .push(info.base_offset, info.last_offset, Bytes::new(), batch);
                 }
             }
             open.end_offset.store(

@@ -4,8 +4,10 @@
 //! One connection per followed partition, owned by the task on the partition's core, one
 //! request in flight at a time (a follower's fetch is a long poll; pipelining buys nothing).
 //! Every response frame is bounded before it is read: a broken or hostile peer gets the
-//! connection closed, never an allocation sized from its bytes.
+//! connection closed, never an allocation sized from its bytes. Large responses are read
+//! into reused buffers, as the broker's requests are (`broker::request_buffers`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -20,6 +22,8 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+use crate::broker::request_buffers::{BufferPool, POOLED_MIN_BYTES};
 
 /// Fetch v12: the newest that names topics by name and is flexible; carries the follower's
 /// current leader epoch, so a deposed leader refuses it.
@@ -70,13 +74,18 @@ pub struct LeaderConnection {
     me: BrokerId,
     correlation_id: i32,
     client_id: StrBytes,
+    /// Response buffers, used again once the batches in them have been appended.
+    buffers: Arc<BufferPool>,
 }
 
 impl LeaderConnection {
+    /// Connects to the leader at `address`; at most `idle_buffer_bytes` of response buffers
+    /// are kept for reuse (one response's worth: a follower has one fetch in flight).
     pub async fn connect(
         address: &str,
         me: i32,
         timeout: Duration,
+        idle_buffer_bytes: usize,
     ) -> Result<LeaderConnection, FetcherError> {
         let connecting = async {
             TcpStream::connect(address)
@@ -100,6 +109,7 @@ impl LeaderConnection {
             me: BrokerId(me),
             correlation_id: 0,
             client_id: StrBytes::from_string(format!("shardlog-replica-{me}")),
+            buffers: BufferPool::new(idle_buffer_bytes),
         })
     }
 
@@ -235,9 +245,15 @@ impl LeaderConnection {
                     "response frame of {length} bytes (at most {frame_max} expected)"
                 )));
             }
-            let mut body = vec![0u8; length as usize];
-            self.stream.read_exact(&mut body).await?;
-            Ok(Bytes::from(body))
+            let length = length as usize;
+            if length < POOLED_MIN_BYTES {
+                let mut body = vec![0u8; length];
+                self.stream.read_exact(&mut body).await?;
+                return Ok(Bytes::from(body));
+            }
+            let mut body = self.buffers.take(length);
+            self.stream.read_exact(body.as_mut()).await?;
+            Ok(body.freeze())
         };
         let mut body = exchange
             .or(async {
