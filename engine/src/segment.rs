@@ -70,6 +70,13 @@ impl FileRegion {
     pub fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         self.file.raw_fd()
     }
+
+    /// A descriptor of the region's file that may be kept and sent from another core; while
+    /// it lives the file is never recycled (only deleted), so its bytes stay as they were.
+    /// `None` where the strategy has no kernel file.
+    pub fn shared_fd(&self) -> Option<std::io::Result<std::sync::Arc<std::os::fd::OwnedFd>>> {
+        self.file.shared_fd()
+    }
 }
 
 /// Where a batch sits in a segment, as far as reads and truncation need to know.
@@ -105,20 +112,37 @@ pub struct ScanOutcome {
     pub valid_len: u64,
     /// Why the scan stopped before the end of the file, if it did.
     pub stopped_by: Option<String>,
+    /// The scan stopped at a whole, valid batch from before this segment (its base offset is
+    /// below the segment's): the old contents of a recycled file, not a torn write.
+    pub stale_batch: bool,
 }
 
 impl Segment {
     /// A new, empty segment whose first batch will get `base_offset`.
+    ///
+    /// With `recycled`, the segment's log file is that spare file, renamed (durably) into
+    /// place: appends then overwrite blocks written before, and the old batches after the
+    /// write position are never read (reads stop at the logical end) nor recovered (their
+    /// offsets are all below `base_offset`; the caller guarantees it, see `log::spares`).
     pub async fn create(
         storage: &Storage,
         dir: &Path,
         base_offset: i64,
         config: &AppendConfig,
+        recycled: Option<&Path>,
     ) -> Result<Segment, LogError> {
         let paths = SegmentPaths::new(dir, base_offset);
         // Leftovers of an interrupted roll or truncation must not be read as this segment's.
         for path in [&paths.log, &paths.index, &paths.time_index] {
             storage.remove(path)?;
+        }
+        if let Some(spare) = recycled {
+            if let Err(error) = storage.rename(spare, &paths.log) {
+                // A spare is only a speed-up: start a fresh file instead.
+                tracing::warn!(spare = %spare.display(), %error, "cannot recycle a spare segment file");
+                storage.remove(spare)?;
+                storage.remove(&paths.log)?;
+            }
         }
         let file = storage.open_segment_file(&paths.log, 0, config).await?;
         Ok(Segment::with_file(base_offset, paths, file))
@@ -185,6 +209,12 @@ impl Segment {
 
     pub fn file(&self) -> SegmentFile {
         self.file.borrow().clone()
+    }
+
+    /// Whether anything besides this segment can still read its log file (a region being
+    /// read or sent, on this core or another); see [`SegmentFile::is_shared`].
+    pub fn file_is_shared(&self) -> bool {
+        self.file.borrow().is_shared()
     }
 
     /// Bytes of batches in the log file.
@@ -276,6 +306,7 @@ impl Segment {
         }
         self.next_offset.set(expected_offset);
         let mut walker = Walker::new(file, end, SCAN_WINDOW_BYTES);
+        let mut stale_batch = false;
         let stopped_by = loop {
             if position >= end {
                 break None;
@@ -295,6 +326,9 @@ impl Segment {
                 break Some(format!("batch at byte {position}: {error}"));
             }
             if header.base_offset != expected_offset {
+                // Offsets only grow, and a recycled file is reused only by a segment that
+                // starts after all of its old batches: one below the base is stale.
+                stale_batch = header.base_offset < self.base_offset;
                 break Some(format!(
                     "batch at byte {position} has base offset {}, expected {expected_offset}",
                     header.base_offset
@@ -307,6 +341,7 @@ impl Segment {
         Ok(ScanOutcome {
             valid_len: position,
             stopped_by,
+            stale_batch,
         })
     }
 

@@ -325,7 +325,7 @@ fn concurrent_appends_share_group_commits(kind: StrategyKind, commit_mode: Commi
                     for round in 0..8u64 {
                         let batch = make_batch(4, 1000, 0, producer * 100 + round);
                         let info = log.append(&batch, 0).await.expect("append");
-                        sent.push((info.base_offset, batch));
+                        sent.push((info.base_offset, as_stored(batch, info.base_offset, 0)));
                     }
                     sent
                 })

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use common::{make_batch, place, read_all, run};
+use common::{as_stored, make_batch, place, read_all, run};
 use shardlog::batch;
 use shardlog::storage::{CommitMode, SimDisk, Storage};
 use shardlog::{Durability, LogConfig, PartitionLog, StrategyKind};
@@ -80,7 +80,10 @@ fn acknowledged_batches_survive(seed: u64) {
                                 seed * 10_000 + round * 100 + producer * 10 + step,
                             );
                             match log.append(&batch, round as i32).await {
-                                Ok(info) => acked.borrow_mut().push((info.base_offset, batch)),
+                                Ok(info) => acked.borrow_mut().push((
+                                    info.base_offset,
+                                    as_stored(batch, info.base_offset, round as i32),
+                                )),
                                 Err(_) => break,
                             }
                         }
@@ -128,8 +131,8 @@ fn without_fsync_a_crash_keeps_everything_before_the_last_sync() {
             let mut synced = Vec::new();
             for step in 0..30u64 {
                 let batch = make_batch(2, 900, 0, seed * 100 + step);
-                log.append(&batch, 0).await.expect("append");
-                synced.push(batch);
+                let info = log.append(&batch, 0).await.expect("append");
+                synced.push(as_stored(batch, info.base_offset, 0));
             }
             log.sync().await.expect("sync");
             for step in 30..60u64 {
@@ -163,8 +166,8 @@ fn a_failed_write_poisons_appends_and_loses_nothing_acknowledged() {
         let mut acknowledged = Vec::new();
         for step in 0..10 {
             let batch = make_batch(2, 500, 0, step);
-            log.append(&batch, 0).await.expect("append");
-            acknowledged.push(batch);
+            let info = log.append(&batch, 0).await.expect("append");
+            acknowledged.push(as_stored(batch, info.base_offset, 0));
         }
         disk.fail_writes(true);
         let batch = make_batch(2, 500, 0, 99);
@@ -200,8 +203,8 @@ async fn write_unclean(
     let mut stored = Vec::new();
     for step in 0..count {
         let batch = make_batch(5, 400, step as i64, step);
-        log.append(&batch, 0).await.expect("append");
-        stored.push(batch);
+        let info = log.append(&batch, 0).await.expect("append");
+        stored.push(as_stored(batch, info.base_offset, 0));
     }
     stored
 }
@@ -323,8 +326,8 @@ fn damaged_or_missing_indexes_are_rebuilt() {
             let mut stored = Vec::new();
             for step in 0..60 {
                 let batch = make_batch(5, 400, step, step as u64);
-                log.append(&batch, 0).await.expect("append");
-                stored.push(batch);
+                let info = log.append(&batch, 0).await.expect("append");
+                stored.push(as_stored(batch, info.base_offset, 0));
             }
             log.close().await.expect("close");
             let first_index = place.dir.join(format!("{:020}.index", 0));
@@ -362,8 +365,8 @@ fn corruption_inside_a_sealed_segment_drops_the_segments_after_it() {
             let mut stored = Vec::new();
             for step in 0..40 {
                 let batch = make_batch(5, 400, step, step as u64);
-                log.append(&batch, 0).await.expect("append");
-                stored.push(batch);
+                let info = log.append(&batch, 0).await.expect("append");
+                stored.push(as_stored(batch, info.base_offset, 0));
             }
             drop(log);
             let second = place.dir.join(format!("{:020}.log", {

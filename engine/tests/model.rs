@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{make_batch, read_all, run, split_batches};
+use common::{as_stored, make_batch, read_all, run, split_batches};
 use proptest::prelude::*;
 use shardlog::batch;
 use shardlog::storage::{SimDisk, Storage};
@@ -82,7 +82,7 @@ fn check_sequence(steps: Vec<Step>, always: bool, seed: u64) {
                         .await
                         .unwrap_or_else(|error| panic!("step {index}: append: {error}"));
                     assert_eq!(info.base_offset, end_offset(&model));
-                    model.push(batch);
+                    model.push(as_stored(batch, info.base_offset, 0));
                     if always {
                         durable_batches = model.len();
                     }

@@ -25,6 +25,12 @@ pub struct EngineWorkload {
     pub duration: Duration,
     pub warmup: Duration,
     pub segment_bytes: u64,
+    /// Retention by size: whole old segments are dropped while the log stays at least this
+    /// big, checked every [`RETENTION_CHECK_INTERVAL`]. With it the log reaches a steady state
+    /// in which rolls can recycle dropped segments' files.
+    pub retention_bytes: Option<u64>,
+    /// `LogConfig::recycle_segments`.
+    pub recycle_segments: bool,
     pub data_dir: PathBuf,
     pub io_memory_bytes: usize,
 }
@@ -49,7 +55,13 @@ pub struct Outcome {
     pub batch_bytes: u64,
     /// CPU time the process used during the measured period.
     pub cpu: Duration,
+    /// Segment files kept by retention and rolls that reused one, over the whole run.
+    pub recycle: shardlog::log::RecycleStats,
 }
+
+/// How often the retention task runs: often enough that a segment (64 MiB or more at a few
+/// GB/s) is dropped soon after the log grows past the limit.
+pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Highest latency the histogram tracks: 60 s, in microseconds, at 3 significant digits.
 const LATENCY_US_MAX: u64 = 60_000_000;
@@ -110,6 +122,8 @@ struct Shared {
 async fn drive(workload: EngineWorkload) -> Result<Outcome, String> {
     let config = LogConfig {
         segment_bytes: workload.segment_bytes,
+        retention_bytes: workload.retention_bytes,
+        recycle_segments: workload.recycle_segments,
         durability: workload.durability,
         commit_mode: workload.commit_mode,
         max_batch_bytes: (workload.append_bytes as usize + 1024 * 1024).max(8 << 20),
@@ -161,6 +175,20 @@ async fn drive(workload: EngineWorkload) -> Result<Outcome, String> {
         })
         .collect();
 
+    let retention = workload.retention_bytes.map(|_| {
+        let log = log.clone();
+        let shared = Rc::clone(&shared);
+        glommio::spawn_local(async move {
+            while !shared.stopping.get() {
+                glommio::timer::sleep(RETENTION_CHECK_INTERVAL).await;
+                if let Err(error) = log.enforce_retention(0).await {
+                    shared.failure.borrow_mut().get_or_insert(error.to_string());
+                    shared.stopping.set(true);
+                }
+            }
+        })
+    });
+
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_message(format!("{}: warming up", workload.strategy));
     glommio::timer::sleep(workload.warmup).await;
@@ -190,6 +218,9 @@ async fn drive(workload: EngineWorkload) -> Result<Outcome, String> {
     for appender in appenders {
         appender.await;
     }
+    if let Some(retention) = retention {
+        retention.await;
+    }
     // Count the write-behind still in flight: acknowledged bytes must reach the file.
     log.flush()
         .await
@@ -203,6 +234,7 @@ async fn drive(workload: EngineWorkload) -> Result<Outcome, String> {
     if let Some(failure) = shared.failure.borrow_mut().take() {
         return Err(format!("append failed: {failure}"));
     }
+    let recycle = log.recycle_stats();
     let appends = shared.appends.get();
     let latency_us = shared.latency_us.borrow().clone();
     Ok(Outcome {
@@ -214,5 +246,6 @@ async fn drive(workload: EngineWorkload) -> Result<Outcome, String> {
         windows,
         batch_bytes: template.len() as u64,
         cpu,
+        recycle,
     })
 }

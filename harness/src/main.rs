@@ -212,6 +212,16 @@ struct Options {
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     segment_bytes: u64,
 
+    /// Engine mode: retention by size (e.g. 256MiB), enforced every 10 ms, so a long run
+    /// reaches a steady state where rolls recycle dropped segments' files. Unlimited if unset.
+    #[arg(long, value_parser = parse_bytes)]
+    retention_bytes: Option<u64>,
+
+    /// Engine mode: delete dropped segments instead of recycling their files
+    /// (`LogConfig::recycle_segments = false`), for comparison.
+    #[arg(long)]
+    no_recycle: bool,
+
     /// Where the logs are written (must support O_DIRECT: not tmpfs). Deleted afterwards.
     #[arg(long, default_value = "target/harness-data")]
     data_dir: PathBuf,
@@ -322,6 +332,8 @@ fn main() -> ExitCode {
             duration: options.duration,
             warmup: options.warmup,
             segment_bytes: options.segment_bytes,
+            retention_bytes: options.retention_bytes,
+            recycle_segments: !options.no_recycle,
             data_dir: options.data_dir.join(strategy.name()),
             io_memory_bytes: options.io_memory as usize,
         };

@@ -83,15 +83,30 @@ pub struct Summary {
     pub cpu_s_per_gb: f64,
     /// Throughput of each one-second window, MB/s.
     pub window_mb_s: Vec<f64>,
+    pub segment_bytes: u64,
+    /// Retention by size, if the run had it (then the log is in a steady state).
+    pub retention_bytes: Option<u64>,
+    /// Segment files retention kept as spares, and rolls that started in one.
+    pub segments_recycled_kept: u64,
+    pub segments_recycled_reused: u64,
 }
 
+/// `engine-append-<bytes>B-x<appenders>-<durability>`, plus `-retained<bytes>B` (and
+/// `-norecycle`) for a steady-state run with retention.
 pub fn workload_name(workload: &EngineWorkload) -> String {
-    format!(
+    let mut name = format!(
         "engine-append-{}B-x{}-{}",
         workload.append_bytes,
         workload.appenders,
         workload.durability.name()
-    )
+    );
+    if let Some(retention_bytes) = workload.retention_bytes {
+        name += &format!("-seg{}B-retained{retention_bytes}B", workload.segment_bytes);
+        if !workload.recycle_segments {
+            name += "-norecycle";
+        }
+    }
+    name
 }
 
 pub fn summarize(workload: &EngineWorkload, outcome: &Outcome) -> Summary {
@@ -116,6 +131,10 @@ pub fn summarize(workload: &EngineWorkload, outcome: &Outcome) -> Summary {
             .iter()
             .map(|window| window.bytes as f64 / 1e6)
             .collect(),
+        segment_bytes: workload.segment_bytes,
+        retention_bytes: workload.retention_bytes,
+        segments_recycled_kept: outcome.recycle.kept,
+        segments_recycled_reused: outcome.recycle.reused,
     }
 }
 
@@ -141,6 +160,8 @@ pub fn save(
         "duration_s": workload.duration.as_secs_f64(),
         "warmup_s": workload.warmup.as_secs_f64(),
         "segment_bytes": workload.segment_bytes,
+        "retention_bytes": workload.retention_bytes,
+        "recycle_segments": workload.recycle_segments,
         "data_dir": workload.data_dir,
         "io_memory_bytes": workload.io_memory_bytes,
         "command": std::env::args().collect::<Vec<_>>(),

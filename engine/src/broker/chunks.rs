@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// A run of bytes in a file, held open by a descriptor of its own (a `dup` of the segment's),
-/// so it stays readable even if the segment is deleted or the owning core moves on.
+/// A run of bytes in a file, held open by a descriptor that outlives the segment (a `dup` of
+/// the segment's, shared by the segment's regions: `FileRegion::shared_fd`), so it stays
+/// readable even if the segment is deleted or the owning core moves on. While it lives,
+/// retention deletes the segment's file rather than recycling it, so its bytes never change.
 /// `Send`: regions travel from the core that owns a partition to the core that owns the
 /// connection.
 #[derive(Clone, Debug)]

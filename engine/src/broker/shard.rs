@@ -8,7 +8,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -876,9 +875,11 @@ impl Shard {
                     if let Some(fd) = region.raw_fd() {
                         advise_read_ahead(fd, region.position, region.len);
                     }
-                    match region.raw_fd().map(duplicate_fd) {
+                    // The segment's own shared descriptor, not a fresh dup: while this
+                    // chunk lives, retention deletes the file rather than recycling it.
+                    match region.shared_fd() {
                         Some(Ok(fd)) => outcome.records.parts.push(Chunk::File(FileChunk {
-                            fd: Arc::new(fd),
+                            fd,
                             position: region.position,
                             len: region.len,
                         })),
@@ -1039,18 +1040,6 @@ fn advise_read_ahead(fd: std::os::fd::RawFd, position: u64, len: u64) {
     unsafe {
         libc::posix_fadvise(fd, start, span, libc::POSIX_FADV_WILLNEED);
     }
-}
-
-/// A descriptor of our own for a segment file, so a region stays readable (and the number
-/// cannot be reused) while another core sends it.
-fn duplicate_fd(fd: std::os::fd::RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: dup returns a new descriptor that nothing else owns, or -1.
-    let duplicate = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if duplicate < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `duplicate` is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(duplicate) })
 }
 
 /// Idempotent producers' recent sequences, from the batches of the active segment.

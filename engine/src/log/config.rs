@@ -69,6 +69,14 @@ pub struct LogConfig {
     pub preallocate: bool,
     /// How group commits are shaped (`Auto`: the strategy's preference).
     pub commit_mode: CommitMode,
+    /// Keep the log files of segments retention drops (up to
+    /// [`SPARE_SEGMENTS_MAX`](super::SPARE_SEGMENTS_MAX) per log) and overwrite them as new
+    /// segments, instead of deleting them and preallocating fresh ones. On ext4 an fdatasync
+    /// after writes into preallocated, never-written blocks journals their conversion; into
+    /// blocks written before it is only a cache flush, which lifts `Always` group commit a
+    /// lot (docs/storage.md, "Recycled segments"). Applies to the O_DIRECT strategies
+    /// (`direct`, `uring`) and `sim`; `buffered` always deletes.
+    pub recycle_segments: bool,
 }
 
 impl Default for LogConfig {
@@ -85,6 +93,7 @@ impl Default for LogConfig {
             write_behind_max: 16,
             preallocate: true,
             commit_mode: CommitMode::Auto,
+            recycle_segments: true,
         }
     }
 }

@@ -5,6 +5,7 @@
 //!      /00000000000000000000.index      sparse offset index (sealed segments)
 //!      /00000000000000000000.timeindex  sparse time index (sealed segments)
 //!      /00000000000000052311.log        the active segment: appends go here
+//!      /00000000000000031200.spare      a dropped segment's file, kept to be recycled (`spares`)
 //!      /clean-shutdown                  present only between a clean close and the next open
 //! ```
 //!
@@ -14,6 +15,7 @@
 
 mod config;
 mod recovery;
+mod spares;
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -21,12 +23,14 @@ use std::rc::{Rc, Weak};
 
 pub use config::{Durability, LogConfig};
 pub use recovery::{RecoveryReport, TruncatedTail};
+pub use spares::{RecycleStats, SPARE_SEGMENTS_MAX, SPARE_SUFFIX};
 
 use crate::batch::{self, BatchHeader};
 use crate::error::LogError;
 use crate::fifo_lock::{FifoLock, Turn};
 use crate::segment::{FileRegion, Segment};
 use crate::storage::{AppendConfig, Storage};
+use spares::SparePool;
 
 /// The marker a clean close leaves; its presence lets the next open trust the index files.
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
@@ -53,6 +57,10 @@ struct LogInner {
     append_config: AppendConfig,
     /// Oldest first; the last is the active segment. Never empty.
     segments: RefCell<Vec<Rc<Segment>>>,
+    /// Files of dropped segments, kept for new segments to overwrite (see `spares`).
+    spares: RefCell<SparePool>,
+    /// Whether this log recycles segment files (setting and strategy).
+    recycles: bool,
     /// Serialises appends, rolls, truncation, retention and close, first come first served
     /// (so pipelined batches keep their arrival order). Reads do not take it.
     append_lock: FifoLock,
@@ -93,7 +101,9 @@ impl PartitionLog {
             return Err(LogError::InvalidConfig { problem });
         }
         let append_config = config.append_config();
-        let (segments, report) = recovery::recover(&storage, dir, &config, &append_config).await?;
+        let (segments, spares, report) =
+            recovery::recover(&storage, dir, &config, &append_config).await?;
+        let recycles = spares::recycles(&storage, config.recycle_segments);
         let log = PartitionLog {
             inner: Rc::new(LogInner {
                 dir: dir.to_path_buf(),
@@ -101,6 +111,8 @@ impl PartitionLog {
                 config,
                 append_config,
                 segments: RefCell::new(segments),
+                spares: RefCell::new(spares),
+                recycles,
                 append_lock: FifoLock::new(),
                 unsynced_bytes: Cell::new(0),
                 closed: Cell::new(false),
@@ -124,6 +136,11 @@ impl PartitionLog {
     /// What recovery found and did when the log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.recovery
+    }
+
+    /// How many segment files this log has recycled since it was opened.
+    pub fn recycle_stats(&self) -> RecycleStats {
+        self.inner.spares.borrow().stats()
     }
 
     /// The first offset still in the log.
@@ -298,15 +315,19 @@ impl PartitionLog {
         }))
     }
 
-    /// Seals the active segment and starts a new one at the log end. Lock held by the caller.
+    /// Seals the active segment and starts a new one at the log end, in a spare file if
+    /// there is one it may overwrite. Lock held by the caller.
     async fn roll(&self) -> Result<(), LogError> {
         let active = self.active();
         active.seal(&self.inner.storage).await?;
+        let base_offset = active.next_offset();
+        let spare = self.inner.spares.borrow_mut().take(base_offset);
         let segment = Segment::create(
             &self.inner.storage,
             &self.inner.dir,
-            active.next_offset(),
+            base_offset,
             &self.inner.append_config,
+            spare.as_deref(),
         )
         .await?;
         self.inner.segments.borrow_mut().push(Rc::new(segment));
@@ -444,7 +465,9 @@ impl PartitionLog {
     }
 
     /// Deletes whole old segments beyond the retention limits (never the active one) and
-    /// returns how many went. `now_ms` is the wall clock in Unix milliseconds.
+    /// returns how many went. `now_ms` is the wall clock in Unix milliseconds. A dropped
+    /// segment's log file may be kept as a spare for a later roll to overwrite rather than
+    /// deleted (`LogConfig::recycle_segments`); it is no longer part of the log either way.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let _permit = self.lock().await?;
         let config = &self.inner.config;
@@ -468,7 +491,12 @@ impl PartitionLog {
             };
             let Some(segment) = candidate else { break };
             self.inner.segments.borrow_mut().remove(0);
-            segment.delete_files(&self.inner.storage)?;
+            self.inner.spares.borrow_mut().retire(
+                &self.inner.storage,
+                segment,
+                config.segment_bytes,
+                self.inner.recycles,
+            )?;
             deleted += 1;
         }
         Ok(deleted)

@@ -8,7 +8,9 @@
 //!    index is rebuilt by walking the whole segment;
 //! 3. walks the active segment whole (unless the log was closed cleanly, which left the
 //!    indexes written), checking every batch's CRC and that offsets follow on;
-//! 4. cuts the log at the first batch that fails, durably, and drops any later segments.
+//! 4. cuts the log at the first batch that fails, durably, and drops any later segments;
+//! 5. keeps the spare files (`<end offset>.spare`, see `log::spares`) a new segment may
+//!    still recycle, and deletes the others. They are never read as log.
 //!
 //! Only bytes that were never acknowledged as durable can be in a torn tail, so step 4 loses
 //! nothing acknowledged; a failure inside a sealed segment is media corruption, and cutting
@@ -17,6 +19,7 @@
 use std::path::Path;
 use std::rc::Rc;
 
+use super::spares::{self, SparePool};
 use super::{LogConfig, CLEAN_SHUTDOWN_FILE};
 use crate::error::LogError;
 use crate::segment::{Segment, SegmentPaths};
@@ -47,6 +50,12 @@ pub struct RecoveryReport {
     /// Bytes after the last batch that start with zeros: preallocated space or the padding of
     /// an aligned write. Trimmed (and space preallocated again) without loss.
     pub zero_tail_bytes: u64,
+    /// Bytes after the last batch that start with a whole batch from an older segment: the
+    /// old contents of a recycled file (see `log::spares`). Trimmed without loss.
+    pub recycled_tail_bytes: u64,
+    /// Spare files kept for recycling, and spare files deleted (unusable, or over the bound).
+    pub spares_kept: usize,
+    pub spares_deleted: usize,
 }
 
 pub(super) async fn recover(
@@ -54,7 +63,7 @@ pub(super) async fn recover(
     dir: &Path,
     config: &LogConfig,
     append_config: &AppendConfig,
-) -> Result<(Vec<Rc<Segment>>, RecoveryReport), LogError> {
+) -> Result<(Vec<Rc<Segment>>, SparePool, RecoveryReport), LogError> {
     storage.create_dir_all(dir)?;
     let names = storage.list(dir)?;
     let mut report = RecoveryReport {
@@ -93,10 +102,17 @@ pub(super) async fn recover(
             .scan(config.max_batch_bytes, config.index_interval_bytes, trusted)
             .await?;
         let cut = outcome.valid_len < len;
-        let padding_only = cut && is_zero_tail(&segment, outcome.valid_len, len).await?;
-        if padding_only {
+        let recycled_tail = cut && outcome.stale_batch;
+        let zero_tail =
+            cut && !recycled_tail && is_zero_tail(&segment, outcome.valid_len, len).await?;
+        let padding_only = zero_tail || recycled_tail;
+        if zero_tail {
             // Preallocated space or an aligned write's padding, not lost data.
             report.zero_tail_bytes += len - outcome.valid_len;
+        }
+        if recycled_tail {
+            // A recycled file's old batches, never part of this segment.
+            report.recycled_tail_bytes += len - outcome.valid_len;
         }
         if cut && !padding_only {
             report.truncated.push(TruncatedTail {
@@ -133,10 +149,22 @@ pub(super) async fn recover(
     }
     if segments.is_empty() {
         segments.push(Rc::new(
-            Segment::create(storage, dir, 0, append_config).await?,
+            Segment::create(storage, dir, 0, append_config, None).await?,
         ));
     }
-    Ok((segments, report))
+    let log_end_offset = segments.last().map_or(0, |segment| segment.next_offset());
+    let (spares, spares_deleted) = SparePool::load(
+        storage,
+        dir,
+        &names,
+        log_end_offset,
+        config.segment_bytes,
+        spares::recycles(storage, config.recycle_segments),
+    )
+    .await?;
+    report.spares_kept = spares.stats().spares;
+    report.spares_deleted = spares_deleted;
+    Ok((segments, spares, report))
 }
 
 /// Deletes the files of segments that can no longer be part of the log, newest first.

@@ -1,12 +1,13 @@
 //! One appender for every strategy: copy, write-behind, group commit, the partial last page.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_util::future::{FutureExt, Shared};
 
@@ -135,6 +136,11 @@ pub struct Appender<E: FileIo> {
     /// `config.commit_mode` with `Auto` resolved for this engine.
     commit_mode: CommitMode,
     state: RefCell<AppendState<E::Buffer>>,
+    /// A `dup` of the engine's read descriptor, made on first use and handed out (cloned)
+    /// to whoever sends regions of this file from another core. Its count tells whether any
+    /// of them is still alive, which recycling the file must wait out: see
+    /// [`descriptor_handed_out`](Self::descriptor_handed_out).
+    shared_fd: OnceCell<Arc<OwnedFd>>,
 }
 
 fn resolve_commit_mode<E: FileIo>(mode: CommitMode) -> CommitMode {
@@ -202,6 +208,7 @@ impl<E: FileIo> Appender<E> {
                 failed: None,
                 sealed,
             }),
+            shared_fd: OnceCell::new(),
         }
     }
 
@@ -270,6 +277,33 @@ impl<E: FileIo> Appender<E> {
 
     pub fn raw_fd(&self) -> Option<RawFd> {
         self.io.raw_fd()
+    }
+
+    /// A descriptor of the file that outlives this appender and may cross cores (a `dup` of
+    /// [`raw_fd`](Self::raw_fd), one per file, shared by every caller), or `None` where the
+    /// engine has no kernel file. While any clone of it lives, the file is not recycled.
+    pub fn shared_fd(&self) -> Option<std::io::Result<Arc<OwnedFd>>> {
+        if let Some(fd) = self.shared_fd.get() {
+            return Some(Ok(Arc::clone(fd)));
+        }
+        let raw = self.io.raw_fd()?;
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor that nothing else owns, or -1.
+        let duplicate = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) };
+        if duplicate < 0 {
+            return Some(Err(std::io::Error::last_os_error()));
+        }
+        // SAFETY: `duplicate` is a fresh descriptor owned by nobody else.
+        let fd = Arc::new(unsafe { OwnedFd::from_raw_fd(duplicate) });
+        Some(Ok(Arc::clone(self.shared_fd.get_or_init(|| fd))))
+    }
+
+    /// Whether a descriptor from [`shared_fd`](Self::shared_fd) is still held somewhere.
+    /// Exact once the caller holds the only reference to this appender: no new clone can
+    /// then be made, so a `false` stays `false`.
+    pub fn descriptor_handed_out(&self) -> bool {
+        self.shared_fd
+            .get()
+            .is_some_and(|fd| Arc::strong_count(fd) > 1)
     }
 
     fn check_writable(&self, state: &AppendState<E::Buffer>) -> Result<(), StorageError> {

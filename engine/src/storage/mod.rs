@@ -316,6 +316,22 @@ impl Storage {
         }
     }
 
+    /// Renames a file, replacing any file at `to`, durably: the directory is fsynced, so a
+    /// crash afterwards finds the file under its new name. (A file's fdatasync does not make
+    /// its directory entry durable; see "Recycled segments" in docs/storage.md for why that
+    /// matters when a recycled file becomes a segment.) Blocking on the real strategies;
+    /// callers use it at roll and retention time only.
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        if let Storage::Sim(disk) = self {
+            return disk.rename(from, to);
+        }
+        std::fs::rename(from, to).map_err(|error| StorageError::io("rename", from, error))?;
+        if let Some(dir) = to.parent() {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
     /// Replaces a small metadata file atomically and durably: write a temporary file, fsync it,
     /// rename it over the old one, fsync the directory.
     ///
@@ -335,11 +351,7 @@ impl Storage {
         std::fs::rename(&temporary, path)
             .map_err(|error| StorageError::io("rename", path, error))?;
         if let Some(dir) = path.parent() {
-            let dir_file =
-                std::fs::File::open(dir).map_err(|error| StorageError::io("open", dir, error))?;
-            dir_file
-                .sync_all()
-                .map_err(|error| StorageError::io("fsync", dir, error))?;
+            sync_dir(dir)?;
         }
         Ok(())
     }
@@ -361,6 +373,15 @@ impl Storage {
             .map_err(|error| StorageError::io("read", path, error))?;
         Ok(Some(bytes))
     }
+}
+
+/// fsyncs a directory, making the creation, removal and renaming of its entries durable.
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    let dir_file =
+        std::fs::File::open(dir).map_err(|error| StorageError::io("open", dir, error))?;
+    dir_file
+        .sync_all()
+        .map_err(|error| StorageError::io("fsync", dir, error))
 }
 
 /// A segment's log file under whichever strategy opened it. Cheap to clone (an `Rc`).
@@ -437,6 +458,18 @@ impl SegmentFile {
     /// The descriptor for zero-copy sends, where the strategy has one.
     pub fn raw_fd(&self) -> Option<RawFd> {
         each_file!(self, appender => appender.raw_fd())
+    }
+
+    /// See [`Appender::shared_fd`].
+    pub fn shared_fd(&self) -> Option<std::io::Result<std::sync::Arc<std::os::fd::OwnedFd>>> {
+        each_file!(self, appender => appender.shared_fd())
+    }
+
+    /// Whether anything but the caller can still read this file: another handle to it on
+    /// this core, or a descriptor from [`shared_fd`](Self::shared_fd) on any core. A file
+    /// nobody else can read may be overwritten (recycled) without anyone seeing the change.
+    pub fn is_shared(&self) -> bool {
+        each_file!(self, appender => Rc::strong_count(appender) > 1 || appender.descriptor_handed_out())
     }
 
     pub fn path(&self) -> PathBuf {

@@ -209,6 +209,24 @@ impl SimDisk {
         self.state.borrow_mut().files.remove(path);
     }
 
+    /// Renames a file durably, replacing any file at `to`, as `Storage::rename` does on a
+    /// real disk. The file keeps its inode, so its bytes (durable and not) move with it.
+    /// Handles opened under the old name stop reaching it, which is stricter than a real
+    /// descriptor (that keeps following the inode): the engine renames only files nothing
+    /// has open.
+    pub fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        let mut state = self.state.borrow_mut();
+        let Some(file) = state.files.remove(from) else {
+            return Err(StorageError::io(
+                "rename",
+                from,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        };
+        state.files.insert(to.to_path_buf(), file);
+        Ok(())
+    }
+
     /// Replaces a whole file durably, as `Storage::write_file_atomic` does on a real disk.
     pub fn write_whole(&self, path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
         let mut state = self.state.borrow_mut();
