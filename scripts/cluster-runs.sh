@@ -114,3 +114,12 @@ if rate_rows:
 open(f"{out}/report.md", "w").write("\n".join(report) + "\n")
 print("\n".join(report))
 PY
+
+# Charts: one per run folder, and the strategies side by side on 3 brokers, 1 partition.
+if python3 -c 'import matplotlib' 2>/dev/null; then
+  python3 scripts/charts.py "$out"/runs/*/ --out "$out/runs" >/dev/null
+  python3 scripts/charts.py "$out"/runs/*-1p-1p1c-acksall-[a-z]*-none-3brokers-rf3 --out "$out" >/dev/null
+  rm -f "$out/runs/comparison.png"
+else
+  echo "no matplotlib: skipping the charts (python3 -m pip install matplotlib)" >&2
+fi
