@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use common::{as_stored, make_batch, place, read_all, run};
+use common::{as_stored, crash_while_appending, make_batch, place, read_all, run, CrashRound};
 use shardlog::batch;
 use shardlog::storage::{CommitMode, SimDisk, Storage};
 use shardlog::{Durability, LogConfig, PartitionLog, StrategyKind};
@@ -65,42 +65,16 @@ fn acknowledged_batches_survive(seed: u64) {
             // What recovery kept is durable now: it is the new baseline.
             acknowledged = by_offset;
 
-            let log = Rc::new(log);
-            let acked = Rc::new(std::cell::RefCell::new(Vec::new()));
-            let producers: Vec<_> = (0..4u64)
-                .map(|producer| {
-                    let log = Rc::clone(&log);
-                    let acked = Rc::clone(&acked);
-                    glommio::spawn_local(async move {
-                        for step in 0..50u64 {
-                            let batch = make_batch(
-                                3,
-                                700,
-                                0,
-                                seed * 10_000 + round * 100 + producer * 10 + step,
-                            );
-                            match log.append(&batch, round as i32).await {
-                                Ok(info) => acked.borrow_mut().push((
-                                    info.base_offset,
-                                    as_stored(batch, info.base_offset, round as i32),
-                                )),
-                                Err(_) => break,
-                            }
-                        }
-                    })
-                })
-                .collect();
-            let turns = (seed * 7 + round * 13) % 60 + 1;
-            for _ in 0..turns {
-                futures_lite::future::yield_now().await;
-            }
-            disk.crash();
-            for producer in producers {
-                producer.await;
-            }
-            for (offset, batch) in acked.borrow_mut().drain(..) {
-                acknowledged.insert(offset, batch);
-            }
+            let crash = CrashRound {
+                seed,
+                round,
+                epoch: round as i32,
+                steps_per_producer: 50,
+                turns: (seed * 7 + round * 13) % 60 + 1,
+                enforce_retention: false,
+            };
+            let acked = crash_while_appending(&Rc::new(log), &disk, &crash).await;
+            acknowledged.extend(acked);
         }
     });
 }

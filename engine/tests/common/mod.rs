@@ -123,3 +123,56 @@ pub async fn read_all(
     assert_eq!(offset, log.log_end_offset(), "reading stops at the log end");
     batches
 }
+
+/// What [`crash_while_appending`] does: four producers append `steps_per_producer` batches
+/// each at `epoch` (the first also enforcing retention after each append when
+/// `enforce_retention`), and the disk crashes after `turns` scheduler turns.
+pub struct CrashRound {
+    pub seed: u64,
+    pub round: u64,
+    pub epoch: i32,
+    pub steps_per_producer: u64,
+    pub turns: u64,
+    pub enforce_retention: bool,
+}
+
+/// Runs one [`CrashRound`] against `log` on `disk`; returns every acknowledged batch as the
+/// log stored it, with its base offset.
+pub async fn crash_while_appending(
+    log: &std::rc::Rc<shardlog::PartitionLog>,
+    disk: &SimDisk,
+    crash: &CrashRound,
+) -> Vec<(i64, Vec<u8>)> {
+    let acked = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let producers: Vec<_> = (0..4u64)
+        .map(|producer| {
+            let log = std::rc::Rc::clone(log);
+            let acked = std::rc::Rc::clone(&acked);
+            let (seed, round, epoch) = (crash.seed, crash.round, crash.epoch);
+            let (steps, retention) = (crash.steps_per_producer, crash.enforce_retention);
+            glommio::spawn_local(async move {
+                for step in 0..steps {
+                    let tag = seed * 10_000 + round * 100 + producer * 10 + step;
+                    let batch = make_batch(3, 700, 0, tag);
+                    match log.append(&batch, epoch).await {
+                        Ok(info) => acked
+                            .borrow_mut()
+                            .push((info.base_offset, as_stored(batch, info.base_offset, epoch))),
+                        Err(_) => break,
+                    }
+                    if retention && producer == 0 && log.enforce_retention(0).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..crash.turns {
+        futures_lite::future::yield_now().await;
+    }
+    disk.crash();
+    for producer in producers {
+        producer.await;
+    }
+    acked.take()
+}
