@@ -357,29 +357,47 @@ impl Shard {
             return Err(error_code::UNKNOWN_TOPIC_OR_PARTITION);
         }
         let key = (topic.name.clone(), partition);
-        if let Some(open) = self.partitions.borrow().get(&key) {
-            return Ok(Rc::clone(open));
+        // While anyone waits for a turn, the partition is reached only through the turns,
+        // even once it is open: a newcomer taking the open partition directly would pass
+        // those still queued.
+        let queued = self.opening.borrow().get(&key).cloned();
+        if queued.is_none() {
+            if let Some(open) = self.partitions.borrow().get(&key) {
+                return Ok(Rc::clone(open));
+            }
         }
-        let turns = Rc::clone(
+        let turns = queued.unwrap_or_else(|| {
+            let turns = Rc::new(FifoLock::new());
             self.opening
                 .borrow_mut()
-                .entry(key.clone())
-                .or_insert_with(|| Rc::new(FifoLock::new())),
-        );
-        let _turn = turns
+                .insert(key.clone(), Rc::clone(&turns));
+            turns
+        });
+        let turn = turns
             .lock()
             .await
             .map_err(|_| error_code::UNKNOWN_SERVER_ERROR)?;
-        if let Some(open) = self.partitions.borrow().get(&key) {
-            return Ok(Rc::clone(open));
+        let found = self.partitions.borrow().get(&key).cloned();
+        let outcome = match found {
+            Some(open) => Ok(open),
+            None => match self.open_partition(topic, partition).await {
+                Ok(open) => {
+                    self.partitions
+                        .borrow_mut()
+                        .insert(key.clone(), Rc::clone(&open));
+                    self.adopt_current_state(&open, topic, partition);
+                    Ok(open)
+                }
+                Err(code) => Err(code),
+            },
+        };
+        // The last one through (the map's reference and ours are all that is left) closes
+        // the queue; later callers take the open partition directly.
+        if Rc::strong_count(&turns) == 2 {
+            self.opening.borrow_mut().remove(&key);
         }
-        let open = self.open_partition(topic, partition).await?;
-        self.partitions
-            .borrow_mut()
-            .insert(key.clone(), Rc::clone(&open));
-        self.opening.borrow_mut().remove(&key);
-        self.adopt_current_state(&open, topic, partition);
-        Ok(open)
+        drop(turn);
+        outcome
     }
 
     async fn open_partition(&self, topic: &Topic, partition: i32) -> Result<Rc<Partition>, i16> {
