@@ -136,15 +136,25 @@ impl Segment {
         for path in [&paths.log, &paths.index, &paths.time_index] {
             storage.remove(path)?;
         }
+        let mut renamed = false;
         if let Some(spare) = recycled {
-            if let Err(error) = storage.rename(spare, &paths.log) {
-                // A spare is only a speed-up: start a fresh file instead.
-                tracing::warn!(spare = %spare.display(), %error, "cannot recycle a spare segment file");
-                storage.remove(spare)?;
-                storage.remove(&paths.log)?;
+            match storage.rename(spare, &paths.log) {
+                Ok(()) => renamed = true,
+                Err(error) => {
+                    // A spare is only a speed-up: start a fresh file instead.
+                    tracing::warn!(spare = %spare.display(), %error, "cannot recycle a spare segment file");
+                    storage.remove(spare)?;
+                    storage.remove(&paths.log)?;
+                }
             }
         }
         let file = storage.open_segment_file(&paths.log, 0, config).await?;
+        if !renamed {
+            // A new file's name is durable only once its directory is synced (the rename of
+            // a spare already did that); without it, a crash could lose a whole segment whose
+            // batches were acknowledged after an fdatasync.
+            storage.sync_dir(dir)?;
+        }
         Ok(Segment::with_file(base_offset, paths, file))
     }
 

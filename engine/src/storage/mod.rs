@@ -332,6 +332,16 @@ impl Storage {
         Ok(())
     }
 
+    /// Makes the entries of `dir` durable (fsync of the directory): a new file's fdatasync
+    /// does not make its name durable. Blocking on the real strategies; callers use it at
+    /// roll time only. The simulated disk keeps names durable as they are made.
+    pub fn sync_dir(&self, dir: &Path) -> Result<(), StorageError> {
+        match self {
+            Storage::Sim(_) => Ok(()),
+            _ => sync_dir(dir),
+        }
+    }
+
     /// Replaces a small metadata file atomically and durably: write a temporary file, fsync it,
     /// rename it over the old one, fsync the directory.
     ///
