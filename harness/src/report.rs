@@ -138,6 +138,24 @@ pub fn summarize(workload: &EngineWorkload, outcome: &Outcome) -> Summary {
     }
 }
 
+/// Creates `results_dir/name`, or `name-2`, `name-3`... when a run of the same workload on the
+/// same day already saved there: a run never overwrites another's results.
+fn new_folder(results_dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(results_dir)?;
+    for attempt in 1u32.. {
+        let folder = match attempt {
+            1 => results_dir.join(name),
+            _ => results_dir.join(format!("{name}-{attempt}")),
+        };
+        match std::fs::create_dir(&folder) {
+            Ok(()) => return Ok(folder),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("some attempt number is free")
+}
+
 /// Writes `results/<date>-<workload>-<strategy>/`: summary.json, latency.hlog (HdrHistogram
 /// interval log), config.json and machine.json.
 pub fn save(
@@ -147,8 +165,10 @@ pub fn save(
     summary: &Summary,
 ) -> std::io::Result<PathBuf> {
     let date = chrono::Local::now().format("%Y-%m-%d");
-    let folder = results_dir.join(format!("{date}-{}-{}", summary.workload, summary.strategy));
-    std::fs::create_dir_all(&folder)?;
+    let folder = new_folder(
+        results_dir,
+        &format!("{date}-{}-{}", summary.workload, summary.strategy),
+    )?;
     let config = serde_json::json!({
         "mode": "engine",
         "strategy": workload.strategy.name(),
@@ -455,8 +475,10 @@ pub fn save_broker(
     summary: &BrokerSummary,
 ) -> std::io::Result<PathBuf> {
     let date = chrono::Local::now().format("%Y-%m-%d");
-    let folder = results_dir.join(format!("{date}-{}-{}", summary.workload, summary.label));
-    std::fs::create_dir_all(&folder)?;
+    let folder = new_folder(
+        results_dir,
+        &format!("{date}-{}-{}", summary.workload, summary.label),
+    )?;
     let config = serde_json::json!({
         "mode": "bootstrap",
         "bootstrap": workload.bootstrap,
@@ -687,4 +709,21 @@ pub fn broker_table(summary: &BrokerSummary) -> String {
         text += &format!("broker peak RSS {:.1} MiB\n", rss as f64 / (1 << 20) as f64);
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_run_on_the_same_day_gets_its_own_folder() {
+        let temporary = tempfile::tempdir().expect("temporary directory");
+        let root = temporary.path().join("results");
+        let first = new_folder(&root, "2026-11-26-run").expect("first");
+        let second = new_folder(&root, "2026-11-26-run").expect("second");
+        let third = new_folder(&root, "2026-11-26-run").expect("third");
+        assert_eq!(first, root.join("2026-11-26-run"));
+        assert_eq!(second, root.join("2026-11-26-run-2"));
+        assert_eq!(third, root.join("2026-11-26-run-3"));
+    }
 }
