@@ -11,13 +11,12 @@
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, FutureExt};
 use glommio::channels::local_channel;
 use glommio::net::TcpStream;
 
 use super::api::{self, Reply};
-use super::request_buffers::{BufferPool, POOLED_MIN_BYTES};
+use super::request_buffers::POOLED_MIN_BYTES;
 use super::shard::Shard;
 use super::zero_copy;
 
@@ -58,23 +57,6 @@ pub async fn read_frame_size(
         return Err(FrameError::TooShort { size });
     }
     Ok(Some(size as usize))
-}
-
-/// Reads a frame of `size` bytes (already checked by [`read_frame_size`]); large frames go
-/// into a buffer from `pool`.
-pub async fn read_frame_body(
-    reader: &mut (impl futures_lite::AsyncRead + Unpin),
-    size: usize,
-    pool: &std::sync::Arc<BufferPool>,
-) -> Result<Bytes, FrameError> {
-    if size < POOLED_MIN_BYTES {
-        let mut frame = BytesMut::zeroed(size);
-        reader.read_exact(&mut frame).await?;
-        return Ok(frame.freeze());
-    }
-    let mut frame = pool.take(size);
-    reader.read_exact(frame.as_mut()).await?;
-    Ok(frame.freeze())
 }
 
 /// Serves one connection until the client closes it, it misbehaves, or the broker stops.
@@ -128,8 +110,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 true => Some(shard.request_budget.reserve(size).await?),
                 false => None,
             };
-            let body = read_frame_body(&mut reader, size, &shard.request_buffers).await;
-            Some(body.map(|frame| Some((frame, share))))
+            let body = shard.request_buffers.read_exact(&mut reader, size).await;
+            Some(
+                body.map(|frame| Some((frame, share)))
+                    .map_err(FrameError::from),
+            )
         }
         .or(async {
             shard.shared.shutdown_requested().await;

@@ -54,6 +54,25 @@ impl BufferPool {
         }
     }
 
+    /// Reads the next `len` bytes from `reader`: into a buffer from the pool when `len` is at
+    /// least [`POOLED_MIN_BYTES`], into an ordinary allocation otherwise. `len` must have been
+    /// bounded by the caller.
+    pub async fn read_exact(
+        self: &Arc<Self>,
+        reader: &mut (impl futures_lite::AsyncRead + Unpin),
+        len: usize,
+    ) -> std::io::Result<Bytes> {
+        use futures_lite::AsyncReadExt;
+        if len < POOLED_MIN_BYTES {
+            let mut frame = vec![0u8; len];
+            reader.read_exact(&mut frame).await?;
+            return Ok(Bytes::from(frame));
+        }
+        let mut frame = self.take(len);
+        reader.read_exact(frame.as_mut()).await?;
+        Ok(frame.freeze())
+    }
+
     /// The bytes kept idle now.
     pub fn idle_bytes(&self) -> usize {
         self.idle_bytes.load(Ordering::Relaxed)

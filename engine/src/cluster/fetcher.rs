@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::broker::request_buffers::{BufferPool, POOLED_MIN_BYTES};
+use crate::broker::request_buffers::BufferPool;
 
 /// Fetch v12: the newest that names topics by name and is flexible; carries the follower's
 /// current leader epoch, so a deposed leader refuses it.
@@ -245,15 +245,10 @@ impl LeaderConnection {
                     "response frame of {length} bytes (at most {frame_max} expected)"
                 )));
             }
-            let length = length as usize;
-            if length < POOLED_MIN_BYTES {
-                let mut body = vec![0u8; length];
-                self.stream.read_exact(&mut body).await?;
-                return Ok(Bytes::from(body));
-            }
-            let mut body = self.buffers.take(length);
-            self.stream.read_exact(body.as_mut()).await?;
-            Ok(body.freeze())
+            Ok(self
+                .buffers
+                .read_exact(&mut self.stream, length as usize)
+                .await?)
         };
         let mut body = exchange
             .or(async {
