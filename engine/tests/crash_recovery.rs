@@ -8,9 +8,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 
-use common::{as_stored, crash_while_appending, make_batch, place, read_all, run, CrashRound};
+use common::{
+    alternating_commit_mode, as_stored, crash_while_appending, make_batch, place, read_all,
+    reopen_and_check, run, CrashRound,
+};
 use shardlog::batch;
-use shardlog::storage::{CommitMode, SimDisk, Storage};
+use shardlog::storage::{SimDisk, Storage};
 use shardlog::{Durability, LogConfig, PartitionLog, StrategyKind};
 
 fn crash_config(durability: Durability) -> LogConfig {
@@ -36,34 +39,16 @@ fn acknowledged_batches_survive(seed: u64) {
         let disk = SimDisk::new(seed);
         let storage = Storage::Sim(disk.clone());
         let dir = Path::new("/sim/crash");
-        // Both group-commit shapes, alternately: pipelined commits must not declare early.
         let config = LogConfig {
-            commit_mode: if seed.is_multiple_of(2) {
-                CommitMode::Linked
-            } else {
-                CommitMode::Pipelined
-            },
+            commit_mode: alternating_commit_mode(seed),
             ..crash_config(Durability::Always)
         };
         let mut acknowledged: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         for round in 0..6u64 {
-            let log = PartitionLog::open(storage.clone(), dir, config.clone())
-                .await
-                .unwrap_or_else(|error| panic!("seed {seed} round {round}: reopen: {error}"));
-            let recovered = read_all(&log, 0, 1 << 20).await;
-            let by_offset: BTreeMap<i64, Vec<u8>> = recovered
-                .iter()
-                .map(|batch| (base_offset(batch), batch.clone()))
-                .collect();
-            for (offset, batch) in &acknowledged {
-                assert_eq!(
-                    by_offset.get(offset),
-                    Some(batch),
-                    "seed {seed} round {round}: acknowledged batch at offset {offset} lost"
-                );
-            }
-            // What recovery kept is durable now: it is the new baseline.
-            acknowledged = by_offset;
+            let context = format!("seed {seed} round {round}");
+            let (log, recovered) =
+                reopen_and_check(&storage, dir, &config, &acknowledged, &context).await;
+            acknowledged = recovered;
 
             let crash = CrashRound {
                 seed,

@@ -11,9 +11,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use common::{as_stored, crash_while_appending, make_batch, place, read_all, run, CrashRound};
+use common::{
+    alternating_commit_mode, as_stored, crash_while_appending, make_batch, place, read_all,
+    reopen_and_check, run, CrashRound,
+};
 use shardlog::batch;
-use shardlog::storage::{CommitMode, SimDisk, Storage};
+use shardlog::storage::{SimDisk, Storage};
 use shardlog::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
 
 /// Segments of about seven 2.3 KB batches; retention keeps about two of them.
@@ -386,40 +389,16 @@ fn acknowledged_batches_survive_with_recycling(seed: u64) {
         let storage = Storage::Sim(disk.clone());
         let dir = Path::new("/sim/recycle");
         let config = LogConfig {
-            commit_mode: if seed.is_multiple_of(2) {
-                CommitMode::Linked
-            } else {
-                CommitMode::Pipelined
-            },
+            commit_mode: alternating_commit_mode(seed),
             ..recycle_config(Durability::Always)
         };
         let mut acknowledged: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
         let mut reused = 0;
         for round in 0..6u64 {
-            let log = PartitionLog::open(storage.clone(), dir, config.clone())
-                .await
-                .unwrap_or_else(|error| panic!("seed {seed} round {round}: reopen: {error}"));
-            let start = log.log_start_offset();
-            let recovered = read_all(&log, start, 1 << 20).await;
-            let mut next = start;
-            for batch in &recovered {
-                let header = header(batch);
-                assert_eq!(header.base_offset, next, "seed {seed} round {round}");
-                next = header.last_offset() + 1;
-            }
-            assert_eq!(next, log.log_end_offset(), "seed {seed} round {round}");
-            let by_offset: BTreeMap<i64, Vec<u8>> = recovered
-                .iter()
-                .map(|batch| (header(batch).base_offset, batch.clone()))
-                .collect();
-            for (offset, batch) in acknowledged.range(start..) {
-                assert_eq!(
-                    by_offset.get(offset),
-                    Some(batch),
-                    "seed {seed} round {round}: acknowledged batch at offset {offset} lost"
-                );
-            }
-            acknowledged = by_offset;
+            let context = format!("seed {seed} round {round}");
+            let (log, recovered) =
+                reopen_and_check(&storage, dir, &config, &acknowledged, &context).await;
+            acknowledged = recovered;
 
             let crash = CrashRound {
                 seed,

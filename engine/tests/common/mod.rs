@@ -176,3 +176,62 @@ pub async fn crash_while_appending(
     }
     acked.take()
 }
+
+/// Linked and pipelined group commits, alternately by seed: pipelined commits must not
+/// declare early.
+pub fn alternating_commit_mode(seed: u64) -> shardlog::storage::CommitMode {
+    if seed.is_multiple_of(2) {
+        shardlog::storage::CommitMode::Linked
+    } else {
+        shardlog::storage::CommitMode::Pipelined
+    }
+}
+
+/// Reopens a log after a crash and checks what recovery kept: batches that run contiguously
+/// from the log start to the log end, holding every batch of `acknowledged` at or after the
+/// start byte for byte. Returns the log and what it holds by base offset, which is durable
+/// now: the next round's baseline.
+pub async fn reopen_and_check(
+    storage: &Storage,
+    dir: &std::path::Path,
+    config: &shardlog::LogConfig,
+    acknowledged: &std::collections::BTreeMap<i64, Vec<u8>>,
+    context: &str,
+) -> (
+    shardlog::PartitionLog,
+    std::collections::BTreeMap<i64, Vec<u8>>,
+) {
+    let log = shardlog::PartitionLog::open(storage.clone(), dir, config.clone())
+        .await
+        .unwrap_or_else(|error| panic!("{context}: reopen: {error}"));
+    let start = log.log_start_offset();
+    let recovered = read_all(&log, start, 1 << 20).await;
+    let mut next = start;
+    for batch in &recovered {
+        let header = batch::validate(batch, usize::MAX).expect("valid recovered batch");
+        assert_eq!(header.base_offset, next, "{context}: offsets contiguous");
+        next = header.last_offset() + 1;
+    }
+    assert_eq!(
+        next,
+        log.log_end_offset(),
+        "{context}: recovered up to the end"
+    );
+    let by_offset: std::collections::BTreeMap<i64, Vec<u8>> = recovered
+        .into_iter()
+        .map(|batch| {
+            let base_offset = batch::validate(&batch, usize::MAX)
+                .expect("valid recovered batch")
+                .base_offset;
+            (base_offset, batch)
+        })
+        .collect();
+    for (offset, batch) in acknowledged.range(start..) {
+        assert_eq!(
+            by_offset.get(offset),
+            Some(batch),
+            "{context}: acknowledged batch at offset {offset} lost"
+        );
+    }
+    (log, by_offset)
+}
