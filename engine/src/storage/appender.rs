@@ -614,6 +614,30 @@ impl<E: FileIo> Appender<E> {
             .await
     }
 
+    /// Fills `out` with the bytes at `position`, which must all be below
+    /// [`written_len`](Self::written_len): bytes the file already holds, so nothing is
+    /// flushed. Fails if the file is shorter.
+    pub async fn read_into(&self, position: u64, out: &mut [u8]) -> Result<(), StorageError> {
+        let end = position + out.len() as u64;
+        assert!(
+            end <= self.written_len(),
+            "read_into [{position}, {end}) beyond the written end {}",
+            self.written_len()
+        );
+        let read = self.io.read_into(position, out).await?;
+        if read < out.len() {
+            return Err(StorageError::io(
+                "read",
+                &self.path,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the file ends at {}, before {end}", position + read as u64),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Cuts the file to `len` bytes: everything after is gone, appends continue from there.
     pub async fn truncate(self: &Rc<Self>, len: u64) -> Result<(), StorageError> {
         self.check_writable(&self.state.borrow())?;

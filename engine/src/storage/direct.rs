@@ -163,6 +163,16 @@ impl FileIo for DirectIo {
         Ok(result.to_vec())
     }
 
+    async fn read_into(&self, position: u64, out: &mut [u8]) -> Result<usize, StorageError> {
+        let result = self
+            .file
+            .read_at(position, out.len())
+            .await
+            .map_err(|error| self.error("read O_DIRECT", error))?;
+        out[..result.len()].copy_from_slice(&result);
+        Ok(result.len())
+    }
+
     async fn set_len(&self, len: u64) -> Result<(), StorageError> {
         self.file
             .truncate(len)

@@ -96,6 +96,21 @@ pub trait FileIo: Sized + 'static {
         bytes: usize,
     ) -> impl Future<Output = Result<Vec<u8>, StorageError>>;
 
+    /// Reads into `out` from `position`, as much as the file holds up to `out.len()` (short
+    /// at end of file), and returns how many bytes it read. Engines with an aligned buffer of
+    /// their own copy from it once; this default copies twice.
+    fn read_into(
+        &self,
+        position: u64,
+        out: &mut [u8],
+    ) -> impl Future<Output = Result<usize, StorageError>> {
+        async move {
+            let read = self.read_at(position, out.len()).await?;
+            out[..read.len()].copy_from_slice(&read);
+            Ok(read.len())
+        }
+    }
+
     /// Sets the file's length (truncating or extending with zeros).
     fn set_len(&self, len: u64) -> impl Future<Output = Result<(), StorageError>>;
 
@@ -429,6 +444,22 @@ impl SegmentFile {
     /// See [`Appender::read_at`].
     pub async fn read_at(&self, position: u64, bytes: usize) -> Result<Vec<u8>, StorageError> {
         each_file!(self, appender => appender.read_at(position, bytes).await)
+    }
+
+    /// See [`Appender::read_into`].
+    pub async fn read_into(&self, position: u64, out: &mut [u8]) -> Result<(), StorageError> {
+        each_file!(self, appender => appender.read_into(position, out).await)
+    }
+
+    /// Whether `other` is a handle to this very file (not merely one at the same path).
+    pub fn same_file(&self, other: &SegmentFile) -> bool {
+        match (self, other) {
+            (SegmentFile::Direct(one), SegmentFile::Direct(two)) => Rc::ptr_eq(one, two),
+            (SegmentFile::Buffered(one), SegmentFile::Buffered(two)) => Rc::ptr_eq(one, two),
+            (SegmentFile::Uring(one), SegmentFile::Uring(two)) => Rc::ptr_eq(one, two),
+            (SegmentFile::Sim(one), SegmentFile::Sim(two)) => Rc::ptr_eq(one, two),
+            _ => false,
+        }
     }
 
     /// See [`Appender::truncate`].

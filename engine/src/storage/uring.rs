@@ -963,18 +963,26 @@ impl FileIo for UringIo {
     }
 
     async fn read_at(&self, position: u64, bytes: usize) -> Result<Vec<u8>, StorageError> {
-        if bytes == 0 {
-            return Ok(Vec::new());
+        let mut out = vec![0; bytes];
+        let read = self.read_into(position, &mut out).await?;
+        out.truncate(read);
+        Ok(out)
+    }
+
+    async fn read_into(&self, position: u64, out: &mut [u8]) -> Result<usize, StorageError> {
+        if out.is_empty() {
+            return Ok(0);
         }
         let alignment = ALIGNMENT_BYTES as u64;
         let start = position - position % alignment;
-        let end = (position + bytes as u64).next_multiple_of(alignment);
+        let end = (position + out.len() as u64).next_multiple_of(alignment);
         let (buffer, filled) = self.read_aligned(start, (end - start) as usize).await?;
         let skip = (position - start) as usize;
-        let available = filled.saturating_sub(skip).min(bytes);
+        let available = filled.saturating_sub(skip).min(out.len());
         // SAFETY: `skip + available` <= `filled`, bytes the read wrote into the buffer.
         let wanted = unsafe { std::slice::from_raw_parts(buffer.as_ptr().add(skip), available) };
-        Ok(wanted.to_vec())
+        out[..available].copy_from_slice(wanted);
+        Ok(available)
     }
 
     async fn set_len(&self, len: u64) -> Result<(), StorageError> {
