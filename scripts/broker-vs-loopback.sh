@@ -246,7 +246,7 @@ lines += [
     "(large requests being served, and as much in idle buffers kept for reuse) + `max_connections_per_core` "
     "x `max_in_flight_per_connection` x 64 KiB (small requests) + partitions on the core x "
     "(2 x `tail_cache_bytes` + 17 MiB of write buffers + 2 x `replica_fetch_max_bytes` when followed) "
-    "+ `io_memory_bytes`. With the defaults: 256 MiB + 1 GiB + 49 MiB per partition + 32 MiB. "
+    "+ 2 x `read_memory_bytes` (catch-up reads of O_DIRECT data) + `io_memory_bytes`. With the defaults: 256 MiB + 1 GiB + 49 MiB per partition + 160 MiB. "
     "Set them in a `--config` TOML file.",
 ]
 lines += [

@@ -79,12 +79,14 @@ fn produce_two_partitions(
         .collect()
 }
 
-fn large_requests_under_a_small_budget(strategy: &str) {
-    let broker = BrokerProcess::start_with_settings(
+/// `read_settings` choose how the batches older than the tail cache are read back; with
+/// `read_ahead`, some must go through the read-ahead and some, over its budget, not.
+fn large_requests_under_a_small_budget(strategy: &str, read_settings: &str, read_ahead: bool) {
+    let mut broker = BrokerProcess::start_with_settings(
         &format!("request-memory-{strategy}"),
         &["--strategy", strategy],
         "info",
-        "request_memory_bytes = 1048576\ntail_cache_bytes = 2097152",
+        &format!("request_memory_bytes = 1048576\ntail_cache_bytes = 2097152\n{read_settings}"),
     );
     broker.client().create_topic(TOPIC, PARTITIONS);
     let acknowledged: Vec<Acknowledged> = std::thread::scope(|scope| {
@@ -123,14 +125,54 @@ fn large_requests_under_a_small_budget(strategy: &str) {
         (CONNECTIONS as usize) * (ROUNDS + ROUNDS / 3)
     );
     assert_all_readable(&mut broker.client(), &acknowledged);
+    broker.stop();
+    let (windows, over_budget) = catch_up_reads(&broker.log_text());
+    if read_ahead {
+        assert!(
+            windows > 0 && over_budget > 0,
+            "{windows} windows, {over_budget} over budget"
+        );
+    } else {
+        assert_eq!((windows, over_budget), (0, 0));
+    }
+}
+
+/// The read-ahead windows and the regions over its budget, summed over the cores' last
+/// words at shutdown.
+fn catch_up_reads(log: &str) -> (u64, u64) {
+    let field = |line: &str, name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix(name))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    };
+    log.lines()
+        .filter(|line| line.contains("catch-up reads"))
+        .fold((0, 0), |(windows, over), line| {
+            (
+                windows + field(line, "windows="),
+                over + field(line, "over_budget="),
+            )
+        })
 }
 
 #[test]
 fn direct_large_requests_under_a_small_budget_are_all_kept_byte_for_byte() {
-    large_requests_under_a_small_budget("direct");
+    // Read back through the read-ahead, whose windows (1 MiB) are larger than a fetch's
+    // batches, with room for one: a region reaching past it goes out with sendfile.
+    large_requests_under_a_small_budget(
+        "direct",
+        "read_ahead_bytes = 1048576\nread_memory_bytes = 1048576",
+        true,
+    );
+}
+
+#[test]
+fn direct_large_requests_read_back_with_sendfile_only() {
+    large_requests_under_a_small_budget("direct", "read_ahead_bytes = 0", false);
 }
 
 #[test]
 fn buffered_large_requests_under_a_small_budget_are_all_kept_byte_for_byte() {
-    large_requests_under_a_small_budget("buffered");
+    large_requests_under_a_small_budget("buffered", "", false);
 }

@@ -64,6 +64,13 @@ pub struct BrokerConfig {
     pub request_memory_bytes: u64,
     /// Recent batches kept in memory per partition for strategies that write with O_DIRECT.
     pub tail_cache_bytes: u64,
+    /// For strategies that write with O_DIRECT: catch-up fetches (older than the tail cache)
+    /// are read with O_DIRECT in windows of this size, one window ahead of each reader.
+    /// 0 sends them from the file with `sendfile` instead.
+    pub read_ahead_bytes: u64,
+    /// Bytes of read-ahead windows, and of responses made from them, one core may hold; as
+    /// much again may be kept as idle buffers for reuse.
+    pub read_memory_bytes: u64,
     /// Locked memory glommio registers per core for DMA buffers.
     pub io_memory_bytes: usize,
     /// Longest a fetch waits for `min_bytes` (caps the client's `max_wait_ms`).
@@ -164,6 +171,8 @@ impl Default for BrokerConfig {
             max_connections_per_core: 1024,
             request_memory_bytes: 128 << 20,
             tail_cache_bytes: 8 << 20,
+            read_ahead_bytes: 8 << 20,
+            read_memory_bytes: 64 << 20,
             io_memory_bytes: 32 << 20,
             fetch_wait_max_ms: 30_000,
             min_insync_replicas: 1,
@@ -248,6 +257,12 @@ impl BrokerConfig {
         }
         if self.request_memory_bytes < 1 << 20 {
             return Some("request_memory_bytes must be at least 1 MiB".to_string());
+        }
+        if self.read_ahead_bytes > self.read_memory_bytes {
+            return Some(
+                "read_ahead_bytes must not exceed read_memory_bytes (0 turns read-ahead off)"
+                    .to_string(),
+            );
         }
         if !(1..=super::metadata::PARTITIONS_MAX).contains(&self.offsets_topic_partitions) {
             return Some("offsets_topic_partitions must be between 1 and 10000".to_string());
@@ -397,7 +412,8 @@ impl BrokerConfig {
     ///   kept for the next, `replica_fetch_max_bytes` each;
     /// - per partition: twice the tail cache (a cached batch may keep the request buffer it
     ///   came in alive, but only when it is at least half of it) plus the log's write buffers
-    ///   (one chunk being filled plus `write_behind_max` in flight, 1 MiB each).
+    ///   (one chunk being filled plus `write_behind_max` in flight, 1 MiB each);
+    /// - catch-up reads: `read_memory_bytes` of windows and responses, as much again idle.
     pub fn memory_bound_bytes(&self, partitions_per_core: u64) -> u64 {
         let small_frames = self.max_connections_per_core as u64
             * self.max_in_flight_per_connection as u64
@@ -407,7 +423,10 @@ impl BrokerConfig {
         let per_partition = 2 * self.tail_cache_bytes
             + 17 * (1 << 20)
             + 2 * u64::from(self.replica_fetch_max_bytes);
-        requests + partitions_per_core * per_partition + self.io_memory_bytes as u64
+        requests
+            + partitions_per_core * per_partition
+            + 2 * self.read_memory_bytes
+            + self.io_memory_bytes as u64
     }
 }
 

@@ -10,7 +10,8 @@
 //!   straight from segment files with `sendfile`.
 //! - [`replication`] makes each core lead or follow its partitions as the metadata says.
 //! - [`metadata`] holds the topics; [`producer_state`] deduplicates idempotent producers;
-//!   [`tail_cache`] keeps recent batches in memory for O_DIRECT strategies.
+//!   [`tail_cache`] keeps recent batches in memory for O_DIRECT strategies, and
+//!   [`read_ahead`] reads older ones for them ahead of catch-up readers.
 //! - [`group`] coordinates consumer groups and keeps their committed offsets in
 //!   `__consumer_offsets`.
 //! - [`share`] serves share groups (queues: records leased to one member at a time) and keeps
@@ -28,6 +29,7 @@ pub mod fetch_response;
 pub mod group;
 pub mod metadata;
 pub mod producer_state;
+pub mod read_ahead;
 pub mod replay;
 pub mod replication;
 pub mod request_buffers;

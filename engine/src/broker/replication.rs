@@ -423,7 +423,7 @@ impl Shard {
             to = target,
             "cutting a divergent tail"
         );
-        self.truncate_partition(open, target)
+        self.truncate_partition(topic, partition, open, target)
             .await
             .map_err(|error| {
                 tracing::error!(topic, partition, %error, "cannot cut the log");
@@ -432,8 +432,15 @@ impl Shard {
     }
 
     /// Cuts the log at `offset` and brings everything derived from it along.
-    async fn truncate_partition(&self, open: &Partition, offset: i64) -> Result<(), LogError> {
+    async fn truncate_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        open: &Partition,
+        offset: i64,
+    ) -> Result<(), LogError> {
         let log_end = open.log.truncate_to(offset).await?;
+        self.read_ahead.forget(&(topic.to_string(), partition));
         open.epochs.borrow_mut().truncate_from_end(log_end)?;
         open.replica.borrow_mut().truncated(log_end);
         if let Some(tail) = &open.tail {

@@ -22,6 +22,7 @@ use super::chunks::{Chunk, FileChunk, Records};
 use super::group::{self, Coordinator, GroupAnswer, GroupCall};
 use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
+use super::read_ahead::{PartitionKey, ReadAhead};
 use super::replication::{now_ms, Reader};
 use super::request_buffers::{BufferPool, RequestBudget};
 use super::server::Shared;
@@ -256,8 +257,6 @@ impl Partition {
     }
 }
 
-type PartitionKey = (String, i32);
-
 /// One core's state. Lives in an `Rc` on its executor.
 pub struct Shard {
     pub core: usize,
@@ -271,6 +270,8 @@ pub struct Shard {
     pub(super) request_buffers: Arc<BufferPool>,
     /// Bytes of requests this core may hold unanswered (`request_memory_bytes`).
     pub(super) request_budget: RequestBudget,
+    /// Catch-up reads of O_DIRECT-written data, a window ahead of each reader.
+    pub(super) read_ahead: ReadAhead,
     /// Turns to send to each core. glommio's channel wakes senders waiting for room in no
     /// set order; taking turns keeps this core's messages to another in the order sent.
     send_turns: Vec<FifoLock>,
@@ -301,6 +302,10 @@ impl Shard {
     pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
         let shared_cores = shared.cores;
         let request_memory_bytes = shared.config.request_memory_bytes;
+        let read_ahead = ReadAhead::new(
+            shared.config.read_ahead_bytes,
+            shared.config.read_memory_bytes,
+        );
         Shard {
             groups: Coordinator::new(&shared.config),
             shares: ShareCore::new(&shared.config),
@@ -312,6 +317,7 @@ impl Shard {
             send_turns: (0..shared_cores).map(|_| FifoLock::new()).collect(),
             request_buffers: BufferPool::new(request_memory_bytes as usize),
             request_budget: RequestBudget::new(request_memory_bytes),
+            read_ahead,
             peers,
         }
     }
@@ -889,7 +895,24 @@ impl Shard {
             .await
         {
             Ok(regions) => {
+                let key = (topic.name.to_string(), partition);
                 for region in regions {
+                    if open.tail.is_some() {
+                        match self.read_ahead.read(&key, &region).await {
+                            Ok(Some(parts)) => {
+                                outcome
+                                    .records
+                                    .parts
+                                    .extend(parts.into_iter().map(Chunk::Bytes));
+                                continue;
+                            }
+                            Ok(None) => {} // Over the core's budget: from the file.
+                            Err(error) => {
+                                outcome.error_code = storage_error_code(&error.into());
+                                return outcome;
+                            }
+                        }
+                    }
                     if let Some(fd) = region.raw_fd() {
                         advise_read_ahead(fd, region.position, region.len);
                     }
@@ -970,6 +993,7 @@ impl Shard {
             .partitions
             .borrow_mut()
             .remove(&(topic.to_string(), partition));
+        self.read_ahead.forget(&(topic.to_string(), partition));
         if let Some(open) = removed {
             // Stops a follower's fetch task.
             open.role_generation.set(open.role_generation.get() + 1);
@@ -1023,6 +1047,17 @@ impl Shard {
 
     /// Closes every open log cleanly (flush, seal, clean-shutdown marker).
     pub async fn close_all(&self) {
+        let reads = self.read_ahead.stats();
+        if reads.windows > 0 || reads.over_budget > 0 {
+            tracing::info!(
+                core = self.core,
+                windows = reads.windows,
+                window_bytes = reads.window_bytes,
+                windows_ahead = reads.windows_ahead,
+                over_budget = reads.over_budget,
+                "catch-up reads"
+            );
+        }
         let open: Vec<(PartitionKey, Rc<Partition>)> =
             self.partitions.borrow_mut().drain().collect();
         for ((topic, partition), open) in open {
