@@ -120,6 +120,17 @@ impl Stream {
                     .any(|window| (window.start..window.end).contains(&region.position)))
     }
 
+    /// Drops the windows that end at or before `position`.
+    fn drop_windows_before(&mut self, position: u64) {
+        while self
+            .windows
+            .front()
+            .is_some_and(|window| window.end <= position)
+        {
+            self.windows.pop_front();
+        }
+    }
+
     fn end(&self) -> Option<u64> {
         self.windows.back().map(|window| window.end)
     }
@@ -171,13 +182,7 @@ impl ReadAhead {
             },
         };
         stream.last_used = now;
-        while stream
-            .windows
-            .front()
-            .is_some_and(|window| window.end <= start)
-        {
-            stream.windows.pop_front();
-        }
+        stream.drop_windows_before(start);
         if stream
             .windows
             .front()
@@ -228,6 +233,9 @@ impl ReadAhead {
             .cloned()
             .collect();
         stream.next_position = end;
+        // Windows this reader has read all of are the responses' now; at the end of a
+        // segment that leaves none, and the stream goes (its file with it).
+        stream.drop_windows_before(end);
         self.keep(stream);
 
         let mut parts = Vec::with_capacity(needed.len());
@@ -268,7 +276,7 @@ impl ReadAhead {
         self.budget.available.load(Ordering::Relaxed)
     }
 
-    /// Puts a stream back in the list, unless it has nothing read; past
+    /// Puts a stream back in the list, unless it has no window left; past
     /// [`STREAMS_MAX`], the least recently used one goes.
     fn keep(&self, stream: Stream) {
         if stream.windows.is_empty() {
