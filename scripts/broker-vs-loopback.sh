@@ -8,10 +8,11 @@
 #             the consumer >= 45%
 # iperf3 (one stream, 127.0.0.1) runs before and after the broker runs; the ratios use the
 # mean, because this machine is shared and noisy. fio measures the disk in the same run (an
-# O_DIRECT sequential write, 1 MiB, iodepth 16: what `direct` publish can reach; a cold
-# sequential read through the page cache after dropping caches: what a catch-up consumer of
-# O_DIRECT-written data can reach), so each figure is also given against the tighter of the
-# network and the disk. Each (strategy, durability) gets a fresh
+# O_DIRECT sequential write, 1 MiB, iodepth 16: what `direct` publish can reach; an O_DIRECT
+# sequential read, 1 MiB, iodepth 8: what a catch-up consumer of `direct` or `uring` data can
+# reach, since the broker reads it ahead with O_DIRECT; a cold sequential read through the
+# page cache after dropping caches: what `sendfile` of uncached data gets), so each figure is
+# also given against the tighter of the network and the disk. Each (strategy, durability) gets a fresh
 # broker and data directory; the broker's peak RSS (VmHWM) is read before it is stopped with
 # SIGTERM. Results go to results/<date>-broker-vs-loopback/ (report.md, summary.json, the
 # iperf3 JSON, broker logs, and each harness run's folder).
@@ -112,10 +113,11 @@ fio_mb_s() { # $1 = name, then fio options; prints MB/s of the job's read or wri
   python3 -c 'import json,sys; job=json.load(open(sys.argv[1]))["jobs"][0]; print(max(job["write"]["bw_bytes"], job["read"]["bw_bytes"])/1e6)' \
       "$out/fio-$name.json"
 }
-disk_write=0 disk_read=0
+disk_write=0 disk_read=0 disk_direct_read=0
 if [ "$measure_disk" = 1 ] && command -v fio >/dev/null; then
   echo "fio: O_DIRECT sequential write, then a cold buffered sequential read" >&2
   disk_write=$(fio_mb_s write --rw=write --direct=1 --ioengine=io_uring --iodepth=16)
+  disk_direct_read=$(fio_mb_s direct-read --rw=read --direct=1 --ioengine=io_uring --iodepth=8)
   if sync && echo 1 >/proc/sys/vm/drop_caches 2>/dev/null; then
     disk_read=$(fio_mb_s cold-read --rw=read --direct=0 --ioengine=psync)
   else
@@ -135,12 +137,12 @@ echo "iperf3: loopback, one stream, 10 s (after)" >&2
 iperf_after=$(iperf_gbit_s after)
 
 python3 - "$out" "$iperf_before" "$iperf_after" "$strategies" "$durabilities" "$consume" \
-    "$disk_write" "$disk_read" <<'PY'
+    "$disk_write" "$disk_read" "$disk_direct_read" <<'PY'
 import json, sys, pathlib, datetime, subprocess
 out = pathlib.Path(sys.argv[1])
 before, after = float(sys.argv[2]), float(sys.argv[3])
 strategies, durabilities, consume_mode = sys.argv[4].split(), sys.argv[5].split(), sys.argv[6]
-disk_write, disk_read = float(sys.argv[7]), float(sys.argv[8])
+disk_write, disk_read, disk_direct_read = float(sys.argv[7]), float(sys.argv[8]), float(sys.argv[9])
 iperf_gbit = (before + after) / 2
 iperf_mb_s = iperf_gbit * 1e9 / 8 / 1e6
 targets = {"none": 0.50, "always": 0.25, "consume": 0.45}
@@ -187,16 +189,19 @@ lines = [
 if disk_write > 0:
     lines[-2:-2] = [
         f"Disk, same run (fio, 4 GiB, 1 MiB blocks): O_DIRECT sequential write, iodepth 16: **{disk_write:.0f} MB/s**; "
+        f"O_DIRECT sequential read, iodepth 8: **{disk_direct_read:.0f} MB/s**; "
         + (f"cold sequential read through the page cache (after dropping it): **{disk_read:.0f} MB/s**. "
            if disk_read > 0 else "cold read not measured. ")
         + "`direct` and `uring` write around the page cache, and a consumer catching up on their data "
-        "reads it from the disk, so these bound them. They are context, not a ceiling: this VM's disk "
+        "reads it from the disk (with O_DIRECT reads ahead of it, docs/broker.md), so the O_DIRECT "
+        "write and read bound them. They are context, not a ceiling: this VM's disk "
         "speed drifts by more than a factor of 1.5 within minutes.",
         "",
     ]
 summary_out = {"iperf3_gbit_s": {"before": before, "after": after, "mean": iperf_gbit},
                "iperf3_mb_s": iperf_mb_s, "targets": targets, "runs": {},
-               "disk_mb_s": {"direct_write": disk_write or None, "cold_read": disk_read or None}}
+               "disk_mb_s": {"direct_write": disk_write or None, "direct_read": disk_direct_read or None,
+                             "cold_read": disk_read or None}}
 for name, (strategy, durability, summary, rss_kib) in runs.items():
     publish, consume = summary["publish"], summary["consume"]
     publish_ratio = publish["throughput_mb_s"] / iperf_mb_s
@@ -216,12 +221,19 @@ for name, (strategy, durability, summary, rss_kib) in runs.items():
         "publish_mb_s": publish["throughput_mb_s"], "publish_vs_iperf3": publish_ratio,
         "publish_latency_us": latency, "publish_window_mb_s": publish["window_mb_s"],
         "consume_mb_s": consume["throughput_mb_s"], "consume_vs_iperf3": consume_ratio,
+        "consume_vs_disk_direct_read": (consume["throughput_mb_s"] / disk_direct_read
+                                        if disk_direct_read > 0 and strategy != "buffered" else None),
         "consume_window_mb_s": consume["window_mb_s"],
         "broker_peak_rss_bytes": rss_kib * 1024,
         "harness_cpu_s_per_gb": {"publish": publish["harness_cpu_s_per_gb"], "consume": consume["harness_cpu_s_per_gb"]},
         "broker_cpu_s_per_gb": {"publish": publish.get("broker_cpu_s_per_gb"), "consume": consume.get("broker_cpu_s_per_gb")},
         "harness_folder": f"{datetime.date.today()}-{summary['workload']}-{summary['label']}",
     }
+from_disk = [(name, run["consume_vs_disk_direct_read"]) for name, run in summary_out["runs"].items()
+             if run["consume_vs_disk_direct_read"] is not None]
+if from_disk:
+    lines += ["", "Catch-up consume of O_DIRECT-written data against fio's O_DIRECT read in this run: "
+              + ", ".join(f"`{name}` {ratio:.0%}" for name, ratio in from_disk) + "."]
 lines += [
     "",
     "CPU seconds during each measured phase (the machine has 2 cores, so 2 s of CPU per second); "
