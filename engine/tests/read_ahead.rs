@@ -47,6 +47,20 @@ async fn region_at(log: &PartitionLog, offset: i64, max_bytes: u64) -> Option<Fi
         .next()
 }
 
+/// The region's bytes through `read_ahead`, which must have room for them; checked against
+/// the file.
+async fn read_fitting(read_ahead: &ReadAhead, partition: i32, region: &FileRegion) -> Vec<u8> {
+    let parts = read_ahead
+        .read(&key(partition), region)
+        .await
+        .expect("read ahead")
+        .expect("within the budget");
+    let served = joined(&parts);
+    let expected = region.read_bytes().await.expect("file bytes");
+    assert!(served == expected, "region at {} differs", region.position);
+    served
+}
+
 fn joined(parts: &[Bytes]) -> Vec<u8> {
     parts.iter().flat_map(|part| part.iter().copied()).collect()
 }
@@ -67,14 +81,7 @@ async fn read_through(log: &PartitionLog, read_ahead: &ReadAhead, partition: i32
     let mut offset = 0;
     let mut total = 0;
     while let Some(region) = region_at(log, offset, FETCH_BYTES).await {
-        let parts = read_ahead
-            .read(&key(partition), &region)
-            .await
-            .expect("read ahead")
-            .expect("within the budget");
-        let served = joined(&parts);
-        let expected = region.read_bytes().await.expect("file bytes");
-        assert!(served == expected, "region at {} differs", region.position);
+        let served = read_fitting(read_ahead, partition, &region).await;
         offset = next_offset(&served);
         total += region.len;
     }
@@ -167,12 +174,8 @@ fn a_needed_window_drops_the_least_recently_used_stream() {
         drop(read_ahead.read(&key(0), &first).await.expect("read"));
         settle().await;
         let second = region_at(&log_b, 0, FETCH_BYTES).await.expect("region");
-        let parts = read_ahead
-            .read(&key(1), &second)
-            .await
-            .expect("read")
-            .expect("room made by dropping the other stream");
-        assert!(joined(&parts) == second.read_bytes().await.expect("bytes"));
+        // Fits only once the other stream is dropped.
+        read_fitting(&read_ahead, 1, &second).await;
         assert_eq!(read_ahead.stats().over_budget, 0);
         log_a.close().await.expect("close");
         log_b.close().await.expect("close");
@@ -193,13 +196,7 @@ fn two_readers_at_different_places_keep_their_own_windows() {
             let Some(region) = region_at(&log, offsets[reader], FETCH_BYTES).await else {
                 break;
             };
-            let parts = read_ahead
-                .read(&key(0), &region)
-                .await
-                .expect("read")
-                .expect("fits");
-            let bytes = joined(&parts);
-            assert!(bytes == region.read_bytes().await.expect("bytes"));
+            let bytes = read_fitting(&read_ahead, 0, &region).await;
             offsets[reader] = next_offset(&bytes);
             served += region.len;
             if offsets[reader] == log.log_end_offset() {
