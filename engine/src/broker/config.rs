@@ -413,7 +413,8 @@ impl BrokerConfig {
     /// - per partition: twice the tail cache (a cached batch may keep the request buffer it
     ///   came in alive, but only when it is at least half of it) plus the log's write buffers
     ///   (one chunk being filled plus `write_behind_max` in flight, 1 MiB each);
-    /// - catch-up reads: `read_memory_bytes` of windows and responses, as much again idle.
+    /// - catch-up reads: `read_memory_bytes` of windows and responses, as much again idle,
+    ///   and with `uring` the aligned read buffers it keeps.
     pub fn memory_bound_bytes(&self, partitions_per_core: u64) -> u64 {
         let small_frames = self.max_connections_per_core as u64
             * self.max_in_flight_per_connection as u64
@@ -426,6 +427,11 @@ impl BrokerConfig {
         requests
             + partitions_per_core * per_partition
             + 2 * self.read_memory_bytes
+            + if self.strategy == "uring" {
+                crate::storage::KEPT_READ_BUFFERS_BYTES_MAX
+            } else {
+                0
+            }
             + self.io_memory_bytes as u64
     }
 }

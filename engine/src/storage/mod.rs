@@ -31,7 +31,7 @@ pub use appender::{AppendConfig, Appender, CommitMode};
 pub use buffered::BufferedIo;
 pub use direct::DirectIo;
 pub use sim::{SimDisk, SimIo};
-pub use uring::UringIo;
+pub use uring::{UringIo, KEPT_READ_BUFFERS_BYTES_MAX};
 
 use crate::error::StorageError;
 

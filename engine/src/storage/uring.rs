@@ -136,6 +136,44 @@ impl Drop for AlignedBytes {
     }
 }
 
+/// Read buffers kept on this thread for the next reads. A fresh buffer per read cost the
+/// broker's catch-up reads (8 MiB windows) an allocation, 2,048 page faults and zeroing each:
+/// 1.55 CPU-s per GB consumed against 0.41 for `direct`, which reads into glommio's pool.
+/// At most [`READ_BUFFERS_KEPT`] buffers of at most [`READ_BUFFER_KEPT_BYTES_MAX`] are kept,
+/// and one is used only for a read of at least half its size: 32 MiB per thread at most.
+const READ_BUFFERS_KEPT: usize = 2;
+const READ_BUFFER_KEPT_BYTES_MAX: usize = 16 << 20;
+/// The most memory one thread's kept read buffers take.
+pub const KEPT_READ_BUFFERS_BYTES_MAX: u64 =
+    (READ_BUFFERS_KEPT * READ_BUFFER_KEPT_BYTES_MAX) as u64;
+
+thread_local! {
+    static READ_BUFFERS: RefCell<Vec<AlignedBytes>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer of at least `bytes` for a read: a kept one if one fits, else a new one. Its
+/// contents are unspecified; a read exposes only the bytes the kernel filled.
+fn take_read_buffer(bytes: usize) -> AlignedBytes {
+    let kept = READ_BUFFERS.with(|buffers| {
+        let mut buffers = buffers.borrow_mut();
+        let fits = buffers.iter().position(|buffer| {
+            buffer.layout.size() >= bytes && buffer.layout.size() <= bytes.max(ALIGNMENT_BYTES) * 2
+        });
+        fits.map(|index| buffers.swap_remove(index))
+    });
+    kept.unwrap_or_else(|| AlignedBytes::zeroed(bytes))
+}
+
+/// Keeps `buffer` for a later read, unless enough are kept.
+fn keep_read_buffer(buffer: AlignedBytes) {
+    READ_BUFFERS.with(|buffers| {
+        let mut buffers = buffers.borrow_mut();
+        if buffers.len() < READ_BUFFERS_KEPT && buffer.layout.size() <= READ_BUFFER_KEPT_BYTES_MAX {
+            buffers.push(buffer);
+        }
+    });
+}
+
 /// The core's registered buffers: one arena cut into equal, aligned buffers.
 ///
 /// Shared through an `Rc` by the ring and every buffer lent out, so the arena outlives both.
@@ -851,14 +889,15 @@ impl UringIo {
         self.check_sync(done.results[0])
     }
 
-    /// Reads the aligned range `[start, start + buffer_bytes)` into a fresh aligned buffer;
+    /// Reads the aligned range `[start, start + buffer_bytes)` into an aligned buffer (a kept one
+    /// when one fits);
     /// returns it and how many bytes were read (fewer at end of file).
     async fn read_aligned(
         &self,
         start: u64,
         buffer_bytes: usize,
     ) -> Result<(AlignedBytes, usize), StorageError> {
-        let mut buffer = AlignedBytes::zeroed(buffer_bytes);
+        let mut buffer = take_read_buffer(buffer_bytes);
         let mut filled = 0;
         while filled < buffer_bytes {
             let len = (buffer_bytes - filled).min(READ_BYTES_MAX) as u32;
@@ -982,6 +1021,7 @@ impl FileIo for UringIo {
         // SAFETY: `skip + available` <= `filled`, bytes the read wrote into the buffer.
         let wanted = unsafe { std::slice::from_raw_parts(buffer.as_ptr().add(skip), available) };
         out[..available].copy_from_slice(wanted);
+        keep_read_buffer(buffer);
         Ok(available)
     }
 
@@ -1185,6 +1225,37 @@ mod tests {
             );
             assert!(io.read_at(5000, 100).await.unwrap() == vec![0; 100]);
             assert_eq!(io.raw_fd(), Some(io.reader.as_raw_fd()));
+        });
+    }
+
+    /// Read buffers are kept for the next read on the thread: a short read into one must
+    /// return only what the file holds, never bytes an earlier read left in it.
+    #[test]
+    fn a_kept_read_buffer_shows_only_the_new_read() {
+        let dir = tempfile::tempdir().unwrap();
+        run(async move {
+            let full = UringIo::open(&dir.path().join("full.log"), &config()).unwrap();
+            let earlier = pattern(4, 4 * ALIGNMENT_BYTES);
+            full.write_at(filled_buffer(&full, &earlier), 0)
+                .await
+                .unwrap();
+            assert!(full.read_at(0, earlier.len()).await.unwrap() == earlier);
+
+            let short = UringIo::open(&dir.path().join("short.log"), &config()).unwrap();
+            let bytes = pattern(5, 2 * ALIGNMENT_BYTES);
+            short
+                .write_at(filled_buffer(&short, &bytes), 0)
+                .await
+                .unwrap();
+            short.set_len(5000).await.unwrap();
+            let mut out = vec![0xee; 4 * ALIGNMENT_BYTES];
+            let read = short.read_into(0, &mut out).await.unwrap();
+            assert_eq!(read, 5000, "the file's length, not the buffer's");
+            assert!(out[..read] == bytes[..read]);
+            assert!(
+                out[read..].iter().all(|&byte| byte == 0xee),
+                "the rest untouched"
+            );
         });
     }
 
