@@ -20,7 +20,9 @@
 //! waits only for what the device has not finished while the previous response was sent.
 //!
 //! A stream is one reader's position in one segment file of one partition. Several readers
-//! of a partition at different places have a stream each.
+//! of a partition at different places have a stream each. A reader about to finish a segment
+//! gets a stream on the next one, with its first window already being read
+//! ([`ReadAhead::read_next_file`]), so crossing a segment boundary costs no wait.
 //!
 //! # Bounds
 //! Each core's windows, and the responses made of them until they are sent, share a budget of
@@ -202,7 +204,7 @@ impl ReadAhead {
             if window_start >= end {
                 break;
             }
-            let window_end = (window_start + self.window_bytes).max(end).min(written_end);
+            let window_end = self.window_end(window_start, end, written_end);
             if !self.reserve(window_end - window_start, true) {
                 self.keep(stream);
                 self.count(|stats| stats.over_budget += 1);
@@ -216,7 +218,7 @@ impl ReadAhead {
         let stream_end = stream.end().unwrap_or(end);
         let ahead_end = (end + self.window_bytes).min(written_end);
         if stream_end < ahead_end {
-            let window_end = (stream_end + self.window_bytes).min(written_end);
+            let window_end = self.window_end(stream_end, stream_end, written_end);
             if window_end - stream_end >= AHEAD_MIN_BYTES
                 && self.reserve(window_end - stream_end, false)
             {
@@ -252,6 +254,51 @@ impl ReadAhead {
             parts.push(bytes.slice(from as usize..to as usize));
         }
         Ok(Some(parts))
+    }
+
+    /// Whether a reader that was just served `region` reads ahead past its file's end: then
+    /// the caller should offer the next segment's file to [`read_next_file`](Self::read_next_file).
+    pub fn reaches_file_end(&self, region: &FileRegion) -> bool {
+        self.window_bytes > 0
+            && region.position + region.len + self.window_bytes > region.file.written_len()
+    }
+
+    /// Starts reading the first window of `next`, the segment after the one a reader of
+    /// `partition` is about to finish, so its first fetch there does not wait for the disk.
+    /// Only if the budget has room without dropping other streams, and not twice.
+    pub fn read_next_file(&self, partition: &PartitionKey, next: &SegmentFile) {
+        let already = self
+            .streams
+            .borrow()
+            .iter()
+            .any(|stream| stream.partition == *partition && stream.file.same_file(next));
+        let end = self.window_bytes.min(next.written_len());
+        if already || end < AHEAD_MIN_BYTES || !self.reserve(end, false) {
+            return;
+        }
+        let now = self.clock.get() + 1;
+        self.clock.set(now);
+        let window = self.start_read(next, 0, end);
+        self.count(|stats| stats.windows_ahead += 1);
+        self.keep(Stream {
+            partition: partition.clone(),
+            file: next.clone(),
+            next_position: 0,
+            windows: VecDeque::from([window]),
+            last_used: now,
+        });
+    }
+
+    /// Where a window from `start` ends: a window's length on, or `at_least`, within the
+    /// written bytes; and all of them if less than [`AHEAD_MIN_BYTES`] would be left after
+    /// it, which would otherwise make a small read of their own.
+    fn window_end(&self, start: u64, at_least: u64, written_end: u64) -> u64 {
+        let end = (start + self.window_bytes).max(at_least).min(written_end);
+        if written_end - end < AHEAD_MIN_BYTES {
+            written_end
+        } else {
+            end
+        }
     }
 
     /// Drops the streams of `partition`: its log was cut, or deleted.

@@ -29,7 +29,7 @@ use crate::batch::{self, BatchHeader};
 use crate::error::LogError;
 use crate::fifo_lock::{FifoLock, Turn};
 use crate::segment::{FileRegion, Segment};
-use crate::storage::{AppendConfig, Storage};
+use crate::storage::{AppendConfig, SegmentFile, Storage};
 use spares::SparePool;
 
 /// The marker a clean close leaves; its presence lets the next open trust the index files.
@@ -174,6 +174,16 @@ impl PartitionLog {
             .iter()
             .map(|segment| segment.base_offset())
             .collect()
+    }
+
+    /// The file of the segment after the one whose file is `file`, if there is one (a reader
+    /// at the end of a segment goes on there).
+    pub fn segment_file_after(&self, file: &SegmentFile) -> Option<SegmentFile> {
+        let segments = self.inner.segments.borrow();
+        let index = segments
+            .iter()
+            .position(|segment| segment.file().same_file(file))?;
+        segments.get(index + 1).map(|next| next.file())
     }
 
     fn active(&self) -> Rc<Segment> {
