@@ -53,9 +53,7 @@ fn varied_batches(count: usize, seed: u64) -> Vec<Vec<u8>> {
 fn append_then_read_returns_the_same_bytes(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("open");
+        let log = place.open(small_config(), "open").await;
         let stored = append_all(&log, varied_batches(60, 1), 5).await;
         assert!(log.segment_count() > 1, "the test must cross a roll");
         assert_eq!(read_all(&log, 0, 1 << 20).await, stored);
@@ -71,9 +69,7 @@ fn append_then_read_returns_the_same_bytes(kind: StrategyKind) {
 fn every_offset_reads_its_own_batch(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("open");
+        let log = place.open(small_config(), "open").await;
         let stored = append_all(&log, varied_batches(80, 2), 0).await;
         for batch in &stored {
             let header = batch::validate(batch, usize::MAX).expect("valid");
@@ -89,9 +85,7 @@ fn every_offset_reads_its_own_batch(kind: StrategyKind) {
 fn reads_are_bounded_and_checked(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("open");
+        let log = place.open(small_config(), "open").await;
         let batches: Vec<Vec<u8>> = (0..10).map(|seed| make_batch(10, 100, 0, seed)).collect();
         let one = batches[0].len() as u64;
         append_all(&log, batches, 0).await;
@@ -126,9 +120,7 @@ fn reads_are_bounded_and_checked(kind: StrategyKind) {
 fn bad_batches_are_refused_and_the_log_keeps_working(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("open");
+        let log = place.open(small_config(), "open").await;
         append_all(&log, vec![make_batch(3, 10, 0, 1)], 0).await;
         let mut corrupt = make_batch(3, 10, 0, 2);
         let last = corrupt.len() - 1;
@@ -156,9 +148,7 @@ fn bad_batches_are_refused_and_the_log_keeps_working(kind: StrategyKind) {
 fn lookup_by_timestamp_finds_the_first_record_at_or_after(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("open");
+        let log = place.open(small_config(), "open").await;
         // 50 batches of 10 records, timestamps 10 ms apart by batch and 1 ms by record.
         let batches: Vec<Vec<u8>> = (0..50)
             .map(|index| make_batch(10, 500, 10_000 + index * 10, index as u64))
@@ -180,9 +170,7 @@ fn lookup_by_timestamp_finds_the_first_record_at_or_after(kind: StrategyKind) {
 fn truncation_cuts_whole_batches_and_appends_continue(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("open");
+        let log = place.open(small_config(), "open").await;
         let stored = append_all(&log, varied_batches(60, 3), 1).await;
         let segments_before = log.segment_count();
         // Cut in the middle of batch 10, inside an early segment.
@@ -199,9 +187,7 @@ fn truncation_cuts_whole_batches_and_appends_continue(kind: StrategyKind) {
         expected.extend(more);
         assert_eq!(read_all(&log, 0, 1 << 20).await, expected);
         log.close().await.expect("close");
-        let reopened = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("reopen");
+        let reopened = place.open(small_config(), "reopen").await;
         assert_eq!(read_all(&reopened, 0, 1 << 20).await, expected);
         // Truncating to the start empties the log; to the end changes nothing.
         let end = reopened.log_end_offset();
@@ -218,9 +204,7 @@ fn retention_deletes_whole_old_segments(kind: StrategyKind) {
             retention_bytes: Some(600 * 1024),
             ..small_config()
         };
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-            .await
-            .expect("open");
+        let log = place.open(config, "open").await;
         let stored = append_all(&log, varied_batches(150, 5), 0).await;
         let size_before = log.size_bytes();
         assert!(size_before > 900 * 1024);
@@ -251,9 +235,7 @@ fn retention_deletes_whole_old_segments(kind: StrategyKind) {
             ..small_config()
         };
         drop(log);
-        let aged = PartitionLog::open(place.storage.clone(), &place.dir, aged_config)
-            .await
-            .expect("reopen");
+        let aged = place.open(aged_config, "reopen").await;
         let segments = aged.segment_count();
         assert_eq!(aged.enforce_retention(0).await.expect("none old yet"), 0);
         let deleted = aged.enforce_retention(1 << 40).await.expect("all old");
@@ -264,15 +246,11 @@ fn retention_deletes_whole_old_segments(kind: StrategyKind) {
 fn clean_reopen_trusts_indexes_and_keeps_everything(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("open");
+        let log = place.open(small_config(), "open").await;
         let mut stored = append_all(&log, varied_batches(70, 6), 0).await;
         log.close().await.expect("close");
         assert!(matches!(log.read(0, 1).await, Err(LogError::Closed { .. })));
-        let reopened = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("reopen");
+        let reopened = place.open(small_config(), "reopen").await;
         let report = reopened.recovery_report();
         assert!(report.clean_shutdown);
         assert_eq!(report.indexes_rebuilt, 0);
@@ -289,14 +267,10 @@ fn reopen_after_sync_without_close_recovers_everything(kind: StrategyKind) {
             durability: Durability::Always,
             ..small_config()
         };
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, config.clone())
-            .await
-            .expect("open");
+        let log = place.open(config.clone(), "open").await;
         let stored = append_all(&log, varied_batches(40, 8), 0).await;
         drop(log); // no close: the next open must walk the active segment
-        let reopened = PartitionLog::open(place.storage.clone(), &place.dir, config)
-            .await
-            .expect("reopen");
+        let reopened = place.open(config, "reopen").await;
         let report = reopened.recovery_report().clone();
         assert!(!report.clean_shutdown);
         assert!(report.indexes_rebuilt >= 1, "{report:?}");
@@ -314,9 +288,7 @@ fn concurrent_appends_share_group_commits(kind: StrategyKind, commit_mode: Commi
             segment_bytes: 4 << 20,
             ..small_config()
         };
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-            .await
-            .expect("open");
+        let log = place.open(config, "open").await;
         let tasks: Vec<_> = (0..16u64)
             .map(|producer| {
                 let log = log.clone();
@@ -347,9 +319,7 @@ fn concurrent_appends_share_group_commits(kind: StrategyKind, commit_mode: Commi
 fn zstd_batches_are_stored_as_sent(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, small_config())
-            .await
-            .expect("open");
+        let log = place.open(small_config(), "open").await;
         let batches = (0..5)
             .map(|seed| common::make_batch_with(50, 200, 0, seed, Compression::Zstd))
             .collect();
@@ -371,11 +341,7 @@ fn interval_durability_syncs_in_the_background(kind: StrategyKind) {
             },
             ..small_config()
         };
-        let log = Rc::new(
-            PartitionLog::open(place.storage.clone(), &place.dir, config)
-                .await
-                .expect("open"),
-        );
+        let log = Rc::new(place.open(config, "open").await);
         let stored = append_all(&log, varied_batches(10, 9), 0).await;
         glommio::timer::sleep(Duration::from_millis(50)).await;
         assert_eq!(read_all(&log, 0, 1 << 20).await, stored);

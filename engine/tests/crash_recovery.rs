@@ -199,9 +199,7 @@ fn a_file_cut_short_recovers_to_the_last_whole_batch() {
                 .expect("open")
                 .set_len(cut)
                 .expect("cut");
-            let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-                .await
-                .expect("reopen");
+            let log = place.open(config, "reopen").await;
             assert_eq!(log.recovery_report().truncated.len(), 1, "{kind}");
             assert_eq!(
                 read_all(&log, 0, 1 << 20).await,
@@ -227,9 +225,7 @@ fn a_corrupt_byte_cuts_the_log_at_its_batch() {
             let mut bytes = std::fs::read(&path).expect("read");
             bytes[position] ^= 0x40;
             std::fs::write(&path, &bytes).expect("write");
-            let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-                .await
-                .expect("reopen");
+            let log = place.open(config, "reopen").await;
             let report = log.recovery_report();
             assert_eq!(report.truncated.len(), 1, "{kind}");
             assert!(
@@ -262,9 +258,7 @@ fn trailing_zeros_are_not_batches() {
                 .expect("open")
                 .set_len(len + 10_000)
                 .expect("extend");
-            let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-                .await
-                .expect("reopen");
+            let log = place.open(config, "reopen").await;
             assert_eq!(read_all(&log, 0, 1 << 20).await, stored, "{kind}");
         });
     }
@@ -279,9 +273,7 @@ fn damaged_or_missing_indexes_are_rebuilt() {
                 segment_bytes: 64 * 1024,
                 ..crash_config(Durability::None)
             };
-            let log = PartitionLog::open(place.storage.clone(), &place.dir, config.clone())
-                .await
-                .expect("open");
+            let log = place.open(config.clone(), "open").await;
             let mut stored = Vec::new();
             for step in 0..60 {
                 let batch = make_batch(5, 400, step, step as u64);
@@ -294,9 +286,7 @@ fn damaged_or_missing_indexes_are_rebuilt() {
             let bases = log.segment_base_offsets();
             let time_index = place.dir.join(format!("{:020}.timeindex", bases[1]));
             std::fs::remove_file(&time_index).expect("remove time index");
-            let reopened = PartitionLog::open(place.storage.clone(), &place.dir, config)
-                .await
-                .expect("reopen");
+            let reopened = place.open(config, "reopen").await;
             assert_eq!(reopened.recovery_report().indexes_rebuilt, 2, "{kind}");
             assert_eq!(read_all(&reopened, 0, 1 << 20).await, stored, "{kind}");
             for batch in &stored {
@@ -318,9 +308,7 @@ fn corruption_inside_a_sealed_segment_drops_the_segments_after_it() {
                 segment_bytes: 32 * 1024,
                 ..crash_config(Durability::None)
             };
-            let log = PartitionLog::open(place.storage.clone(), &place.dir, config.clone())
-                .await
-                .expect("open");
+            let log = place.open(config.clone(), "open").await;
             let mut stored = Vec::new();
             for step in 0..40 {
                 let batch = make_batch(5, 400, step, step as u64);
@@ -336,9 +324,7 @@ fn corruption_inside_a_sealed_segment_drops_the_segments_after_it() {
             let last = bytes.len() - 1;
             bytes[last] ^= 1;
             std::fs::write(&second, &bytes).expect("write");
-            let reopened = PartitionLog::open(place.storage.clone(), &place.dir, config)
-                .await
-                .expect("reopen");
+            let reopened = place.open(config, "reopen").await;
             let report = reopened.recovery_report();
             assert!(report.segments_dropped >= 1, "{kind}: {report:?}");
             let recovered = read_all(&reopened, 0, 1 << 20).await;

@@ -28,9 +28,7 @@ async fn filled_log(kind: StrategyKind) -> (common::Place, PartitionLog) {
         segment_bytes: 1 << 20,
         ..LogConfig::default()
     };
-    let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-        .await
-        .expect("open");
+    let log = place.open(config, "open").await;
     for seed in 0..BATCHES as u64 {
         let batch = make_batch(40, 1000, 1_700_000_000_000, seed);
         log.append(&batch, 0).await.expect("append");

@@ -140,9 +140,7 @@ fn retention_keeps_files_and_rolls_overwrite_them() {
         run(async move {
             let place = place(kind);
             let config = recycle_config(Durability::None);
-            let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-                .await
-                .expect("open");
+            let log = place.open(config, "open").await;
             let stored = fill(&log, 80, 1).await;
             let stats = log.recycle_stats();
             if kind == StrategyKind::Buffered {
@@ -169,9 +167,7 @@ fn recycling_can_be_turned_off() {
             recycle_segments: false,
             ..recycle_config(Durability::None)
         };
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-            .await
-            .expect("open");
+        let log = place.open(config, "open").await;
         let stored = fill(&log, 60, 2).await;
         assert_eq!(log.recycle_stats(), Default::default());
         assert!(spare_files(&place.dir).is_empty());
@@ -185,9 +181,7 @@ fn recycling_can_be_turned_off() {
 async fn crash_in_a_recycled_segment(kind: StrategyKind, new_batches: u64, page_sized: bool) {
     let place = place(kind);
     let config = recycle_config(Durability::Always);
-    let log = PartitionLog::open(place.storage.clone(), &place.dir, config.clone())
-        .await
-        .expect("open");
+    let log = place.open(config.clone(), "open").await;
     let mut stored = fill_with(&log, 40, 3, true, page_sized).await;
     assert!(
         log.recycle_stats().spares >= 1,
@@ -233,9 +227,7 @@ async fn crash_in_a_recycled_segment(kind: StrategyKind, new_batches: u64, page_
         assert!(stale.base_offset < active_base, "{kind}: {stale:?}");
     }
 
-    let log = PartitionLog::open(place.storage.clone(), &place.dir, config.clone())
-        .await
-        .expect("reopen");
+    let log = place.open(config.clone(), "reopen").await;
     let report = log.recovery_report().clone();
     if stale_at_end {
         // The walk meets an old batch first: reported as the recycled file's old contents.
@@ -266,9 +258,7 @@ async fn crash_in_a_recycled_segment(kind: StrategyKind, new_batches: u64, page_
         disk.crash();
     }
     drop(log);
-    let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-        .await
-        .expect("reopen again");
+    let log = place.open(config, "reopen again").await;
     assert_serves(&log, &stored, &format!("{kind} after second crash")).await;
 }
 
@@ -288,9 +278,7 @@ fn spares_survive_a_clean_reopen_and_are_never_data() {
     run(async {
         let place = place(StrategyKind::Direct);
         let config = recycle_config(Durability::None);
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, config.clone())
-            .await
-            .expect("open");
+        let log = place.open(config.clone(), "open").await;
         let stored = fill(&log, 60, 5).await;
         let (segments, size) = (log.segment_count(), log.size_bytes());
         let spares = log.recycle_stats().spares;
@@ -304,9 +292,7 @@ fn spares_survive_a_clean_reopen_and_are_never_data() {
         std::fs::copy(&spare_files(&place.dir)[0], &too_new).expect("copy");
         std::fs::write(place.dir.join("junk.spare"), b"x").expect("junk");
 
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, config.clone())
-            .await
-            .expect("reopen");
+        let log = place.open(config.clone(), "reopen").await;
         let report = log.recovery_report();
         assert_eq!(report.spares_kept, spares, "{report:?}");
         assert_eq!(report.spares_deleted, 2, "{report:?}");
@@ -328,9 +314,7 @@ fn spares_survive_a_clean_reopen_and_are_never_data() {
             recycle_segments: false,
             ..config
         };
-        let log = PartitionLog::open(place.storage.clone(), &place.dir, off)
-            .await
-            .expect("reopen without recycling");
+        let log = place.open(off, "reopen without recycling").await;
         assert_eq!(log.recovery_report().spares_kept, 0);
         assert!(spare_files(&place.dir).is_empty());
         assert_serves(&log, &stored, "without recycling").await;
@@ -345,9 +329,7 @@ fn a_file_still_being_sent_is_deleted_not_recycled() {
         run(async move {
             let place = place(kind);
             let config = recycle_config(Durability::None);
-            let log = PartitionLog::open(place.storage.clone(), &place.dir, config)
-                .await
-                .expect("open");
+            let log = place.open(config, "open").await;
             fill_with(&log, 30, 6, false, false).await;
             assert!(log.segment_count() >= 4, "{kind}");
             // What the broker does for a fetch: keep the region's shared descriptor.

@@ -15,6 +15,15 @@ pub struct Place {
     _temporary: Option<tempfile::TempDir>,
 }
 
+impl Place {
+    /// Opens (or reopens) the log here with `config`; panics naming `what` if it cannot.
+    pub async fn open(&self, config: shardlog::LogConfig, what: &str) -> shardlog::PartitionLog {
+        shardlog::PartitionLog::open(self.storage.clone(), &self.dir, config)
+            .await
+            .unwrap_or_else(|error| panic!("{what}: {error}"))
+    }
+}
+
 /// A fresh place for `kind`. Call inside an executor: the simulated disk is single-core.
 pub fn place(kind: StrategyKind) -> Place {
     match kind {
