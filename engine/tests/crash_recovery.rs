@@ -4,13 +4,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::rc::Rc;
 
 use common::{
-    alternating_commit_mode, as_stored, crash_while_appending, make_batch, place, read_all,
-    reopen_and_check, run, CrashRound,
+    alternating_commit_mode, as_stored, crash_rounds, make_batch, place, read_all, run, CrashPlan,
 };
 use shardlog::batch;
 use shardlog::storage::{SimDisk, Storage};
@@ -36,31 +33,16 @@ fn base_offset(batch: &[u8]) -> i64 {
 /// of scheduler turns. Every acknowledged batch must come back at its offset, byte for byte.
 fn acknowledged_batches_survive(seed: u64) {
     run(async move {
-        let disk = SimDisk::new(seed);
-        let storage = Storage::Sim(disk.clone());
-        let dir = Path::new("/sim/crash");
         let config = LogConfig {
             commit_mode: alternating_commit_mode(seed),
             ..crash_config(Durability::Always)
         };
-        let mut acknowledged: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
-        for round in 0..6u64 {
-            let context = format!("seed {seed} round {round}");
-            let (log, recovered) =
-                reopen_and_check(&storage, dir, &config, &acknowledged, &context).await;
-            acknowledged = recovered;
-
-            let crash = CrashRound {
-                seed,
-                round,
-                epoch: round as i32,
-                steps_per_producer: 50,
-                turns: (seed * 7 + round * 13) % 60 + 1,
-                enforce_retention: false,
-            };
-            let acked = crash_while_appending(&Rc::new(log), &disk, &crash).await;
-            acknowledged.extend(acked);
-        }
+        let plan = CrashPlan {
+            steps_per_producer: 50,
+            turns_max: 60,
+            enforce_retention: false,
+        };
+        crash_rounds(seed, Path::new("/sim/crash"), &config, &plan, |_| {}).await;
     });
 }
 

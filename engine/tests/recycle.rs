@@ -9,14 +9,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use common::{
-    alternating_commit_mode, as_stored, crash_while_appending, make_batch, place, read_all,
-    reopen_and_check, run, CrashRound,
+    alternating_commit_mode, as_stored, crash_rounds, make_batch, place, read_all, run, CrashPlan,
 };
 use shardlog::batch;
-use shardlog::storage::{SimDisk, Storage};
+use shardlog::storage::Storage;
 use shardlog::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
 
 /// Segments of about seven 2.3 KB batches; retention keeps about two of them.
@@ -367,34 +365,20 @@ fn a_file_still_being_sent_is_deleted_not_recycled() {
 /// must come back at its offset, byte for byte, and nothing else (offsets contiguous).
 fn acknowledged_batches_survive_with_recycling(seed: u64) {
     run(async move {
-        let disk = SimDisk::new(seed);
-        let storage = Storage::Sim(disk.clone());
-        let dir = Path::new("/sim/recycle");
         let config = LogConfig {
             commit_mode: alternating_commit_mode(seed),
             ..recycle_config(Durability::Always)
         };
-        let mut acknowledged: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+        let plan = CrashPlan {
+            steps_per_producer: 60,
+            turns_max: 400,
+            enforce_retention: true,
+        };
         let mut reused = 0;
-        for round in 0..6u64 {
-            let context = format!("seed {seed} round {round}");
-            let (log, recovered) =
-                reopen_and_check(&storage, dir, &config, &acknowledged, &context).await;
-            acknowledged = recovered;
-
-            let crash = CrashRound {
-                seed,
-                round,
-                epoch: round as i32,
-                steps_per_producer: 60,
-                turns: (seed * 7 + round * 13) % 400 + 1,
-                enforce_retention: true,
-            };
-            let log = Rc::new(log);
-            let acked = crash_while_appending(&log, &disk, &crash).await;
+        crash_rounds(seed, Path::new("/sim/recycle"), &config, &plan, |log| {
             reused += log.recycle_stats().reused;
-            acknowledged.extend(acked);
-        }
+        })
+        .await;
         assert!(
             reused > 0,
             "seed {seed}: the crashes must hit recycled segments"

@@ -133,21 +133,63 @@ pub async fn read_all(
     batches
 }
 
-/// What [`crash_while_appending`] does: four producers append `steps_per_producer` batches
-/// each at `epoch` (the first also enforcing retention after each append when
-/// `enforce_retention`), and the disk crashes after `turns` scheduler turns.
-pub struct CrashRound {
-    pub seed: u64,
-    pub round: u64,
-    pub epoch: i32,
+/// How each round of [`crash_rounds`] crashes: four producers append `steps_per_producer`
+/// batches each (the first also enforcing retention after each append when
+/// `enforce_retention`), and the disk crashes after between 1 and `turns_max` scheduler
+/// turns, by seed and round.
+pub struct CrashPlan {
     pub steps_per_producer: u64,
-    pub turns: u64,
+    pub turns_max: u64,
     pub enforce_retention: bool,
+}
+
+/// Six rounds on a simulated disk seeded with `seed`: reopen the log at `dir` with `config`
+/// and check it holds every batch acknowledged so far ([`reopen_and_check`]), then crash it
+/// while producers append at the round's leader epoch ([`CrashPlan`]). `after_crash` sees
+/// each round's log after its crash.
+pub async fn crash_rounds(
+    seed: u64,
+    dir: &std::path::Path,
+    config: &shardlog::LogConfig,
+    plan: &CrashPlan,
+    mut after_crash: impl FnMut(&shardlog::PartitionLog),
+) {
+    let disk = SimDisk::new(seed);
+    let storage = Storage::Sim(disk.clone());
+    let mut acknowledged = std::collections::BTreeMap::new();
+    for round in 0..6u64 {
+        let context = format!("seed {seed} round {round}");
+        let (log, recovered) =
+            reopen_and_check(&storage, dir, config, &acknowledged, &context).await;
+        acknowledged = recovered;
+        let crash = CrashRound {
+            seed,
+            round,
+            epoch: round as i32,
+            steps_per_producer: plan.steps_per_producer,
+            turns: (seed * 7 + round * 13) % plan.turns_max + 1,
+            enforce_retention: plan.enforce_retention,
+        };
+        let log = std::rc::Rc::new(log);
+        let acked = crash_while_appending(&log, &disk, &crash).await;
+        after_crash(&log);
+        acknowledged.extend(acked);
+    }
+}
+
+/// One round of [`crash_rounds`].
+struct CrashRound {
+    seed: u64,
+    round: u64,
+    epoch: i32,
+    steps_per_producer: u64,
+    turns: u64,
+    enforce_retention: bool,
 }
 
 /// Runs one [`CrashRound`] against `log` on `disk`; returns every acknowledged batch as the
 /// log stored it, with its base offset.
-pub async fn crash_while_appending(
+async fn crash_while_appending(
     log: &std::rc::Rc<shardlog::PartitionLog>,
     disk: &SimDisk,
     crash: &CrashRound,
@@ -200,7 +242,7 @@ pub fn alternating_commit_mode(seed: u64) -> shardlog::storage::CommitMode {
 /// from the log start to the log end, holding every batch of `acknowledged` at or after the
 /// start byte for byte. Returns the log and what it holds by base offset, which is durable
 /// now: the next round's baseline.
-pub async fn reopen_and_check(
+async fn reopen_and_check(
     storage: &Storage,
     dir: &std::path::Path,
     config: &shardlog::LogConfig,
