@@ -84,11 +84,7 @@ async fn read_through(log: &PartitionLog, read_ahead: &ReadAhead, partition: i32
     while let Some(region) = region_at(log, offset, FETCH_BYTES).await {
         let served = read_fitting(read_ahead, partition, &region).await;
         // As the broker does: near a segment's end, start on the next one.
-        if read_ahead.reaches_file_end(&region) {
-            if let Some(next) = log.segment_file_after(&region.file) {
-                read_ahead.read_next_file(&key(partition), &next);
-            }
-        }
+        read_ahead.read_on_past_file_end(&key(partition), &region, log);
         offset = next_offset(&served);
         total += region.len;
     }

@@ -22,7 +22,7 @@
 //! A stream is one reader's position in one segment file of one partition. Several readers
 //! of a partition at different places have a stream each. A reader about to finish a segment
 //! gets a stream on the next one, with its first window already being read
-//! ([`ReadAhead::read_next_file`]), so crossing a segment boundary costs no wait.
+//! ([`ReadAhead::read_on_past_file_end`]), so crossing a segment boundary costs no wait.
 //!
 //! # Bounds
 //! Each core's windows, and the responses made of them until they are sent, share a budget of
@@ -50,6 +50,7 @@ use super::request_buffers::{BufferPool, PooledBuffer};
 use crate::error::StorageError;
 use crate::segment::FileRegion;
 use crate::storage::SegmentFile;
+use crate::PartitionLog;
 
 /// A window read only ahead of the reader is not started for less than this: near the end
 /// of the written data it would be a small read that the next fetch soon outgrows.
@@ -166,8 +167,7 @@ impl ReadAhead {
             return Ok(None);
         }
         let (start, end) = (region.position, region.position + region.len);
-        let now = self.clock.get() + 1;
-        self.clock.set(now);
+        let now = self.tick();
         let found = self
             .streams
             .borrow()
@@ -256,17 +256,27 @@ impl ReadAhead {
         Ok(Some(parts))
     }
 
-    /// Whether a reader that was just served `region` reads ahead past its file's end: then
-    /// the caller should offer the next segment's file to [`read_next_file`](Self::read_next_file).
-    pub fn reaches_file_end(&self, region: &FileRegion) -> bool {
-        self.window_bytes > 0
-            && region.position + region.len + self.window_bytes > region.file.written_len()
+    /// Once `region` of `log` has been served: if its reader's read-ahead reaches past the
+    /// end of the region's file, starts on the next segment too ([`Self::read_next_file`]).
+    pub fn read_on_past_file_end(
+        &self,
+        partition: &PartitionKey,
+        region: &FileRegion,
+        log: &PartitionLog,
+    ) {
+        let reaches_end = self.window_bytes > 0
+            && region.position + region.len + self.window_bytes > region.file.written_len();
+        if reaches_end {
+            if let Some(next) = log.segment_file_after(&region.file) {
+                self.read_next_file(partition, &next);
+            }
+        }
     }
 
     /// Starts reading the first window of `next`, the segment after the one a reader of
     /// `partition` is about to finish, so its first fetch there does not wait for the disk.
     /// Only if the budget has room without dropping other streams, and not twice.
-    pub fn read_next_file(&self, partition: &PartitionKey, next: &SegmentFile) {
+    fn read_next_file(&self, partition: &PartitionKey, next: &SegmentFile) {
         let already = self
             .streams
             .borrow()
@@ -276,8 +286,7 @@ impl ReadAhead {
         if already || end < AHEAD_MIN_BYTES || !self.reserve(end, false) {
             return;
         }
-        let now = self.clock.get() + 1;
-        self.clock.set(now);
+        let now = self.tick();
         let window = self.start_read(next, 0, end);
         self.count(|stats| stats.windows_ahead += 1);
         self.keep(Stream {
@@ -306,6 +315,12 @@ impl ReadAhead {
         self.streams
             .borrow_mut()
             .retain(|stream| stream.partition != *partition);
+    }
+
+    /// The next value of the clock that orders streams by use.
+    fn tick(&self) -> u64 {
+        self.clock.set(self.clock.get() + 1);
+        self.clock.get()
     }
 
     pub fn stats(&self) -> ReadAheadStats {

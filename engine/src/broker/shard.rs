@@ -900,11 +900,8 @@ impl Shard {
                     if open.tail.is_some() {
                         match self.read_ahead.read(&key, &region).await {
                             Ok(Some(parts)) => {
-                                if self.read_ahead.reaches_file_end(&region) {
-                                    if let Some(next) = open.log.segment_file_after(&region.file) {
-                                        self.read_ahead.read_next_file(&key, &next);
-                                    }
-                                }
+                                self.read_ahead
+                                    .read_on_past_file_end(&key, &region, &open.log);
                                 outcome
                                     .records
                                     .parts
