@@ -185,13 +185,12 @@ impl ReadAhead {
         };
         stream.last_used = now;
         stream.drop_windows_before(start);
-        if stream
+        // A stream serves a region only from a window holding its start or from where the
+        // last one ended, which its first window holds or starts at.
+        debug_assert!(stream
             .windows
             .front()
-            .is_some_and(|window| window.start > start)
-        {
-            stream.windows.clear(); // The reader went back: start over from here.
-        }
+            .is_none_or(|window| window.start <= start));
         // Windows for the whole region, read now if not yet. The log flushed the region
         // before returning it; if not, it is the file's to send.
         let written_end = region.file.written_len();
