@@ -100,21 +100,19 @@ impl FileIo for BufferedIo {
         }
     }
 
-    async fn read_at(&self, position: u64, bytes: usize) -> Result<Vec<u8>, StorageError> {
-        let mut buffer = vec![0; bytes];
+    async fn read_into(&self, position: u64, out: &mut [u8]) -> Result<usize, StorageError> {
         let mut filled = 0;
-        while filled < bytes {
+        while filled < out.len() {
             let read = self
                 .file
-                .read_at(&mut buffer[filled..], position + filled as u64)
+                .read_at(&mut out[filled..], position + filled as u64)
                 .map_err(|error| StorageError::io("pread", &self.path, error))?;
             if read == 0 {
                 break; // end of file
             }
             filled += read;
         }
-        buffer.truncate(filled);
-        Ok(buffer)
+        Ok(filled)
     }
 
     async fn set_len(&self, len: u64) -> Result<(), StorageError> {

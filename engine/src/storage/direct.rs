@@ -154,15 +154,6 @@ impl FileIo for DirectIo {
         }
     }
 
-    async fn read_at(&self, position: u64, bytes: usize) -> Result<Vec<u8>, StorageError> {
-        let result = self
-            .file
-            .read_at(position, bytes)
-            .await
-            .map_err(|error| self.error("read O_DIRECT", error))?;
-        Ok(result.to_vec())
-    }
-
     async fn read_into(&self, position: u64, out: &mut [u8]) -> Result<usize, StorageError> {
         let result = self
             .file

@@ -89,25 +89,25 @@ pub trait FileIo: Sized + 'static {
         }
     }
 
+    /// Reads into `out` from `position`, as much as the file holds up to `out.len()` (short
+    /// at end of file), and returns how many bytes it read.
+    fn read_into(
+        &self,
+        position: u64,
+        out: &mut [u8],
+    ) -> impl Future<Output = Result<usize, StorageError>>;
+
     /// Reads up to `bytes` bytes at `position` from what has been written (short at end of file).
     fn read_at(
         &self,
         position: u64,
         bytes: usize,
-    ) -> impl Future<Output = Result<Vec<u8>, StorageError>>;
-
-    /// Reads into `out` from `position`, as much as the file holds up to `out.len()` (short
-    /// at end of file), and returns how many bytes it read. Engines with an aligned buffer of
-    /// their own copy from it once; this default copies twice.
-    fn read_into(
-        &self,
-        position: u64,
-        out: &mut [u8],
-    ) -> impl Future<Output = Result<usize, StorageError>> {
+    ) -> impl Future<Output = Result<Vec<u8>, StorageError>> {
         async move {
-            let read = self.read_at(position, out.len()).await?;
-            out[..read.len()].copy_from_slice(&read);
-            Ok(read.len())
+            let mut out = vec![0; bytes];
+            let read = self.read_into(position, &mut out).await?;
+            out.truncate(read);
+            Ok(out)
         }
     }
 

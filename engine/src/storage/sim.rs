@@ -333,12 +333,13 @@ impl FileIo for SimIo {
         }
     }
 
-    async fn read_at(&self, position: u64, bytes: usize) -> Result<Vec<u8>, StorageError> {
+    async fn read_into(&self, position: u64, out: &mut [u8]) -> Result<usize, StorageError> {
         self.check("read after crash", false)?;
         Ok(self.with_file(|file| {
             let start = (position as usize).min(file.current.len());
-            let end = (start + bytes).min(file.current.len());
-            file.current[start..end].to_vec()
+            let end = (start + out.len()).min(file.current.len());
+            out[..end - start].copy_from_slice(&file.current[start..end]);
+            end - start
         }))
     }
 

@@ -1001,13 +1001,6 @@ impl FileIo for UringIo {
         Rc::clone(self).write(buffer, position, true)
     }
 
-    async fn read_at(&self, position: u64, bytes: usize) -> Result<Vec<u8>, StorageError> {
-        let mut out = vec![0; bytes];
-        let read = self.read_into(position, &mut out).await?;
-        out.truncate(read);
-        Ok(out)
-    }
-
     async fn read_into(&self, position: u64, out: &mut [u8]) -> Result<usize, StorageError> {
         if out.is_empty() {
             return Ok(0);
