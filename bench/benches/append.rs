@@ -25,11 +25,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use shardlog::storage::UringIo;
-use shardlog::{Durability, StrategyKind};
 use shardlog_bench::{
     batch_of_bytes, bench_root, executor, log_config, size_label, TempLog, KIB, MIB,
 };
+use shardlog_storage::storage::UringIo;
+use shardlog_storage::{Durability, StrategyKind};
 
 const SIZES_BYTES: [usize; 3] = [4 * KIB, 64 * KIB, MIB];
 const DURABILITIES: [Durability; 2] = [Durability::None, Durability::Always];

@@ -19,9 +19,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardlog::batch::{self, Compression};
-use shardlog::index::OffsetIndex;
 use shardlog_bench::{batch_of_bytes, builder_for_bytes, size_label, BenchRng, KIB, MIB};
+use shardlog_storage::batch::{self, Compression};
+use shardlog_storage::index::OffsetIndex;
 
 const SIZES_BYTES: [usize; 3] = [4 * KIB, 64 * KIB, MIB];
 

@@ -6,7 +6,7 @@
 //! a 1 MiB run of whole batches (64 of them).
 //!
 //! - `read/<strategy>/with_bytes/1MiB`: `read(offset, 1 MiB)` and then
-//!   [`FileRegion::read_bytes`](shardlog::segment::FileRegion::read_bytes): what a fetch that
+//!   [`FileRegion::read_bytes`](shardlog_storage::segment::FileRegion::read_bytes): what a fetch that
 //!   copies costs.
 //! - `read/<strategy>/index_walk/1MiB`: `read` alone: the index lookup plus the walk over the
 //!   batch headers that decides where the 1 MiB region ends, which a `sendfile` fetch pays
@@ -20,10 +20,10 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shardlog::{Durability, StrategyKind};
 use shardlog_bench::{
     batch_of_bytes, bench_root, executor, log_config, BenchRng, TempLog, KIB, MIB,
 };
+use shardlog_storage::{Durability, StrategyKind};
 
 const PREFILL_BATCH_BYTES: usize = 16 * KIB;
 const READ_BYTES: usize = MIB;

@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use glommio::{LocalExecutor, LocalExecutorBuilder};
-use shardlog::batch::{BatchBuilder, Compression};
-use shardlog::runtime::IO_MEMORY_BYTES_DEFAULT;
-use shardlog::{Durability, LogConfig, PartitionLog, Storage, StrategyKind};
+use shardlog_storage::batch::{BatchBuilder, Compression};
+use shardlog_storage::runtime::IO_MEMORY_BYTES_DEFAULT;
+use shardlog_storage::{Durability, LogConfig, PartitionLog, Storage, StrategyKind};
 
 pub const KIB: usize = 1 << 10;
 pub const MIB: usize = 1 << 20;
@@ -242,7 +242,7 @@ mod tests {
     fn batches_have_the_exact_size_and_validate() {
         for batch_bytes in [4 * KIB, 16 * KIB, 64 * KIB, MIB] {
             let batch = batch_of_bytes(batch_bytes);
-            let header = shardlog::batch::validate(&batch, usize::MAX).expect("valid");
+            let header = shardlog_storage::batch::validate(&batch, usize::MAX).expect("valid");
             assert_eq!(header.total_bytes(), batch_bytes);
         }
     }
@@ -256,7 +256,8 @@ mod tests {
             .build(0)
             .unwrap();
         assert!(packed.len() < plain.len());
-        let decode = |batch: &[u8]| shardlog::batch::decode_records(batch, 8 * MIB).unwrap();
+        let decode =
+            |batch: &[u8]| shardlog_storage::batch::decode_records(batch, 8 * MIB).unwrap();
         assert_eq!(decode(&plain), decode(&packed));
     }
 }

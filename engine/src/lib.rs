@@ -1,26 +1,15 @@
-//! shardlog's storage engine: Kafka-format partition logs on interchangeable storage strategies.
+//! shardlog's broker and cluster layers, over the storage engine.
 //!
-//! Layers, bottom up (each a module; see `docs/storage.md`):
-//! - [`batch`]: Kafka's RecordBatch v2 bytes: validate, patch offsets, build, decode.
-//! - [`storage`]: the seam between the log and the device, and its strategies
-//!   (`direct`, `buffered`, `uring`, `sim`), all driven by one [`storage::Appender`].
-//! - [`index`]: the sparse offset and time indexes beside each segment.
-//! - [`segment`]: one log file and its indexes.
-//! - [`log`]: the partition log: append, read, look up, truncate, retain, recover.
-//! - [`runtime`]: running engine code on glommio executors.
-//! - [`fifo_lock`]: the strictly first-come lock that keeps appends in arrival order.
+//! The storage layers live in the `shardlog-storage` crate and are re-exported here under
+//! their old paths (`shardlog::batch`, `shardlog::log`, ...), so code above them names one
+//! crate. See `docs/architecture.md` for the crates and the direction of imports.
+//! - [`cluster`]: the cluster state, the metadata quorum and the replication rules.
+//! - [`broker`]: the Kafka-protocol server over the partition logs.
 
-pub mod batch;
+pub use shardlog_storage::{batch, error, fifo_lock, index, log, runtime, segment, storage};
+
 pub mod broker;
 pub mod cluster;
-pub mod error;
-pub mod fifo_lock;
-pub mod index;
-pub mod log;
-pub mod runtime;
-pub mod segment;
-pub mod storage;
 
-pub use error::{LogError, StorageError};
-pub use log::{AppendInfo, Durability, LogConfig, PartitionLog};
-pub use storage::{Storage, StrategyKind};
+pub use shardlog_storage::{AppendInfo, Durability, LogConfig, LogError, PartitionLog};
+pub use shardlog_storage::{Storage, StorageError, StrategyKind};

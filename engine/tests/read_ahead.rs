@@ -3,6 +3,8 @@
 //! its memory budget and gives all of it back, and readers at different places do not undo
 //! each other's windows.
 
+// The storage crate's test helpers (places on each strategy, batches to append).
+#[path = "../storage/tests/common/mod.rs"]
 mod common;
 
 use bytes::Bytes;

@@ -9,9 +9,9 @@ use std::path::Path;
 use common::{
     alternating_commit_mode, as_stored, crash_rounds, make_batch, place, read_all, run, CrashPlan,
 };
-use shardlog::batch;
-use shardlog::storage::{SimDisk, Storage};
-use shardlog::{Durability, LogConfig, PartitionLog, StrategyKind};
+use shardlog_storage::batch;
+use shardlog_storage::storage::{SimDisk, Storage};
+use shardlog_storage::{Durability, LogConfig, PartitionLog, StrategyKind};
 
 fn crash_config(durability: Durability) -> LogConfig {
     LogConfig {
@@ -321,7 +321,7 @@ fn common_bases(dir: &Path) -> Vec<i64> {
         .expect("dir")
         .filter_map(|entry| {
             let name = entry.ok()?.file_name().into_string().ok()?;
-            shardlog::segment::SegmentPaths::parse_log_name(&name)
+            shardlog_storage::segment::SegmentPaths::parse_log_name(&name)
         })
         .collect();
     bases.sort();

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use common::{as_stored, make_batch, read_all, run, split_batches};
 use proptest::prelude::*;
-use shardlog::batch;
-use shardlog::storage::{SimDisk, Storage};
-use shardlog::{Durability, LogConfig, PartitionLog};
+use shardlog_storage::batch;
+use shardlog_storage::storage::{SimDisk, Storage};
+use shardlog_storage::{Durability, LogConfig, PartitionLog};
 
 #[derive(Clone, Debug)]
 enum Step {

@@ -7,9 +7,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::{as_stored, make_batch, place, read_all, run, split_batches};
-use shardlog::batch::{self, Compression};
-use shardlog::storage::CommitMode;
-use shardlog::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
+use shardlog_storage::batch::{self, Compression};
+use shardlog_storage::storage::CommitMode;
+use shardlog_storage::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
 
 /// Small chunks and segments so a few hundred kilobytes cross every boundary.
 fn small_config() -> LogConfig {

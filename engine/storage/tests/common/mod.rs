@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use shardlog::batch::{self, BatchBuilder, Compression};
-use shardlog::storage::{SimDisk, Storage, StrategyKind};
+use shardlog_storage::batch::{self, BatchBuilder, Compression};
+use shardlog_storage::storage::{SimDisk, Storage, StrategyKind};
 
 /// Where a test's log lives: a temporary directory on a real file system (O_DIRECT needs one
 /// that supports it, so not tmpfs), or a path on a simulated disk.
@@ -17,8 +17,12 @@ pub struct Place {
 
 impl Place {
     /// Opens (or reopens) the log here with `config`; panics naming `what` if it cannot.
-    pub async fn open(&self, config: shardlog::LogConfig, what: &str) -> shardlog::PartitionLog {
-        shardlog::PartitionLog::open(self.storage.clone(), &self.dir, config)
+    pub async fn open(
+        &self,
+        config: shardlog_storage::LogConfig,
+        what: &str,
+    ) -> shardlog_storage::PartitionLog {
+        shardlog_storage::PartitionLog::open(self.storage.clone(), &self.dir, config)
             .await
             .unwrap_or_else(|error| panic!("{what}: {error}"))
     }
@@ -57,7 +61,7 @@ pub fn test_root() -> PathBuf {
 
 /// Runs a test body on a glommio executor.
 pub fn run<T>(body: impl std::future::Future<Output = T>) -> T {
-    shardlog::runtime::run_local(shardlog::runtime::IO_MEMORY_BYTES_DEFAULT, body)
+    shardlog_storage::runtime::run_local(shardlog_storage::runtime::IO_MEMORY_BYTES_DEFAULT, body)
 }
 
 /// A batch of `records` records whose values are `value_bytes` long and derived from `seed`,
@@ -109,7 +113,7 @@ pub fn as_stored(mut batch: Vec<u8>, base_offset: i64, leader_epoch: i32) -> Vec
 
 /// Every batch from `offset` to the end, read in `max_bytes` steps.
 pub async fn read_all(
-    log: &shardlog::PartitionLog,
+    log: &shardlog_storage::PartitionLog,
     from_offset: i64,
     max_bytes: u64,
 ) -> Vec<Vec<u8>> {
@@ -123,7 +127,7 @@ pub async fn read_all(
         for region in regions {
             let bytes = region.read_bytes().await.expect("region bytes");
             for batch in split_batches(&bytes) {
-                let header = shardlog::batch::validate(&batch, usize::MAX).expect("valid");
+                let header = shardlog_storage::batch::validate(&batch, usize::MAX).expect("valid");
                 offset = header.last_offset() + 1;
                 batches.push(batch);
             }
@@ -150,9 +154,9 @@ pub struct CrashPlan {
 pub async fn crash_rounds(
     seed: u64,
     dir: &std::path::Path,
-    config: &shardlog::LogConfig,
+    config: &shardlog_storage::LogConfig,
     plan: &CrashPlan,
-    mut after_crash: impl FnMut(&shardlog::PartitionLog),
+    mut after_crash: impl FnMut(&shardlog_storage::PartitionLog),
 ) {
     let disk = SimDisk::new(seed);
     let storage = Storage::Sim(disk.clone());
@@ -190,7 +194,7 @@ struct CrashRound {
 /// Runs one [`CrashRound`] against `log` on `disk`; returns every acknowledged batch as the
 /// log stored it, with its base offset.
 async fn crash_while_appending(
-    log: &std::rc::Rc<shardlog::PartitionLog>,
+    log: &std::rc::Rc<shardlog_storage::PartitionLog>,
     disk: &SimDisk,
     crash: &CrashRound,
 ) -> Vec<(i64, Vec<u8>)> {
@@ -230,11 +234,11 @@ async fn crash_while_appending(
 
 /// Linked and pipelined group commits, alternately by seed: pipelined commits must not
 /// declare early.
-pub fn alternating_commit_mode(seed: u64) -> shardlog::storage::CommitMode {
+pub fn alternating_commit_mode(seed: u64) -> shardlog_storage::storage::CommitMode {
     if seed.is_multiple_of(2) {
-        shardlog::storage::CommitMode::Linked
+        shardlog_storage::storage::CommitMode::Linked
     } else {
-        shardlog::storage::CommitMode::Pipelined
+        shardlog_storage::storage::CommitMode::Pipelined
     }
 }
 
@@ -245,14 +249,14 @@ pub fn alternating_commit_mode(seed: u64) -> shardlog::storage::CommitMode {
 async fn reopen_and_check(
     storage: &Storage,
     dir: &std::path::Path,
-    config: &shardlog::LogConfig,
+    config: &shardlog_storage::LogConfig,
     acknowledged: &std::collections::BTreeMap<i64, Vec<u8>>,
     context: &str,
 ) -> (
-    shardlog::PartitionLog,
+    shardlog_storage::PartitionLog,
     std::collections::BTreeMap<i64, Vec<u8>>,
 ) {
-    let log = shardlog::PartitionLog::open(storage.clone(), dir, config.clone())
+    let log = shardlog_storage::PartitionLog::open(storage.clone(), dir, config.clone())
         .await
         .unwrap_or_else(|error| panic!("{context}: reopen: {error}"));
     let start = log.log_start_offset();

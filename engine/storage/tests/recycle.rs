@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use common::{
     alternating_commit_mode, as_stored, crash_rounds, make_batch, place, read_all, run, CrashPlan,
 };
-use shardlog::batch;
-use shardlog::storage::Storage;
-use shardlog::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
+use shardlog_storage::batch;
+use shardlog_storage::storage::Storage;
+use shardlog_storage::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
 
 /// Segments of about seven 2.3 KB batches; retention keeps about two of them.
 fn recycle_config(durability: Durability) -> LogConfig {
@@ -146,7 +146,10 @@ fn retention_keeps_files_and_rolls_overwrite_them() {
                 assert_eq!(stats.reused, 0);
             } else {
                 assert!(stats.reused >= 5, "{kind}: rolls reuse spares: {stats:?}");
-                assert!(stats.spares <= shardlog::log::SPARE_SEGMENTS_MAX, "{kind}");
+                assert!(
+                    stats.spares <= shardlog_storage::log::SPARE_SEGMENTS_MAX,
+                    "{kind}"
+                );
             }
             if kind != StrategyKind::Sim {
                 assert_eq!(spare_files(&place.dir).len(), stats.spares, "{kind}");

@@ -6,8 +6,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use proptest::prelude::*;
-use shardlog::batch::layout::*;
-use shardlog::batch::*;
+use shardlog_storage::batch::layout::*;
+use shardlog_storage::batch::*;
 
 /// Records the largest single allocation made by the current thread, so a test can check
 /// that hostile lengths were bounded before anything was allocated from them.
