@@ -36,19 +36,8 @@ const LEAVE_GROUP_VERSION: i16 = 3;
 const OFFSET_COMMIT_VERSION: i16 = 7;
 const OFFSET_FETCH_VERSION: i16 = 5;
 
-/// Kafka's error codes for groups.
-mod code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-}
+/// Kafka's error codes, from the one table (checked there against kafka-protocol's list).
+use shardlog_protocol::error_code as code;
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())

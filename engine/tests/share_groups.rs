@@ -32,17 +32,8 @@ use uuid::Uuid;
 const SHARE_VERSION: i16 = 1;
 const METADATA_VERSION: i16 = 12;
 
-mod code {
-    pub const NONE: i16 = 0;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-    pub const FENCED_MEMBER_EPOCH: i16 = 110;
-    pub const INVALID_RECORD_STATE: i16 = 121;
-    pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
-    pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
-}
+// Kafka's error codes, from the one table (checked there against kafka-protocol's list).
+use shardlog_protocol::error_code as code;
 
 mod ack {
     pub const ACCEPT: i8 = 1;

@@ -33,9 +33,9 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
-use shardlog::broker::decode_guard::ReservingAllocator;
 use shardlog::storage::CommitMode;
 use shardlog::{Durability, StrategyKind};
+use shardlog_protocol::decode_guard::ReservingAllocator;
 
 use broker_workload::{BrokerWorkload, ConsumeMode};
 use cluster::{ClusterSpec, LocalCluster};

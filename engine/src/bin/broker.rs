@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use shardlog::broker::decode_guard::ReservingAllocator;
+use shardlog_protocol::decode_guard::ReservingAllocator;
 
 /// Hostile array lengths in requests must not abort the process: see `decode_guard`.
 #[global_allocator]

@@ -418,7 +418,7 @@ impl BrokerConfig {
     pub fn memory_bound_bytes(&self, partitions_per_core: u64) -> u64 {
         let small_frames = self.max_connections_per_core as u64
             * self.max_in_flight_per_connection as u64
-            * super::request_buffers::POOLED_MIN_BYTES as u64;
+            * shardlog_protocol::buffers::POOLED_MIN_BYTES as u64;
         let requests =
             2 * self.request_memory_bytes.max(self.max_request_bytes as u64) + small_frames;
         let per_partition = 2 * self.tail_cache_bytes

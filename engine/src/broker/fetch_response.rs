@@ -334,6 +334,7 @@ mod tests {
     };
     use kafka_protocol::messages::{ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+    use shardlog_protocol::error_code;
 
     use super::*;
     use crate::broker::chunks::FileChunk;
@@ -362,7 +363,7 @@ mod tests {
     fn sample_body() -> FetchResponseBody {
         FetchResponseBody {
             throttle_time_ms: 17,
-            error_code: 0,
+            error_code: error_code::NONE,
             session_id: 0x0102_0304,
             topics: vec![
                 FetchTopic {
@@ -370,7 +371,7 @@ mod tests {
                     partitions: vec![
                         FetchPartition {
                             partition_index: 0,
-                            error_code: 0,
+                            error_code: error_code::NONE,
                             high_watermark: 1_000,
                             last_stable_offset: 1_000,
                             log_start_offset: 10,
@@ -378,7 +379,7 @@ mod tests {
                         },
                         FetchPartition {
                             partition_index: 3,
-                            error_code: 1, // OFFSET_OUT_OF_RANGE
+                            error_code: error_code::OFFSET_OUT_OF_RANGE,
                             high_watermark: -1,
                             last_stable_offset: -1,
                             log_start_offset: -1,
@@ -391,7 +392,7 @@ mod tests {
                     partitions: vec![
                         FetchPartition {
                             partition_index: 1,
-                            error_code: 6, // NOT_LEADER_OR_FOLLOWER
+                            error_code: error_code::NOT_LEADER_OR_FOLLOWER,
                             high_watermark: 77,
                             last_stable_offset: 70,
                             log_start_offset: 0,
@@ -399,7 +400,7 @@ mod tests {
                         },
                         FetchPartition {
                             partition_index: 2,
-                            error_code: 0,
+                            error_code: error_code::NONE,
                             high_watermark: i64::MAX,
                             last_stable_offset: 1 << 40,
                             log_start_offset: 1 << 33,
@@ -483,7 +484,7 @@ mod tests {
     fn empty_response_matches_kafka_protocol() {
         let body = FetchResponseBody {
             throttle_time_ms: 0,
-            error_code: 0,
+            error_code: error_code::NONE,
             session_id: 0,
             topics: Vec::new(),
         };
@@ -504,14 +505,14 @@ mod tests {
         let big_records: &'static [u8] = Box::leak(vec![7u8; 20_000].into_boxed_slice());
         let body = FetchResponseBody {
             throttle_time_ms: 0,
-            error_code: 0,
+            error_code: error_code::NONE,
             session_id: 0,
             topics: vec![FetchTopic {
                 name: long_name,
                 partitions: (0..130)
                     .map(|index| FetchPartition {
                         partition_index: index,
-                        error_code: 0,
+                        error_code: error_code::NONE,
                         high_watermark: 5,
                         last_stable_offset: 5,
                         log_start_offset: 0,

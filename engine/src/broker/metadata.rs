@@ -31,20 +31,6 @@ pub enum TopicError {
     Quorum(ProposeError),
 }
 
-impl TopicError {
-    /// The Kafka error code for this refusal.
-    pub fn code(&self) -> i16 {
-        match self {
-            TopicError::AlreadyExists(_) => 36,     // TOPIC_ALREADY_EXISTS
-            TopicError::InvalidName { .. } => 17,   // INVALID_TOPIC_EXCEPTION
-            TopicError::InvalidPartitions(_) => 37, // INVALID_PARTITIONS
-            TopicError::InvalidReplicationFactor { .. } => 38, // INVALID_REPLICATION_FACTOR
-            TopicError::Unknown(_) => 3,            // UNKNOWN_TOPIC_OR_PARTITION
-            TopicError::Quorum(error) => error.code(),
-        }
-    }
-}
-
 impl From<ProposeError> for TopicError {
     fn from(error: ProposeError) -> TopicError {
         match error {

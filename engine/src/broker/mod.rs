@@ -4,7 +4,7 @@
 //! - [`shard`] is one core's state: the partitions it owns, and the cross-core messages that
 //!   let any core answer for any partition.
 //! - [`connection`] reads framed requests, runs them (pipelined, bounded) and writes the
-//!   responses in order; [`request_buffers`] reuses large request buffers and bounds the
+//!   responses in order; `shardlog_protocol::buffers` reuses large request buffers and bounds the
 //!   bytes of requests a core holds.
 //! - [`api`] answers each Kafka API; [`fetch_response`] and [`zero_copy`] send fetched batches
 //!   straight from segment files with `sendfile`.
@@ -24,7 +24,6 @@ pub mod chunks;
 pub mod cli;
 pub mod config;
 pub mod connection;
-pub mod decode_guard;
 pub mod fetch_response;
 pub mod group;
 pub mod metadata;
@@ -32,7 +31,6 @@ pub mod producer_state;
 pub mod read_ahead;
 pub mod replay;
 pub mod replication;
-pub mod request_buffers;
 pub mod server;
 pub mod shard;
 pub mod share;

@@ -8,6 +8,7 @@
 //!
 //! State is rebuilt when a partition is opened, by walking the batches of its active segment.
 
+use shardlog_protocol::error_code::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
 use std::collections::{HashMap, VecDeque};
 
 /// Batches remembered per producer for deduplication (Kafka: 5, the most in flight).
@@ -40,10 +41,6 @@ pub enum Verdict {
     /// Reject with this Kafka error code.
     Reject { error_code: i16 },
 }
-
-/// Kafka error codes used here.
-const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-const INVALID_PRODUCER_EPOCH: i16 = 47;
 
 fn next_sequence(sequence: i32) -> i32 {
     if sequence == i32::MAX {
@@ -173,7 +170,9 @@ mod tests {
         states.record(7, 0, 10, 5, 110);
         assert_eq!(
             states.check(7, 0, 20, 5),
-            Verdict::Reject { error_code: 45 }
+            Verdict::Reject {
+                error_code: OUT_OF_ORDER_SEQUENCE_NUMBER
+            }
         );
         assert_eq!(
             states.check(7, 0, 10, 5),
@@ -185,8 +184,18 @@ mod tests {
     fn epochs_fence_and_restart_sequences() {
         let mut states = ProducerStates::default();
         states.record(1, 3, 0, 1, 0);
-        assert_eq!(states.check(1, 2, 1, 1), Verdict::Reject { error_code: 47 });
-        assert_eq!(states.check(1, 4, 5, 1), Verdict::Reject { error_code: 45 });
+        assert_eq!(
+            states.check(1, 2, 1, 1),
+            Verdict::Reject {
+                error_code: INVALID_PRODUCER_EPOCH
+            }
+        );
+        assert_eq!(
+            states.check(1, 4, 5, 1),
+            Verdict::Reject {
+                error_code: OUT_OF_ORDER_SEQUENCE_NUMBER
+            }
+        );
         assert_eq!(states.check(1, 4, 0, 1), Verdict::Append);
     }
 
@@ -204,7 +213,12 @@ mod tests {
             states.check(9, 0, 2, 1),
             Verdict::Duplicate { base_offset: 2 }
         );
-        assert_eq!(states.check(9, 0, 1, 1), Verdict::Reject { error_code: 45 });
+        assert_eq!(
+            states.check(9, 0, 1, 1),
+            Verdict::Reject {
+                error_code: OUT_OF_ORDER_SEQUENCE_NUMBER
+            }
+        );
     }
 
     #[test]

@@ -46,11 +46,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
 
-use super::request_buffers::{BufferPool, PooledBuffer};
 use crate::error::StorageError;
 use crate::segment::FileRegion;
 use crate::storage::SegmentFile;
 use crate::PartitionLog;
+use shardlog_protocol::buffers::{BufferPool, PooledBuffer};
 
 /// A window read only ahead of the reader is not started for less than this: near the end
 /// of the written data it would be a small read that the next fetch soon outgrows.

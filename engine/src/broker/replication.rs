@@ -6,6 +6,7 @@
 //! leader epoch began); this file is the I/O around them. Everything runs on the core that
 //! owns the partition, like produce and fetch, so nothing here takes a lock.
 
+use crate::broker::api::codes::KafkaCode;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -258,8 +259,8 @@ impl Shard {
             Ok(open) => open,
             Err(code) => return EpochEndOutcome::failed(code),
         };
-        if let Err(code) = open.replica.borrow().check_leader(current_leader_epoch) {
-            return EpochEndOutcome::failed(code);
+        if let Err(refusal) = open.replica.borrow().check_leader(current_leader_epoch) {
+            return EpochEndOutcome::failed(refusal.code());
         }
         let (leader_epoch, end_offset) = open
             .epochs

@@ -6,6 +6,7 @@
 //! fetch path takes a lock: the owner core's state is plain `RefCell`s, and what crosses cores
 //! (`Bytes`, file descriptors, `Arc<Topic>`) is immutable.
 
+use crate::broker::api::codes::KafkaCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,33 +25,19 @@ use super::metadata::Topic;
 use super::producer_state::{ProducerStates, Verdict};
 use super::read_ahead::{PartitionKey, ReadAhead};
 use super::replication::{now_ms, Reader};
-use super::request_buffers::{BufferPool, RequestBudget};
 use super::server::Shared;
 use super::share::{self, ShareAnswer, ShareCall, ShareCore};
 use super::tail_cache::TailCache;
-use crate::batch::{self, BatchError};
+use crate::batch;
 use crate::cluster::epochs::LeaderEpochCache;
 use crate::cluster::replica::{ReplicaState, Role};
 use crate::error::LogError;
 use crate::fifo_lock::FifoLock;
 use crate::log::{LogConfig, PartitionLog};
 use crate::storage::{Storage, StrategyKind};
+use shardlog_protocol::buffers::{BufferPool, RequestBudget};
 
-/// Kafka error codes the shard returns.
-pub mod error_code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const NOT_ENOUGH_REPLICAS: i16 = 19;
-    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const INVALID_RECORD: i16 = 87;
-}
+pub use shardlog_protocol::error_code;
 
 /// The core that owns a partition: FNV-1a over the topic name and partition, modulo cores.
 pub fn partition_owner(topic: &str, partition: i32, cores: usize) -> usize {
@@ -281,23 +268,6 @@ pub struct Shard {
     pub shares: ShareCore,
 }
 
-pub(super) fn storage_error_code(error: &LogError) -> i16 {
-    match error {
-        LogError::InvalidBatch(BatchError::CrcMismatch { .. }) => error_code::CORRUPT_MESSAGE,
-        LogError::InvalidBatch(BatchError::TooLarge { .. }) | LogError::BatchTooLarge { .. } => {
-            error_code::MESSAGE_TOO_LARGE
-        }
-        LogError::InvalidBatch(_) | LogError::TrailingBytes { .. } => error_code::INVALID_RECORD,
-        LogError::OffsetOutOfRange { .. } | LogError::NotAtLogEnd { .. } => {
-            error_code::OFFSET_OUT_OF_RANGE
-        }
-        LogError::Storage(_) | LogError::Corrupt { .. } => error_code::KAFKA_STORAGE_ERROR,
-        LogError::Closed { .. } | LogError::InvalidConfig { .. } => {
-            error_code::UNKNOWN_SERVER_ERROR
-        }
-    }
-}
-
 impl Shard {
     pub fn new(core: usize, shared: Arc<Shared>, peers: Senders<ShardMessage>) -> Shard {
         let shared_cores = shared.cores;
@@ -412,7 +382,7 @@ impl Shard {
             .await
             .map_err(|error| {
                 tracing::error!(topic = %topic.name, partition, %error, "cannot open partition");
-                storage_error_code(&error)
+                error.code()
             })?;
         let report = log.recovery_report();
         if !report.truncated.is_empty() || report.segments_dropped > 0 {
@@ -420,11 +390,11 @@ impl Shard {
         }
         let producers = rebuild_producers(&log).await.map_err(|error| {
             tracing::error!(topic = %topic.name, partition, %error, "cannot rebuild producer state");
-            storage_error_code(&error)
+            error.code()
         })?;
         let mut epochs = LeaderEpochCache::open(self.storage.clone(), &dir).map_err(|error| {
             tracing::error!(topic = %topic.name, partition, %error, "cannot read leader epochs");
-            storage_error_code(&error)
+            error.code()
         })?;
         // Recovery may have cut the log below epochs the checkpoint still lists.
         if let Err(error) = epochs.truncate_from_end(log.log_end_offset()) {
@@ -671,7 +641,7 @@ impl Shard {
             Ok(found) => found,
             Err(error) => {
                 tracing::info!(topic = %topic.name, partition, %error, "rejected produce");
-                return ProduceOutcome::failed(storage_error_code(&LogError::InvalidBatch(error)));
+                return ProduceOutcome::failed(LogError::InvalidBatch(error).code());
             }
         };
         let mut first_base_offset = None;
@@ -763,7 +733,7 @@ impl Shard {
                 },
                 Err(error) => {
                     tracing::warn!(topic = %topic.name, partition, %error, "append failed");
-                    return ProduceOutcome::failed(storage_error_code(&error));
+                    return ProduceOutcome::failed(error.code());
                 }
             }
         }
@@ -840,8 +810,8 @@ impl Shard {
         let log_end_offset = open.log.log_end_offset();
         let watermark_moved = {
             let mut replica = open.replica.borrow_mut();
-            if let Err(code) = replica.check_leader(reader.current_leader_epoch) {
-                return FetchOutcome::failed(code);
+            if let Err(refusal) = replica.check_leader(reader.current_leader_epoch) {
+                return FetchOutcome::failed(refusal.code());
             }
             // A follower fetching from `offset` holds everything below it.
             reader.replica.is_some_and(|follower| {
@@ -910,7 +880,7 @@ impl Shard {
                             }
                             Ok(None) => {} // Over the core's budget: from the file.
                             Err(error) => {
-                                outcome.error_code = storage_error_code(&error.into());
+                                outcome.error_code = LogError::from(error).code();
                                 return outcome;
                             }
                         }
@@ -931,14 +901,14 @@ impl Shard {
                                 outcome.records.parts.push(Chunk::Bytes(Bytes::from(bytes)))
                             }
                             Err(error) => {
-                                outcome.error_code = storage_error_code(&error);
+                                outcome.error_code = error.code();
                                 return outcome;
                             }
                         },
                     }
                 }
             }
-            Err(error) => outcome.error_code = storage_error_code(&error),
+            Err(error) => outcome.error_code = error.code(),
         }
         outcome
     }
@@ -955,8 +925,8 @@ impl Shard {
         };
         let high_watermark = {
             let replica = open.replica.borrow();
-            if let Err(code) = replica.check_leader(-1) {
-                return OffsetOutcome::failed(code);
+            if let Err(refusal) = replica.check_leader(-1) {
+                return OffsetOutcome::failed(refusal.code());
             }
             replica.high_watermark()
         };
@@ -975,7 +945,7 @@ impl Shard {
                     timestamp_ms: matched.timestamp_ms,
                 },
                 Ok(None) => found(-1),
-                Err(error) => OffsetOutcome::failed(storage_error_code(&error)),
+                Err(error) => OffsetOutcome::failed(error.code()),
             },
         }
     }

@@ -5,7 +5,7 @@
 //! request in flight at a time (a follower's fetch is a long poll; pipelining buys nothing).
 //! Every response frame is bounded before it is read: a broken or hostile peer gets the
 //! connection closed, never an allocation sized from its bytes. Large responses are read
-//! into reused buffers, as the broker's requests are (`broker::request_buffers`).
+//! into reused buffers, as the broker's requests are (`shardlog_protocol::buffers`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use crate::broker::request_buffers::BufferPool;
+use shardlog_protocol::buffers::BufferPool;
 
 /// Fetch v12: the newest that names topics by name and is flexible; carries the follower's
 /// current leader epoch, so a deposed leader refuses it.

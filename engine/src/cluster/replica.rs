@@ -19,11 +19,18 @@ use std::collections::BTreeMap;
 
 use super::state::{BrokerId, PartitionState, NO_LEADER};
 
-/// Kafka error codes of [`ReplicaState::check_leader`].
-pub mod leader_error {
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+/// Why [`ReplicaState::check_leader`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LeaderRefusal {
+    /// This broker does not lead the partition.
+    #[error("not the leader")]
+    NotLeader,
+    /// The sender's leader epoch is older than ours: the sender is behind.
+    #[error("the sender's leader epoch is older than this leader's")]
+    FencedEpoch,
+    /// The sender's leader epoch is newer than ours: this broker is behind.
+    #[error("the sender's leader epoch is newer than this leader's")]
+    UnknownEpoch,
 }
 
 /// What this broker is for the partition.
@@ -112,16 +119,16 @@ impl ReplicaState {
 
     /// Whether a request for the partition's data may be served here: only by the leader,
     /// and only when the sender's leader epoch (`current_leader_epoch`, -1 for none) is ours.
-    /// Older means the sender is behind, newer that we are. Errs with the Kafka error code.
-    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<(), i16> {
+    /// Older means the sender is behind, newer that we are.
+    pub fn check_leader(&self, current_leader_epoch: i32) -> Result<(), LeaderRefusal> {
         if self.role != Role::Leader {
-            return Err(leader_error::NOT_LEADER_OR_FOLLOWER);
+            return Err(LeaderRefusal::NotLeader);
         }
         if current_leader_epoch >= 0 && current_leader_epoch < self.leader_epoch {
-            return Err(leader_error::FENCED_LEADER_EPOCH);
+            return Err(LeaderRefusal::FencedEpoch);
         }
         if current_leader_epoch > self.leader_epoch {
-            return Err(leader_error::UNKNOWN_LEADER_EPOCH);
+            return Err(LeaderRefusal::UnknownEpoch);
         }
         Ok(())
     }

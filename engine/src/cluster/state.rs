@@ -181,21 +181,6 @@ pub enum Refusal {
     IneligibleReplica(BrokerId),
 }
 
-impl Refusal {
-    /// The Kafka error code for this refusal.
-    pub fn code(&self) -> i16 {
-        match self {
-            Refusal::TopicExists(_) => 36,         // TOPIC_ALREADY_EXISTS
-            Refusal::UnknownTopic(_) => 3,         // UNKNOWN_TOPIC_OR_PARTITION
-            Refusal::UnknownPartition { .. } => 3, // UNKNOWN_TOPIC_OR_PARTITION
-            Refusal::UnknownBroker(_) => 39,       // INVALID_REPLICA_ASSIGNMENT
-            Refusal::InvalidReplicas(_) => 39,     // INVALID_REPLICA_ASSIGNMENT
-            Refusal::StaleIsrChange => 6,          // NOT_LEADER_OR_FOLLOWER
-            Refusal::IneligibleReplica(_) => 107,  // INELIGIBLE_REPLICA
-        }
-    }
-}
-
 impl ClusterState {
     pub fn topic(&self, name: &str) -> Option<&Arc<Topic>> {
         self.topics.get(name)

@@ -46,14 +46,8 @@ pub const API_VERSIONS_VERSION: i16 = 3;
 pub const CREATE_TOPICS_VERSION: i16 = 4;
 pub const INIT_PRODUCER_ID_VERSION: i16 = 2;
 
-/// Kafka error codes the tests expect.
-pub mod error_code {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-}
+/// Kafka error codes, from the one table (checked there against kafka-protocol's list).
+pub use shardlog_protocol::error_code;
 
 /// Where the workspace keeps the client scripts.
 pub fn clients_dir() -> PathBuf {

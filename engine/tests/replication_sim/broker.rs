@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use shardlog::broker::api::codes::KafkaCode;
 use shardlog::broker::shard::error_code;
 use shardlog::cluster::epochs::LeaderEpochCache;
 use shardlog::cluster::replica::{ReplicaState, Role, Transition};
@@ -543,8 +544,8 @@ impl SimBroker {
             high_watermark: -1,
             records: Vec::new(),
         };
-        if let Err(code) = self.replica.check_leader(current_leader_epoch) {
-            self.send(from, failed(code));
+        if let Err(refusal) = self.replica.check_leader(current_leader_epoch) {
+            self.send(from, failed(refusal.code()));
             return;
         }
         // A follower fetching from `offset` holds everything below it.
@@ -578,9 +579,9 @@ impl SimBroker {
         epoch: i32,
     ) {
         let response = match self.replica.check_leader(current_leader_epoch) {
-            Err(code) => Message::EpochEndResponse {
+            Err(refusal) => Message::EpochEndResponse {
                 session,
-                error: code,
+                error: refusal.code(),
                 leader_epoch: -1,
                 end_offset: -1,
             },

@@ -4,6 +4,8 @@
 //! `kafka-protocol` refuses to encode a field that the chosen version lacks unless the field
 //! holds its default value. So a version-specific field is set only when the version has it.
 
+use super::codes::KafkaCode;
+use shardlog_protocol::error_code;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -36,12 +38,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::super::chunks::Chunk;
 use super::super::metadata::{Topic, TopicConfig, TopicError};
-use super::super::shard::{error_code, Shard};
+use super::super::shard::Shard;
 use super::{Reply, SUPPORTED, UNSUPPORTED_VERSION};
 use crate::cluster::state::{ClusterState, NO_LEADER};
-
-/// Kafka's LEADER_NOT_AVAILABLE: the partition has no leader right now (retriable).
-const LEADER_NOT_AVAILABLE: i16 = 5;
 
 fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
@@ -218,7 +217,7 @@ fn topic_metadata(state: &ClusterState, topic: &Topic, version: i16) -> Metadata
             partition.partition_index = index as i32;
             partition.leader_id = BrokerId(assigned.leader);
             if assigned.leader == NO_LEADER {
-                partition.error_code = LEADER_NOT_AVAILABLE;
+                partition.error_code = error_code::LEADER_NOT_AVAILABLE;
             }
             if version >= 7 {
                 partition.leader_epoch = assigned.leader_epoch;
@@ -271,7 +270,7 @@ pub async fn create_topics(
             }
         }
         if let Some(setting) = invalid_config {
-            result.error_code = 40; // INVALID_CONFIG
+            result.error_code = error_code::INVALID_CONFIG;
             result.error_message = Some(text(&format!("unsupported or invalid config {setting}")));
         } else if request.validate_only {
             let checked = shard.shared.metadata.create_command(
@@ -285,7 +284,7 @@ pub async fn create_topics(
                 result.error_message = Some(text(&error.to_string()));
             }
         } else if !creatable.assignments.is_empty() {
-            result.error_code = 39; // INVALID_REPLICA_ASSIGNMENT
+            result.error_code = error_code::INVALID_REPLICA_ASSIGNMENT;
             result.error_message = Some(text("manual replica assignment is not supported"));
         } else {
             let created = shard
@@ -454,7 +453,7 @@ pub fn describe_configs(
                 ),
             ],
             _ => {
-                result.error_code = 87; // INVALID_REQUEST
+                result.error_code = error_code::INVALID_REQUEST;
                 Vec::new()
             }
         };
@@ -485,7 +484,7 @@ pub fn init_producer_id(
     let mut response = InitProducerIdResponse::default();
     if request.transactional_id.is_some() {
         // Transactions are not implemented; idempotence alone needs no transactional id.
-        response.error_code = 53; // TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        response.error_code = error_code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
         return response;
     }
     if request.producer_id.0 >= 0 {

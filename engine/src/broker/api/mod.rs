@@ -5,6 +5,7 @@
 //! `kafka-protocol`; record batches inside produce requests stay raw bytes.
 
 mod admin;
+pub mod codes;
 mod epochs;
 mod fetch;
 mod group;
@@ -12,6 +13,7 @@ mod produce;
 mod reassign;
 mod share;
 
+use shardlog_protocol::error_code::UNSUPPORTED_VERSION;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -70,50 +72,93 @@ fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
         .map(|&(_, min, max)| (min, max))
 }
 
-/// Kafka's UNSUPPORTED_VERSION.
-const UNSUPPORTED_VERSION: i16 = 35;
+/// A request frame, parsed: who asked what.
+pub struct ParsedRequest {
+    pub api_key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub header: RequestHeader,
+    pub request: RequestKind,
+}
 
-/// Parses and answers one request frame.
-pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
-    // The connection guarantees REQUEST_HEADER_MIN_BYTES.
+/// Why a frame was not parsed into a request.
+#[derive(Debug)]
+pub enum Unparsed {
+    /// An ApiVersions request above our versions: answered in v0 with our ranges.
+    ApiVersionsTooNew { correlation_id: i32 },
+    /// Anything else: the connection is closed, for this reason.
+    Close(&'static str),
+}
+
+/// Parses one request frame (without its size prefix): header first, so an unknown API or an
+/// unsupported version is refused before its body is decoded, then the body.
+///
+/// Bounds: the frame is at least `REQUEST_HEADER_MIN_BYTES` long (the connection checked);
+/// every length inside it is bounded by the frame. Hostile array lengths are survivable only
+/// with `decode_guard::ReservingAllocator` installed, as the broker binary does.
+pub fn parse(frame: Bytes) -> Result<ParsedRequest, Unparsed> {
     let mut fixed = &frame[..8];
     let api_key_raw = fixed.get_i16();
     let version = fixed.get_i16();
     let correlation_id = fixed.get_i32();
     let Ok(api_key) = ApiKey::try_from(api_key_raw) else {
         tracing::info!(api_key = api_key_raw, "unknown API key");
-        return Reply::Close("unknown API key");
+        return Err(Unparsed::Close("unknown API key"));
     };
     let Some((min, max)) = supported_range(api_key) else {
         tracing::info!(?api_key, "API not served");
-        return Reply::Close("API not served");
+        return Err(Unparsed::Close("API not served"));
     };
     if !(min..=max).contains(&version) {
         if api_key == ApiKey::ApiVersions {
-            // Answer in v0 with the error and our ranges, so the client can pick a version.
             // Clients newer than us do this on every connection: routine, hence debug.
             tracing::debug!(version, "ApiVersions version above ours; answering v0");
-            return admin::api_versions_unsupported(correlation_id);
+            return Err(Unparsed::ApiVersionsTooNew { correlation_id });
         }
         tracing::info!(?api_key, version, "unsupported version");
-        return Reply::Close("unsupported version");
+        return Err(Unparsed::Close("unsupported version"));
     }
-    let frame_bytes = frame.len();
     let mut body = frame;
     let header_version = api_key.request_header_version(version);
     let header = match RequestHeader::decode(&mut body, header_version) {
         Ok(header) => header,
         Err(error) => {
             tracing::info!(?api_key, version, %error, "undecodable request header");
-            return Reply::Close("undecodable request header");
+            return Err(Unparsed::Close("undecodable request header"));
         }
     };
-    let request = match decode_body(api_key, &mut body, version) {
+    let request = match RequestKind::decode(api_key, &mut body, version) {
         Ok(request) => request,
-        Err(why) => {
-            tracing::info!(?api_key, version, why, "undecodable request");
-            return Reply::Close("undecodable request");
+        Err(error) => {
+            tracing::info!(?api_key, version, %error, "undecodable request");
+            return Err(Unparsed::Close("undecodable request"));
         }
+    };
+    Ok(ParsedRequest {
+        api_key,
+        version,
+        correlation_id,
+        header,
+        request,
+    })
+}
+
+/// Parses and answers one request frame.
+pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
+    let frame_bytes = frame.len();
+    let ParsedRequest {
+        api_key,
+        version,
+        correlation_id,
+        header,
+        request,
+    } = match parse(frame) {
+        Ok(parsed) => parsed,
+        Err(Unparsed::ApiVersionsTooNew { correlation_id }) => {
+            // Answer in v0 with the error and our ranges, so the client can pick a version.
+            return admin::api_versions_unsupported(correlation_id);
+        }
+        Err(Unparsed::Close(why)) => return Reply::Close(why),
     };
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(admin::api_versions(0)),
@@ -201,16 +246,6 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         _ => return Reply::Close("API not served"),
     };
     encode_response(api_key, version, correlation_id, &response)
-}
-
-/// Decodes a request body. Hostile array lengths are survivable only with
-/// `decode_guard::ReservingAllocator` installed, as the broker binary does.
-fn decode_body(
-    api_key: ApiKey,
-    body: &mut Bytes,
-    version: i16,
-) -> Result<RequestKind, &'static str> {
-    RequestKind::decode(api_key, body, version).map_err(|_| "kafka-protocol could not decode it")
 }
 
 /// Frames a response: 4-byte size, header (with the correlation id), body.

@@ -5,6 +5,7 @@
 //! acks=-1 (all) waits further, until every in-sync replica holds them (the high watermark
 //! passed them), within the request's timeout.
 
+use shardlog_protocol::error_code::INVALID_REQUIRED_ACKS;
 use std::rc::Rc;
 
 use futures_util::future::join_all;
@@ -15,9 +16,6 @@ use kafka_protocol::messages::produce_response::{
 
 use super::super::shard::{error_code, PartitionRecords, Shard};
 use super::admin::resolve_topic;
-
-/// Kafka's INVALID_REQUIRED_ACKS.
-const INVALID_REQUIRED_ACKS: i16 = 21;
 
 /// Appends the request's batches; `None` when the client asked for no response (acks=0).
 /// `request_bytes` is the size of the request frame the records arrived in.

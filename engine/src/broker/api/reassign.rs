@@ -8,6 +8,11 @@
 //! when the move has started; ListPartitionReassignments shows the moves still running.
 //! Cancelling a reassignment (a null replica list) is not supported.
 
+use super::codes::KafkaCode;
+use shardlog_protocol::error_code::{
+    INVALID_REPLICATION_FACTOR, INVALID_REQUEST, NO_REASSIGNMENT_IN_PROGRESS,
+    UNKNOWN_TOPIC_OR_PARTITION,
+};
 use std::rc::Rc;
 
 use kafka_protocol::messages::alter_partition_reassignments_request::AlterPartitionReassignmentsRequest;
@@ -23,15 +28,6 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::super::shard::Shard;
 use crate::cluster::state::{Command, PartitionState};
-
-/// Kafka's INVALID_REQUEST.
-const INVALID_REQUEST: i16 = 42;
-/// Kafka's INVALID_REPLICATION_FACTOR.
-const INVALID_REPLICATION_FACTOR: i16 = 38;
-/// Kafka's NO_REASSIGNMENT_IN_PROGRESS.
-const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
-/// Kafka's UNKNOWN_TOPIC_OR_PARTITION.
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 pub async fn alter_partition_reassignments(
     shard: &Rc<Shard>,

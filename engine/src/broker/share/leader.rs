@@ -18,6 +18,7 @@
 //! has room) and the share partition's own event (releases, expiries). They are registered
 //! before anything else runs on this core, so nothing in between is missed.
 
+use crate::broker::api::codes::KafkaCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -62,8 +63,8 @@ pub async fn serve(shard: &Rc<Shard>, call: PartitionCall) -> PartitionAnswer {
         Ok(open) => open,
         Err(code) => return PartitionAnswer::failed(code),
     };
-    if let Err(code) = open.replica.borrow().check_leader(-1) {
-        return PartitionAnswer::failed(code);
+    if let Err(refusal) = open.replica.borrow().check_leader(-1) {
+        return PartitionAnswer::failed(refusal.code());
     }
     let key = StateKey {
         group: call.group_id,
@@ -140,15 +141,10 @@ async fn acquire(
             .log
             .read_below(next, budget, high_watermark)
             .await
-            .map_err(|error| crate::broker::shard::storage_error_code(&error))?;
+            .map_err(|error| error.code())?;
         let mut fetched = Vec::new();
         for region in regions {
-            fetched.push(
-                region
-                    .read_bytes()
-                    .await
-                    .map_err(|error| crate::broker::shard::storage_error_code(&error))?,
-            );
+            fetched.push(region.read_bytes().await.map_err(|error| error.code())?);
         }
         let before = cursor;
         for bytes in &fetched {

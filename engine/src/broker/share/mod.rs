@@ -48,24 +48,7 @@ pub use window::AckBatch;
 /// The internal topic that holds share-partition state.
 pub const STATE_TOPIC: &str = "__share_group_state";
 
-/// Kafka error codes of the share-group APIs.
-pub mod error_code {
-    pub const NONE: i16 = 0;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const UNKNOWN_TOPIC_ID: i16 = 100;
-    pub const FENCED_MEMBER_EPOCH: i16 = 110;
-    pub const INVALID_RECORD_STATE: i16 = 121;
-    pub const SHARE_SESSION_NOT_FOUND: i16 = 122;
-    pub const INVALID_SHARE_SESSION_EPOCH: i16 = 123;
-}
+pub use shardlog_protocol::error_code;
 
 /// Acknowledge types of ShareFetch and ShareAcknowledge v1.
 pub mod acknowledge_type {

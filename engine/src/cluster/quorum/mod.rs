@@ -192,18 +192,6 @@ pub enum ProposeError {
     Stopped,
 }
 
-impl ProposeError {
-    /// The Kafka error code for this outcome.
-    pub fn code(&self) -> i16 {
-        match self {
-            ProposeError::Refused(refusal) => refusal.code(),
-            ProposeError::NoController | ProposeError::Stopped => 41, // NOT_CONTROLLER
-            ProposeError::Timeout | ProposeError::Busy => 7,          // REQUEST_TIMED_OUT
-            ProposeError::TooLarge => 42,                             // INVALID_REQUEST
-        }
-    }
-}
-
 /// A proposal waiting for the driver.
 struct Pending {
     id: Uuid,

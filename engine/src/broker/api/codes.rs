@@ -1,0 +1,91 @@
+//! From each layer's error to Kafka's error code: the one place that mapping is made.
+//!
+//! The layers below the API handlers (the partition log, the cluster state, the quorum, the
+//! replica rules, the topic table) return their own error enums and know nothing of the wire.
+//! A handler that must answer with a code calls [`KafkaCode::code`] on the error; the codes
+//! themselves are `shardlog_protocol::error_code`'s.
+
+use shardlog_protocol::error_code::{self, ErrorCode};
+
+use crate::batch::BatchError;
+use crate::broker::metadata::TopicError;
+use crate::cluster::quorum::ProposeError;
+use crate::cluster::replica::LeaderRefusal;
+use crate::cluster::state::Refusal;
+use crate::error::LogError;
+
+/// An error that has a Kafka error code.
+pub trait KafkaCode {
+    /// The code a Kafka client expects for this error.
+    fn code(&self) -> ErrorCode;
+}
+
+impl KafkaCode for LogError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            LogError::InvalidBatch(BatchError::CrcMismatch { .. }) => error_code::CORRUPT_MESSAGE,
+            LogError::InvalidBatch(BatchError::TooLarge { .. })
+            | LogError::BatchTooLarge { .. } => error_code::MESSAGE_TOO_LARGE,
+            LogError::InvalidBatch(_) | LogError::TrailingBytes { .. } => {
+                error_code::INVALID_RECORD
+            }
+            LogError::OffsetOutOfRange { .. } | LogError::NotAtLogEnd { .. } => {
+                error_code::OFFSET_OUT_OF_RANGE
+            }
+            LogError::Storage(_) | LogError::Corrupt { .. } => error_code::KAFKA_STORAGE_ERROR,
+            LogError::Closed { .. } | LogError::InvalidConfig { .. } => {
+                error_code::UNKNOWN_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl KafkaCode for LeaderRefusal {
+    fn code(&self) -> ErrorCode {
+        match self {
+            LeaderRefusal::NotLeader => error_code::NOT_LEADER_OR_FOLLOWER,
+            LeaderRefusal::FencedEpoch => error_code::FENCED_LEADER_EPOCH,
+            LeaderRefusal::UnknownEpoch => error_code::UNKNOWN_LEADER_EPOCH,
+        }
+    }
+}
+
+impl KafkaCode for Refusal {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::TopicExists(_) => error_code::TOPIC_ALREADY_EXISTS,
+            Refusal::UnknownTopic(_) | Refusal::UnknownPartition { .. } => {
+                error_code::UNKNOWN_TOPIC_OR_PARTITION
+            }
+            Refusal::UnknownBroker(_) | Refusal::InvalidReplicas(_) => {
+                error_code::INVALID_REPLICA_ASSIGNMENT
+            }
+            Refusal::StaleIsrChange => error_code::NOT_LEADER_OR_FOLLOWER,
+            Refusal::IneligibleReplica(_) => error_code::INELIGIBLE_REPLICA,
+        }
+    }
+}
+
+impl KafkaCode for ProposeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ProposeError::Refused(refusal) => refusal.code(),
+            ProposeError::NoController | ProposeError::Stopped => error_code::NOT_CONTROLLER,
+            ProposeError::Timeout | ProposeError::Busy => error_code::REQUEST_TIMED_OUT,
+            ProposeError::TooLarge => error_code::INVALID_REQUEST,
+        }
+    }
+}
+
+impl KafkaCode for TopicError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            TopicError::AlreadyExists(_) => error_code::TOPIC_ALREADY_EXISTS,
+            TopicError::InvalidName { .. } => error_code::INVALID_TOPIC_EXCEPTION,
+            TopicError::InvalidPartitions(_) => error_code::INVALID_PARTITIONS,
+            TopicError::InvalidReplicationFactor { .. } => error_code::INVALID_REPLICATION_FACTOR,
+            TopicError::Unknown(_) => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            TopicError::Quorum(error) => error.code(),
+        }
+    }
+}
