@@ -460,20 +460,21 @@ impl Shard {
         fetched: &FetchedPartition,
     ) -> Result<(), LogError> {
         let records: &Bytes = &fetched.records;
-        for item in batch::batches(records, self.shared.config.max_batch_bytes) {
-            let (position, header) = match item {
+        let cut = |range| records.slice(range);
+        for item in batch::valid_batches(records, self.shared.config.max_batch_bytes, cut) {
+            let valid = match item {
                 Ok(found) => found,
                 // A size-limited fetch may end inside a batch; it comes whole next time.
                 Err(BatchError::Truncated { .. }) => break,
                 Err(error) => return Err(LogError::InvalidBatch(error)),
             };
+            let header = *valid.header();
             if header.last_offset() < open.log.log_end_offset() {
                 continue;
             }
             open.epochs
                 .borrow_mut()
                 .assign(header.partition_leader_epoch, header.base_offset)?;
-            let batch = records.slice(position..position + header.total_bytes());
             let producers = &open.producers;
             let record_producer = |stored: &batch::BatchHeader| {
                 if stored.producer_id >= 0 {
@@ -487,13 +488,21 @@ impl Shard {
                 }
                 true
             };
-            if let Some(info) = open.log.append_replicated(&batch, record_producer).await? {
+            if let Some(info) = open
+                .log
+                .append_valid_replicated(&valid, record_producer)
+                .await?
+            {
                 if let Some(tail) = &open.tail {
                     // The fetched batch already holds the leader's offsets and epoch. A
                     // replica fetch names one partition, so the slice keeps alive a response
                     // buffer of little more than the batches cached from it.
-                    tail.borrow_mut()
-                        .push(info.base_offset, info.last_offset, Bytes::new(), batch);
+                    tail.borrow_mut().push(
+                        info.base_offset,
+                        info.last_offset,
+                        Bytes::new(),
+                        valid.bytes().clone(),
+                    );
                 }
             }
             open.end_offset.store(

@@ -635,8 +635,13 @@ impl Shard {
         }
         // Validate every batch before appending any, so a rejected request leaves nothing
         // behind (a client retrying it would otherwise duplicate its valid batches).
-        let found: Result<Vec<_>, _> =
-            batch::batches(&records.bytes, self.shared.config.max_batch_bytes).collect();
+        // Each batch's CRC is checked here, once: the log takes the checked batches as they are.
+        let found: Result<Vec<_>, _> = batch::valid_batches(
+            &records.bytes,
+            self.shared.config.max_batch_bytes,
+            |range| records.bytes.slice(range),
+        )
+        .collect();
         let found = match found {
             Ok(found) => found,
             Err(error) => {
@@ -647,10 +652,9 @@ impl Shard {
         let mut first_base_offset = None;
         // The last offset the producer must see replicated before acks=all is answered.
         let mut last_offset = -1;
-        for (position, header) in found {
-            let batch = records
-                .bytes
-                .slice(position..position + header.total_bytes());
+        for valid in found {
+            let header = *valid.header();
+            let batch = valid.bytes().clone();
             let verdict = std::cell::Cell::new(Verdict::Append);
             let admit = |stored: &batch::BatchHeader| {
                 // Checked again under the append lock: leadership may have moved (and come
@@ -687,7 +691,11 @@ impl Shard {
                 }
                 decided == Verdict::Append
             };
-            match open.log.append_with(&batch, leader_epoch, admit).await {
+            match open
+                .log
+                .append_valid_with(&valid, leader_epoch, admit)
+                .await
+            {
                 Ok(Some(info)) => {
                     first_base_offset.get_or_insert(info.base_offset);
                     last_offset = info.last_offset;

@@ -447,6 +447,61 @@ impl Iterator for BatchIter<'_> {
 
 impl std::iter::FusedIterator for BatchIter<'_> {}
 
+/// A batch that [`validate`] accepted, with the bytes it was checked on (the batch starts at
+/// their first byte; bytes after it are the holder's business, as with [`validate`]).
+///
+/// This is the proof the log's append asks for, so that a batch the broker has checked is not
+/// checksummed a second time under the append lock. It can only be made by checking:
+/// [`ValidBatch::check`] or [`valid_batches`].
+#[derive(Debug, Clone)]
+pub struct ValidBatch<B> {
+    bytes: B,
+    header: BatchHeader,
+}
+
+impl<B: AsRef<[u8]>> ValidBatch<B> {
+    /// Runs [`validate`] on the batch at the start of `bytes` and keeps the bytes with it.
+    pub fn check(bytes: B, max_batch_bytes: usize) -> Result<ValidBatch<B>, BatchError> {
+        let header = validate(bytes.as_ref(), max_batch_bytes)?;
+        Ok(ValidBatch { bytes, header })
+    }
+
+    /// The header as the producer (or leader) wrote it.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The bytes the batch was checked on.
+    pub fn bytes(&self) -> &B {
+        &self.bytes
+    }
+}
+
+/// The batches packed back to back in `whole`, each checked once by [`validate`] (as
+/// [`batches`] does) and cut out of `whole` by `cut`, which is given the batch's byte range
+/// (for `bytes::Bytes`, `|range| whole.slice(range)`, so no batch is copied).
+///
+/// Panics if `cut` returns other bytes than the range it was given: a caller bug that would
+/// let unchecked bytes pass as checked.
+pub fn valid_batches<'a, B: AsRef<[u8]>>(
+    whole: &'a B,
+    max_batch_bytes: usize,
+    cut: impl Fn(std::ops::Range<usize>) -> B + 'a,
+) -> impl Iterator<Item = Result<ValidBatch<B>, BatchError>> + 'a {
+    let all = whole.as_ref();
+    batches(all, max_batch_bytes).map(move |item| {
+        item.map(|(position, header)| {
+            let range = position..position + header.total_bytes();
+            let bytes = cut(range.clone());
+            assert!(
+                std::ptr::eq(bytes.as_ref(), &all[range]),
+                "valid_batches: cut returned bytes other than the checked range"
+            );
+            ValidBatch { bytes, header }
+        })
+    })
+}
+
 fn check_fits(header: &BatchHeader, available: usize) -> Result<(), BatchError> {
     let needed = header.total_bytes();
     if needed > available {
@@ -476,6 +531,50 @@ mod tests {
         builder.push_kv(Some(b"k1"), Some(b"v1"), &[], 1_700_000_000_005);
         builder.push_kv(None, Some(b"v2"), &[(b"h", Some(b"x"))], 1_700_000_000_002);
         builder.build(100).unwrap()
+    }
+
+    #[test]
+    fn valid_batches_yields_what_batches_checks_with_the_bytes_cut_out() {
+        let mut packed = sample_batch(Compression::None);
+        packed.extend(sample_batch(Compression::Zstd));
+        let expected: Vec<_> = batches(&packed, usize::MAX).collect();
+        let found: Vec<_> = valid_batches(&packed.as_slice(), usize::MAX, |range| &packed[range])
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        for (valid, checked) in found.iter().zip(expected) {
+            let (position, header) = checked.unwrap();
+            assert_eq!(*valid.header(), header);
+            assert_eq!(
+                valid.bytes()[..],
+                packed[position..position + header.total_bytes()]
+            );
+        }
+    }
+
+    #[test]
+    fn valid_batches_stops_at_a_crc_mismatch() {
+        let mut packed = sample_batch(Compression::None);
+        let second = packed.len();
+        packed.extend(sample_batch(Compression::None));
+        let last = packed.len() - 1;
+        packed[last] ^= 0xff;
+        let found: Vec<_> =
+            valid_batches(&packed.as_slice(), usize::MAX, |range| &packed[range]).collect();
+        assert_eq!(found.len(), 2);
+        assert!(found[0].is_ok());
+        assert!(matches!(
+            found[1],
+            Err(BatchError::CrcMismatch { at, .. }) if at == second + CRC_OFFSET
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "other than the checked range")]
+    fn valid_batches_refuses_a_cut_that_returns_other_bytes() {
+        let packed = sample_batch(Compression::None);
+        let other = packed.clone();
+        let _ = valid_batches(&packed.as_slice(), usize::MAX, |range| &other[range]).count();
     }
 
     #[test]

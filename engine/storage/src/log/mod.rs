@@ -25,7 +25,7 @@ pub use config::{Durability, LogConfig};
 pub use recovery::{RecoveryReport, TruncatedTail};
 pub use spares::{RecycleStats, SPARE_SEGMENTS_MAX, SPARE_SUFFIX};
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::{self, BatchError, BatchHeader, ValidBatch};
 use crate::error::LogError;
 use crate::fifo_lock::{FifoLock, Turn};
 use crate::segment::{FileRegion, Segment};
@@ -233,6 +233,19 @@ impl PartitionLog {
         leader_epoch: i32,
         admit: impl FnOnce(&BatchHeader) -> bool,
     ) -> Result<Option<AppendInfo>, LogError> {
+        let batch = ValidBatch::check(batch, self.inner.config.max_batch_bytes)?;
+        self.append_batch(&batch, Some(leader_epoch), admit).await
+    }
+
+    /// Like [`append_with`](Self::append_with), for a batch its caller has already checked
+    /// (the broker checks a produce request's batches before appending any), so it is not
+    /// checksummed again.
+    pub async fn append_valid_with<B: AsRef<[u8]>>(
+        &self,
+        batch: &ValidBatch<B>,
+        leader_epoch: i32,
+        admit: impl FnOnce(&BatchHeader) -> bool,
+    ) -> Result<Option<AppendInfo>, LogError> {
         self.append_batch(batch, Some(leader_epoch), admit).await
     }
 
@@ -243,20 +256,40 @@ impl PartitionLog {
         batch: &[u8],
         admit: impl FnOnce(&BatchHeader) -> bool,
     ) -> Result<Option<AppendInfo>, LogError> {
+        let batch = ValidBatch::check(batch, self.inner.config.max_batch_bytes)?;
+        self.append_batch(&batch, None, admit).await
+    }
+
+    /// [`append_replicated`](Self::append_replicated) for a batch already checked.
+    pub async fn append_valid_replicated<B: AsRef<[u8]>>(
+        &self,
+        batch: &ValidBatch<B>,
+        admit: impl FnOnce(&BatchHeader) -> bool,
+    ) -> Result<Option<AppendInfo>, LogError> {
         self.append_batch(batch, None, admit).await
     }
 
     /// The one append path. `assign_epoch` is `Some` on a leader (offsets and epoch are given
-    /// here) and `None` on a follower (they are kept, and checked against the log end).
-    async fn append_batch(
+    /// here) and `None` on a follower (they are kept, and checked against the log end). The
+    /// batch's CRC was checked when the [`ValidBatch`] was made; only this log's own limits
+    /// are checked here.
+    async fn append_batch<B: AsRef<[u8]>>(
         &self,
-        batch: &[u8],
+        valid: &ValidBatch<B>,
         assign_epoch: Option<i32>,
         admit: impl FnOnce(&BatchHeader) -> bool,
     ) -> Result<Option<AppendInfo>, LogError> {
         let config = &self.inner.config;
-        let header = batch::validate(batch, config.max_batch_bytes)?;
+        let batch = valid.bytes().as_ref();
+        let header = *valid.header();
         let batch_bytes = header.total_bytes();
+        if batch_bytes > config.max_batch_bytes {
+            return Err(LogError::InvalidBatch(BatchError::TooLarge {
+                length: batch_bytes,
+                max: config.max_batch_bytes,
+                at: 0,
+            }));
+        }
         if batch_bytes != batch.len() {
             return Err(LogError::TrailingBytes {
                 batch_bytes,
