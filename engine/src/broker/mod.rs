@@ -27,6 +27,7 @@ pub mod connection;
 pub mod fetch_response;
 pub mod group;
 pub mod metadata;
+pub mod producer_ids;
 pub mod producer_state;
 pub mod read_ahead;
 pub mod replay;

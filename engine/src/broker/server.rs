@@ -18,15 +18,13 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::config::BrokerConfig;
 use super::connection;
 use super::metadata::Metadata;
+use super::producer_ids::{ProducerIdError, ProducerIds};
 use super::shard::{Shard, ShardMessage};
 use crate::cluster::quorum::Quorum;
 use crate::cluster::state::Command;
 
 /// Messages that may wait in each core-to-core channel; a full channel makes the sender wait.
 const MESH_CHANNEL_CAPACITY: usize = 1024;
-/// Producer ids are `node_id << PRODUCER_ID_COUNTER_BITS | counter`: unique across brokers
-/// without consensus, each broker counting its own.
-const PRODUCER_ID_COUNTER_BITS: u32 = 32;
 /// Pause between attempts to register with the quorum (while it has no leader yet).
 const REGISTER_RETRY_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -38,7 +36,7 @@ pub struct Shared {
     pub cluster_id: String,
     /// The address the first core bound (the configured port, or the one the OS chose for 0).
     pub bound_address: OnceLock<SocketAddr>,
-    next_producer_id: Mutex<i64>,
+    producer_ids: ProducerIds,
     shutting_down: AtomicBool,
     shutdown: Event,
     cores_ready: AtomicUsize,
@@ -63,18 +61,19 @@ impl Shared {
                 uuid::Uuid::new_v4().simple().to_string()
             })?,
         };
-        let next_producer_id: i64 =
-            load_or_create(&config.data_dir.join("producer-ids"), || "0".into())?
-                .trim()
-                .parse()
-                .map_err(|error| format!("producer-ids is not a number: {error}"))?;
+        let producer_ids = ProducerIds::open(
+            &crate::Storage::Buffered,
+            config.data_dir.join("producer-ids"),
+            config.node_id,
+        )
+        .map_err(|error| error.to_string())?;
         Ok(Shared {
             config,
             cores,
             metadata,
             cluster_id,
             bound_address: OnceLock::new(),
-            next_producer_id: Mutex::new(next_producer_id),
+            producer_ids,
             shutting_down: AtomicBool::new(false),
             shutdown: Event::new(),
             cores_ready: AtomicUsize::new(0),
@@ -88,23 +87,10 @@ impl Shared {
         self.metadata.quorum()
     }
 
-    /// A producer id never handed out before by any broker, even across restarts: this
-    /// broker's id in the high bits, a counter persisted before the id is returned in the low.
-    pub fn allocate_producer_id(&self) -> Result<i64, String> {
-        let mut next = self
-            .next_producer_id
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let counter = *next;
-        if counter >= 1 << PRODUCER_ID_COUNTER_BITS {
-            return Err("this broker has handed out every producer id it owns".to_string());
-        }
-        let path = self.config.data_dir.join("producer-ids");
-        crate::Storage::Buffered
-            .write_file_atomic(&path, (counter + 1).to_string().as_bytes())
-            .map_err(|error| error.to_string())?;
-        *next = counter + 1;
-        Ok((i64::from(self.config.node_id) << PRODUCER_ID_COUNTER_BITS) | counter)
+    /// A producer id never handed out before by any broker, even across restarts
+    /// ([`ProducerIds`]: one blocking file write per block of ids, none for the others).
+    pub fn allocate_producer_id(&self) -> Result<i64, ProducerIdError> {
+        self.producer_ids.allocate(&crate::Storage::Buffered)
     }
 
     /// Stops the broker because of `why` (an error it cannot serve without).
