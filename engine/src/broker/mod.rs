@@ -1,8 +1,10 @@
 //! The broker: a thread-per-core server that speaks the Kafka wire protocol.
 //!
 //! - [`server`] starts one glommio executor per core; every core accepts connections.
-//! - [`shard`] is one core's state: the partitions it owns, and the cross-core messages that
-//!   let any core answer for any partition.
+//! - [`shard`] is one core's state: the partitions it owns, opened on first use;
+//!   [`routing`] says which core owns a partition and carries work to it (one generic
+//!   cross-core call); [`partition`] is one partition's state and its produce, fetch and
+//!   offset paths.
 //! - [`connection`] reads framed requests, runs them (pipelined, bounded) and writes the
 //!   responses in order; `shardlog_protocol::buffers` reuses large request buffers and bounds the
 //!   bytes of requests a core holds.
@@ -27,11 +29,13 @@ pub mod connection;
 pub mod fetch_response;
 pub mod group;
 pub mod metadata;
+pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod read_ahead;
 pub mod replay;
 pub mod replication;
+pub mod routing;
 pub mod server;
 pub mod shard;
 pub mod share;

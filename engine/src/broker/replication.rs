@@ -16,7 +16,8 @@ use futures_lite::FutureExt;
 
 use super::group::OFFSETS_TOPIC;
 use super::metadata::{PartitionState, Topic};
-use super::shard::{error_code, rebuild_producers, EpochEndOutcome, Partition, Shard};
+use super::partition::EpochEndOutcome;
+use super::shard::{error_code, rebuild_producers, Partition, Shard};
 use crate::batch::{self, BatchError};
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
 use crate::cluster::quorum::ProposeError;

@@ -19,7 +19,8 @@ use super::config::BrokerConfig;
 use super::connection;
 use super::metadata::Metadata;
 use super::producer_ids::{ProducerIdError, ProducerIds};
-use super::shard::{Shard, ShardMessage};
+use super::routing::CoreTask;
+use super::shard::Shard;
 use crate::cluster::quorum::Quorum;
 use crate::cluster::state::Command;
 
@@ -241,7 +242,7 @@ pub fn start(mut config: BrokerConfig) -> Result<Running, String> {
         config.cores
     };
     let shared = Arc::new(Shared::new(config, cores)?);
-    let mesh = MeshBuilder::<ShardMessage, _>::full(cores, MESH_CHANNEL_CAPACITY);
+    let mesh = MeshBuilder::<CoreTask, _>::full(cores, MESH_CHANNEL_CAPACITY);
     let mut executors = Vec::with_capacity(cores);
     for core in 0..cores {
         let shared = Arc::clone(&shared);
@@ -358,7 +359,7 @@ async fn register(shared: Arc<Shared>) {
 async fn run_core(
     core: usize,
     shared: Arc<Shared>,
-    mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
+    mesh: MeshBuilder<CoreTask, glommio::channels::channel_mesh::Full>,
 ) {
     let Ok((senders, mut receivers)) = mesh.join().await else {
         tracing::error!(core, "cannot join the core mesh");
@@ -380,8 +381,8 @@ async fn run_core(
     for (_, stream) in receivers.streams() {
         let shard = Rc::clone(&shard);
         glommio::spawn_local(async move {
-            while let Some(message) = stream.recv().await {
-                glommio::spawn_local(Rc::clone(&shard).handle(message)).detach();
+            while let Some(task) = stream.recv().await {
+                glommio::spawn_local(task(Rc::clone(&shard))).detach();
             }
         })
         .detach();

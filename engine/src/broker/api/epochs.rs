@@ -10,7 +10,8 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
 };
 
-use super::super::shard::{EpochEndOutcome, Shard};
+use super::super::partition::EpochEndOutcome;
+use super::super::shard::Shard;
 use super::admin::resolve_topic;
 
 pub async fn offset_for_leader_epoch(

@@ -15,8 +15,9 @@ use super::super::fetch_response::{
     encode_fetch_response, FetchPartition, FetchResponseBody, FetchTopic,
 };
 use super::super::metadata::Topic;
+use super::super::partition::FetchOutcome;
 use super::super::replication::Reader;
-use super::super::shard::{error_code, FetchOutcome, Shard};
+use super::super::shard::{error_code, Shard};
 use super::admin::resolve_topic;
 use super::Reply;
 

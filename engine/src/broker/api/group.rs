@@ -12,7 +12,6 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures_channel::oneshot;
 use kafka_protocol::messages::describe_groups_request::DescribeGroupsRequest;
 use kafka_protocol::messages::describe_groups_response::{
     DescribeGroupsResponse, DescribedGroup, DescribedGroupMember,
@@ -41,7 +40,7 @@ use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::super::metadata::{Topic, TopicConfig, TopicError};
-use super::super::shard::{partition_owner, Shard, ShardMessage};
+use super::super::shard::{partition_owner, Shard};
 use crate::broker::group::{
     self, error_code, CommitEntry, CommitRequest, GroupAnswer, GroupCall, GroupRequest,
     JoinOutcome, JoinRequest, SyncOutcome, OFFSETS_TOPIC,
@@ -115,13 +114,11 @@ async fn call(shard: &Rc<Shard>, group_id: &str, request: GroupRequest) -> Group
         return GroupAnswer::Failed(error_code::NOT_COORDINATOR);
     }
     let core = partition_owner(OFFSETS_TOPIC, partition, shard.shared.cores);
-    let (reply, answer) = oneshot::channel();
-    let message = ShardMessage::Group {
-        call: GroupCall::ForGroup { partition, request },
-        reply,
-    };
+    let call = GroupCall::ForGroup { partition, request };
     shard
-        .forward(core, message, answer)
+        .call_core(core, move |shard| async move {
+            group::coordinator::handle(&shard, call).await
+        })
         .await
         .unwrap_or(GroupAnswer::Failed(error_code::COORDINATOR_NOT_AVAILABLE))
 }
@@ -484,12 +481,12 @@ pub async fn offset_fetch(
 pub async fn list_groups(shard: &Rc<Shard>, _request: ListGroupsRequest) -> ListGroupsResponse {
     let mut response = ListGroupsResponse::default();
     for core in 0..shard.shared.cores {
-        let (reply, answer) = oneshot::channel();
-        let message = ShardMessage::Group {
-            call: GroupCall::List,
-            reply,
-        };
-        match shard.forward(core, message, answer).await {
+        let listed = shard
+            .call_core(core, |shard| async move {
+                group::coordinator::handle(&shard, GroupCall::List).await
+            })
+            .await;
+        match listed {
             Some(GroupAnswer::Listed(groups)) => {
                 response.groups.extend(groups.into_iter().map(|listed| {
                     let mut group = ListedGroup::default();

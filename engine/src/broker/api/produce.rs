@@ -14,7 +14,8 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 
-use super::super::shard::{error_code, PartitionRecords, Shard};
+use super::super::partition::PartitionRecords;
+use super::super::shard::{error_code, Shard};
 use super::admin::resolve_topic;
 
 /// Appends the request's batches; `None` when the client asked for no response (acks=0).

@@ -20,7 +20,7 @@
 //!   replays its partitions of that topic on first use. Locks are not written: after a
 //!   restart, acquired records are offered again, as Kafka does.
 //!
-//! Everything here crosses cores as a [`ShareCall`] inside `ShardMessage::Share` and comes
+//! Everything here crosses cores as a [`ShareCall`] (through `Shard::call_core`) and comes
 //! back as a [`ShareAnswer`]. `docs/groups.md` ("Share groups") covers the protocol, the
 //! record format and the limits.
 
@@ -237,10 +237,8 @@ pub async fn handle(shard: &Rc<Shard>, call: ShareCall) -> ShareAnswer {
 
 /// Sends `call` to `core` and waits for its answer (`None`: the core is gone).
 pub async fn call_core(shard: &Rc<Shard>, core: usize, call: ShareCall) -> Option<ShareAnswer> {
-    let (reply, answer) = futures_channel::oneshot::channel();
-    let message = super::shard::ShardMessage::Share { call, reply };
     // Boxed: serving a share call may forward another one (the future would be recursive).
-    Box::pin(shard.forward(core, message, answer)).await
+    Box::pin(shard.call_core(core, move |shard| async move { handle(&shard, call).await })).await
 }
 
 /// Starts this core's timer task once: it expires silent members and acquisition locks,

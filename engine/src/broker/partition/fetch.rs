@@ -1,0 +1,156 @@
+//! Fetch on the partition's owner core, for consumers and followers: what may be read (up to
+//! the high watermark, or the log end for a follower), from the tail cache, read ahead, or
+//! `sendfile` of the segment file.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::FetchOutcome;
+use crate::broker::api::codes::KafkaCode;
+use crate::broker::chunks::{Chunk, FileChunk, Records};
+use crate::broker::metadata::Topic;
+use crate::broker::replication::{now_ms, Reader};
+use crate::broker::shard::Shard;
+use crate::error::LogError;
+use shardlog_protocol::error_code;
+
+impl Shard {
+    pub(in crate::broker) async fn fetch_here(
+        self: &Rc<Self>,
+        topic: &Arc<Topic>,
+        partition: i32,
+        offset: i64,
+        max_bytes: u64,
+        reader: Reader,
+    ) -> FetchOutcome {
+        let open = match self.partition(topic, partition).await {
+            Ok(open) => open,
+            Err(error_code) => return FetchOutcome::failed(error_code),
+        };
+        let log_end_offset = open.log.log_end_offset();
+        let watermark_moved = {
+            let mut replica = open.replica.borrow_mut();
+            if let Err(refusal) = replica.check_leader(reader.current_leader_epoch) {
+                return FetchOutcome::failed(refusal.code());
+            }
+            // A follower fetching from `offset` holds everything below it.
+            reader.replica.is_some_and(|follower| {
+                replica.follower_fetched(follower, offset, log_end_offset, now_ms())
+            })
+        };
+        if watermark_moved {
+            open.publish_progress();
+        }
+        let high_watermark = open.replica.borrow().high_watermark();
+        let log_start_offset = open.log.log_start_offset();
+        // Followers copy up to the log end; consumers see only what every ISR member has.
+        let (upper_offset, waits_on) = match reader.replica {
+            Some(_) => (log_end_offset, &open.end_offset),
+            None => (high_watermark, &open.high_watermark),
+        };
+        let mut outcome = FetchOutcome {
+            error_code: error_code::NONE,
+            high_watermark,
+            log_start_offset,
+            records: Records::default(),
+            appended: Some(Arc::clone(&open.appended)),
+            end_offset: Some(Arc::clone(waits_on)),
+        };
+        if offset < log_start_offset || offset > log_end_offset {
+            tracing::info!(
+                topic = %topic.name,
+                partition,
+                offset,
+                log_start_offset,
+                log_end_offset,
+                "fetch offset out of range"
+            );
+            outcome.error_code = error_code::OFFSET_OUT_OF_RANGE;
+            return outcome;
+        }
+        if offset >= upper_offset {
+            return outcome;
+        }
+        if let Some(tail) = &open.tail {
+            if let Some(cached) = tail.borrow().read(offset, max_bytes.max(1), upper_offset) {
+                if !cached.is_empty() {
+                    outcome.records.parts = cached.into_iter().map(Chunk::Bytes).collect();
+                    return outcome;
+                }
+            }
+        }
+        match open
+            .log
+            .read_below(offset, max_bytes.max(1), upper_offset)
+            .await
+        {
+            Ok(regions) => {
+                let key = (topic.name.to_string(), partition);
+                for region in regions {
+                    if open.tail.is_some() {
+                        match self.read_ahead.read(&key, &region).await {
+                            Ok(Some(parts)) => {
+                                self.read_ahead
+                                    .read_on_past_file_end(&key, &region, &open.log);
+                                outcome
+                                    .records
+                                    .parts
+                                    .extend(parts.into_iter().map(Chunk::Bytes));
+                                continue;
+                            }
+                            Ok(None) => {} // Over the core's budget: from the file.
+                            Err(error) => {
+                                outcome.error_code = LogError::from(error).code();
+                                return outcome;
+                            }
+                        }
+                    }
+                    if let Some(fd) = region.raw_fd() {
+                        advise_read_ahead(fd, region.position, region.len);
+                    }
+                    // The segment's own shared descriptor, not a fresh dup: while this
+                    // chunk lives, retention deletes the file rather than recycling it.
+                    match region.shared_fd() {
+                        Some(Ok(fd)) => outcome.records.parts.push(Chunk::File(FileChunk {
+                            fd,
+                            position: region.position,
+                            len: region.len,
+                        })),
+                        _ => match region.read_bytes().await {
+                            Ok(bytes) => {
+                                outcome.records.parts.push(Chunk::Bytes(Bytes::from(bytes)))
+                            }
+                            Err(error) => {
+                                outcome.error_code = error.code();
+                                return outcome;
+                            }
+                        },
+                    }
+                }
+            }
+            Err(error) => outcome.error_code = error.code(),
+        }
+        outcome
+    }
+}
+
+/// Asks the kernel to start reading a region that is about to be sent, and the same length
+/// after it (where a consumer reading on will ask next), into the page cache. Data written
+/// with O_DIRECT is not cached, and `sendfile` alone reads it through the default readahead
+/// window, a small request at a time; one advice for the whole region lets the device work
+/// on all of it at once, while the previous region is still being sent. Advice only: a
+/// failure changes nothing but speed.
+fn advise_read_ahead(fd: std::os::fd::RawFd, position: u64, len: u64) {
+    let (Ok(start), Ok(span)) = (
+        libc::off_t::try_from(position),
+        libc::off_t::try_from(len * 2),
+    ) else {
+        return;
+    };
+    // SAFETY: posix_fadvise only reads its integer arguments; a bad descriptor is an error.
+    unsafe {
+        libc::posix_fadvise(fd, start, span, libc::POSIX_FADV_WILLNEED);
+    }
+}
