@@ -16,6 +16,8 @@
 //!   [`read_ahead`] reads older ones for them ahead of catch-up readers.
 //! - [`group`] coordinates consumer groups and keeps their committed offsets in
 //!   `__consumer_offsets`.
+//! - [`internal_topic`] is the one rule by which both rebuild their state from an internal
+//!   topic's partition: replayed on first use, only by its leader, dropped on a change.
 //! - [`share`] serves share groups (queues: records leased to one member at a time) and keeps
 //!   their state in `__share_group_state`.
 //!
@@ -28,6 +30,7 @@ pub mod config;
 pub mod connection;
 pub mod fetch_response;
 pub mod group;
+pub mod internal_topic;
 pub mod metadata;
 pub mod partition;
 pub mod producer_ids;

@@ -18,6 +18,7 @@ use super::group::OFFSETS_TOPIC;
 use super::metadata::{PartitionState, Topic};
 use super::partition::EpochEndOutcome;
 use super::shard::{error_code, rebuild_producers, Partition, Shard};
+use super::share::STATE_TOPIC;
 use crate::batch::{self, BatchError};
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
 use crate::cluster::quorum::ProposeError;
@@ -154,9 +155,11 @@ impl Shard {
         if transition != Transition::Unchanged {
             tracing::info!(topic = %topic.name, partition, ?transition, epoch = state.leader_epoch, "partition role");
             open.role_generation.set(open.role_generation.get() + 1);
+            // Internal topics' state is kept by the leader; a new leader replays it afresh.
             if topic.name == OFFSETS_TOPIC {
-                // Groups are coordinated by the leader; a new leader replays them afresh.
                 self.groups.unload(partition);
+            } else if topic.name == STATE_TOPIC {
+                self.shares.store.unload(partition);
             }
         }
         match transition {

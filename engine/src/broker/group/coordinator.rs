@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
 
 use super::membership::{Group, GroupSettings, JoinOutcome, SyncOutcome};
 use super::offsets::CommittedOffsets;
@@ -35,6 +34,7 @@ use super::{
 };
 use crate::batch::{self, BatchBuilder, Compression};
 use crate::broker::config::BrokerConfig;
+use crate::broker::internal_topic::Replayed;
 use crate::broker::metadata::Topic;
 use crate::broker::replay::replay_records;
 use crate::broker::shard::{partition_owner, Shard};
@@ -57,14 +57,12 @@ pub struct OffsetsPartition {
     offsets: RefCell<CommittedOffsets>,
 }
 
-type Loading = SharedFuture<LocalBoxFuture<'static, Result<Rc<OffsetsPartition>, i16>>>;
-
 /// One core's coordinator; lives in its [`Shard`].
 pub struct Coordinator {
     settings: GroupSettings,
     offset_metadata_bytes_max: usize,
-    loaded: RefCell<HashMap<i32, Rc<OffsetsPartition>>>,
-    loading: RefCell<HashMap<i32, Loading>>,
+    /// The `__consumer_offsets` partitions this core leads, replayed.
+    partitions: Replayed<OffsetsPartition>,
     ticking: Cell<bool>,
 }
 
@@ -73,8 +71,7 @@ impl Coordinator {
         Coordinator {
             settings: config.group_settings(),
             offset_metadata_bytes_max: config.offset_metadata_bytes_max,
-            loaded: RefCell::new(HashMap::new()),
-            loading: RefCell::new(HashMap::new()),
+            partitions: Replayed::default(),
             ticking: Cell::new(false),
         }
     }
@@ -83,7 +80,7 @@ impl Coordinator {
     /// offsets (the new leader replays them), and answer its waiting requests with
     /// NOT_COORDINATOR so the clients look for the new coordinator.
     pub fn unload(&self, partition: i32) {
-        let Some(state) = self.loaded.borrow_mut().remove(&partition) else {
+        let Some(state) = self.partitions.unload(partition) else {
             return;
         };
         for group in state.groups.borrow_mut().values_mut() {
@@ -118,67 +115,21 @@ fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
         .ok_or(error_code::COORDINATOR_NOT_AVAILABLE)
 }
 
-/// The partition's state, replaying its log on first use.
+/// The partition's state, replaying its log on first use (`internal_topic`'s rules).
 async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<OffsetsPartition>, i16> {
-    let coordinator = &shard.groups;
-    if let Some(state) = coordinator.loaded.borrow().get(&partition) {
-        return Ok(Rc::clone(state));
-    }
-    let existing = coordinator.loading.borrow().get(&partition).cloned();
-    let loading = match existing {
-        Some(loading) => loading,
-        None => {
-            let shard = Rc::clone(shard);
-            let future = async move { replay_partition(&shard, partition).await }
-                .boxed_local()
-                .shared();
-            coordinator
-                .loading
-                .borrow_mut()
-                .insert(partition, future.clone());
-            future
-        }
-    };
-    let result = loading.await;
-    coordinator.loading.borrow_mut().remove(&partition);
-    // Leadership may have moved during the replay: keep nothing a later leadership would
-    // then take for current.
-    if result.is_ok() && !leads(shard, partition).await {
-        return Err(error_code::NOT_COORDINATOR);
-    }
-    if let Ok(state) = &result {
-        coordinator
-            .loaded
-            .borrow_mut()
-            .entry(partition)
-            .or_insert_with(|| Rc::clone(state));
-    }
-    result
-}
-
-/// Whether this broker leads `partition` of `__consumer_offsets` now.
-async fn leads(shard: &Rc<Shard>, partition: i32) -> bool {
-    let Ok(topic) = offsets_topic(shard) else {
-        return false;
-    };
-    match shard.partition(&topic, partition).await {
-        Ok(open) => open.is_leader(),
-        Err(_) => false,
-    }
-}
-
-async fn replay_partition(shard: &Rc<Shard>, partition: i32) -> Result<Rc<OffsetsPartition>, i16> {
     let topic = offsets_topic(shard)?;
-    let open = shard.partition(&topic, partition).await.map_err(|code| {
-        tracing::error!(partition, code, "cannot open an offsets partition");
-        error_code::COORDINATOR_NOT_AVAILABLE
-    })?;
-    // Only the leader holds every committed offset (a follower may lag).
-    if !open.is_leader() {
-        return Err(error_code::NOT_COORDINATOR);
-    }
+    shard
+        .groups
+        .partitions
+        .load(shard, &topic, partition, move |open| async move {
+            replay_partition(partition, &open.log).await
+        })
+        .await
+}
+
+async fn replay_partition(partition: i32, log: &PartitionLog) -> Result<OffsetsPartition, i16> {
     let started = Instant::now();
-    let (offsets, skipped) = replay(&open.log).await.map_err(|error| {
+    let (offsets, skipped) = replay(log).await.map_err(|error| {
         tracing::error!(partition, %error, "cannot replay an offsets partition");
         error_code::COORDINATOR_NOT_AVAILABLE
     })?;
@@ -189,11 +140,11 @@ async fn replay_partition(shard: &Rc<Shard>, partition: i32) -> Result<Rc<Offset
         elapsed_ms = started.elapsed().as_millis() as u64,
         "loaded committed offsets"
     );
-    Ok(Rc::new(OffsetsPartition {
+    Ok(OffsetsPartition {
         index: partition,
         groups: RefCell::new(HashMap::new()),
         offsets: RefCell::new(offsets),
-    }))
+    })
 }
 
 /// Rebuilds the committed offsets from the whole log. Records that do not decode are
@@ -577,7 +528,7 @@ fn start_ticking(shard: &Rc<Shard>) {
 
 fn tick_all(shard: &Shard, now: Instant) {
     let settings = &shard.groups.settings;
-    for state in shard.groups.loaded.borrow().values() {
+    for state in shard.groups.partitions.loaded() {
         let mut groups = state.groups.borrow_mut();
         for group in groups.values_mut() {
             group.tick(settings, now);
@@ -587,7 +538,7 @@ fn tick_all(shard: &Shard, now: Instant) {
 }
 
 fn abandon_all(shard: &Shard, code: i16) {
-    for state in shard.groups.loaded.borrow().values() {
+    for state in shard.groups.partitions.loaded() {
         for group in state.groups.borrow_mut().values_mut() {
             group.abandon_waiters(code);
         }

@@ -14,11 +14,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
-
 use super::record::{self, Snapshot, StateKey};
 use super::{error_code, STATE_TOPIC};
 use crate::batch::{self, BatchBuilder, Compression};
+use crate::broker::internal_topic::Replayed;
 use crate::broker::metadata::{Topic, TopicConfig, TopicError};
 use crate::broker::replay::replay_records;
 use crate::broker::shard::Shard;
@@ -51,13 +50,20 @@ impl StatePartition {
     }
 }
 
-type Loading = SharedFuture<LocalBoxFuture<'static, Result<Rc<StatePartition>, i16>>>;
-
-/// One core's partitions of `__share_group_state`; lives in its `ShareCore`.
+/// One core's partitions of `__share_group_state`, the ones it leads, replayed; lives in its
+/// `ShareCore`.
 #[derive(Default)]
 pub struct StateStore {
-    loaded: RefCell<HashMap<i32, Rc<StatePartition>>>,
-    loading: RefCell<HashMap<i32, Loading>>,
+    partitions: Replayed<StatePartition>,
+}
+
+impl StateStore {
+    /// This broker stopped leading `partition`: forget its snapshots (a new leader replays).
+    pub fn unload(&self, partition: i32) {
+        if self.partitions.unload(partition).is_some() {
+            tracing::info!(partition, "unloaded a share state partition");
+        }
+    }
 }
 
 /// `__share_group_state`, created on first use. Snapshots are only ever superseded, never
@@ -147,45 +153,23 @@ pub async fn write(
     Ok(())
 }
 
-/// The partition's snapshots, replaying its log on first use.
+/// The partition's snapshots, replaying its log on first use (`internal_topic`'s rules).
 async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StatePartition>, i16> {
-    let store = &shard.shares.store;
-    if let Some(state) = store.loaded.borrow().get(&partition) {
-        return Ok(Rc::clone(state));
-    }
-    let existing = store.loading.borrow().get(&partition).cloned();
-    let loading = match existing {
-        Some(loading) => loading,
-        None => {
-            let shard = Rc::clone(shard);
-            let future = async move { replay_partition(&shard, partition).await }
-                .boxed_local()
-                .shared();
-            store.loading.borrow_mut().insert(partition, future.clone());
-            future
-        }
-    };
-    let result = loading.await;
-    store.loading.borrow_mut().remove(&partition);
-    if let Ok(state) = &result {
-        store
-            .loaded
-            .borrow_mut()
-            .entry(partition)
-            .or_insert_with(|| Rc::clone(state));
-    }
-    result
+    let topic = state_topic(shard).await?;
+    shard
+        .shares
+        .store
+        .partitions
+        .load(shard, &topic, partition, move |open| async move {
+            replay_partition(partition, &open.log).await
+        })
+        .await
 }
 
-async fn replay_partition(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StatePartition>, i16> {
-    let topic = state_topic(shard).await?;
-    let open = shard.partition(&topic, partition).await.map_err(|code| {
-        tracing::error!(partition, code, "cannot open a share state partition");
-        error_code::COORDINATOR_NOT_AVAILABLE
-    })?;
+async fn replay_partition(partition: i32, log: &PartitionLog) -> Result<StatePartition, i16> {
     let started = Instant::now();
     let state = StatePartition::default();
-    let skipped = replay(&open.log, &state).await.map_err(|error| {
+    let skipped = replay(log, &state).await.map_err(|error| {
         tracing::error!(partition, %error, "cannot replay a share state partition");
         error_code::COORDINATOR_NOT_AVAILABLE
     })?;
@@ -196,7 +180,7 @@ async fn replay_partition(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StateP
         elapsed_ms = started.elapsed().as_millis() as u64,
         "loaded share state"
     );
-    Ok(Rc::new(state))
+    Ok(state)
 }
 
 /// Rebuilds the newest snapshot per key from the whole log; the count of records skipped
