@@ -216,3 +216,34 @@ fn kafkajs_produces_and_kcat_reads_back() {
         .any(|header| header.compression() == Ok(Compression::None)));
     broker.assert_running();
 }
+
+/// Kafka's fetch limits (issue 13): a response holds at most the request's `max_bytes` over
+/// all partitions, however large each partition's own limit, or librdkafka refuses it and
+/// retries forever. Records of 900 KB on three partitions, `fetch.max.bytes` 1 MB and
+/// `max.partition.fetch.bytes` 20 MB: every record must still arrive.
+#[test]
+fn confluent_kafka_reads_under_a_response_limit_below_the_partition_limit() {
+    require_python_module("confluent_kafka");
+    const TOPIC: &str = "fetch-limits";
+    const PARTITIONS: i32 = 3;
+    const RECORDS: u64 = 4;
+    const RECORD_BYTES: u64 = 900_000;
+    assert_spans_cores(TOPIC, PARTITIONS);
+    let mut broker = BrokerProcess::start("fetch-limits", &["--strategy", "direct"]);
+    let mut command = Command::new("python3");
+    command.arg(script("confluent_fetch_limits.py")).args([
+        &broker.bootstrap(),
+        TOPIC,
+        &PARTITIONS.to_string(),
+        &RECORDS.to_string(),
+        &RECORD_BYTES.to_string(),
+    ]);
+    let summary = run_client(command, CLIENT_RUN_MAX);
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(
+        summary_u64(&summary, "consumed"),
+        RECORDS * PARTITIONS as u64,
+        "{summary}"
+    );
+    broker.assert_running();
+}

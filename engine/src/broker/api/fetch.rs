@@ -61,7 +61,9 @@ pub async fn fetch(
                 topic: resolved.clone(),
                 partition: partition.partition,
                 offset: partition.fetch_offset,
-                max_bytes: partition.partition_max_bytes.max(0) as u64,
+                // Kafka's two limits: no partition gives more than its own limit, nor more
+                // than the whole response may hold (its first batch excepted, below).
+                max_bytes: (partition.partition_max_bytes.max(0) as u64).min(max_bytes),
                 reader: Reader {
                     replica,
                     current_leader_epoch: partition.current_leader_epoch,
