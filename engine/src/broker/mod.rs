@@ -32,6 +32,7 @@ pub mod fetch_response;
 pub mod group;
 pub mod internal_topic;
 pub mod metadata;
+pub mod ownership;
 pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;

@@ -18,6 +18,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::config::BrokerConfig;
 use super::connection;
 use super::metadata::Metadata;
+use super::ownership::{check_port_free, lock_data_dir, DataDirLock};
 use super::producer_ids::{ProducerIdError, ProducerIds};
 use super::routing::CoreTask;
 use super::shard::Shard;
@@ -45,12 +46,16 @@ pub struct Shared {
     registered: AtomicBool,
     /// Why the broker must stop, if something failed that it cannot serve without.
     failure: Mutex<Option<String>>,
+    /// Held for the broker's life: no other process opens these logs.
+    _data_dir_lock: DataDirLock,
 }
 
 impl Shared {
     fn new(config: BrokerConfig, cores: usize) -> Result<Shared, String> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|error| format!("cannot create {}: {error}", config.data_dir.display()))?;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
+        check_port_free(config.listen)?;
         let quorum = Quorum::open(config.quorum_config()?).map_err(|error| error.to_string())?;
         let metadata = Metadata::new(quorum, config.default_replication_factor);
         let cluster_id = match (&config.cluster_id, &config.quorum) {
@@ -80,6 +85,7 @@ impl Shared {
             cores_ready: AtomicUsize::new(0),
             registered: AtomicBool::new(false),
             failure: Mutex::new(None),
+            _data_dir_lock: data_dir_lock,
         })
     }
 
