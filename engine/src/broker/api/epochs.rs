@@ -12,7 +12,7 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 
 use super::super::partition::EpochEndOutcome;
 use super::super::shard::Shard;
-use super::admin::resolve_topic;
+use super::lookup::resolve_topic;
 
 pub async fn offset_for_leader_epoch(
     shard: &Rc<Shard>,

@@ -18,7 +18,7 @@ use super::super::metadata::Topic;
 use super::super::partition::FetchOutcome;
 use super::super::replication::Reader;
 use super::super::shard::{error_code, Shard};
-use super::admin::resolve_topic;
+use super::lookup::resolve_topic;
 use super::Reply;
 
 struct Wanted {

@@ -4,14 +4,20 @@
 //! an unsupported version gets its answer before the body is decoded. Bodies are decoded by
 //! `kafka-protocol`; record batches inside produce requests stay raw bytes.
 
-mod admin;
 pub mod codes;
+mod configs;
 mod epochs;
 mod fetch;
 mod group;
+mod list_offsets;
+mod lookup;
+mod metadata;
 mod produce;
+mod producer_id;
 mod reassign;
 mod share;
+mod topics;
+mod versions;
 
 use shardlog_protocol::error_code::UNSUPPORTED_VERSION;
 use std::rc::Rc;
@@ -156,32 +162,32 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         Ok(parsed) => parsed,
         Err(Unparsed::ApiVersionsTooNew { correlation_id }) => {
             // Answer in v0 with the error and our ranges, so the client can pick a version.
-            return admin::api_versions_unsupported(correlation_id);
+            return versions::api_versions_unsupported(correlation_id);
         }
         Err(Unparsed::Close(why)) => return Reply::Close(why),
     };
     let response = match request {
-        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(admin::api_versions(0)),
+        RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(versions::api_versions(0)),
         RequestKind::Metadata(request) => {
-            ResponseKind::Metadata(admin::metadata(&shard, request, version).await)
+            ResponseKind::Metadata(metadata::metadata(&shard, request, version).await)
         }
         RequestKind::CreateTopics(request) => {
-            ResponseKind::CreateTopics(admin::create_topics(&shard, request).await)
+            ResponseKind::CreateTopics(topics::create_topics(&shard, request).await)
         }
         RequestKind::DeleteTopics(request) => {
-            ResponseKind::DeleteTopics(admin::delete_topics(&shard, request, version).await)
+            ResponseKind::DeleteTopics(topics::delete_topics(&shard, request, version).await)
         }
         RequestKind::DescribeConfigs(request) => {
-            ResponseKind::DescribeConfigs(admin::describe_configs(&shard, request))
+            ResponseKind::DescribeConfigs(configs::describe_configs(&shard, request))
         }
         RequestKind::InitProducerId(request) => {
-            ResponseKind::InitProducerId(admin::init_producer_id(&shard, request))
+            ResponseKind::InitProducerId(producer_id::init_producer_id(&shard, request))
         }
         RequestKind::OffsetForLeaderEpoch(request) => ResponseKind::OffsetForLeaderEpoch(
             epochs::offset_for_leader_epoch(&shard, request).await,
         ),
         RequestKind::ListOffsets(request) => {
-            ResponseKind::ListOffsets(admin::list_offsets(&shard, request).await)
+            ResponseKind::ListOffsets(list_offsets::list_offsets(&shard, request).await)
         }
         RequestKind::AlterPartitionReassignments(request) => {
             ResponseKind::AlterPartitionReassignments(

@@ -16,7 +16,7 @@ use kafka_protocol::messages::produce_response::{
 
 use super::super::partition::PartitionRecords;
 use super::super::shard::{error_code, Shard};
-use super::admin::resolve_topic;
+use super::lookup::resolve_topic;
 
 /// Appends the request's batches; `None` when the client asked for no response (acks=0).
 /// `request_bytes` is the size of the request frame the records arrived in.
