@@ -153,7 +153,7 @@ impl Segment {
             // A new file's name is durable only once its directory is synced (the rename of
             // a spare already did that); without it, a crash could lose a whole segment whose
             // batches were acknowledged after an fdatasync.
-            storage.sync_dir(dir)?;
+            storage.sync_dir_off_thread(dir).await?;
         }
         Ok(Segment::with_file(base_offset, paths, file))
     }
@@ -493,15 +493,24 @@ impl Segment {
     }
 
     /// Makes the segment durable, trims it, writes its indexes, and refuses further appends.
+    /// The index files are written off the executor's thread (the file system's fsyncs would
+    /// otherwise stall every partition of the core); this returns once they are durable.
     pub async fn seal(&self, storage: &Storage) -> Result<(), LogError> {
         self.file().seal().await?;
-        self.write_indexes(storage)
+        self.write_indexes(storage).await
     }
 
-    fn write_indexes(&self, storage: &Storage) -> Result<(), LogError> {
-        let indexes = self.indexes.borrow();
-        storage.write_file_atomic(&self.paths.index, &indexes.offset.encode())?;
-        storage.write_file_atomic(&self.paths.time_index, &indexes.time.encode())?;
+    async fn write_indexes(&self, storage: &Storage) -> Result<(), LogError> {
+        let (offset, time) = {
+            let indexes = self.indexes.borrow();
+            (indexes.offset.encode(), indexes.time.encode())
+        };
+        storage
+            .write_file_atomic_off_thread(&self.paths.index, offset)
+            .await?;
+        storage
+            .write_file_atomic_off_thread(&self.paths.time_index, time)
+            .await?;
         Ok(())
     }
 

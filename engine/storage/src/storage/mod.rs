@@ -360,25 +360,44 @@ impl Storage {
     /// Replaces a small metadata file atomically and durably: write a temporary file, fsync it,
     /// rename it over the old one, fsync the directory.
     ///
-    /// Blocking on the real strategies; callers use it only at roll, close and checkpoint time.
+    /// Blocking on the real strategies: for code that runs before the executors start, or at
+    /// close. On an executor, use [`write_file_atomic_off_thread`](Self::write_file_atomic_off_thread).
     pub fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
         if let Storage::Sim(disk) = self {
             return disk.write_whole(path, bytes);
         }
-        use std::io::Write;
-        let temporary = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&temporary)
-            .map_err(|error| StorageError::io("create", &temporary, error))?;
-        file.write_all(bytes)
-            .map_err(|error| StorageError::io("write", &temporary, error))?;
-        file.sync_data()
-            .map_err(|error| StorageError::io("fdatasync", &temporary, error))?;
-        std::fs::rename(&temporary, path)
-            .map_err(|error| StorageError::io("rename", path, error))?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir)?;
+        write_file_atomic(path, bytes)
+    }
+
+    /// [`write_file_atomic`](Self::write_file_atomic) without blocking the executor: on the
+    /// real strategies the system calls (two fsyncs among them) run on the executor's
+    /// blocking-thread pool while its other tasks go on; the simulated disk does it in memory.
+    /// Returns once the file is durable, as the blocking form does. Must run on a glommio
+    /// executor.
+    pub async fn write_file_atomic_off_thread(
+        &self,
+        path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        if let Storage::Sim(disk) = self {
+            return disk.write_whole(path, &bytes);
         }
-        Ok(())
+        let path = path.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || write_file_atomic(&path, &bytes))
+            .await
+    }
+
+    /// [`sync_dir`](Self::sync_dir) without blocking the executor (see
+    /// [`write_file_atomic_off_thread`](Self::write_file_atomic_off_thread)).
+    pub async fn sync_dir_off_thread(&self, dir: &Path) -> Result<(), StorageError> {
+        if let Storage::Sim(_) = self {
+            return Ok(());
+        }
+        let dir = dir.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || sync_dir(&dir))
+            .await
     }
 
     /// Reads a whole small file, or `None` if it does not exist. `max_bytes` bounds the read.
@@ -398,6 +417,24 @@ impl Storage {
             .map_err(|error| StorageError::io("read", path, error))?;
         Ok(Some(bytes))
     }
+}
+
+/// Write a temporary file beside `path`, fdatasync it, rename it over `path`, fsync the
+/// directory: after a crash, `path` holds either its old bytes or all of `bytes`.
+fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)
+        .map_err(|error| StorageError::io("create", &temporary, error))?;
+    file.write_all(bytes)
+        .map_err(|error| StorageError::io("write", &temporary, error))?;
+    file.sync_data()
+        .map_err(|error| StorageError::io("fdatasync", &temporary, error))?;
+    std::fs::rename(&temporary, path).map_err(|error| StorageError::io("rename", path, error))?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// fsyncs a directory, making the creation, removal and renaming of its entries durable.
