@@ -6,7 +6,6 @@
 //! leader epoch began); this file is the I/O around them. Everything runs on the core that
 //! owns the partition, like produce and fetch, so nothing here takes a lock.
 
-use crate::broker::api::codes::KafkaCode;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use super::partition::EpochEndOutcome;
 use super::shard::{error_code, rebuild_producers, Partition, Shard};
 use super::share::STATE_TOPIC;
 use crate::batch::{self, BatchError};
+use crate::broker::api::codes::KafkaCode;
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::replica::Transition;

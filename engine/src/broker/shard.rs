@@ -6,7 +6,6 @@
 //! fetch path takes a lock: the owner core's state is plain `RefCell`s, and what crosses cores
 //! (`Bytes`, file descriptors, `Arc<Topic>`) is immutable.
 
-use crate::broker::api::codes::KafkaCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +23,7 @@ use super::routing::CoreTask;
 use super::server::Shared;
 use super::share::ShareCore;
 use super::tail_cache::TailCache;
+use crate::broker::api::codes::KafkaCode;
 use crate::cluster::epochs::LeaderEpochCache;
 use crate::cluster::replica::ReplicaState;
 use crate::fifo_lock::FifoLock;

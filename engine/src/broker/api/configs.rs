@@ -1,6 +1,5 @@
 //! DescribeConfigs: topic and broker configs, with their sources.
 
-use shardlog_protocol::error_code;
 use std::rc::Rc;
 
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsRequest;
@@ -10,6 +9,7 @@ use kafka_protocol::messages::describe_configs_response::{
 
 use super::super::shard::Shard;
 use super::lookup::text;
+use shardlog_protocol::error_code;
 
 /// Resource types of DescribeConfigs.
 const RESOURCE_TOPIC: i8 = 2;

@@ -2,8 +2,6 @@
 //! fetch, offsets, metadata): found in the cluster state, or created through the metadata
 //! quorum when the broker auto-creates topics.
 
-use super::codes::KafkaCode;
-use shardlog_protocol::error_code;
 use std::sync::Arc;
 
 use kafka_protocol::messages::TopicName;
@@ -11,6 +9,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::super::metadata::{Topic, TopicConfig, TopicError};
 use super::super::shard::Shard;
+use super::codes::KafkaCode;
+use shardlog_protocol::error_code;
 
 pub(super) fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())

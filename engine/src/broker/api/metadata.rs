@@ -3,7 +3,6 @@
 //! `kafka-protocol` refuses to encode a field that the chosen version lacks unless the field
 //! holds its default value. So a version-specific field is set only when the version has it.
 
-use shardlog_protocol::error_code;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use super::super::metadata::Topic;
 use super::super::shard::Shard;
 use super::lookup::{resolve_topic, text, topic_name};
 use crate::cluster::state::{ClusterState, NO_LEADER};
+use shardlog_protocol::error_code;
 
 pub async fn metadata(
     shard: &Rc<Shard>,

@@ -19,7 +19,6 @@ mod share;
 mod topics;
 mod versions;
 
-use shardlog_protocol::error_code::UNSUPPORTED_VERSION;
 use std::rc::Rc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,6 +27,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::chunks::Chunk;
 use super::shard::Shard;
+use shardlog_protocol::error_code::UNSUPPORTED_VERSION;
 
 /// What the connection does with a request's outcome.
 pub enum Reply {

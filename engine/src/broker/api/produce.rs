@@ -5,7 +5,6 @@
 //! acks=-1 (all) waits further, until every in-sync replica holds them (the high watermark
 //! passed them), within the request's timeout.
 
-use shardlog_protocol::error_code::INVALID_REQUIRED_ACKS;
 use std::rc::Rc;
 
 use futures_util::future::join_all;
@@ -17,6 +16,7 @@ use kafka_protocol::messages::produce_response::{
 use super::super::partition::PartitionRecords;
 use super::super::shard::{error_code, Shard};
 use super::lookup::resolve_topic;
+use shardlog_protocol::error_code::INVALID_REQUIRED_ACKS;
 
 /// Appends the request's batches; `None` when the client asked for no response (acks=0).
 /// `request_bytes` is the size of the request frame the records arrived in.

@@ -1,6 +1,5 @@
 //! InitProducerId: producer ids for idempotent producers (`broker::producer_ids`).
 
-use shardlog_protocol::error_code;
 use std::rc::Rc;
 
 use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
@@ -8,6 +7,7 @@ use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::ProducerId;
 
 use super::super::shard::Shard;
+use shardlog_protocol::error_code;
 
 pub fn init_producer_id(
     shard: &Rc<Shard>,

@@ -8,11 +8,6 @@
 //! when the move has started; ListPartitionReassignments shows the moves still running.
 //! Cancelling a reassignment (a null replica list) is not supported.
 
-use super::codes::KafkaCode;
-use shardlog_protocol::error_code::{
-    INVALID_REPLICATION_FACTOR, INVALID_REQUEST, NO_REASSIGNMENT_IN_PROGRESS,
-    UNKNOWN_TOPIC_OR_PARTITION,
-};
 use std::rc::Rc;
 
 use kafka_protocol::messages::alter_partition_reassignments_request::AlterPartitionReassignmentsRequest;
@@ -27,7 +22,12 @@ use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::super::shard::Shard;
+use super::codes::KafkaCode;
 use crate::cluster::state::{Command, PartitionState};
+use shardlog_protocol::error_code::{
+    INVALID_REPLICATION_FACTOR, INVALID_REQUEST, NO_REASSIGNMENT_IN_PROGRESS,
+    UNKNOWN_TOPIC_OR_PARTITION,
+};
 
 pub async fn alter_partition_reassignments(
     shard: &Rc<Shard>,

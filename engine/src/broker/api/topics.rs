@@ -1,7 +1,5 @@
 //! CreateTopics and DeleteTopics, through the metadata quorum.
 
-use super::codes::KafkaCode;
-use shardlog_protocol::error_code;
 use std::rc::Rc;
 
 use kafka_protocol::messages::create_topics_request::CreateTopicsRequest;
@@ -14,7 +12,9 @@ use kafka_protocol::messages::delete_topics_response::{
 };
 
 use super::super::shard::Shard;
+use super::codes::KafkaCode;
 use super::lookup::{default_topic_config, text, topic_name};
+use shardlog_protocol::error_code;
 
 pub async fn create_topics(
     shard: &Rc<Shard>,

@@ -18,7 +18,6 @@
 //! has room) and the share partition's own event (releases, expiries). They are registered
 //! before anything else runs on this core, so nothing in between is missed.
 
-use crate::broker::api::codes::KafkaCode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -35,6 +34,7 @@ use super::{
     PartitionCall, ShareAnswer, ShareCall, STATE_TOPIC,
 };
 use crate::batch;
+use crate::broker::api::codes::KafkaCode;
 use crate::broker::metadata::Topic;
 use crate::broker::shard::{partition_owner, Partition, Shard};
 

@@ -226,7 +226,12 @@ pub fn decode_value(bytes: &[u8]) -> Result<Snapshot, RecordError> {
         let last = i64::from_be_bytes(reader.take("run last offset")?);
         let [code] = reader.take::<1>("run state")?;
         let delivery_count = u16::from_be_bytes(reader.take("run delivery count")?);
-        if first < next_free || last < first || last - start >= WINDOW_OFFSETS_MAX {
+        // A run may not end at i64::MAX: the next free offset, last + 1, would overflow.
+        if first < next_free
+            || last < first
+            || last == i64::MAX
+            || last - start >= WINDOW_OFFSETS_MAX
+        {
             return Err(bad("run offsets", at, first));
         }
         let state = DurableState::from_code(code).ok_or(RecordError::Unknown {
@@ -342,6 +347,32 @@ mod tests {
             "acquired is never written"
         );
         assert_eq!(decode_key(&[7, 0, 0]), Ok(None), "another kind is skipped");
+    }
+
+    #[test]
+    fn a_run_ending_at_i64_max_is_refused_not_an_overflow() {
+        // Found while writing the internal_records fuzz target: with the start offset at
+        // i64::MAX, a run ending there made `next_free = last + 1` overflow (a panic with
+        // overflow checks; without them it wrapped to i64::MIN and a following run below the
+        // start offset was accepted).
+        let run = |offset| Run {
+            first: offset,
+            last: offset,
+            state: DurableState::Available,
+            delivery_count: 0,
+        };
+        let at_the_end = Snapshot {
+            sequence: 1,
+            start: i64::MAX,
+            runs: vec![run(i64::MAX)],
+        };
+        assert_eq!(
+            decode_value(&encode_value(&at_the_end)),
+            Err(bad("run offsets", VALUE_FIXED_BYTES, i64::MAX))
+        );
+        let mut wrapped = at_the_end;
+        wrapped.runs.push(run(i64::MIN));
+        assert!(decode_value(&encode_value(&wrapped)).is_err());
     }
 
     #[test]
