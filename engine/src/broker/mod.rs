@@ -11,7 +11,8 @@
 //! - [`api`] answers each Kafka API; [`fetch_response`] and [`zero_copy`] send fetched batches
 //!   straight from segment files with `sendfile`.
 //! - [`replication`] makes each core lead or follow its partitions as the metadata says.
-//! - [`metadata`] holds the topics; [`producer_state`] deduplicates idempotent producers;
+//! - [`metadata`] holds the topics; idempotent producers are deduplicated by
+//!   `cluster::admission`;
 //!   [`tail_cache`] keeps recent batches in memory for O_DIRECT strategies, and
 //!   [`read_ahead`] reads older ones for them ahead of catch-up readers.
 //! - [`group`] coordinates consumer groups and keeps their committed offsets in
@@ -35,7 +36,6 @@ pub mod metadata;
 pub mod ownership;
 pub mod partition;
 pub mod producer_ids;
-pub mod producer_state;
 pub mod read_ahead;
 pub mod replay;
 pub mod replication;

@@ -225,6 +225,11 @@ impl ReplicaState {
         }
     }
 
+    /// Whether this broker leads the partition now, at `leader_epoch`.
+    pub fn leads_at(&self, leader_epoch: i32) -> bool {
+        self.role == Role::Leader && self.leader_epoch == leader_epoch
+    }
+
     /// The leader saw `follower` fetch from `fetch_offset`. Returns whether the high
     /// watermark moved. Fetches from brokers that are not replicas are ignored.
     pub fn follower_fetched(

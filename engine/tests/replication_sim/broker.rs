@@ -449,11 +449,10 @@ impl SimBroker {
         let Some(appending) = self.appending.get_mut(&produce) else {
             return;
         };
-        // As `produce_here`'s admission under the append lock: still the leader, at the
-        // epoch the request was accepted in, or the rest of the produce is refused.
-        if self.replica.role() != Role::Leader
-            || self.replica.leader_epoch() != appending.leader_epoch
-        {
+        // The broker's own admission rule (`cluster::admission` calls the same check under
+        // the append lock): still the leader, at the epoch the request was accepted in, or
+        // the rest of the produce is refused.
+        if !self.replica.leads_at(appending.leader_epoch) {
             let appending = self.appending.remove(&produce).expect("present");
             self.send(
                 appending.producer,

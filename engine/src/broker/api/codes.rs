@@ -9,6 +9,8 @@ use shardlog_protocol::error_code::{self, ErrorCode};
 
 use crate::batch::BatchError;
 use crate::broker::metadata::TopicError;
+use crate::cluster::admission::AdmissionRefusal;
+use crate::cluster::producers::SequenceRefusal;
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::replica::LeaderRefusal;
 use crate::cluster::state::Refusal;
@@ -86,6 +88,24 @@ impl KafkaCode for TopicError {
             TopicError::InvalidReplicationFactor { .. } => error_code::INVALID_REPLICATION_FACTOR,
             TopicError::Unknown(_) => error_code::UNKNOWN_TOPIC_OR_PARTITION,
             TopicError::Quorum(error) => error.code(),
+        }
+    }
+}
+
+impl KafkaCode for SequenceRefusal {
+    fn code(&self) -> ErrorCode {
+        match self {
+            SequenceRefusal::StaleEpoch => error_code::INVALID_PRODUCER_EPOCH,
+            SequenceRefusal::OutOfOrder => error_code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        }
+    }
+}
+
+impl KafkaCode for AdmissionRefusal {
+    fn code(&self) -> ErrorCode {
+        match self {
+            AdmissionRefusal::NotLeader => error_code::NOT_LEADER_OR_FOLLOWER,
+            AdmissionRefusal::Sequence(refusal) => refusal.code(),
         }
     }
 }

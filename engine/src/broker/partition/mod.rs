@@ -21,10 +21,10 @@ use bytes::Bytes;
 use event_listener::Event;
 
 use super::chunks::Records;
-use super::producer_state::ProducerStates;
 use super::tail_cache::TailCache;
 use crate::batch;
 use crate::cluster::epochs::LeaderEpochCache;
+use crate::cluster::producers::ProducerStates;
 use crate::cluster::replica::{ReplicaState, Role};
 use crate::error::LogError;
 use crate::log::PartitionLog;

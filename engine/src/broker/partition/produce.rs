@@ -10,8 +10,8 @@ use super::{PartitionRecords, ProduceOutcome};
 use crate::batch;
 use crate::broker::api::codes::KafkaCode;
 use crate::broker::metadata::Topic;
-use crate::broker::producer_state::Verdict;
 use crate::broker::shard::{Partition, Shard};
+use crate::cluster::admission::{self, Admission};
 use crate::cluster::replica::Role;
 use crate::error::LogError;
 use shardlog_protocol::error_code;
@@ -63,41 +63,18 @@ impl Shard {
         for valid in found {
             let header = *valid.header();
             let batch = valid.bytes().clone();
-            let verdict = std::cell::Cell::new(Verdict::Append);
+            let decided = std::cell::Cell::new(Admission::Append);
+            // Decided under the append lock (`cluster::admission`): leadership may have moved,
+            // and come back at a new epoch, while this request waited.
             let admit = |stored: &batch::BatchHeader| {
-                // Checked again under the append lock: leadership may have moved (and come
-                // back at a new epoch) while this request waited.
-                let still_leading = {
-                    let replica = open.replica.borrow();
-                    replica.role() == Role::Leader && replica.leader_epoch() == leader_epoch
-                };
-                if !still_leading {
-                    verdict.set(Verdict::Reject {
-                        error_code: error_code::NOT_LEADER_OR_FOLLOWER,
-                    });
-                    return false;
-                }
-                if stored.producer_id < 0 {
-                    return true;
-                }
-                let mut producers = open.producers.borrow_mut();
-                let decided = producers.check(
-                    stored.producer_id,
-                    stored.producer_epoch,
-                    stored.base_sequence,
-                    stored.records_count,
+                let admission = admission::admit(
+                    &open.replica.borrow(),
+                    leader_epoch,
+                    &mut open.producers.borrow_mut(),
+                    stored,
                 );
-                verdict.set(decided);
-                if decided == Verdict::Append {
-                    producers.record(
-                        stored.producer_id,
-                        stored.producer_epoch,
-                        stored.base_sequence,
-                        stored.records_count,
-                        stored.base_offset,
-                    );
-                }
-                decided == Verdict::Append
+                decided.set(admission);
+                admission == Admission::Append
             };
             match open
                 .log
@@ -127,23 +104,23 @@ impl Shard {
                         .appended(open.log.log_end_offset());
                     open.publish_progress();
                 }
-                Ok(None) => match verdict.get() {
-                    Verdict::Duplicate { base_offset } => {
+                Ok(None) => match decided.get() {
+                    Admission::Duplicate { base_offset } => {
                         first_base_offset.get_or_insert(base_offset);
                         last_offset = last_offset.max(base_offset);
                     }
-                    Verdict::Reject { error_code } => {
+                    Admission::Refused(refusal) => {
                         tracing::info!(
                             topic = %topic.name,
                             partition,
-                            error_code,
+                            %refusal,
                             producer_id = header.producer_id,
                             base_sequence = header.base_sequence,
-                            "rejected a batch of an idempotent producer"
+                            "refused a batch"
                         );
-                        return ProduceOutcome::failed(error_code);
+                        return ProduceOutcome::failed(refusal.code());
                     }
-                    Verdict::Append => {
+                    Admission::Append => {
                         return ProduceOutcome::failed(error_code::UNKNOWN_SERVER_ERROR)
                     }
                 },

@@ -8,7 +8,6 @@
 //!
 //! State is rebuilt when a partition is opened, by walking the batches of its active segment.
 
-use shardlog_protocol::error_code::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
 use std::collections::{HashMap, VecDeque};
 
 /// Batches remembered per producer for deduplication (Kafka: 5, the most in flight).
@@ -38,8 +37,19 @@ pub enum Verdict {
     Append,
     /// A retry of a batch already appended at this base offset: answer with it, append nothing.
     Duplicate { base_offset: i64 },
-    /// Reject with this Kafka error code.
-    Reject { error_code: i16 },
+    /// Refuse it, for this reason.
+    Reject(SequenceRefusal),
+}
+
+/// Why an idempotent producer's batch is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceRefusal {
+    /// Its epoch is older than the producer's latest: a fenced (zombie) producer.
+    #[error("the producer's epoch is older than its latest")]
+    StaleEpoch,
+    /// Its first sequence does not follow the producer's last one.
+    #[error("the batch's first sequence does not follow the producer's last")]
+    OutOfOrder,
 }
 
 fn next_sequence(sequence: i32) -> i32 {
@@ -72,17 +82,13 @@ impl ProducerStates {
             return Verdict::Append;
         };
         if epoch < entry.epoch {
-            return Verdict::Reject {
-                error_code: INVALID_PRODUCER_EPOCH,
-            };
+            return Verdict::Reject(SequenceRefusal::StaleEpoch);
         }
         if epoch > entry.epoch {
             return if first_sequence == 0 {
                 Verdict::Append
             } else {
-                Verdict::Reject {
-                    error_code: OUT_OF_ORDER_SEQUENCE_NUMBER,
-                }
+                Verdict::Reject(SequenceRefusal::OutOfOrder)
             };
         }
         if let Some(seen) = entry.batches.iter().find(|seen| {
@@ -94,9 +100,7 @@ impl ProducerStates {
         }
         match entry.batches.back() {
             Some(latest) if first_sequence != next_sequence(latest.last_sequence) => {
-                Verdict::Reject {
-                    error_code: OUT_OF_ORDER_SEQUENCE_NUMBER,
-                }
+                Verdict::Reject(SequenceRefusal::OutOfOrder)
             }
             _ => Verdict::Append,
         }
@@ -170,9 +174,7 @@ mod tests {
         states.record(7, 0, 10, 5, 110);
         assert_eq!(
             states.check(7, 0, 20, 5),
-            Verdict::Reject {
-                error_code: OUT_OF_ORDER_SEQUENCE_NUMBER
-            }
+            Verdict::Reject(SequenceRefusal::OutOfOrder)
         );
         assert_eq!(
             states.check(7, 0, 10, 5),
@@ -186,15 +188,11 @@ mod tests {
         states.record(1, 3, 0, 1, 0);
         assert_eq!(
             states.check(1, 2, 1, 1),
-            Verdict::Reject {
-                error_code: INVALID_PRODUCER_EPOCH
-            }
+            Verdict::Reject(SequenceRefusal::StaleEpoch)
         );
         assert_eq!(
             states.check(1, 4, 5, 1),
-            Verdict::Reject {
-                error_code: OUT_OF_ORDER_SEQUENCE_NUMBER
-            }
+            Verdict::Reject(SequenceRefusal::OutOfOrder)
         );
         assert_eq!(states.check(1, 4, 0, 1), Verdict::Append);
     }
@@ -215,9 +213,7 @@ mod tests {
         );
         assert_eq!(
             states.check(9, 0, 1, 1),
-            Verdict::Reject {
-                error_code: OUT_OF_ORDER_SEQUENCE_NUMBER
-            }
+            Verdict::Reject(SequenceRefusal::OutOfOrder)
         );
     }
 
