@@ -2,8 +2,10 @@
 //! leads some (tracking followers, moving the high watermark, proposing ISR changes) and
 //! follows others (a fetch task per partition that copies the leader's batches as they are).
 //!
-//! The rules live in `cluster::replica` (watermark, ISR) and `cluster::epochs` (where each
-//! leader epoch began); this file is the I/O around them. Everything runs on the core that
+//! The rules live in `cluster::replica` (watermark, ISR), `cluster::epochs` (where each
+//! leader epoch began), `cluster::leader` (answering fetches and epoch questions, ISR
+//! proposals) and `cluster::follower` (the fetch loop's steps, appending fetched batches);
+//! this file is the I/O around them, and the replication simulation drives the same rules. Everything runs on the core that
 //! owns the partition, like produce and fetch, so nothing here takes a lock.
 
 use std::rc::Rc;
@@ -18,12 +20,16 @@ use super::metadata::{PartitionState, Topic};
 use super::partition::EpochEndOutcome;
 use super::shard::{error_code, rebuild_producers, Partition, Shard};
 use super::share::STATE_TOPIC;
-use crate::batch::{self, BatchError};
 use crate::broker::api::codes::KafkaCode;
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
+use crate::cluster::follower::{
+    self, AfterFetch, Divergence, EpochEndAnswer, FetchAnswer, Follower, FollowerRequest,
+};
+use crate::cluster::leader;
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::replica::Transition;
 use crate::cluster::state::{BrokerId, Command};
+use crate::log::AppendInfo;
 use crate::LogError;
 
 /// Who is fetching: a consumer, or a follower copying the log.
@@ -200,23 +206,12 @@ impl Shard {
             if open.isr_proposal_in_flight.get() {
                 continue;
             }
-            let proposal = {
-                let mut replica = open.replica.borrow_mut();
-                match replica.pending_isr() {
-                    Some((isr, partition_epoch)) => Some((isr.to_vec(), partition_epoch)),
-                    None => {
-                        let epoch_start = open
-                            .epochs
-                            .borrow()
-                            .entries()
-                            .last()
-                            .map_or(0, |entry| entry.start_offset);
-                        replica
-                            .wanted_isr(epoch_start, now_ms(), lag_max_ms)
-                            .map(|isr| (isr.clone(), replica.proposing_isr(isr)))
-                    }
-                }
-            };
+            let proposal = leader::isr_proposal(
+                &mut open.replica.borrow_mut(),
+                &open.epochs.borrow(),
+                now_ms(),
+                lag_max_ms,
+            );
             let Some((isr, partition_epoch)) = proposal else {
                 continue;
             };
@@ -240,7 +235,7 @@ impl Shard {
                     Ok(()) => {}
                     Err(ProposeError::Refused(refusal)) => {
                         tracing::info!(%topic, partition, %refusal, "ISR change refused");
-                        open.replica.borrow_mut().isr_proposal_failed();
+                        leader::isr_proposal_refused(&mut open.replica.borrow_mut(), &refusal);
                     }
                     Err(error) => {
                         tracing::info!(%topic, partition, %error, "ISR change unanswered; will resend");
@@ -263,17 +258,20 @@ impl Shard {
             Ok(open) => open,
             Err(code) => return EpochEndOutcome::failed(code),
         };
-        if let Err(refusal) = open.replica.borrow().check_leader(current_leader_epoch) {
-            return EpochEndOutcome::failed(refusal.code());
-        }
-        let (leader_epoch, end_offset) = open
-            .epochs
-            .borrow()
-            .end_offset_for(epoch, open.log.log_end_offset());
-        EpochEndOutcome {
-            error_code: error_code::NONE,
-            leader_epoch,
-            end_offset,
+        let answer = leader::epoch_end(
+            &open.replica.borrow(),
+            &open.epochs.borrow(),
+            current_leader_epoch,
+            epoch,
+            open.log.log_end_offset(),
+        );
+        match answer {
+            Ok((leader_epoch, end_offset)) => EpochEndOutcome {
+                error_code: error_code::NONE,
+                leader_epoch,
+                end_offset,
+            },
+            Err(refusal) => EpochEndOutcome::failed(refusal.code()),
         }
     }
 
@@ -294,13 +292,13 @@ impl Shard {
         let config = &self.shared.config;
         let me = config.node_id;
         let mut connection: Option<LeaderConnection> = None;
-        let mut needs_truncation = true;
+        let mut follower = Follower::new(leader);
         while current() {
             let Some(leader_connection) = connection.as_mut() else {
                 match self.connect_to(leader, me).await {
                     Ok(fresh) => {
                         connection = Some(fresh);
-                        needs_truncation = true;
+                        follower.resync();
                     }
                     Err(error) => {
                         tracing::debug!(topic = %topic.name, partition, leader, %error, "leader unreachable");
@@ -310,29 +308,33 @@ impl Shard {
                 continue;
             };
             let epoch = open.replica.borrow().leader_epoch();
-            if needs_truncation {
-                match self
-                    .truncate_divergent(
-                        &open,
-                        leader_connection,
-                        &topic.name,
-                        partition,
-                        epoch,
-                        generation,
-                    )
-                    .await
-                {
-                    Ok(()) => needs_truncation = false,
-                    Err(Retry::Reconnect) => connection = None,
-                    Err(Retry::Later) => glommio::timer::sleep(RETRY_PAUSE).await,
+            let latest_epoch = open.epochs.borrow().latest_epoch();
+            let offset = match follower.next_request(latest_epoch, open.log.log_end_offset()) {
+                FollowerRequest::EpochEnd { epoch: latest } => {
+                    let step = self
+                        .truncate_divergent(
+                            &open,
+                            &mut follower,
+                            leader_connection,
+                            (&topic.name, partition),
+                            (epoch, latest),
+                            generation,
+                        )
+                        .await;
+                    match step {
+                        Ok(()) => {}
+                        Err(Retry::Reconnect) => connection = None,
+                        Err(Retry::Later) => glommio::timer::sleep(RETRY_PAUSE).await,
+                    }
+                    continue;
                 }
-                continue;
-            }
+                FollowerRequest::Fetch { offset } => offset,
+            };
             let fetched = leader_connection
                 .fetch(
                     &topic.name,
                     partition,
-                    open.log.log_end_offset(),
+                    offset,
                     epoch,
                     config.replica_fetch_max_bytes.min(i32::MAX as u32) as i32,
                     Duration::from_millis(config.replica_fetch_wait_max_ms),
@@ -341,27 +343,28 @@ impl Shard {
             if !current() {
                 break;
             }
-            match fetched {
+            let fetched = match fetched {
+                Ok(fetched) => fetched,
                 Err(error) => {
                     tracing::debug!(topic = %topic.name, partition, %error, "replica fetch failed");
                     connection = None;
                     glommio::timer::sleep(RETRY_PAUSE).await;
+                    continue;
                 }
-                Ok(fetched) if fetched.error_code == error_code::NONE => {
+            };
+            let answer = fetch_answer(fetched.error_code);
+            if answer == FetchAnswer::OffsetOutOfRange {
+                tracing::warn!(topic = %topic.name, partition, leader, "replica fetch offset out of range");
+            }
+            match follower.fetch_answered(answer) {
+                AfterFetch::Append => {
                     if let Err(error) = self.append_fetched(&open, &fetched).await {
                         tracing::warn!(topic = %topic.name, partition, %error, "cannot append replicated batches");
-                        needs_truncation = true;
+                        follower.resync();
                         glommio::timer::sleep(RETRY_PAUSE).await;
                     }
                 }
-                Ok(fetched) => {
-                    if fetched.error_code == error_code::OFFSET_OUT_OF_RANGE {
-                        tracing::warn!(topic = %topic.name, partition, leader, "replica fetch offset out of range");
-                        needs_truncation = true;
-                    }
-                    // Leader changes reach us through the metadata; until then, wait.
-                    glommio::timer::sleep(RETRY_PAUSE).await;
-                }
+                AfterFetch::Pause => glommio::timer::sleep(RETRY_PAUSE).await,
             }
         }
         tracing::debug!(topic = %topic.name, partition, leader, "stopped following");
@@ -381,20 +384,18 @@ impl Shard {
         LeaderConnection::connect(&address, me, CONNECT_TIMEOUT, idle_buffer_bytes).await
     }
 
-    /// Asks the leader where this log's latest epoch ended there, and cuts this log to that
-    /// point (Kafka's KIP-101 and KIP-279): records past it were never committed.
+    /// Asks the leader where this log's latest epoch (`epochs.1`) ended there, and cuts this
+    /// log to that point (Kafka's KIP-101 and KIP-279): records past it were never committed.
+    /// `epochs.0` is the leader epoch this follower believes current.
     async fn truncate_divergent(
         &self,
         open: &Partition,
+        follower: &mut Follower,
         connection: &mut LeaderConnection,
-        topic: &str,
-        partition: i32,
-        current_epoch: i32,
+        (topic, partition): (&str, i32),
+        (current_epoch, latest): (i32, i32),
         generation: u64,
     ) -> Result<(), Retry> {
-        let Some(latest) = open.epochs.borrow().latest_epoch() else {
-            return Ok(());
-        };
         let answer = connection
             .end_offset_for_epoch(topic, partition, current_epoch, latest)
             .await
@@ -402,25 +403,32 @@ impl Shard {
                 tracing::debug!(topic, partition, %error, "OffsetForLeaderEpoch failed");
                 Retry::Reconnect
             })?;
-        if answer.error_code != error_code::NONE {
-            return Err(Retry::Later);
-        }
         // The role may have changed while we asked (this broker may even lead now): the
         // answer is about a log this broker no longer follows.
         if open.role_generation.get() != generation {
             return Err(Retry::Later);
         }
+        let answer = if answer.error_code == error_code::NONE {
+            EpochEndAnswer::Ended {
+                leader_epoch: answer.leader_epoch,
+                end_offset: answer.end_offset,
+            }
+        } else {
+            EpochEndAnswer::Refused
+        };
         let log_end = open.log.log_end_offset();
-        let high_watermark = open.replica.borrow().high_watermark();
-        let target = open.epochs.borrow().divergence_point(
-            (answer.leader_epoch, answer.end_offset),
-            high_watermark,
+        let divergence = follower.divergence(
+            answer,
+            &open.epochs.borrow(),
+            open.replica.borrow().high_watermark(),
+            open.log.log_start_offset(),
             log_end,
         );
-        if target >= log_end {
-            return Ok(());
-        }
-        let target = target.max(open.log.log_start_offset());
+        let target = match divergence {
+            Divergence::None => return Ok(()),
+            Divergence::AskAgainLater => return Err(Retry::Later),
+            Divergence::CutTo(target) => target,
+        };
         tracing::warn!(
             topic,
             partition,
@@ -433,7 +441,9 @@ impl Shard {
             .map_err(|error| {
                 tracing::error!(topic, partition, %error, "cannot cut the log");
                 Retry::Later
-            })
+            })?;
+        follower.cut();
+        Ok(())
     }
 
     /// Cuts the log at `offset` and brings everything derived from it along.
@@ -456,69 +466,54 @@ impl Shard {
         Ok(())
     }
 
-    /// Appends the whole batches of a replica fetch as the leader wrote them, then takes the
-    /// leader's high watermark (capped at our log end).
+    /// Appends the whole batches of a replica fetch as the leader wrote them
+    /// ([`follower::append_fetched`]), then takes the leader's high watermark (capped at our
+    /// log end).
     async fn append_fetched(
         &self,
         open: &Partition,
         fetched: &FetchedPartition,
     ) -> Result<(), LogError> {
-        let records: &Bytes = &fetched.records;
-        let cut = |range| records.slice(range);
-        for item in batch::valid_batches(records, self.shared.config.max_batch_bytes, cut) {
-            let valid = match item {
-                Ok(found) => found,
-                // A size-limited fetch may end inside a batch; it comes whole next time.
-                Err(BatchError::Truncated { .. }) => break,
-                Err(error) => return Err(LogError::InvalidBatch(error)),
-            };
-            let header = *valid.header();
-            if header.last_offset() < open.log.log_end_offset() {
-                continue;
-            }
-            open.epochs
-                .borrow_mut()
-                .assign(header.partition_leader_epoch, header.base_offset)?;
-            let producers = &open.producers;
-            let record_producer = |stored: &batch::BatchHeader| {
-                if stored.producer_id >= 0 {
-                    producers.borrow_mut().record(
-                        stored.producer_id,
-                        stored.producer_epoch,
-                        stored.base_sequence,
-                        stored.records_count,
-                        stored.base_offset,
-                    );
-                }
-                true
-            };
-            if let Some(info) = open
-                .log
-                .append_valid_replicated(&valid, record_producer)
-                .await?
-            {
-                if let Some(tail) = &open.tail {
-                    // The fetched batch already holds the leader's offsets and epoch. A
-                    // replica fetch names one partition, so the slice keeps alive a response
-                    // buffer of little more than the batches cached from it.
-                    tail.borrow_mut().push(
-                        info.base_offset,
-                        info.last_offset,
-                        Bytes::new(),
-                        valid.bytes().clone(),
-                    );
-                }
+        let cache_and_publish = |info: &AppendInfo, batch: &Bytes| {
+            if let Some(tail) = &open.tail {
+                // The fetched batch already holds the leader's offsets and epoch. A replica
+                // fetch names one partition, so the slice keeps alive a response buffer of
+                // little more than the batches cached from it.
+                tail.borrow_mut().push(
+                    info.base_offset,
+                    info.last_offset,
+                    Bytes::new(),
+                    batch.clone(),
+                );
             }
             open.end_offset.store(
                 open.log.log_end_offset(),
                 std::sync::atomic::Ordering::Release,
             );
-        }
+        };
+        follower::append_fetched(
+            &open.log,
+            &open.epochs,
+            &open.producers,
+            &fetched.records,
+            self.shared.config.max_batch_bytes,
+            cache_and_publish,
+        )
+        .await?;
         open.replica
             .borrow_mut()
             .follow_high_watermark(fetched.high_watermark, open.log.log_end_offset());
         open.publish_progress();
         Ok(())
+    }
+}
+
+/// How the follower classifies a replica fetch's error code.
+fn fetch_answer(code: i16) -> FetchAnswer {
+    match code {
+        error_code::NONE => FetchAnswer::Records,
+        error_code::OFFSET_OUT_OF_RANGE => FetchAnswer::OffsetOutOfRange,
+        _ => FetchAnswer::Refused,
     }
 }
 

@@ -9,7 +9,9 @@ use shardlog_protocol::error_code::{self, ErrorCode};
 
 use crate::batch::BatchError;
 use crate::broker::metadata::TopicError;
+use crate::broker::partition::AwaitError;
 use crate::cluster::admission::AdmissionRefusal;
+use crate::cluster::leader::ProduceRefusal;
 use crate::cluster::producers::SequenceRefusal;
 use crate::cluster::quorum::ProposeError;
 use crate::cluster::replica::LeaderRefusal;
@@ -106,6 +108,27 @@ impl KafkaCode for AdmissionRefusal {
         match self {
             AdmissionRefusal::NotLeader => error_code::NOT_LEADER_OR_FOLLOWER,
             AdmissionRefusal::Sequence(refusal) => refusal.code(),
+        }
+    }
+}
+
+impl KafkaCode for ProduceRefusal {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ProduceRefusal::NotLeader => error_code::NOT_LEADER_OR_FOLLOWER,
+            ProduceRefusal::NotEnoughReplicas => error_code::NOT_ENOUGH_REPLICAS,
+            ProduceRefusal::NotEnoughReplicasAfterAppend => {
+                error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+            }
+        }
+    }
+}
+
+impl KafkaCode for AwaitError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            AwaitError::Refused(refusal) => refusal.code(),
+            AwaitError::TimedOut => error_code::REQUEST_TIMED_OUT,
         }
     }
 }

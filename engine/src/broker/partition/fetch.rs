@@ -13,6 +13,7 @@ use crate::broker::chunks::{Chunk, FileChunk, Records};
 use crate::broker::metadata::Topic;
 use crate::broker::replication::{now_ms, Reader};
 use crate::broker::shard::Shard;
+use crate::cluster::leader;
 use crate::error::LogError;
 use shardlog_protocol::error_code;
 
@@ -30,35 +31,37 @@ impl Shard {
             Err(error_code) => return FetchOutcome::failed(error_code),
         };
         let log_end_offset = open.log.log_end_offset();
-        let watermark_moved = {
-            let mut replica = open.replica.borrow_mut();
-            if let Err(refusal) = replica.check_leader(reader.current_leader_epoch) {
-                return FetchOutcome::failed(refusal.code());
-            }
-            // A follower fetching from `offset` holds everything below it.
-            reader.replica.is_some_and(|follower| {
-                replica.follower_fetched(follower, offset, log_end_offset, now_ms())
-            })
+        let log_start_offset = open.log.log_start_offset();
+        let served = leader::serve_fetch(
+            &mut open.replica.borrow_mut(),
+            reader.replica,
+            reader.current_leader_epoch,
+            offset,
+            (log_start_offset, log_end_offset),
+            now_ms(),
+        );
+        let plan = match served {
+            Ok(plan) => plan,
+            Err(refusal) => return FetchOutcome::failed(refusal.code()),
         };
-        if watermark_moved {
+        if plan.watermark_moved {
             open.publish_progress();
         }
-        let high_watermark = open.replica.borrow().high_watermark();
-        let log_start_offset = open.log.log_start_offset();
-        // Followers copy up to the log end; consumers see only what every ISR member has.
-        let (upper_offset, waits_on) = match reader.replica {
-            Some(_) => (log_end_offset, &open.end_offset),
-            None => (high_watermark, &open.high_watermark),
+        // Followers wait on the log end; consumers on what every ISR member has.
+        let waits_on = match reader.replica {
+            Some(_) => &open.end_offset,
+            None => &open.high_watermark,
         };
+        let upper_offset = plan.upper_offset;
         let mut outcome = FetchOutcome {
             error_code: error_code::NONE,
-            high_watermark,
+            high_watermark: plan.high_watermark,
             log_start_offset,
             records: Records::default(),
             appended: Some(Arc::clone(&open.appended)),
             end_offset: Some(Arc::clone(waits_on)),
         };
-        if offset < log_start_offset || offset > log_end_offset {
+        if plan.out_of_range {
             tracing::info!(
                 topic = %topic.name,
                 partition,

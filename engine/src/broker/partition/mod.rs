@@ -13,6 +13,8 @@ mod fetch;
 mod offsets;
 mod produce;
 
+pub(crate) use produce::AwaitError;
+
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

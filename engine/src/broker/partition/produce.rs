@@ -12,7 +12,7 @@ use crate::broker::api::codes::KafkaCode;
 use crate::broker::metadata::Topic;
 use crate::broker::shard::{Partition, Shard};
 use crate::cluster::admission::{self, Admission};
-use crate::cluster::replica::Role;
+use crate::cluster::leader::{self, ProduceRefusal};
 use crate::error::LogError;
 use shardlog_protocol::error_code;
 
@@ -29,18 +29,18 @@ impl Shard {
             Ok(open) => open,
             Err(code) => return ProduceOutcome::failed(code),
         };
-        let (leader_epoch, isr_size) = {
-            let replica = open.replica.borrow();
-            if replica.role() != Role::Leader {
-                return ProduceOutcome::failed(error_code::NOT_LEADER_OR_FOLLOWER);
-            }
-            (replica.leader_epoch(), replica.isr().len())
-        };
         let min_insync = self.shared.config.min_insync_replicas;
-        if acks == ACKS_ALL && isr_size < min_insync {
-            tracing::info!(topic = %topic.name, partition, isr_size, min_insync, "too few in-sync replicas");
-            return ProduceOutcome::failed(error_code::NOT_ENOUGH_REPLICAS);
-        }
+        let accepted = leader::accept_produce(&open.replica.borrow(), acks == ACKS_ALL, min_insync);
+        let leader_epoch = match accepted {
+            Ok(leader_epoch) => leader_epoch,
+            Err(refusal) => {
+                if refusal == ProduceRefusal::NotEnoughReplicas {
+                    let isr_size = open.replica.borrow().isr().len();
+                    tracing::info!(topic = %topic.name, partition, isr_size, min_insync, "too few in-sync replicas");
+                }
+                return ProduceOutcome::failed(refusal.code());
+            }
+        };
         // Validate every batch before appending any, so a rejected request leaves nothing
         // behind (a client retrying it would otherwise duplicate its valid batches).
         // Each batch's CRC is checked here, once: the log takes the checked batches as they are.
@@ -137,8 +137,8 @@ impl Shard {
             let replicated = self
                 .await_replication(&open, last_offset, leader_epoch, timeout)
                 .await;
-            if let Err(code) = replicated {
-                return ProduceOutcome::failed(code);
+            if let Err(refusal) = replicated {
+                return ProduceOutcome::failed(refusal.code());
             }
         }
         ProduceOutcome {
@@ -158,25 +158,23 @@ impl Shard {
         last_offset: i64,
         leader_epoch: i32,
         timeout: std::time::Duration,
-    ) -> Result<(), i16> {
+    ) -> Result<(), AwaitError> {
         let deadline = std::time::Instant::now() + timeout;
+        let min_insync = self.shared.config.min_insync_replicas;
         loop {
             let listener = open.appended.listen();
-            {
-                let replica = open.replica.borrow();
-                if replica.role() != Role::Leader || replica.leader_epoch() != leader_epoch {
-                    return Err(error_code::NOT_LEADER_OR_FOLLOWER);
-                }
-                if replica.high_watermark() > last_offset {
-                    if replica.isr().len() < self.shared.config.min_insync_replicas {
-                        return Err(error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
-                    }
-                    return Ok(());
-                }
+            let verdict = leader::replication_verdict(
+                &open.replica.borrow(),
+                leader_epoch,
+                last_offset,
+                min_insync,
+            );
+            if let Some(verdict) = verdict {
+                return verdict.map_err(AwaitError::Refused);
             }
             let now = std::time::Instant::now();
             if now >= deadline || self.shared.is_shutting_down() {
-                return Err(error_code::REQUEST_TIMED_OUT);
+                return Err(AwaitError::TimedOut);
             }
             futures_lite::FutureExt::or(
                 async {
@@ -191,3 +189,11 @@ impl Shard {
 
 /// Produce's acks value that waits for every in-sync replica.
 const ACKS_ALL: i16 = -1;
+
+/// Why an `acks=all` produce was not answered with success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AwaitError {
+    Refused(ProduceRefusal),
+    /// The request's timeout passed first (or the broker is shutting down).
+    TimedOut,
+}
