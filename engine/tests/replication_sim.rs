@@ -1,8 +1,9 @@
 //! Kafka's replication safety, under a seeded single-threaded simulation of a 3-broker
-//! cluster: the real protocol rules (`cluster::state`, `cluster::replica`,
-//! `cluster::epochs` on a `SimDisk`) wired as `broker/replication.rs` and `broker/shard.rs`
-//! wire them, over a simulated network (delays, drops, partitions) and disks (crashes that
-//! lose what was not synced). Every step is checked against the invariants listed in
+//! cluster: the shipped replication rules (`cluster::leader`, `cluster::follower`,
+//! `cluster::admission`, `cluster::replica`, `cluster::epochs`, `cluster::state`) and the
+//! real `PartitionLog` on a `SimDisk`, wired as `broker/replication.rs` and
+//! `broker/partition/` wire them, over a simulated network (delays, drops, partitions) and
+//! disks (crashes that lose what was not synced; recovery decides what survived). Every step is checked against the invariants listed in
 //! `replication_sim/invariants.rs`; a failure prints its seed, which replays it exactly.
 //!
 //! `SHARDLOG_SIM_SEEDS=N` runs seeds 0..N (default 200), `SHARDLOG_SIM_SEED=S` runs only
@@ -39,10 +40,13 @@ fn env_number(name: &str) -> Option<u64> {
     )
 }
 
+/// Runs one seed on a glommio executor of this thread (the log is single-core, and the
+/// simulated disk answers at once, so nothing waits on real I/O or time).
 fn run_seed(seed: u64, steps: u64) -> world::Summary {
-    World::new(seed)
-        .run(steps)
-        .unwrap_or_else(|report| panic!("{report}"))
+    shardlog::runtime::run_local(shardlog::runtime::IO_MEMORY_BYTES_DEFAULT, async {
+        World::new(seed).await.run(steps).await
+    })
+    .unwrap_or_else(|report| panic!("{report}"))
 }
 
 #[test]

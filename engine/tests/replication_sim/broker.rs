@@ -1,6 +1,10 @@
-//! One simulated broker holding a replica of the partition: the steps of
-//! `broker/replication.rs` and the produce/fetch paths of `broker/shard.rs`, in their order,
-//! around the real protocol rules (`ReplicaState`, `LeaderEpochCache` on a `SimDisk`).
+//! One simulated broker holding a replica of the partition. Every decision is the shipped
+//! code's: `cluster::leader` (produce acceptance, the acks=all verdict, answering fetches and
+//! OffsetForLeaderEpoch, ISR proposals), `cluster::follower` (the fetch loop's steps and
+//! appending fetched batches), `cluster::admission` (under the append lock), `ReplicaState`
+//! and `LeaderEpochCache`, over the real `PartitionLog` on a `SimDisk`. What this file adds
+//! is what the broker does with I/O: timers, messages instead of TCP, and the order of
+//! events the real tasks could see.
 //!
 //! Where the real code awaits (a disk append, a request to the leader), the simulation lets
 //! other events run in between, so the interleavings the real broker can see are explored:
@@ -11,19 +15,27 @@
 //!   checks `current()` after the fetch).
 //!
 //! Not modelled: producer idempotence, the tail cache, batches of several records, and the
-//! follower's own append latency (a fetched response is appended in one step).
+//! follower's own append latency (a fetched response is appended in one step; the
+//! simulated disk answers at once).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::Path;
 
+use bytes::Bytes;
 use shardlog::broker::api::codes::KafkaCode;
 use shardlog::broker::shard::error_code;
+use shardlog::cluster::admission::{self, Admission};
 use shardlog::cluster::epochs::LeaderEpochCache;
-use shardlog::cluster::replica::{ReplicaState, Role, Transition};
-use shardlog::cluster::state::{BrokerId, Command, PartitionState};
+use shardlog::cluster::follower::{
+    AfterFetch, Divergence, EpochEndAnswer, FetchAnswer, Follower, FollowerRequest,
+};
+use shardlog::cluster::leader;
+use shardlog::cluster::producers::ProducerStates;
+use shardlog::cluster::replica::{ReplicaState, Transition};
+use shardlog::cluster::state::{BrokerId, Command, PartitionState, Refusal};
 use shardlog::storage::{SimDisk, Storage};
 
-use super::log::{Policy, Record, SimLog};
+use super::log::{partition_dir, Policy, SimLog};
 use super::network::{Message, Node, Session};
 
 pub const TOPIC: &str = "t";
@@ -39,8 +51,8 @@ const LEADER_REQUEST_TIMEOUT_MS: u64 = 250;
 /// A follower whose fetch came back empty asks again after this long (the real leader
 /// holds the fetch open instead; the effect on progress is the same).
 const FETCH_IDLE_MS: u64 = 10;
-/// Records per fetch response at most (`replica_fetch_max_bytes`).
-const FETCH_RECORDS_MAX: usize = 8;
+/// Bytes per fetch response at most (`replica_fetch_max_bytes`): about eight records.
+const FETCH_BYTES_MAX: u64 = 600;
 /// acks=all waits this long for the ISR (the produce request's timeout).
 const PRODUCE_TIMEOUT_MS: u64 = 600;
 /// An ISR change the controller did not answer within this long is given up.
@@ -60,12 +72,12 @@ pub enum Output {
     Note(String),
 }
 
-/// A follower's fetch loop for one leader and role generation (`follow` in replication.rs).
+/// A follower's fetch loop for one leader and role generation (`follow` in replication.rs):
+/// the shipped [`Follower`] machine, and the request it waits on.
 #[derive(Debug)]
 struct FollowLoop {
-    leader: BrokerId,
+    machine: Follower,
     generation: u64,
-    needs_truncation: bool,
     waiting: Option<Waiting>,
     next_request_ms: u64,
 }
@@ -105,7 +117,8 @@ pub struct SimBroker {
     pub registered: bool,
     pub log: SimLog,
     disk: SimDisk,
-    pub epochs: LeaderEpochCache,
+    pub epochs: RefCell<LeaderEpochCache>,
+    producers: RefCell<ProducerStates>,
     pub replica: ReplicaState,
     role_generation: u64,
     metadata_version: u64,
@@ -123,10 +136,6 @@ pub struct SimBroker {
     outputs: Vec<Output>,
 }
 
-fn partition_dir() -> &'static Path {
-    Path::new("/sim/t-0")
-}
-
 fn open_epochs(disk: &SimDisk, log_end: i64) -> LeaderEpochCache {
     let mut epochs =
         LeaderEpochCache::open(Storage::Sim(disk.clone()), partition_dir()).expect("epoch cache");
@@ -136,16 +145,17 @@ fn open_epochs(disk: &SimDisk, log_end: i64) -> LeaderEpochCache {
 }
 
 impl SimBroker {
-    pub fn new(id: BrokerId, policy: Policy, disk_seed: u64) -> SimBroker {
+    pub async fn new(id: BrokerId, policy: Policy, disk_seed: u64) -> SimBroker {
         let disk = SimDisk::with_alignment(disk_seed, 1);
-        let log = SimLog::new(policy);
-        let epochs = open_epochs(&disk, log.log_end_offset());
+        let log = SimLog::open(disk.clone(), policy).await;
+        let epochs = RefCell::new(open_epochs(&disk, log.log_end_offset()));
         SimBroker {
             id,
             up: true,
             incarnation: 1,
             registered: false,
             epochs,
+            producers: RefCell::new(ProducerStates::default()),
             replica: ReplicaState::new(id, log.log_start_offset()),
             log,
             disk,
@@ -177,9 +187,8 @@ impl SimBroker {
     }
 
     /// Power loss: the process dies, the disk keeps what was durable.
-    pub fn crash(&mut self, rng: &mut super::rng::Rng) {
-        let lost = self.log.crash(rng);
-        self.disk.crash();
+    pub async fn crash(&mut self) {
+        let lost = self.log.crash().await;
         self.up = false;
         self.note(format!(
             "b{} CRASH: lost {lost} unsynced records, log end now {}",
@@ -193,7 +202,8 @@ impl SimBroker {
         self.up = true;
         self.incarnation += 1;
         self.registered = false;
-        self.epochs = open_epochs(&self.disk, self.log.log_end_offset());
+        self.epochs = RefCell::new(open_epochs(&self.disk, self.log.log_end_offset()));
+        self.producers = RefCell::new(ProducerStates::default());
         // The watermark is not checkpointed: it starts at the log start (`open_partition`).
         self.replica = ReplicaState::new(self.id, self.log.log_start_offset());
         self.role_generation += 1;
@@ -210,13 +220,13 @@ impl SimBroker {
             self.id,
             self.incarnation,
             self.log.log_end_offset(),
-            self.epochs.entries()
+            self.epochs.borrow().entries()
         ));
     }
 
     /// Timers: registration and heartbeats, ISR checks, write-back, the fetch loop, and the
     /// produce timeouts.
-    pub fn tick(&mut self, now_ms: u64) {
+    pub async fn tick(&mut self, now_ms: u64) {
         if !self.up {
             return;
         }
@@ -233,14 +243,15 @@ impl SimBroker {
         }
         if now_ms >= self.next_write_back_ms {
             self.next_write_back_ms = now_ms + WRITE_BACK_MS;
-            self.log.flush();
+            self.log.write_back().await.expect("write back");
         }
         if !self.registered {
             return;
         }
         if let Some((_, deadline_ms)) = self.isr_proposal {
             if now_ms >= deadline_ms {
-                self.resend_isr_proposal(now_ms);
+                // Unanswered: the outcome is unknown; the next check sends it again.
+                self.isr_proposal = None;
             }
         }
         if now_ms >= self.next_isr_check_ms {
@@ -251,7 +262,7 @@ impl SimBroker {
         self.settle_produces(now_ms);
     }
 
-    pub fn receive(&mut self, from: Node, message: Message, now_ms: u64) {
+    pub async fn receive(&mut self, from: Node, message: Message, now_ms: u64) {
         if !self.up {
             return;
         }
@@ -270,13 +281,11 @@ impl SimBroker {
                 self.adopt_if_newer(version, &partition, now_ms);
             }
             Message::Metadata { .. } => {}
-            Message::AlterIsrResponse { proposal, accepted } => {
-                // Even a refusal leaves the proposal pending: it may be the answer to a resend
-                // of a change the controller already applied. The metadata settles it.
+            Message::AlterIsrResponse { proposal, refusal } => {
                 if self.isr_proposal.is_some_and(|(id, _)| id == proposal) {
                     self.isr_proposal = None;
-                    if !accepted {
-                        self.note(format!("b{} ISR proposal {proposal} refused", self.id));
+                    if let Some(refusal) = refusal {
+                        self.isr_proposal_refused(proposal, &refusal);
                     }
                 }
             }
@@ -285,7 +294,10 @@ impl SimBroker {
                 session,
                 offset,
                 current_leader_epoch,
-            } => self.answer_fetch(from, session, offset, current_leader_epoch, now_ms),
+            } => {
+                self.answer_fetch(from, session, offset, current_leader_epoch, now_ms)
+                    .await
+            }
             Message::EpochEnd {
                 session,
                 current_leader_epoch,
@@ -295,14 +307,20 @@ impl SimBroker {
                 session,
                 error,
                 high_watermark,
-                records,
-            } => self.fetched(session, error, high_watermark, &records, now_ms),
+                batches,
+            } => {
+                self.fetched(session, error, high_watermark, &batches, now_ms)
+                    .await
+            }
             Message::EpochEndResponse {
                 session,
                 error,
                 leader_epoch,
                 end_offset,
-            } => self.epoch_end_answered(session, error, (leader_epoch, end_offset), now_ms),
+            } => {
+                self.epoch_end_answered(session, error, (leader_epoch, end_offset), now_ms)
+                    .await
+            }
             Message::ProduceResponse { .. }
             | Message::Register { .. }
             | Message::Heartbeat
@@ -338,14 +356,14 @@ impl SimBroker {
         match transition {
             Transition::BecameLeader => {
                 self.epochs
+                    .borrow_mut()
                     .assign(state.leader_epoch, log_end)
                     .expect("record the leader epoch");
             }
             Transition::BecameFollower { leader } => {
                 self.follower = Some(FollowLoop {
-                    leader,
+                    machine: Follower::new(leader),
                     generation: self.role_generation,
-                    needs_truncation: true,
                     waiting: None,
                     next_request_ms: now_ms,
                 });
@@ -359,37 +377,36 @@ impl SimBroker {
     fn end_follow_loop(&mut self) {
         if let Some(follow) = self.follower.take() {
             if let Some(waiting) = follow.waiting {
-                if follow.needs_truncation {
+                if follow.machine.needs_truncation() {
                     self.orphaned_truncations.push(waiting.session);
                 }
             }
         }
     }
 
-    /// `propose_isr_changes`.
+    /// `propose_isr_changes`: one proposal in flight at a time; a pending one whose answer
+    /// was lost goes again unchanged.
     fn propose_isr_changes(&mut self, now_ms: u64) {
-        let epoch_start = self
-            .epochs
-            .entries()
-            .last()
-            .map_or(0, |entry| entry.start_offset);
-        let Some(isr) = self
-            .replica
-            .wanted_isr(epoch_start, now_ms, REPLICA_LAG_TIME_MAX_MS)
-        else {
+        if self.isr_proposal.is_some() {
             return;
-        };
-        let partition_epoch = self.replica.proposing_isr(isr.clone());
-        self.send_isr_proposal(isr, partition_epoch, now_ms);
-    }
-
-    /// The controller did not answer: the outcome is unknown, so the same change goes again.
-    fn resend_isr_proposal(&mut self, now_ms: u64) {
-        self.isr_proposal = None;
-        if let Some((isr, partition_epoch)) = self.replica.pending_isr() {
-            let isr = isr.to_vec();
+        }
+        let proposal = leader::isr_proposal(
+            &mut self.replica,
+            &self.epochs.borrow(),
+            now_ms,
+            REPLICA_LAG_TIME_MAX_MS,
+        );
+        if let Some((isr, partition_epoch)) = proposal {
             self.send_isr_proposal(isr, partition_epoch, now_ms);
         }
+    }
+
+    fn isr_proposal_refused(&mut self, proposal: u64, refusal: &Refusal) {
+        self.note(format!(
+            "b{} ISR proposal {proposal} refused: {refusal}",
+            self.id
+        ));
+        leader::isr_proposal_refused(&mut self.replica, refusal);
     }
 
     fn send_isr_proposal(&mut self, isr: Vec<BrokerId>, partition_epoch: i32, now_ms: u64) {
@@ -413,19 +430,23 @@ impl SimBroker {
     // ---- the leader's side (`produce_here`, `await_replication`, `fetch_here`) ----
 
     fn produce(&mut self, producer: Node, request: u64, values: Vec<u64>) {
-        let refuse = |code| Message::ProduceResponse {
-            request,
-            error: code,
-            offsets: Vec::new(),
+        let accepted = if self.registered {
+            leader::accept_produce(&self.replica, true, MIN_INSYNC_REPLICAS)
+        } else {
+            Err(leader::ProduceRefusal::NotLeader)
         };
-        if !self.registered || self.replica.role() != Role::Leader {
-            self.send(producer, refuse(error_code::NOT_LEADER_OR_FOLLOWER));
-            return;
-        }
-        if self.replica.isr().len() < MIN_INSYNC_REPLICAS {
-            self.send(producer, refuse(error_code::NOT_ENOUGH_REPLICAS));
-            return;
-        }
+        let leader_epoch = match accepted {
+            Ok(leader_epoch) => leader_epoch,
+            Err(refusal) => {
+                let response = Message::ProduceResponse {
+                    request,
+                    error: refusal.code(),
+                    offsets: Vec::new(),
+                };
+                self.send(producer, response);
+                return;
+            }
+        };
         self.next_request += 1;
         let produce = self.next_request;
         self.appending.insert(
@@ -433,7 +454,7 @@ impl SimBroker {
             Appending {
                 producer,
                 request,
-                leader_epoch: self.replica.leader_epoch(),
+                leader_epoch,
                 values,
                 offsets: Vec::new(),
             },
@@ -441,31 +462,47 @@ impl SimBroker {
         self.outputs.push(Output::AppendLater { produce });
     }
 
-    /// One batch of a produce reaches the log, with the epoch read when it arrived.
-    pub fn append_next(&mut self, produce: u64, now_ms: u64) {
+    /// One batch of a produce reaches the log, with the epoch read when it arrived, if the
+    /// broker's admission rule (asked under the append lock, as `produce_here` does) lets it.
+    pub async fn append_next(&mut self, produce: u64, now_ms: u64) {
         if !self.up {
             return;
         }
         let Some(appending) = self.appending.get_mut(&produce) else {
             return;
         };
-        // The broker's own admission rule (`cluster::admission` calls the same check under
-        // the append lock): still the leader, at the epoch the request was accepted in, or
-        // the rest of the produce is refused.
-        if !self.replica.leads_at(appending.leader_epoch) {
+        let value = appending.values[appending.offsets.len()];
+        let leader_epoch = appending.leader_epoch;
+        let (replica, producers) = (&self.replica, &self.producers);
+        let decided = std::cell::Cell::new(Admission::Append);
+        let admit = |stored: &shardlog::batch::BatchHeader| {
+            let admission =
+                admission::admit(replica, leader_epoch, &mut producers.borrow_mut(), stored);
+            decided.set(admission);
+            admission == Admission::Append
+        };
+        let appended = self
+            .log
+            .append_as_leader(leader_epoch, value, admit)
+            .await
+            .expect("the simulated disk accepts appends");
+        let Some(offset) = appended else {
+            let error = match decided.get() {
+                Admission::Refused(refusal) => refusal.code(),
+                other => panic!("admission declined without a refusal: {other:?}"),
+            };
             let appending = self.appending.remove(&produce).expect("present");
             self.send(
                 appending.producer,
                 Message::ProduceResponse {
                     request: appending.request,
-                    error: error_code::NOT_LEADER_OR_FOLLOWER,
+                    error,
                     offsets: Vec::new(),
                 },
             );
             return;
-        }
-        let value = appending.values[appending.offsets.len()];
-        let offset = self.log.append_as_leader(appending.leader_epoch, value);
+        };
+        let appending = self.appending.get_mut(&produce).expect("present");
         appending.offsets.push(offset);
         let done = appending.offsets.len() == appending.values.len();
         self.replica.appended(self.log.log_end_offset());
@@ -490,20 +527,16 @@ impl SimBroker {
         let mut index = 0;
         while index < self.awaiting.len() {
             let waiting = &self.awaiting[index];
-            let verdict = if self.replica.role() != Role::Leader
-                || self.replica.leader_epoch() != waiting.leader_epoch
-            {
-                Some(error_code::NOT_LEADER_OR_FOLLOWER)
-            } else if self.replica.high_watermark() > waiting.last_offset {
-                if self.replica.isr().len() < MIN_INSYNC_REPLICAS {
-                    Some(error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND)
-                } else {
-                    Some(error_code::NONE)
-                }
-            } else if now_ms >= waiting.deadline_ms {
-                Some(error_code::REQUEST_TIMED_OUT)
-            } else {
-                None
+            let verdict = match leader::replication_verdict(
+                &self.replica,
+                waiting.leader_epoch,
+                waiting.last_offset,
+                MIN_INSYNC_REPLICAS,
+            ) {
+                Some(Ok(())) => Some(error_code::NONE),
+                Some(Err(refusal)) => Some(refusal.code()),
+                None if now_ms >= waiting.deadline_ms => Some(error_code::REQUEST_TIMED_OUT),
+                None => None,
             };
             match verdict {
                 None => index += 1,
@@ -525,7 +558,8 @@ impl SimBroker {
         }
     }
 
-    fn answer_fetch(
+    /// `fetch_here` for a follower.
+    async fn answer_fetch(
         &mut self,
         from: Node,
         session: Session,
@@ -536,36 +570,44 @@ impl SimBroker {
         let Node::Broker(follower) = from else {
             return;
         };
-        let log_end_offset = self.log.log_end_offset();
-        let failed = |error| Message::FetchResponse {
-            session,
-            error,
-            high_watermark: -1,
-            records: Vec::new(),
-        };
-        if let Err(refusal) = self.replica.check_leader(current_leader_epoch) {
-            self.send(from, failed(refusal.code()));
-            return;
-        }
-        // A follower fetching from `offset` holds everything below it.
-        self.replica
-            .follower_fetched(follower, offset, log_end_offset, now_ms);
-        let high_watermark = self.replica.high_watermark();
-        let mut response = Message::FetchResponse {
-            session,
-            error: error_code::NONE,
-            high_watermark,
-            records: Vec::new(),
-        };
-        if offset < self.log.log_start_offset() || offset > log_end_offset {
-            if let Message::FetchResponse { error, .. } = &mut response {
-                *error = error_code::OFFSET_OUT_OF_RANGE;
+        let served = leader::serve_fetch(
+            &mut self.replica,
+            Some(follower),
+            current_leader_epoch,
+            offset,
+            (self.log.log_start_offset(), self.log.log_end_offset()),
+            now_ms,
+        );
+        let response = match served {
+            Err(refusal) => Message::FetchResponse {
+                session,
+                error: refusal.code(),
+                high_watermark: -1,
+                batches: Bytes::new(),
+            },
+            Ok(plan) if plan.out_of_range => Message::FetchResponse {
+                session,
+                error: error_code::OFFSET_OUT_OF_RANGE,
+                high_watermark: plan.high_watermark,
+                batches: Bytes::new(),
+            },
+            Ok(plan) => {
+                let batches = if offset < plan.upper_offset {
+                    self.log
+                        .read(offset, plan.upper_offset, FETCH_BYTES_MAX)
+                        .await
+                        .expect("the simulated disk reads")
+                } else {
+                    Bytes::new()
+                };
+                Message::FetchResponse {
+                    session,
+                    error: error_code::NONE,
+                    high_watermark: plan.high_watermark,
+                    batches,
+                }
             }
-        } else if let Message::FetchResponse { records, .. } = &mut response {
-            let start = offset as usize;
-            let end = (start + FETCH_RECORDS_MAX).min(log_end_offset as usize);
-            records.extend_from_slice(&self.log.records()[start..end]);
-        }
+        };
         self.send(from, response);
     }
 
@@ -577,23 +619,26 @@ impl SimBroker {
         current_leader_epoch: i32,
         epoch: i32,
     ) {
-        let response = match self.replica.check_leader(current_leader_epoch) {
+        let answer = leader::epoch_end(
+            &self.replica,
+            &self.epochs.borrow(),
+            current_leader_epoch,
+            epoch,
+            self.log.log_end_offset(),
+        );
+        let response = match answer {
             Err(refusal) => Message::EpochEndResponse {
                 session,
                 error: refusal.code(),
                 leader_epoch: -1,
                 end_offset: -1,
             },
-            Ok(()) => {
-                let (leader_epoch, end_offset) =
-                    self.epochs.end_offset_for(epoch, self.log.log_end_offset());
-                Message::EpochEndResponse {
-                    session,
-                    error: error_code::NONE,
-                    leader_epoch,
-                    end_offset,
-                }
-            }
+            Ok((leader_epoch, end_offset)) => Message::EpochEndResponse {
+                session,
+                error: error_code::NONE,
+                leader_epoch,
+                end_offset,
+            },
         };
         self.send(from, response);
     }
@@ -619,33 +664,32 @@ impl SimBroker {
             }
             // No answer: the connection is broken; a new one starts with a truncation check.
             follow.waiting = None;
-            follow.needs_truncation = true;
+            follow.machine.resync();
             follow.next_request_ms = now_ms + RETRY_PAUSE_MS;
             return;
         }
         if now_ms < follow.next_request_ms {
             return;
         }
-        let (leader, generation) = (follow.leader, follow.generation);
+        let generation = follow.generation;
+        let latest_epoch = self.epochs.borrow().latest_epoch();
+        let log_end = self.log.log_end_offset();
+        let follow = self.follower.as_mut().expect("following");
+        let request = follow.machine.next_request(latest_epoch, log_end);
+        let leader = follow.machine.leader();
         let current_leader_epoch = self.replica.leader_epoch();
-        let needs_truncation = follow.needs_truncation;
         let session = self.new_session(generation);
-        let message = match (needs_truncation, self.epochs.latest_epoch()) {
-            (true, Some(latest)) => Message::EpochEnd {
+        let message = match request {
+            FollowerRequest::EpochEnd { epoch } => Message::EpochEnd {
                 session,
                 current_leader_epoch,
-                epoch: latest,
+                epoch,
             },
-            // An empty epoch cache has nothing to cut (`truncate_divergent` returns Ok).
-            _ => {
-                let follow = self.follower.as_mut().expect("following");
-                follow.needs_truncation = false;
-                Message::Fetch {
-                    session,
-                    offset: self.log.log_end_offset(),
-                    current_leader_epoch,
-                }
-            }
+            FollowerRequest::Fetch { offset } => Message::Fetch {
+                session,
+                offset,
+                current_leader_epoch,
+            },
         };
         let follow = self.follower.as_mut().expect("following");
         follow.waiting = Some(Waiting {
@@ -664,12 +708,12 @@ impl SimBroker {
         })
     }
 
-    fn fetched(
+    async fn fetched(
         &mut self,
         session: Session,
         error: i16,
         high_watermark: i64,
-        records: &[Record],
+        batches: &Bytes,
         now_ms: u64,
     ) {
         // `if !current() { break; }` after the fetch: answers to ended loops are dropped.
@@ -677,37 +721,42 @@ impl SimBroker {
             return;
         };
         follow.waiting = None;
-        if error == error_code::NONE {
-            follow.next_request_ms = if records.is_empty() {
-                now_ms + FETCH_IDLE_MS
-            } else {
-                now_ms
-            };
-            self.append_fetched(high_watermark, records);
-            return;
-        }
-        if error == error_code::OFFSET_OUT_OF_RANGE {
-            follow.needs_truncation = true;
-        }
-        // Leader changes reach us through the metadata; until then, wait.
-        follow.next_request_ms = now_ms + RETRY_PAUSE_MS;
-    }
-
-    fn append_fetched(&mut self, leader_high_watermark: i64, records: &[Record]) {
-        for record in records {
-            if record.offset < self.log.log_end_offset() {
-                continue;
+        let answer = match error {
+            error_code::NONE => FetchAnswer::Records,
+            error_code::OFFSET_OUT_OF_RANGE => FetchAnswer::OffsetOutOfRange,
+            _ => FetchAnswer::Refused,
+        };
+        match follow.machine.fetch_answered(answer) {
+            AfterFetch::Append => {
+                follow.next_request_ms = if batches.is_empty() {
+                    now_ms + FETCH_IDLE_MS
+                } else {
+                    now_ms
+                };
+                let appended = self
+                    .log
+                    .append_fetched(&self.epochs, &self.producers, batches)
+                    .await;
+                if let Err(error) = appended {
+                    self.note(format!(
+                        "b{} cannot append fetched batches: {error}",
+                        self.id
+                    ));
+                    if let Some(follow) = self.follower.as_mut() {
+                        follow.machine.resync();
+                        follow.next_request_ms = now_ms + RETRY_PAUSE_MS;
+                    }
+                    return;
+                }
+                self.replica
+                    .follow_high_watermark(high_watermark, self.log.log_end_offset());
             }
-            self.epochs
-                .assign(record.epoch, record.offset)
-                .expect("record the batch's epoch");
-            self.log.append_replicated(*record);
+            // Leader changes reach us through the metadata; until then, wait.
+            AfterFetch::Pause => follow.next_request_ms = now_ms + RETRY_PAUSE_MS,
         }
-        self.replica
-            .follow_high_watermark(leader_high_watermark, self.log.log_end_offset());
     }
 
-    fn epoch_end_answered(
+    async fn epoch_end_answered(
         &mut self,
         session: Session,
         error: i16,
@@ -728,33 +777,55 @@ impl SimBroker {
             ));
             return;
         }
-        let Some(follow) = self.loop_waiting_on(session) else {
+        let high_watermark = self.replica.high_watermark();
+        let log_start = self.log.log_start_offset();
+        let log_end = self.log.log_end_offset();
+        let answer = if error == error_code::NONE {
+            EpochEndAnswer::Ended {
+                leader_epoch: answer.0,
+                end_offset: answer.1,
+            }
+        } else {
+            EpochEndAnswer::Refused
+        };
+        let epochs = &self.epochs;
+        let Some(follow) = self.follower.as_mut().filter(|follow| {
+            follow
+                .waiting
+                .is_some_and(|waiting| waiting.session == session)
+        }) else {
             return;
         };
         follow.waiting = None;
-        if error != error_code::NONE {
-            follow.next_request_ms = now_ms + RETRY_PAUSE_MS;
-            return;
-        }
-        follow.needs_truncation = false;
+        let divergence =
+            follow
+                .machine
+                .divergence(answer, &epochs.borrow(), high_watermark, log_start, log_end);
+        let target = match divergence {
+            Divergence::None => {
+                follow.next_request_ms = now_ms;
+                return;
+            }
+            Divergence::AskAgainLater => {
+                follow.next_request_ms = now_ms + RETRY_PAUSE_MS;
+                return;
+            }
+            Divergence::CutTo(target) => target,
+        };
         follow.next_request_ms = now_ms;
-        self.truncate_divergent(answer);
-    }
-
-    /// `truncate_divergent` after the leader answered, and `truncate_partition`.
-    fn truncate_divergent(&mut self, answer: (i32, i64)) {
-        let log_end = self.log.log_end_offset();
-        let high_watermark = self.replica.high_watermark();
-        let target = self
-            .epochs
-            .divergence_point(answer, high_watermark, log_end);
-        if target >= log_end {
-            return;
-        }
-        let target = target.max(self.log.log_start_offset());
-        let log_end = self.log.truncate_to(target);
-        self.epochs.truncate_from_end(log_end).expect("trim epochs");
+        follow.machine.cut();
+        // `truncate_partition`.
+        let log_end = self
+            .log
+            .truncate_to(target)
+            .await
+            .expect("the simulated disk truncates");
+        self.epochs
+            .borrow_mut()
+            .truncate_from_end(log_end)
+            .expect("trim epochs");
         self.replica.truncated(log_end);
+        self.producers.borrow_mut().clear();
         self.note(format!(
             "b{} cuts its log to {log_end} (leader answered {answer:?}, hw was {high_watermark})",
             self.id

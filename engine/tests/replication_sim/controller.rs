@@ -9,7 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use shardlog::cluster::state::{BrokerId, ClusterState, Command, PartitionState, TopicConfig};
+use shardlog::cluster::state::{
+    BrokerId, ClusterState, Command, PartitionState, Refusal, TopicConfig,
+};
 
 use super::broker::TOPIC;
 use super::network::{Message, Node};
@@ -85,7 +87,7 @@ impl Controller {
         }
     }
 
-    fn apply(&mut self, command: Command) -> bool {
+    fn apply(&mut self, command: Command) -> Result<(), Refusal> {
         let applied = self.state.apply(&command);
         let partition = self.partition();
         self.notes.push(format!(
@@ -95,16 +97,14 @@ impl Controller {
             partition.leader_epoch,
             partition.isr
         ));
-        if applied.is_err() {
-            return false;
-        }
+        applied?;
         self.version += 1;
         for index in 0..self.subscribers.len() {
             let to = self.subscribers[index];
             let message = self.metadata();
             self.outputs.push((to, message));
         }
-        true
+        Ok(())
     }
 
     pub fn tick(&mut self, now_ms: u64) {
@@ -117,7 +117,7 @@ impl Controller {
             .map(|(id, _)| *id)
             .collect();
         for id in silent {
-            self.apply(Command::FenceBroker { id });
+            let _ = self.apply(Command::FenceBroker { id });
         }
     }
 
@@ -127,7 +127,7 @@ impl Controller {
                 self.last_heard_ms.insert(id, now_ms);
                 if self.incarnations.get(&id) != Some(&incarnation) {
                     self.incarnations.insert(id, incarnation);
-                    self.apply(Command::RegisterBroker {
+                    let _ = self.apply(Command::RegisterBroker {
                         id,
                         host: "sim".into(),
                         port: 9000 + id,
@@ -143,7 +143,7 @@ impl Controller {
             (Node::Broker(id), Message::Heartbeat) => {
                 self.last_heard_ms.insert(id, now_ms);
                 if self.is_fenced(id) {
-                    self.apply(Command::UnfenceBroker { id });
+                    let _ = self.apply(Command::UnfenceBroker { id });
                 }
                 let metadata = self.metadata();
                 self.outputs.push((from, metadata));
@@ -153,9 +153,9 @@ impl Controller {
                 self.outputs.push((from, metadata));
             }
             (Node::Broker(_), Message::AlterIsr { proposal, command }) => {
-                let accepted = self.apply(command);
+                let refusal = self.apply(command).err();
                 self.outputs
-                    .push((from, Message::AlterIsrResponse { proposal, accepted }));
+                    .push((from, Message::AlterIsrResponse { proposal, refusal }));
             }
             _ => {}
         }

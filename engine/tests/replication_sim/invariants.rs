@@ -132,7 +132,8 @@ impl Checker {
                 ));
             }
         }
-        let entries = broker.epochs.entries();
+        let epochs = broker.epochs.borrow();
+        let entries = epochs.entries();
         let seen = self.epochs_seen.entry(broker.id).or_default();
         let recheck_from = if seen.as_slice() == entries {
             changed_from

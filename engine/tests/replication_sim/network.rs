@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use shardlog::cluster::state::{BrokerId, Command, PartitionState};
+use bytes::Bytes;
+use shardlog::cluster::state::{BrokerId, Command, PartitionState, Refusal};
 
-use super::log::Record;
+use super::log;
 use super::rng::Rng;
 
 /// Everything that sends or receives messages.
@@ -52,7 +53,8 @@ pub enum Message {
         session: Session,
         error: i16,
         high_watermark: i64,
-        records: Vec<Record>,
+        /// Whole batches, as the leader's log returned them.
+        batches: Bytes,
     },
     /// OffsetForLeaderEpoch.
     EpochEnd {
@@ -84,7 +86,8 @@ pub enum Message {
     },
     AlterIsrResponse {
         proposal: u64,
-        accepted: bool,
+        /// `None`: applied.
+        refusal: Option<Refusal>,
     },
     /// The controller's state of the partition, newest `version` wins.
     Metadata {
@@ -115,14 +118,14 @@ impl fmt::Display for Envelope {
             Message::FetchResponse {
                 error,
                 high_watermark,
-                records,
+                batches,
                 ..
             } => {
                 write!(
                     formatter,
                     "FetchResponse error={error} hw={high_watermark} records=["
                 )?;
-                for record in records {
+                for record in log::decode_all(batches) {
                     write!(
                         formatter,
                         " {}:e{}:v{}",

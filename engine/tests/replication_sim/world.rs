@@ -108,7 +108,7 @@ pub struct World {
 
 impl World {
     /// Even seeds run durability `always`, odd ones `none`.
-    pub fn new(seed: u64) -> World {
+    pub async fn new(seed: u64) -> World {
         let policy = if seed.is_multiple_of(2) {
             Policy::Always
         } else {
@@ -117,10 +117,10 @@ impl World {
         let mut rng = Rng::new(seed);
         let delay_ms_max = rng.between(5, 40);
         let drop_per_mille = rng.between(0, 50);
-        let brokers = BROKERS
-            .iter()
-            .map(|&id| SimBroker::new(id, policy, rng.next_u64()))
-            .collect();
+        let mut brokers = Vec::new();
+        for id in BROKERS {
+            brokers.push(SimBroker::new(id, policy, rng.next_u64()).await);
+        }
         let mut subscribers: Vec<Node> = BROKERS.iter().map(|&id| Node::Broker(id)).collect();
         subscribers.extend((0..PRODUCERS).map(Node::Producer));
         let mut world = World {
@@ -199,7 +199,7 @@ impl World {
     }
 
     /// Runs `steps` events, checking the invariants after each. `Err` is a failure report.
-    pub fn run(&mut self, steps: u64) -> Result<Summary, String> {
+    pub async fn run(&mut self, steps: u64) -> Result<Summary, String> {
         while self.step < steps {
             let Some(Reverse(next)) = self.queue.pop() else {
                 break;
@@ -207,6 +207,7 @@ impl World {
             self.step += 1;
             self.now_ms = next.at_ms;
             self.handle(next.event)
+                .await
                 .and_then(|()| self.checker.check(&mut self.brokers, &self.controller))
                 .map_err(|violation| self.report(&violation))?;
         }
@@ -220,12 +221,12 @@ impl World {
         })
     }
 
-    fn handle(&mut self, event: Event) -> Result<(), String> {
+    async fn handle(&mut self, event: Event) -> Result<(), String> {
         match event {
-            Event::Deliver(envelope) => return self.deliver(envelope),
+            Event::Deliver(envelope) => return self.deliver(envelope).await,
             Event::TickBroker(id) => {
                 let now_ms = self.now_ms;
-                self.broker(id).tick(now_ms);
+                self.broker(id).tick(now_ms).await;
                 self.collect_broker_outputs(id);
                 self.schedule(TICK_MS, Event::TickBroker(id));
             }
@@ -250,12 +251,12 @@ impl World {
                 let now_ms = self.now_ms;
                 let target = self.broker(broker);
                 if target.incarnation == incarnation {
-                    target.append_next(produce, now_ms);
+                    target.append_next(produce, now_ms).await;
                     self.collect_broker_outputs(broker);
                 }
             }
             Event::Fault => {
-                self.inject_fault();
+                self.inject_fault().await;
                 let next_ms = self.rng.between(50, 400);
                 self.schedule(next_ms, Event::Fault);
             }
@@ -272,7 +273,7 @@ impl World {
         Ok(())
     }
 
-    fn deliver(&mut self, envelope: Envelope) -> Result<(), String> {
+    async fn deliver(&mut self, envelope: Envelope) -> Result<(), String> {
         if !self.network.connected(envelope.from, envelope.to) {
             self.trace(TraceLine::Lost(envelope, "in a partition"));
             return Ok(());
@@ -282,7 +283,7 @@ impl World {
         let now_ms = self.now_ms;
         match to {
             Node::Broker(id) => {
-                self.broker(id).receive(from, message, now_ms);
+                self.broker(id).receive(from, message, now_ms).await;
                 self.collect_broker_outputs(id);
             }
             Node::Controller => {
@@ -368,7 +369,7 @@ impl World {
                 .all(|broker| broker.up && broker.registered)
     }
 
-    fn inject_fault(&mut self) {
+    async fn inject_fault(&mut self) {
         let victim = self.rng.pick(&BROKERS);
         let kind = self.rng.between(0, 99);
         let duration_ms = self.rng.between(20, 1_500);
@@ -377,8 +378,7 @@ impl World {
                 if !self.broker(victim).up || !self.may_crash(victim) {
                     return;
                 }
-                let Self { brokers, rng, .. } = self;
-                brokers[(victim - 1) as usize].crash(rng);
+                self.broker(victim).crash().await;
                 self.crashes += 1;
                 self.collect_broker_outputs(victim);
                 self.schedule(duration_ms, Event::Restart(victim));
@@ -481,6 +481,7 @@ impl World {
                 broker.log.log_end_offset(),
                 broker
                     .epochs
+                    .borrow()
                     .entries()
                     .iter()
                     .map(|entry| (entry.epoch, entry.start_offset))
