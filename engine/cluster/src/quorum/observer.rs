@@ -31,7 +31,7 @@ use super::frame::{self, Frame};
 use super::proposal::{Proposal, PROPOSAL_BYTES_MAX};
 use super::transport::{read_frame, Transport};
 use super::{ProposeError, Quorum, QuorumError};
-use crate::cluster::state::{BrokerId, ClusterState};
+use crate::state::{BrokerId, ClusterState};
 
 /// The longest a voter stays silent on a session: it sends at least the controller this often.
 pub const PUSH_INTERVAL: Duration = Duration::from_millis(500);

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::cluster::state::{BrokerId, ClusterState, Command};
+use crate::state::{BrokerId, ClusterState, Command};
 
 /// How long the controller waits before proposing the same fence or unfence again (the first
 /// proposal may have been lost in a leader change).

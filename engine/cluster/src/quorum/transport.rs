@@ -28,7 +28,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::frame::{self, Frame};
 use super::{raft_id, Quorum, QuorumError};
-use crate::cluster::state::BrokerId;
+use crate::state::BrokerId;
 
 /// Frames waiting for one peer; further frames are refused (raft counts the peer as
 /// unreachable and retries later).

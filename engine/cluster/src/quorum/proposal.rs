@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::cluster::state::Command;
+use crate::state::Command;
 
 /// The largest encoded proposal: bounds an entry (and so every raft message).
 pub const PROPOSAL_BYTES_MAX: usize = 1 << 20;

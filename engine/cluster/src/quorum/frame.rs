@@ -25,7 +25,7 @@ use protobuf::Message as _;
 use raft::eraftpb::Message;
 use uuid::Uuid;
 
-use crate::cluster::state::BrokerId;
+use crate::state::BrokerId;
 
 /// Bytes of the length field.
 pub const LENGTH_BYTES: usize = 4;

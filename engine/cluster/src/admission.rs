@@ -70,7 +70,7 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::state::PartitionState;
+    use crate::state::PartitionState;
 
     fn leader_at(epoch: i32) -> ReplicaState {
         let mut replica = ReplicaState::new(1, 0);

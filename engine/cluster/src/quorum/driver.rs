@@ -28,7 +28,7 @@ use super::proposal::Proposal;
 use super::storage::{LogFile, QuorumStorage, QuorumStorageError};
 use super::transport::Transport;
 use super::{broker_id, raft_id, Pending, ProposeError, Quorum, QuorumError, Recovered};
-use crate::cluster::state::{ClusterState, Command, Refusal};
+use crate::state::{ClusterState, Command, Refusal};
 
 /// Applies one committed entry to `state`. Returns the proposal's id and the outcome, or
 /// `None` for an entry that carries no command (a leader's no-op, a configuration change).

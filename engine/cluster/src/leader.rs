@@ -151,7 +151,7 @@ pub fn isr_proposal_refused(replica: &mut ReplicaState, refusal: &Refusal) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::state::PartitionState;
+    use crate::state::PartitionState;
 
     fn leader(isr: Vec<BrokerId>) -> ReplicaState {
         let mut replica = ReplicaState::new(1, 0);
