@@ -201,12 +201,12 @@ fn bad_group_requests_get_kafka_error_codes_and_the_broker_keeps_serving() {
         join(&mut other, &alien).error_code,
         code::INCONSISTENT_GROUP_PROTOCOL
     );
-    // Static membership is refused as a Kafka broker that cannot use it does.
-    let static_member =
-        join_request(GROUP, "", Bytes::new()).with_group_instance_id(Some(text("instance-1")));
+    // A static member's member id that the group never gave out (a forged or stale one).
+    let static_member = join_request(GROUP, "instance-1-forged", Bytes::new())
+        .with_group_instance_id(Some(text("instance-1")));
     assert_eq!(
         join(&mut other, &static_member).error_code,
-        code::UNSUPPORTED_VERSION
+        code::UNKNOWN_MEMBER_ID
     );
     assert_member_served(&mut broker, &mut member, &member_id);
 

@@ -9,6 +9,9 @@
 //! - kafka-python: a consumer commits half the records and leaves; its successor in the
 //!   group resumes exactly at the committed offsets.
 //! - KafkaJS: the same with KafkaJS's own consumer (it has no other kind).
+//! - confluent-kafka-python with `group.instance.id` (static members, KIP-345): a restart
+//!   keeps the partitions without a rebalance, a newer instance fences the older one's
+//!   commits; and a member that left cannot commit over its successor.
 //!
 //! The scripts live in `tests/clients/`; a missing client fails the test (scripts/test.sh
 //! installs them).
@@ -86,6 +89,27 @@ fn confluent_kafka_point_to_point_and_publish_subscribe_with_range() {
 #[test]
 fn confluent_kafka_point_to_point_and_publish_subscribe_with_cooperative_sticky() {
     confluent_groups("groups-sticky", "groups-sticky", "cooperative-sticky");
+}
+
+/// Issue 13 item 3 (static membership was refused with UNSUPPORTED_VERSION) and item 2
+/// (commits fenced by member, instance and generation): tests/clients/confluent_group_fencing.py.
+#[test]
+fn confluent_kafka_static_members_restart_quietly_and_stale_commits_are_fenced() {
+    require_python_module("confluent_kafka");
+    const TOPIC: &str = "group-fencing";
+    const PARTITIONS: i32 = 4;
+    assert_spans_cores(TOPIC, PARTITIONS);
+    let mut broker = start_broker("groups-fencing", "direct");
+    let mut command = Command::new("python3");
+    command
+        .arg(clients_dir().join("confluent_group_fencing.py"))
+        .args([&broker.bootstrap(), TOPIC, &PARTITIONS.to_string()]);
+    let summary = run_client(command, CLIENT_RUN_MAX);
+    println!("{summary}");
+    assert_eq!(summary["ok"], true, "{summary}");
+    broker.assert_logged(&["static member rejoined; the old member id is fenced"]);
+    broker.assert_logged(&["request from a fenced static member"]);
+    broker.assert_running();
 }
 
 #[test]

@@ -6,8 +6,9 @@
 //! in the request's version. As elsewhere, a field is set only when the version has it
 //! (`kafka-protocol` refuses to encode others unless they hold their default).
 //!
-//! Static membership (`group.instance.id`) is refused with UNSUPPORTED_VERSION, as a Kafka
-//! broker does when it cannot use static members.
+//! Static membership (`group.instance.id`, KIP-345) is served from JoinGroup v5, SyncGroup
+//! v3, Heartbeat v3, LeaveGroup v3 and OffsetCommit v7 on; the rules are in
+//! `group::membership`.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -171,8 +172,8 @@ pub async fn find_coordinator(
     response
 }
 
-fn has_instance_id(instance_id: &Option<StrBytes>) -> bool {
-    instance_id.is_some()
+fn instance(instance_id: &Option<StrBytes>) -> Option<String> {
+    instance_id.as_ref().map(ToString::to_string)
 }
 
 pub async fn join_group(
@@ -182,10 +183,7 @@ pub async fn join_group(
     client_id: &str,
 ) -> JoinGroupResponse {
     let member_id = request.member_id.to_string();
-    let outcome = if has_instance_id(&request.group_instance_id) {
-        tracing::info!(group = %request.group_id.0, "static membership refused");
-        JoinOutcome::failed(error_code::UNSUPPORTED_VERSION, &member_id)
-    } else {
+    let outcome = {
         let group_id = request.group_id.0.to_string();
         let join = JoinRequest {
             group_id: group_id.clone(),
@@ -204,6 +202,7 @@ pub async fn join_group(
                 .map(|protocol| (protocol.name.to_string(), protocol.metadata))
                 .collect(),
             require_known_member_id: version >= 4,
+            instance_id: instance(&request.group_instance_id),
         };
         match call(shard, &group_id, GroupRequest::Join(join)).await {
             GroupAnswer::Join(outcome) => outcome,
@@ -231,9 +230,7 @@ pub async fn join_group(
 }
 
 pub async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest) -> SyncGroupResponse {
-    let outcome = if has_instance_id(&request.group_instance_id) {
-        SyncOutcome::failed(error_code::UNSUPPORTED_VERSION)
-    } else {
+    let outcome = {
         let group_id = request.group_id.0.to_string();
         let assignments = request
             .assignments
@@ -251,6 +248,7 @@ pub async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest) -> SyncGro
             let sync = GroupRequest::Sync {
                 group_id: group_id.clone(),
                 member_id: request.member_id.to_string(),
+                instance_id: instance(&request.group_instance_id),
                 generation_id: request.generation_id,
                 assignments,
             };
@@ -267,13 +265,12 @@ pub async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest) -> SyncGro
 }
 
 pub async fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatResponse {
-    let code = if has_instance_id(&request.group_instance_id) {
-        error_code::UNSUPPORTED_VERSION
-    } else {
+    let code = {
         let group_id = request.group_id.0.to_string();
         let beat = GroupRequest::Heartbeat {
             group_id: group_id.clone(),
             member_id: request.member_id.to_string(),
+            instance_id: instance(&request.group_instance_id),
             generation_id: request.generation_id,
         };
         match call(shard, &group_id, beat).await {
@@ -296,7 +293,7 @@ pub async fn leave_group(
     if version < 3 {
         let leave = GroupRequest::Leave {
             group_id: group_id.clone(),
-            member_ids: vec![request.member_id.to_string()],
+            members: vec![(request.member_id.to_string(), None)],
         };
         response.error_code = match call(shard, &group_id, leave).await {
             GroupAnswer::Leave(codes) => codes.first().copied().unwrap_or(error_code::NONE),
@@ -304,16 +301,20 @@ pub async fn leave_group(
         };
         return response;
     }
-    // v3: a batch of members; static members (by instance id) are refused one by one.
-    let dynamic: Vec<String> = request
+    // v3: a batch of members, static ones named by their instance id.
+    let members: Vec<(String, Option<String>)> = request
         .members
         .iter()
-        .filter(|member| member.group_instance_id.is_none())
-        .map(|member| member.member_id.to_string())
+        .map(|member| {
+            (
+                member.member_id.to_string(),
+                instance(&member.group_instance_id),
+            )
+        })
         .collect();
     let leave = GroupRequest::Leave {
         group_id: group_id.clone(),
-        member_ids: dynamic,
+        members,
     };
     let mut codes = match call(shard, &group_id, leave).await {
         GroupAnswer::Leave(codes) => codes.into_iter(),
@@ -327,11 +328,7 @@ pub async fn leave_group(
         .into_iter()
         .map(|member| {
             let mut answer = MemberResponse::default();
-            answer.error_code = if member.group_instance_id.is_some() {
-                error_code::UNSUPPORTED_VERSION
-            } else {
-                codes.next().unwrap_or(error_code::UNKNOWN_SERVER_ERROR)
-            };
+            answer.error_code = codes.next().unwrap_or(error_code::UNKNOWN_SERVER_ERROR);
             answer.member_id = member.member_id;
             answer.group_instance_id = member.group_instance_id;
             answer
@@ -367,12 +364,11 @@ pub async fn offset_commit(
         })
         .collect();
     let count = entries.len();
-    let codes = if has_instance_id(&request.group_instance_id) {
-        vec![error_code::UNSUPPORTED_VERSION; count]
-    } else {
+    let codes = {
         let commit = CommitRequest {
             group_id: group_id.clone(),
             member_id: request.member_id.to_string(),
+            instance_id: instance(&request.group_instance_id),
             generation_id: request.generation_id_or_member_epoch,
             entries,
         };
@@ -511,6 +507,7 @@ pub async fn list_groups(shard: &Rc<Shard>, _request: ListGroupsRequest) -> List
 pub async fn describe_groups(
     shard: &Rc<Shard>,
     request: DescribeGroupsRequest,
+    version: i16,
 ) -> DescribeGroupsResponse {
     let mut response = DescribeGroupsResponse::default();
     for group_id in request.groups {
@@ -532,6 +529,9 @@ pub async fn describe_groups(
                     .map(|member| {
                         let mut entry = DescribedGroupMember::default();
                         entry.member_id = text(&member.member_id);
+                        if version >= 4 {
+                            entry.group_instance_id = member.instance_id.as_deref().map(text);
+                        }
                         entry.client_id = text(&member.client_id);
                         // The coordinator does not learn the member's address.
                         entry.client_host = text("");

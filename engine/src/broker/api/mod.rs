@@ -234,7 +234,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
             ResponseKind::ListGroups(group::list_groups(&shard, request).await)
         }
         RequestKind::DescribeGroups(request) => {
-            ResponseKind::DescribeGroups(group::describe_groups(&shard, request).await)
+            ResponseKind::DescribeGroups(group::describe_groups(&shard, request, version).await)
         }
         RequestKind::ShareGroupHeartbeat(request) => {
             let client_id = header.client_id.as_deref().unwrap_or("");

@@ -199,8 +199,7 @@ async fn serve(
                 let group = groups
                     .entry(join.group_id.clone())
                     .or_insert_with(|| Group::new(&join.group_id));
-                let client_id = join.client_id.clone();
-                group.join(join, settings, now, || new_member_id(&client_id), reply);
+                group.join(join, settings, now, new_member_id, reply);
             }
             let outcome = answer
                 .await
@@ -210,12 +209,20 @@ async fn serve(
         GroupRequest::Sync {
             group_id,
             member_id,
+            instance_id,
             generation_id,
             assignments,
         } => {
             let (reply, answer) = oneshot::channel();
             match state.groups.borrow_mut().get_mut(&group_id) {
-                Some(group) => group.sync(&member_id, generation_id, assignments, now, reply),
+                Some(group) => group.sync(
+                    &member_id,
+                    instance_id.as_deref(),
+                    generation_id,
+                    assignments,
+                    now,
+                    reply,
+                ),
                 None => {
                     let _ = reply.send(SyncOutcome::failed(error_code::UNKNOWN_MEMBER_ID));
                 }
@@ -228,23 +235,23 @@ async fn serve(
         GroupRequest::Heartbeat {
             group_id,
             member_id,
+            instance_id,
             generation_id,
         } => {
             let code = match state.groups.borrow_mut().get_mut(&group_id) {
-                Some(group) => group.heartbeat(&member_id, generation_id, now),
+                Some(group) => {
+                    group.heartbeat(&member_id, instance_id.as_deref(), generation_id, now)
+                }
                 None => error_code::UNKNOWN_MEMBER_ID,
             };
             GroupAnswer::Heartbeat(code)
         }
-        GroupRequest::Leave {
-            group_id,
-            member_ids,
-        } => {
+        GroupRequest::Leave { group_id, members } => {
             let mut groups = state.groups.borrow_mut();
-            let codes = member_ids
+            let codes = members
                 .iter()
-                .map(|member_id| match groups.get_mut(&group_id) {
-                    Some(group) => group.leave(member_id, settings, now),
+                .map(|(member_id, instance_id)| match groups.get_mut(&group_id) {
+                    Some(group) => group.leave(member_id, instance_id.as_deref(), settings, now),
                     None => error_code::UNKNOWN_MEMBER_ID,
                 })
                 .collect();
@@ -264,9 +271,10 @@ async fn serve(
     }
 }
 
-/// Kafka's form: the client id, a dash, and a fresh UUID.
-fn new_member_id(client_id: &str) -> String {
-    format!("{client_id}-{}", uuid::Uuid::new_v4())
+/// Kafka's form: the instance id of a static member (else the client id), a dash, and a
+/// fresh UUID.
+fn new_member_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
 
 /// Checks a commit against the group, appends its records, then updates the map.
@@ -279,9 +287,12 @@ async fn commit_offsets(
     let group_code = {
         let mut groups = state.groups.borrow_mut();
         match groups.get_mut(&commit.group_id) {
-            Some(group) => {
-                group.check_commit(&commit.member_id, commit.generation_id, Instant::now())
-            }
+            Some(group) => group.check_commit(
+                &commit.member_id,
+                commit.instance_id.as_deref(),
+                commit.generation_id,
+                Instant::now(),
+            ),
             // Kafka: a group it does not manage takes only commits outside group management.
             None if commit.generation_id < 0 => error_code::NONE,
             None => error_code::ILLEGAL_GENERATION,

@@ -14,6 +14,22 @@
 //! The coordinator calls [`Group::tick`] periodically to expire sessions and end rebalances
 //! whose time is up. That keeps every rule here testable without a runtime.
 //!
+//! **Static members** (KIP-345, `group.instance.id`). A member that names an instance id
+//! keeps its place across restarts: it joins without the MEMBER_ID_REQUIRED round trip, and
+//! when it comes back under the same instance id (with a new member id) it takes over its old
+//! membership and assignment. In a Stable group, and when the chosen protocol does not change,
+//! that costs no rebalance. The previous holder of the instance id is fenced: its requests get
+//! FENCED_INSTANCE_ID. A static member that does not rejoin a rebalance is kept (only its
+//! session timeout removes it), so a restart during someone else's rebalance does not lose it.
+//!
+//! **Who may act** (Kafka's `validateMember`): a request naming an instance id must come from
+//! the member id that instance is bound to now (else FENCED_INSTANCE_ID, or UNKNOWN_MEMBER_ID
+//! if the instance is unknown); any request's member id must be a member; SyncGroup,
+//! Heartbeat and OffsetCommit must name the current generation (else ILLEGAL_GENERATION).
+//! An OffsetCommit is accepted without a member only as a "simple" commit (generation -1) to
+//! an Empty group, and never while the group completes a rebalance (REBALANCE_IN_PROGRESS):
+//! a consumer that lost its partitions cannot overwrite the progress of their new owner.
+//!
 //! Bounds: at most `max_size` members plus pending members; each member's protocol
 //! metadata and assignment at most `member_metadata_bytes_max` (checked by the caller on
 //! the wire types, and again here).
@@ -91,6 +107,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// v4 and later: a new member first gets MEMBER_ID_REQUIRED and its id.
     pub require_known_member_id: bool,
+    /// v5 and later: `group.instance.id`, which makes the member static.
+    pub instance_id: Option<String>,
 }
 
 /// The answer to a JoinGroup.
@@ -139,6 +157,7 @@ impl SyncOutcome {
 #[derive(Clone, Debug)]
 pub struct MemberDescription {
     pub member_id: String,
+    pub instance_id: Option<String>,
     pub client_id: String,
     pub metadata: Bytes,
     pub assignment: Bytes,
@@ -146,6 +165,8 @@ pub struct MemberDescription {
 
 struct Member {
     client_id: String,
+    /// Set for a static member.
+    instance_id: Option<String>,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -187,6 +208,8 @@ pub struct Group {
     protocol_name: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
+    /// Instance id -> member id of each static member (every value is a key of `members`).
+    static_members: BTreeMap<String, String>,
     /// Member ids handed out with MEMBER_ID_REQUIRED, each with its deadline to rejoin.
     pending: BTreeMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
@@ -205,6 +228,7 @@ impl Group {
             protocol_name: None,
             leader: None,
             members: BTreeMap::new(),
+            static_members: BTreeMap::new(),
             pending: BTreeMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
@@ -251,6 +275,7 @@ impl Group {
             .iter()
             .map(|(member_id, member)| MemberDescription {
                 member_id: member_id.clone(),
+                instance_id: member.instance_id.clone(),
                 client_id: member.client_id.clone(),
                 metadata: member.metadata_for(protocol),
                 assignment: member.assignment.clone(),
@@ -259,12 +284,14 @@ impl Group {
     }
 
     /// Handles a JoinGroup; the answer goes to `reply`, now or when the rebalance completes.
+    /// `new_member_id` makes a fresh member id from a prefix (the instance id of a static
+    /// member, else the client id), as Kafka forms them.
     pub fn join(
         &mut self,
         request: JoinRequest,
         settings: &GroupSettings,
         now: Instant,
-        new_member_id: impl FnOnce() -> String,
+        new_member_id: impl FnOnce(&str) -> String,
         reply: oneshot::Sender<JoinOutcome>,
     ) {
         if let Some(code) = self.refuse_join(&request, settings) {
@@ -272,12 +299,23 @@ impl Group {
             return;
         }
         if request.member_id.is_empty() {
+            let returning = request
+                .instance_id
+                .as_ref()
+                .and_then(|instance| self.static_members.get(instance).cloned());
+            if let Some(old_member_id) = returning {
+                let member_id = new_member_id(request.instance_id.as_deref().unwrap_or(""));
+                self.rejoin_static(old_member_id, member_id, request, settings, now, reply);
+                return;
+            }
             if self.members.len() + self.pending.len() >= settings.max_size {
                 let _ = reply.send(JoinOutcome::failed(error_code::GROUP_MAX_SIZE_REACHED, ""));
                 return;
             }
-            let member_id = new_member_id();
-            if request.require_known_member_id {
+            let prefix = request.instance_id.as_deref().unwrap_or(&request.client_id);
+            let member_id = new_member_id(prefix);
+            // A static member skips the round trip: its instance id already names it.
+            if request.require_known_member_id && request.instance_id.is_none() {
                 let deadline = now + session_timeout(&request);
                 self.pending.insert(member_id.clone(), deadline);
                 let _ = reply.send(JoinOutcome::failed(
@@ -287,6 +325,13 @@ impl Group {
                 return;
             }
             self.add_member(member_id, request, settings, now, reply);
+            return;
+        }
+        if self.instance_fenced(request.instance_id.as_deref(), &request.member_id) {
+            let _ = reply.send(JoinOutcome::failed(
+                error_code::FENCED_INSTANCE_ID,
+                &request.member_id,
+            ));
             return;
         }
         if self.pending.remove(&request.member_id).is_some() {
@@ -331,6 +376,81 @@ impl Group {
                 ));
             }
         }
+    }
+
+    /// A static member is back under a new member id: it takes over the old membership and
+    /// assignment, and the old member id is fenced. A Stable group whose chosen protocol
+    /// stays the same answers at once with the current generation (no rebalance); a group
+    /// completing a rebalance starts another, because the leader may be assigning to the
+    /// old member id.
+    fn rejoin_static(
+        &mut self,
+        old_member_id: String,
+        member_id: String,
+        request: JoinRequest,
+        settings: &GroupSettings,
+        now: Instant,
+        reply: oneshot::Sender<JoinOutcome>,
+    ) {
+        let Some(mut member) = self.members.remove(&old_member_id) else {
+            // `static_members` only names members; keep the map honest if it ever did not.
+            tracing::error!(group = %self.id, member = %old_member_id, "static member missing");
+            if let Some(instance) = &request.instance_id {
+                self.static_members.remove(instance);
+            }
+            let _ = reply.send(JoinOutcome::failed(error_code::UNKNOWN_MEMBER_ID, ""));
+            return;
+        };
+        if let Some(waiting) = member.awaiting_join.take() {
+            let _ = waiting.send(JoinOutcome::failed(
+                error_code::FENCED_INSTANCE_ID,
+                &old_member_id,
+            ));
+        }
+        if let Some(waiting) = member.awaiting_sync.take() {
+            let _ = waiting.send(SyncOutcome::failed(error_code::FENCED_INSTANCE_ID));
+        }
+        member.client_id = request.client_id.clone();
+        member.session_timeout = session_timeout(&request);
+        member.rebalance_timeout = rebalance_timeout(&request);
+        member.protocols = request.protocols;
+        member.touch(now);
+        self.members.insert(member_id.clone(), member);
+        if self.leader.as_deref() == Some(old_member_id.as_str()) {
+            self.leader = Some(member_id.clone());
+        }
+        if let Some(instance) = request.instance_id {
+            tracing::info!(
+                group = %self.id,
+                instance = %instance,
+                old = %old_member_id,
+                new = %member_id,
+                "static member rejoined; the old member id is fenced"
+            );
+            self.static_members.insert(instance, member_id.clone());
+        }
+        match self.state {
+            GroupState::Stable if self.select_protocol() == self.protocol_name => {
+                let _ = reply.send(self.join_outcome(&member_id));
+            }
+            GroupState::PreparingRebalance => {
+                self.await_join(&member_id, reply);
+                self.try_complete_join(now);
+            }
+            GroupState::Stable | GroupState::CompletingRebalance | GroupState::Empty => {
+                self.prepare_rebalance(settings, now);
+                self.await_join(&member_id, reply);
+                self.try_complete_join(now);
+            }
+        }
+    }
+
+    /// Whether `instance_id` is bound to another member id than `member_id` (the caller is
+    /// an older incarnation of a static member that has since rejoined).
+    fn instance_fenced(&self, instance_id: Option<&str>, member_id: &str) -> bool {
+        instance_id
+            .and_then(|instance| self.static_members.get(instance))
+            .is_some_and(|bound| bound != member_id)
     }
 
     /// Why a JoinGroup is refused before it touches the group, if it is.
@@ -401,8 +521,13 @@ impl Group {
         if self.members.is_empty() {
             self.protocol_type = Some(request.protocol_type.clone());
         }
+        if let Some(instance) = &request.instance_id {
+            self.static_members
+                .insert(instance.clone(), member_id.clone());
+        }
         let mut member = Member {
             client_id: request.client_id.clone(),
+            instance_id: request.instance_id.clone(),
             session_timeout: session_timeout(&request),
             rebalance_timeout: rebalance_timeout(&request),
             protocols: request.protocols,
@@ -487,15 +612,33 @@ impl Group {
     }
 
     fn complete_join(&mut self, now: Instant) {
+        // Dynamic members that did not rejoin are gone; static ones stay until their
+        // session expires (Kafka's rule), so a restarting static member keeps its place.
         let gone: Vec<String> = self
             .members
             .iter()
-            .filter(|(_, member)| member.awaiting_join.is_none())
+            .filter(|(_, member)| member.awaiting_join.is_none() && member.instance_id.is_none())
             .map(|(member_id, _)| member_id.clone())
             .collect();
         for member_id in gone {
             tracing::info!(group = %self.id, member = %member_id, "member did not rejoin in time; removed");
             self.members.remove(&member_id);
+        }
+        let joined = self
+            .members
+            .values()
+            .any(|member| member.awaiting_join.is_some());
+        if !joined && !self.members.is_empty() {
+            // Only static members that are away: wait another round for them (their
+            // sessions expire meanwhile if they do not come back).
+            let rebalance_timeout = self
+                .members
+                .values()
+                .map(|member| member.rebalance_timeout)
+                .max()
+                .unwrap_or_default();
+            self.rebalance_deadline = Some(now + rebalance_timeout);
+            return;
         }
         self.generation_id = self.generation_id.wrapping_add(1);
         self.rebalance_deadline = None;
@@ -508,14 +651,17 @@ impl Group {
             return;
         }
         self.protocol_name = self.select_protocol();
-        let leader_left = self
+        // The leader must be a member that rejoined: it is the one that assigns.
+        let leader_joined = self
             .leader
             .as_ref()
-            .is_none_or(|leader| !self.members.contains_key(leader));
-        if leader_left {
+            .and_then(|leader| self.members.get(leader))
+            .is_some_and(|member| member.awaiting_join.is_some());
+        if !leader_joined {
             self.leader = self
                 .members
                 .iter()
+                .filter(|(_, member)| member.awaiting_join.is_some())
                 .min_by_key(|(_, member)| member.joined_sequence)
                 .map(|(member_id, _)| member_id.clone());
         }
@@ -590,12 +736,13 @@ impl Group {
     pub fn sync(
         &mut self,
         member_id: &str,
+        instance_id: Option<&str>,
         generation_id: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
         reply: oneshot::Sender<SyncOutcome>,
     ) {
-        if let Some(code) = self.check_member(member_id, generation_id) {
+        if let Some(code) = self.check_member(member_id, instance_id, generation_id) {
             let _ = reply.send(SyncOutcome::failed(code));
             return;
         }
@@ -665,10 +812,38 @@ impl Group {
         }
     }
 
-    /// UNKNOWN_MEMBER_ID or ILLEGAL_GENERATION, if the member or generation is wrong.
-    fn check_member(&self, member_id: &str, generation_id: i32) -> Option<i16> {
-        if !self.members.contains_key(member_id) {
-            return Some(error_code::UNKNOWN_MEMBER_ID);
+    /// FENCED_INSTANCE_ID or UNKNOWN_MEMBER_ID if the caller is not (or no longer) the
+    /// member it claims to be (Kafka's `validateMember`).
+    fn validate_member(&self, member_id: &str, instance_id: Option<&str>) -> Option<i16> {
+        if let Some(instance) = instance_id {
+            match self.static_members.get(instance) {
+                None => return Some(error_code::UNKNOWN_MEMBER_ID),
+                Some(bound) if bound != member_id => {
+                    tracing::info!(
+                        group = %self.id,
+                        instance,
+                        member = member_id,
+                        bound = %bound,
+                        "request from a fenced static member"
+                    );
+                    return Some(error_code::FENCED_INSTANCE_ID);
+                }
+                Some(_) => {}
+            }
+        }
+        (!self.members.contains_key(member_id)).then_some(error_code::UNKNOWN_MEMBER_ID)
+    }
+
+    /// [`validate_member`](Self::validate_member), then ILLEGAL_GENERATION if the
+    /// generation is not the current one.
+    fn check_member(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+    ) -> Option<i16> {
+        if let Some(code) = self.validate_member(member_id, instance_id) {
+            return Some(code);
         }
         if generation_id != self.generation_id {
             return Some(error_code::ILLEGAL_GENERATION);
@@ -677,8 +852,14 @@ impl Group {
     }
 
     /// Handles a Heartbeat: keeps the member's session alive and tells it of a rebalance.
-    pub fn heartbeat(&mut self, member_id: &str, generation_id: i32, now: Instant) -> i16 {
-        if let Some(code) = self.check_member(member_id, generation_id) {
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+        now: Instant,
+    ) -> i16 {
+        if let Some(code) = self.check_member(member_id, instance_id, generation_id) {
             return code;
         }
         if let Some(member) = self.members.get_mut(member_id) {
@@ -691,8 +872,27 @@ impl Group {
         }
     }
 
-    /// Handles a LeaveGroup for one member; the group rebalances without it.
-    pub fn leave(&mut self, member_id: &str, settings: &GroupSettings, now: Instant) -> i16 {
+    /// Handles a LeaveGroup for one member; the group rebalances without it. A static member
+    /// is named by its instance id (with its member id, or with none: an operator removing
+    /// it); an older incarnation's leave is refused with FENCED_INSTANCE_ID.
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        settings: &GroupSettings,
+        now: Instant,
+    ) -> i16 {
+        if let Some(instance) = instance_id {
+            let Some(bound) = self.static_members.get(instance).cloned() else {
+                return error_code::UNKNOWN_MEMBER_ID;
+            };
+            if !member_id.is_empty() && bound != member_id {
+                return error_code::FENCED_INSTANCE_ID;
+            }
+            tracing::info!(group = %self.id, member = %bound, instance, "static member left");
+            self.remove_member(&bound, settings, now);
+            return error_code::NONE;
+        }
         if self.pending.remove(member_id).is_some() {
             self.try_complete_join(now);
             return error_code::NONE;
@@ -707,6 +907,9 @@ impl Group {
 
     fn remove_member(&mut self, member_id: &str, settings: &GroupSettings, now: Instant) {
         if let Some(mut member) = self.members.remove(member_id) {
+            if let Some(instance) = &member.instance_id {
+                self.static_members.remove(instance);
+            }
             if let Some(reply) = member.awaiting_join.take() {
                 let _ = reply.send(JoinOutcome::failed(
                     error_code::UNKNOWN_MEMBER_ID,
@@ -726,17 +929,29 @@ impl Group {
         self.try_complete_join(now);
     }
 
-    /// Whether an OffsetCommit from this member and generation may commit (Kafka's rules:
-    /// a simple commit, generation -1 and no member, only to an empty group).
-    pub fn check_commit(&mut self, member_id: &str, generation_id: i32, now: Instant) -> i16 {
-        if generation_id < 0 && member_id.is_empty() && self.state == GroupState::Empty {
+    /// Whether an OffsetCommit from this member and generation may commit, in Kafka's order:
+    /// a simple commit (generation -1) only to an Empty group; otherwise the member must be
+    /// the current holder of its id (and instance id) at the current generation; and no
+    /// commit while the group completes a rebalance.
+    pub fn check_commit(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation_id: i32,
+        now: Instant,
+    ) -> i16 {
+        if generation_id < 0 && self.state == GroupState::Empty {
             return error_code::NONE;
+        }
+        if generation_id >= 0 || !member_id.is_empty() || instance_id.is_some() {
+            if let Some(code) = self.check_member(member_id, instance_id, generation_id) {
+                return code;
+            }
+        } else if self.state != GroupState::Empty {
+            return error_code::UNKNOWN_MEMBER_ID;
         }
         if self.state == GroupState::CompletingRebalance {
             return error_code::REBALANCE_IN_PROGRESS;
-        }
-        if let Some(code) = self.check_member(member_id, generation_id) {
-            return code;
         }
         if let Some(member) = self.members.get_mut(member_id) {
             member.touch(now);
@@ -814,15 +1029,16 @@ mod tests {
                 .map(|name| (name.to_string(), Bytes::from(format!("{member_id}:{name}"))))
                 .collect(),
             require_known_member_id: false,
+            instance_id: None,
         }
     }
 
     struct Ids(u32);
     impl Ids {
-        fn next(&mut self) -> impl FnOnce() -> String {
+        fn next(&mut self) -> impl FnOnce(&str) -> String {
             self.0 += 1;
             let id = format!("m{}", self.0);
-            move || id
+            move |_prefix: &str| id
         }
     }
 
@@ -862,17 +1078,24 @@ mod tests {
         assert_eq!(group.state(), GroupState::CompletingRebalance);
 
         let (reply, mut synced) = oneshot::channel();
-        group.sync("m1", 1, vec![("m1".into(), Bytes::from("p0"))], now, reply);
+        group.sync(
+            "m1",
+            None,
+            1,
+            vec![("m1".into(), Bytes::from("p0"))],
+            now,
+            reply,
+        );
         let outcome = answered(&mut synced).expect("leader's sync completes");
         assert_eq!(outcome.assignment, Bytes::from("p0"));
         assert_eq!(group.state(), GroupState::Stable);
-        assert_eq!(group.heartbeat("m1", 1, now), error_code::NONE);
+        assert_eq!(group.heartbeat("m1", None, 1, now), error_code::NONE);
         assert_eq!(
-            group.heartbeat("m1", 0, now),
+            group.heartbeat("m1", None, 0, now),
             error_code::ILLEGAL_GENERATION
         );
         assert_eq!(
-            group.heartbeat("nobody", 1, now),
+            group.heartbeat("nobody", None, 1, now),
             error_code::UNKNOWN_MEMBER_ID
         );
     }
@@ -887,13 +1110,13 @@ mod tests {
         let mut a = join(&mut group, &mut ids, request("", &["range"]), now);
         let a_id = answered(&mut a).expect("alone").member_id;
         let (reply, _synced) = oneshot::channel();
-        group.sync(&a_id, 1, vec![], now, reply);
+        group.sync(&a_id, None, 1, vec![], now, reply);
         assert_eq!(group.state(), GroupState::Stable);
 
         let mut b = join(&mut group, &mut ids, request("", &["range"]), now);
         assert!(answered(&mut b).is_none(), "waits for the others to rejoin");
         assert_eq!(
-            group.heartbeat(&a_id, 1, now),
+            group.heartbeat(&a_id, None, 1, now),
             error_code::REBALANCE_IN_PROGRESS
         );
         let mut a = join(&mut group, &mut ids, request(&a_id, &["range"]), now);
@@ -906,14 +1129,14 @@ mod tests {
         assert!(b_outcome.members.is_empty(), "only the leader sees members");
 
         let (reply, mut b_synced) = oneshot::channel();
-        group.sync(&b_outcome.member_id, 2, vec![], now, reply);
+        group.sync(&b_outcome.member_id, None, 2, vec![], now, reply);
         assert!(answered(&mut b_synced).is_none(), "waits for the leader");
         let (reply, mut a_synced) = oneshot::channel();
         let plan = vec![
             (a_id.clone(), Bytes::from("a")),
             (b_outcome.member_id.clone(), Bytes::from("b")),
         ];
-        group.sync(&a_id, 2, plan, now, reply);
+        group.sync(&a_id, None, 2, plan, now, reply);
         assert_eq!(answered(&mut a_synced).expect("a").assignment, "a");
         assert_eq!(answered(&mut b_synced).expect("b").assignment, "b");
     }
@@ -926,11 +1149,11 @@ mod tests {
         let mut a = join(&mut group, &mut ids, request("", &["range"]), start);
         let a_id = answered(&mut a).expect("alone").member_id;
         let (reply, _) = oneshot::channel();
-        group.sync(&a_id, 1, vec![], start, reply);
+        group.sync(&a_id, None, 1, vec![], start, reply);
         let mut b = join(&mut group, &mut ids, request("", &["range"]), start);
         // a never rejoins, but keeps heartbeating: the rebalance waits its 30 s.
         let later = start + Duration::from_secs(9);
-        group.heartbeat(&a_id, 1, later);
+        group.heartbeat(&a_id, None, 1, later);
         group.tick(&settings(), later);
         assert!(answered(&mut b).is_none());
         group.tick(&settings(), start + Duration::from_secs(31));
@@ -943,6 +1166,7 @@ mod tests {
         let (reply, _) = oneshot::channel();
         group.sync(
             &outcome.member_id,
+            None,
             2,
             vec![],
             start + Duration::from_secs(31),
@@ -984,10 +1208,10 @@ mod tests {
         assert!(outcomes.iter().all(|outcome| outcome.generation_id == 1));
         // roundrobin is not supported by the second member.
         assert_eq!(outcomes[0].protocol_name.as_deref(), Some("range"));
-        assert_eq!(group.leave("m2", &delayed, now), error_code::NONE);
+        assert_eq!(group.leave("m2", None, &delayed, now), error_code::NONE);
         assert_eq!(group.state(), GroupState::PreparingRebalance);
         assert_eq!(
-            group.leave("m2", &delayed, now),
+            group.leave("m2", None, &delayed, now),
             error_code::UNKNOWN_MEMBER_ID
         );
     }
@@ -1030,23 +1254,280 @@ mod tests {
         let mut group = Group::new("g");
         let mut ids = Ids(0);
         let now = Instant::now();
-        assert_eq!(group.check_commit("", -1, now), error_code::NONE);
+        assert_eq!(group.check_commit("", None, -1, now), error_code::NONE);
         let mut a = join(&mut group, &mut ids, request("", &["range"]), now);
         let a_id = answered(&mut a).expect("alone").member_id;
         assert_eq!(
-            group.check_commit(&a_id, 1, now),
+            group.check_commit(&a_id, None, 1, now),
             error_code::REBALANCE_IN_PROGRESS
         );
         let (reply, _) = oneshot::channel();
-        group.sync(&a_id, 1, vec![], now, reply);
-        assert_eq!(group.check_commit(&a_id, 1, now), error_code::NONE);
+        group.sync(&a_id, None, 1, vec![], now, reply);
+        assert_eq!(group.check_commit(&a_id, None, 1, now), error_code::NONE);
         assert_eq!(
-            group.check_commit(&a_id, 0, now),
+            group.check_commit(&a_id, None, 0, now),
             error_code::ILLEGAL_GENERATION
         );
         assert_eq!(
-            group.check_commit("", -1, now),
+            group.check_commit("", None, -1, now),
             error_code::UNKNOWN_MEMBER_ID
         );
+    }
+
+    /// A member that was replaced in a rebalance (it left, or its session expired) cannot
+    /// commit over the new owner of its partitions, whatever the group's state.
+    #[test]
+    fn a_member_that_lost_its_partitions_cannot_commit() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let start = Instant::now();
+        let mut a = join(&mut group, &mut ids, request("", &["range"]), start);
+        let a_id = answered(&mut a).expect("alone").member_id;
+        let (reply, _) = oneshot::channel();
+        group.sync(&a_id, None, 1, vec![], start, reply);
+        let mut b = join(&mut group, &mut ids, request("", &["range"]), start);
+        // During the join phase a still owns its partitions at generation 1: Kafka accepts.
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert_eq!(group.check_commit(&a_id, None, 1, start), error_code::NONE);
+        // a never rejoins: the rebalance completes without it.
+        let later = start + Duration::from_secs(31);
+        group.tick(&settings(), later);
+        let b_id = answered(&mut b).expect("timed out").member_id;
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+        for generation in [1, 2] {
+            assert_eq!(
+                group.check_commit(&a_id, None, generation, later),
+                error_code::UNKNOWN_MEMBER_ID,
+                "a's commit at generation {generation}"
+            );
+        }
+        assert_eq!(
+            group.check_commit(&b_id, None, 2, later),
+            error_code::REBALANCE_IN_PROGRESS,
+            "not before the assignment is out"
+        );
+        let (reply, _) = oneshot::channel();
+        group.sync(&b_id, None, 2, vec![], later, reply);
+        assert_eq!(group.check_commit(&b_id, None, 2, later), error_code::NONE);
+        assert_eq!(
+            group.check_commit(&b_id, None, 1, later),
+            error_code::ILLEGAL_GENERATION
+        );
+        assert_eq!(
+            group.check_commit("", None, -1, later),
+            error_code::UNKNOWN_MEMBER_ID,
+            "no simple commits to a group with members"
+        );
+        // b leaves: the group is Empty and takes simple commits again.
+        assert_eq!(
+            group.leave(&b_id, None, &settings(), later),
+            error_code::NONE
+        );
+        assert_eq!(group.state(), GroupState::Empty);
+        assert_eq!(
+            group.check_commit(&b_id, None, 3, later),
+            error_code::UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(group.check_commit("", None, -1, later), error_code::NONE);
+    }
+
+    fn static_request(member_id: &str, instance: &str, protocols: &[&str]) -> JoinRequest {
+        JoinRequest {
+            instance_id: Some(instance.to_string()),
+            require_known_member_id: true,
+            ..request(member_id, protocols)
+        }
+    }
+
+    /// Two static members are Stable; one restarts (a new member id, the same instance id):
+    /// it gets its old assignment at the same generation, nobody rebalances, and the old
+    /// member id is fenced from every request.
+    #[test]
+    fn a_static_member_restarts_without_a_rebalance_and_fences_its_predecessor() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let now = Instant::now();
+        let mut a = join(
+            &mut group,
+            &mut ids,
+            static_request("", "a", &["range"]),
+            now,
+        );
+        let a_outcome = answered(&mut a).expect("static: no MEMBER_ID_REQUIRED round trip");
+        assert_eq!(a_outcome.error_code, error_code::NONE);
+        let a_id = a_outcome.member_id;
+        let (reply, _) = oneshot::channel();
+        group.sync(&a_id, Some("a"), 1, vec![], now, reply);
+        let mut b = join(
+            &mut group,
+            &mut ids,
+            static_request("", "b", &["range"]),
+            now,
+        );
+        let mut a = join(
+            &mut group,
+            &mut ids,
+            static_request(&a_id, "a", &["range"]),
+            now,
+        );
+        let b_id = answered(&mut b).expect("joined").member_id;
+        answered(&mut a).expect("joined");
+        assert_eq!(group.generation_id(), 2);
+        let plan = vec![
+            (a_id.clone(), Bytes::from("a-parts")),
+            (b_id.clone(), Bytes::from("b-parts")),
+        ];
+        let (reply, _) = oneshot::channel();
+        group.sync(&b_id, Some("b"), 2, vec![], now, reply);
+        let (reply, _) = oneshot::channel();
+        group.sync(&a_id, Some("a"), 2, plan, now, reply);
+        assert_eq!(group.state(), GroupState::Stable);
+
+        // a restarts: it comes back with no member id under its instance id.
+        let mut again = join(
+            &mut group,
+            &mut ids,
+            static_request("", "a", &["range"]),
+            now,
+        );
+        let outcome = answered(&mut again).expect("answered at once");
+        assert_eq!(outcome.error_code, error_code::NONE);
+        assert_eq!(outcome.generation_id, 2, "no rebalance");
+        assert_eq!(outcome.leader, outcome.member_id, "it keeps the leadership");
+        let new_a = outcome.member_id;
+        assert_ne!(new_a, a_id);
+        assert_eq!(group.state(), GroupState::Stable);
+        assert_eq!(
+            group.heartbeat(&b_id, Some("b"), 2, now),
+            error_code::NONE,
+            "b is not asked to rejoin"
+        );
+        let (reply, mut synced) = oneshot::channel();
+        group.sync(&new_a, Some("a"), 2, vec![], now, reply);
+        assert_eq!(answered(&mut synced).expect("stable").assignment, "a-parts");
+
+        // The old incarnation is fenced everywhere.
+        assert_eq!(
+            group.heartbeat(&a_id, Some("a"), 2, now),
+            error_code::FENCED_INSTANCE_ID
+        );
+        assert_eq!(
+            group.check_commit(&a_id, Some("a"), 2, now),
+            error_code::FENCED_INSTANCE_ID
+        );
+        let mut zombie = join(
+            &mut group,
+            &mut ids,
+            static_request(&a_id, "a", &["range"]),
+            now,
+        );
+        assert_eq!(
+            answered(&mut zombie).expect("refused").error_code,
+            error_code::FENCED_INSTANCE_ID
+        );
+        assert_eq!(
+            group.leave(&a_id, Some("a"), &settings(), now),
+            error_code::FENCED_INSTANCE_ID
+        );
+        assert_eq!(
+            group.heartbeat(&new_a, Some("nobody"), 2, now),
+            error_code::UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(
+            group.check_commit(&new_a, Some("a"), 2, now),
+            error_code::NONE
+        );
+        assert_eq!(group.describe_members().len(), 2);
+    }
+
+    /// A static member that misses a rebalance keeps its place until its session expires;
+    /// an operator can remove it by instance id alone.
+    #[test]
+    fn an_absent_static_member_stays_until_its_session_expires() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let start = Instant::now();
+        let mut a = join(
+            &mut group,
+            &mut ids,
+            static_request("", "a", &["range"]),
+            start,
+        );
+        let a_id = answered(&mut a).expect("alone").member_id;
+        let (reply, _) = oneshot::channel();
+        group.sync(&a_id, Some("a"), 1, vec![], start, reply);
+        // a goes quiet; a dynamic member joins and the rebalance times out (30 s) before
+        // a's session (10 s from its last request)... so a's session ends first.
+        let mut c = join(&mut group, &mut ids, request("", &["range"]), start);
+        group.tick(&settings(), start + Duration::from_secs(5));
+        assert!(answered(&mut c).is_none());
+        assert!(group.has_member(&a_id), "within its session");
+        group.tick(&settings(), start + Duration::from_secs(11));
+        assert!(!group.has_member(&a_id), "session expired");
+        let c_outcome = answered(&mut c).expect("the rest rejoined");
+        assert_eq!(c_outcome.leader, c_outcome.member_id);
+
+        // Removal by instance id alone (LeaveGroup v3 with an empty member id).
+        let now = start + Duration::from_secs(12);
+        let mut b = join(
+            &mut group,
+            &mut ids,
+            static_request("", "b", &["range"]),
+            now,
+        );
+        assert!(answered(&mut b).is_none(), "c must rejoin first");
+        assert_eq!(
+            group.leave("", Some("b"), &settings(), now),
+            error_code::NONE
+        );
+        assert_eq!(
+            answered(&mut b).expect("removed").error_code,
+            error_code::UNKNOWN_MEMBER_ID
+        );
+        assert_eq!(
+            group.leave("", Some("b"), &settings(), now),
+            error_code::UNKNOWN_MEMBER_ID
+        );
+    }
+
+    /// While a rebalance completes, the leader may be assigning to the old member id: a
+    /// static member's return starts another rebalance there.
+    #[test]
+    fn a_static_member_returning_mid_sync_rebalances() {
+        let mut group = Group::new("g");
+        let mut ids = Ids(0);
+        let now = Instant::now();
+        let mut b = join(&mut group, &mut ids, request("", &["range"]), now);
+        let b_id = answered(&mut b).expect("alone").member_id;
+        let (reply, _) = oneshot::channel();
+        group.sync(&b_id, None, 1, vec![], now, reply);
+        let mut a = join(
+            &mut group,
+            &mut ids,
+            static_request("", "a", &["range"]),
+            now,
+        );
+        let mut b = join(&mut group, &mut ids, request(&b_id, &["range"]), now);
+        let a_id = answered(&mut a).expect("joined").member_id;
+        answered(&mut b).expect("joined");
+        assert_eq!(group.state(), GroupState::CompletingRebalance);
+        // a (a follower) waits for the leader's assignment, then restarts before it comes.
+        let (reply, mut old_sync) = oneshot::channel();
+        group.sync(&a_id, Some("a"), 2, vec![], now, reply);
+        let mut again = join(
+            &mut group,
+            &mut ids,
+            static_request("", "a", &["range"]),
+            now,
+        );
+        assert_eq!(
+            answered(&mut old_sync).expect("fenced").error_code,
+            error_code::FENCED_INSTANCE_ID
+        );
+        assert_eq!(group.state(), GroupState::PreparingRebalance);
+        assert!(answered(&mut again).is_none(), "waits for b to rejoin");
+        let mut b = join(&mut group, &mut ids, request(&b_id, &["range"]), now);
+        assert_eq!(answered(&mut again).expect("joined").generation_id, 3);
+        assert_eq!(answered(&mut b).expect("joined").generation_id, 3);
     }
 }

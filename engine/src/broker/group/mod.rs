@@ -81,6 +81,8 @@ pub struct CommitEntry {
 pub struct CommitRequest {
     pub group_id: String,
     pub member_id: String,
+    /// A static member's `group.instance.id` (v7 and later).
+    pub instance_id: Option<String>,
     /// -1 for a commit outside group management (a "simple" consumer).
     pub generation_id: i32,
     pub entries: Vec<CommitEntry>,
@@ -124,17 +126,21 @@ pub enum GroupRequest {
     Sync {
         group_id: String,
         member_id: String,
+        instance_id: Option<String>,
         generation_id: i32,
         assignments: Vec<(String, Bytes)>,
     },
     Heartbeat {
         group_id: String,
         member_id: String,
+        instance_id: Option<String>,
         generation_id: i32,
     },
+    /// Each leaving member as (member id, instance id); a static member may be named by
+    /// its instance id alone (an empty member id).
     Leave {
         group_id: String,
-        member_ids: Vec<String>,
+        members: Vec<(String, Option<String>)>,
     },
     Commit(CommitRequest),
     /// `None`: every partition the group committed.
@@ -165,7 +171,7 @@ pub enum GroupAnswer {
     Join(JoinOutcome),
     Sync(SyncOutcome),
     Heartbeat(i16),
-    /// One error code per member id, in request order.
+    /// One error code per leaving member, in request order.
     Leave(Vec<i16>),
     /// One error code per entry, in request order.
     Commit(Vec<i16>),
