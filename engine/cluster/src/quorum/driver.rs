@@ -74,8 +74,7 @@ struct Waiter {
 pub(super) struct Driver {
     quorum: Arc<Quorum>,
     node: RawNode<QuorumStorage>,
-    /// `None` only while a write runs on the helper thread.
-    log: Option<LogFile>,
+    log: LogFile,
     transport: Option<Rc<Transport>>,
     /// The applied state (published to `quorum.state` after each change).
     state: ClusterState,
@@ -89,10 +88,19 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    /// Builds the raft node from what `open` recovered, and binds the transport. Must run on
-    /// a glommio executor.
-    pub(super) fn start(quorum: Arc<Quorum>, recovered: Recovered) -> Result<Driver, QuorumError> {
+    /// Opens the log file, builds the raft node from what `open` recovered, and binds the
+    /// transport. Must run on a glommio executor.
+    pub(super) async fn start(
+        quorum: Arc<Quorum>,
+        recovered: Recovered,
+    ) -> Result<Driver, QuorumError> {
         let config = &quorum.config;
+        let log = LogFile::open(
+            shardlog_storage::Storage::new(super::LOG_STRATEGY),
+            &config.data_dir.join("metadata"),
+            &recovered.loaded,
+        )
+        .await?;
         let raft_config = raft::Config {
             id: raft_id(config.node_id),
             election_tick: config.election_ticks,
@@ -106,7 +114,7 @@ impl Driver {
         };
         raft_config.validate()?;
         let logger = super::logger::raft_logger(raft_config.id);
-        let node = RawNode::new(&raft_config, recovered.storage, &logger)?;
+        let node = RawNode::new(&raft_config, recovered.loaded.storage, &logger)?;
         let transport = if config.voters.len() > 1 {
             Some(Transport::start(&quorum)?)
         } else {
@@ -119,7 +127,7 @@ impl Driver {
             next_heartbeat: now,
             quorum,
             node,
-            log: Some(recovered.log),
+            log,
             transport,
             state: recovered.state,
             applied: recovered.applied,
@@ -403,8 +411,7 @@ impl Driver {
         }
     }
 
-    /// Writes (on a helper thread) a whole-file rewrite, then appended records; returns once
-    /// both are durable.
+    /// Writes a whole-file rewrite, then appended records; returns once both are durable.
     async fn persist(
         &mut self,
         rewrite: Option<Vec<u8>>,
@@ -413,19 +420,10 @@ impl Driver {
         if rewrite.is_none() && records.is_empty() {
             return Ok(());
         }
-        let mut log = self.log.take().expect("one write at a time");
-        let (log, result) = glommio::executor()
-            .spawn_blocking(move || {
-                let result = match rewrite {
-                    Some(image) => log.rewrite(&image),
-                    None => Ok(()),
-                }
-                .and_then(|()| log.append(&records));
-                (log, result)
-            })
-            .await;
-        self.log = Some(log);
-        result
+        if let Some(image) = rewrite {
+            self.log.rewrite(image).await?;
+        }
+        self.log.append(&records).await
     }
 
     /// Publishes the leader and starts or stops the controller duties.

@@ -56,6 +56,8 @@ pub fn broker_id(raft_id: u64) -> Option<BrokerId> {
 
 /// Raft messages waiting for the driver; further ones are dropped (raft resends).
 pub const INBOX_MESSAGES_MAX: usize = 4096;
+/// The storage strategy of the raft log (why `buffered`: see [`storage`]).
+pub const LOG_STRATEGY: shardlog_storage::StrategyKind = shardlog_storage::StrategyKind::Buffered;
 /// Proposals waiting for the driver; further ones fail at once.
 pub const PROPOSALS_QUEUED_MAX: usize = 1024;
 
@@ -208,10 +210,9 @@ struct Inbox {
     proposals: VecDeque<Pending>,
 }
 
-/// What `open` recovered, until `run` takes it.
+/// What `open` recovered, until `run` takes it (and opens the log file on its core).
 struct Recovered {
-    storage: QuorumStorage,
-    log: storage::LogFile,
+    loaded: storage::Loaded,
     applied: u64,
     state: ClusterState,
 }
@@ -253,8 +254,12 @@ impl Quorum {
                 None,
             )));
         }
-        let opened =
-            QuorumStorage::open(&config.data_dir.join("metadata"), &config.voter_raft_ids())?;
+        let disk = shardlog_storage::Storage::new(LOG_STRATEGY);
+        let opened = QuorumStorage::load(
+            &disk,
+            &config.data_dir.join("metadata"),
+            &config.voter_raft_ids(),
+        )?;
         if opened.cut_bytes > 0 {
             tracing::warn!(
                 cut_bytes = opened.cut_bytes,
@@ -270,8 +275,7 @@ impl Quorum {
             "metadata quorum opened"
         );
         let recovered = Recovered {
-            storage: opened.storage,
-            log: opened.log,
+            loaded: opened,
             applied,
             state: state.clone(),
         };
@@ -401,7 +405,8 @@ impl Quorum {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .take()
                 .ok_or(QuorumError::AlreadyRunning)?;
-            driver::Driver::start(Arc::clone(&self), recovered)?
+            driver::Driver::start(Arc::clone(&self), recovered)
+                .await?
                 .run()
                 .await
         };

@@ -16,7 +16,9 @@
 //! Records are only appended, and each append is followed by `fdatasync`, so after a crash
 //! only the last record(s) can be incomplete. Reading stops at the first record that is short,
 //! too long or fails its CRC: that is a torn tail, and the caller cuts the file there instead
-//! of trusting it. A record with a good CRC but an unknown kind is corruption (`Err`).
+//! of trusting it. Zeros after the last record are not a tear: an aligned write pads its last
+//! page with them (no record starts with a zero length, a zero CRC and kind 0, because kind
+//! 0 does not exist). A record with a good CRC but an unknown kind is corruption (`Err`).
 
 /// The file's first bytes: a log of this format, version 1.
 pub const MAGIC: &[u8; 8] = b"SLQRAFT1";
@@ -89,6 +91,8 @@ pub struct TornTail {
 #[derive(Debug)]
 pub struct Decoded<'a> {
     pub records: Vec<Record<'a>>,
+    /// Where the last whole record ends: appends continue here.
+    pub records_end: usize,
     /// Set when the file ends in something other than a whole valid record.
     pub torn_tail: Option<TornTail>,
 }
@@ -108,6 +112,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, RecordError> {
         // A crash while the file was first written: nothing in it was ever acknowledged.
         return Ok(Decoded {
             records: Vec::new(),
+            records_end: 0,
             torn_tail: Some(TornTail {
                 valid_bytes: 0,
                 reason: "shorter than the magic",
@@ -127,9 +132,13 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, RecordError> {
     };
     while offset < bytes.len() {
         let rest = &bytes[offset..];
+        if rest.iter().all(|byte| *byte == 0) {
+            break; // the padding of an aligned write
+        }
         if rest.len() < RECORD_HEADER_BYTES {
             return Ok(Decoded {
                 records,
+                records_end: offset,
                 torn_tail: torn(offset, "incomplete record header"),
             });
         }
@@ -140,12 +149,14 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, RecordError> {
         if length > RECORD_PAYLOAD_BYTES_MAX {
             return Ok(Decoded {
                 records,
+                records_end: offset,
                 torn_tail: torn(offset, "record length above the limit"),
             });
         }
         if rest.len() - RECORD_HEADER_BYTES < length {
             return Ok(Decoded {
                 records,
+                records_end: offset,
                 torn_tail: torn(offset, "incomplete record payload"),
             });
         }
@@ -153,6 +164,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, RecordError> {
         if crc32c::crc32c(kind_and_payload) != stored_crc {
             return Ok(Decoded {
                 records,
+                records_end: offset,
                 torn_tail: torn(offset, "record CRC mismatch"),
             });
         }
@@ -170,6 +182,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, RecordError> {
     }
     Ok(Decoded {
         records,
+        records_end: offset,
         torn_tail: None,
     })
 }
@@ -220,6 +233,20 @@ mod tests {
                 Some(second_starts)
             );
         }
+    }
+
+    #[test]
+    fn zeros_after_the_last_record_are_padding_not_a_tear() {
+        let mut bytes = file(&[(RecordKind::Entry, b"one")]);
+        let end = bytes.len();
+        bytes.resize(4096, 0);
+        let decoded = decode(&bytes).expect("decode");
+        assert_eq!(decoded.records.len(), 1);
+        assert!(decoded.torn_tail.is_none());
+        assert_eq!(decoded.records_end, end);
+        bytes[4000] = 1;
+        let decoded = decode(&bytes).expect("decode");
+        assert_eq!(decoded.torn_tail.expect("torn").valid_bytes, end);
     }
 
     #[test]

@@ -1,12 +1,20 @@
 //! The quorum's durable raft state: log entries, hard state, conf state and the latest
 //! snapshot, in one append-only file `<data_dir>/metadata/raft.log` (layout in [`record`]).
 //!
-//! Two halves, so the file I/O can run off the executor thread:
+//! Two halves:
 //! - [`QuorumStorage`] is the in-memory copy that raft reads through [`raft::Storage`]. Its
 //!   changing methods update memory and return the bytes that make the change durable.
-//! - [`LogFile`] owns the file (`Send`). [`LogFile::append`] returns once the bytes are
-//!   written and `fdatasync`ed; [`LogFile::rewrite`] atomically replaces the whole file (write
-//!   a temporary file, `fdatasync`, rename, `fsync` the directory).
+//!   [`QuorumStorage::load`] reads the file back at start.
+//! - [`LogFile`] owns the file, through the storage seam (`shardlog_storage::Storage`) like a
+//!   partition's segments, so the `sim` strategy can tear, fail and crash it in tests.
+//!   [`LogFile::append`] returns once the bytes are written and `fdatasync`ed;
+//!   [`LogFile::rewrite`] atomically replaces the whole file (write a temporary file,
+//!   `fdatasync`, rename, `fsync` the directory), off the executor's thread.
+//!
+//! The broker writes this log with the `buffered` strategy whatever its partitions use:
+//! each append is a few hundred bytes followed by `fdatasync`, where O_DIRECT would rewrite
+//! a whole 4 KiB page per append for nothing; the fdatasync runs through io_uring, so it does
+//! not stop the core.
 //!
 //! Durability contract: raft's entries and hard state of a `Ready` are appended and synced
 //! before the messages that depend on them are sent. A snapshot (installed from the leader, or
@@ -21,13 +29,13 @@
 //!
 //! [`record`]: super::record
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError as RaftStorageError};
+use shardlog_storage::storage::{AppendConfig, SegmentFile};
+use shardlog_storage::{Storage, StorageError};
 
 use super::record::{self, RecordKind, MAGIC};
 
@@ -39,12 +47,9 @@ pub const LOG_FILE_BYTES_MAX: u64 = 1 << 30;
 /// Why the quorum's storage cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumStorageError {
-    #[error("{operation} {path}: {source}")]
-    Io {
-        operation: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The device or the file system refused (a failed write or fsync, a full disk).
+    #[error("quorum log: {0}")]
+    Disk(#[from] StorageError),
     #[error("{path} is corrupt at offset {offset}: {what}")]
     Corrupt {
         path: PathBuf,
@@ -63,18 +68,6 @@ pub enum QuorumStorageError {
     },
 }
 
-fn io_error(
-    operation: &'static str,
-    path: &Path,
-) -> impl FnOnce(std::io::Error) -> QuorumStorageError {
-    let path = path.to_path_buf();
-    move |source| QuorumStorageError::Io {
-        operation,
-        path,
-        source,
-    }
-}
-
 /// Raft's view of the persisted state, kept in memory. Owned by the raft node (one core).
 #[derive(Debug, Default)]
 pub struct QuorumStorage {
@@ -86,11 +79,13 @@ pub struct QuorumStorage {
     entries: Vec<Entry>,
 }
 
-/// What opening found.
-pub struct Opened {
+/// What loading the log found: raft's state, and where the file's records end.
+pub struct Loaded {
     pub storage: QuorumStorage,
-    pub log: LogFile,
-    /// Bytes cut off the end of the file as a torn tail (0 after a clean stop).
+    /// Where appends continue; `None` for a new log (no file yet).
+    records_end: Option<u64>,
+    /// Bytes after the records that are a torn tail (0 after a clean stop), cut when the
+    /// log is opened for writing.
     pub cut_bytes: u64,
 }
 
@@ -243,32 +238,43 @@ impl QuorumStorage {
         bytes
     }
 
-    /// Opens (or creates) the log in `dir` for a quorum of `voters` (raft ids).
-    pub fn open(dir: &Path, voters: &[u64]) -> Result<Opened, QuorumStorageError> {
-        std::fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+    /// Reads the log in `dir` for a quorum of `voters` (raft ids) through `disk`, or starts a
+    /// new one. The read is bounded by [`LOG_FILE_BYTES_MAX`] and is a blocking read on the
+    /// real strategies: it runs once, at start. Nothing is written here; [`LogFile::open`]
+    /// creates a new log's file or cuts a torn tail.
+    pub fn load(disk: &Storage, dir: &Path, voters: &[u64]) -> Result<Loaded, QuorumStorageError> {
+        disk.create_dir_all(dir)?;
         let path = dir.join(LOG_FILE_NAME);
         let mut configured: Vec<u64> = voters.to_vec();
         configured.sort_unstable();
-        let bytes = match read_bounded(&path)? {
-            Some(bytes) => bytes,
-            None => {
-                let mut fresh = QuorumStorage::default();
-                fresh.conf_state.set_voters(configured);
-                let image = fresh.file_image();
-                let mut log = LogFile {
-                    dir: dir.to_path_buf(),
-                    path,
-                    file: None,
-                };
-                log.rewrite(&image)?;
-                return Ok(Opened {
-                    storage: fresh,
-                    log,
-                    cut_bytes: 0,
-                });
-            }
+        let Some(bytes) = disk.read_file(&path, LOG_FILE_BYTES_MAX + 1)? else {
+            let mut fresh = QuorumStorage::default();
+            fresh.conf_state.set_voters(configured);
+            return Ok(Loaded {
+                storage: fresh,
+                records_end: None,
+                cut_bytes: 0,
+            });
         };
-        let (storage, valid_bytes) = QuorumStorage::replay(&path, &bytes)?;
+        if bytes.len() as u64 > LOG_FILE_BYTES_MAX {
+            return Err(QuorumStorageError::TooLarge {
+                path,
+                bytes: bytes.len() as u64,
+            });
+        }
+        if bytes.len() < MAGIC.len() {
+            // A crash while a new log's first write was under way: nothing in it was ever
+            // acknowledged. Start again.
+            tracing::warn!(path = %path.display(), "quorum log shorter than its header; started anew");
+            let mut fresh = QuorumStorage::default();
+            fresh.conf_state.set_voters(configured);
+            return Ok(Loaded {
+                storage: fresh,
+                records_end: None,
+                cut_bytes: bytes.len() as u64,
+            });
+        }
+        let (storage, records_end, cut_bytes) = QuorumStorage::replay(&path, &bytes)?;
         let mut persisted = storage.conf_state.get_voters().to_vec();
         persisted.sort_unstable();
         if persisted != configured {
@@ -277,29 +283,19 @@ impl QuorumStorage {
                 configured,
             });
         }
-        let cut_bytes = (bytes.len() - valid_bytes) as u64;
-        let file = File::options()
-            .append(true)
-            .open(&path)
-            .map_err(io_error("open", &path))?;
-        if cut_bytes > 0 {
-            file.set_len(valid_bytes as u64)
-                .map_err(io_error("truncate", &path))?;
-            file.sync_all().map_err(io_error("fsync", &path))?;
-        }
-        Ok(Opened {
+        Ok(Loaded {
             storage,
-            log: LogFile {
-                dir: dir.to_path_buf(),
-                path,
-                file: Some(file),
-            },
-            cut_bytes,
+            records_end: Some(records_end as u64),
+            cut_bytes: cut_bytes as u64,
         })
     }
 
-    /// Rebuilds the state from a file's bytes; returns it and how many bytes are valid.
-    fn replay(path: &Path, bytes: &[u8]) -> Result<(QuorumStorage, usize), QuorumStorageError> {
+    /// Rebuilds the state from a file's bytes; returns it, where its records end, and how
+    /// many bytes after them are a torn tail.
+    fn replay(
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<(QuorumStorage, usize, usize), QuorumStorageError> {
         let corrupt = |offset: usize, what: String| QuorumStorageError::Corrupt {
             path: path.to_path_buf(),
             offset,
@@ -350,38 +346,19 @@ impl QuorumStorage {
             );
             storage.hard_state.commit = commit;
         }
-        let valid_bytes = decoded
-            .torn_tail
-            .as_ref()
-            .map_or(bytes.len(), |tail| tail.valid_bytes);
+        let mut cut_bytes = 0;
         if let Some(tail) = decoded.torn_tail {
+            cut_bytes = bytes.len() - tail.valid_bytes;
             tracing::warn!(
                 path = %path.display(),
                 offset = tail.valid_bytes,
-                cut_bytes = bytes.len() - tail.valid_bytes,
+                cut_bytes,
                 reason = tail.reason,
                 "quorum log: cutting a torn tail"
             );
         }
-        Ok((storage, valid_bytes))
+        Ok((storage, decoded.records_end, cut_bytes))
     }
-}
-
-fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, QuorumStorageError> {
-    let bytes = match std::fs::metadata(path) {
-        Ok(metadata) => metadata.len(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(io_error("stat", path)(error)),
-    };
-    if bytes > LOG_FILE_BYTES_MAX {
-        return Err(QuorumStorageError::TooLarge {
-            path: path.to_path_buf(),
-            bytes,
-        });
-    }
-    std::fs::read(path)
-        .map(Some)
-        .map_err(io_error("read", path))
 }
 
 impl raft::Storage for QuorumStorage {
@@ -443,61 +420,94 @@ impl raft::Storage for QuorumStorage {
     }
 }
 
-/// The log file. `Send`, so its blocking writes can run on a helper thread. Not shared: one
-/// writer at a time.
+/// How the log file is written: small buffers, nothing preallocated (it is rewritten whole
+/// at each compaction).
+fn append_config() -> AppendConfig {
+    AppendConfig {
+        chunk_bytes: 256 << 10,
+        write_behind_max: 4,
+        preallocate_bytes: 0,
+        ..AppendConfig::default()
+    }
+}
+
+/// The log file, open for appending. Lives on the core that drives raft (`!Send`, like every
+/// file on the storage seam); one writer.
 pub struct LogFile {
-    dir: PathBuf,
+    disk: Storage,
     path: PathBuf,
-    /// Open for appending; `None` only until the first rewrite of a new log.
-    file: Option<File>,
+    file: SegmentFile,
 }
 
 impl LogFile {
+    /// Opens what [`QuorumStorage::load`] found for appending: creates a new log's file
+    /// (durably, before anything is acknowledged) or cuts a torn tail off an old one. Must
+    /// run on a glommio executor.
+    pub async fn open(
+        disk: Storage,
+        dir: &Path,
+        loaded: &Loaded,
+    ) -> Result<LogFile, QuorumStorageError> {
+        let path = dir.join(LOG_FILE_NAME);
+        let Some(records_end) = loaded.records_end else {
+            let image = loaded.storage.file_image();
+            disk.write_file_atomic_off_thread(&path, image.clone())
+                .await?;
+            let file = disk
+                .open_segment_file(&path, image.len() as u64, &append_config())
+                .await?;
+            return Ok(LogFile { disk, path, file });
+        };
+        let file = disk
+            .open_segment_file(&path, records_end, &append_config())
+            .await?;
+        if loaded.cut_bytes > 0 {
+            // Appends overwrite from `records_end` anyway; cutting makes sure no piece of
+            // the torn record is left after a shorter new one.
+            file.truncate(records_end).await?;
+            file.sync().await?;
+        }
+        Ok(LogFile { disk, path, file })
+    }
+
     /// Appends `bytes` (whole records) and returns once they are written and `fdatasync`ed.
-    pub fn append(&mut self, bytes: &[u8]) -> Result<(), QuorumStorageError> {
+    /// After an error the log must not be written again (the driver stops): what reached the
+    /// disk is found by the next start's replay, up to the first torn record.
+    pub async fn append(&mut self, bytes: &[u8]) -> Result<(), QuorumStorageError> {
         if bytes.is_empty() {
             return Ok(());
         }
-        let file = match &mut self.file {
-            Some(file) => file,
-            None => {
-                let file = File::options()
-                    .append(true)
-                    .open(&self.path)
-                    .map_err(io_error("open", &self.path))?;
-                self.file.insert(file)
-            }
-        };
-        file.write_all(bytes)
-            .map_err(io_error("write", &self.path))?;
-        file.sync_data().map_err(io_error("fdatasync", &self.path))
+        self.file.append(bytes)?;
+        self.file.wait_for_room().await?;
+        self.file.sync().await?;
+        Ok(())
     }
 
     /// Replaces the whole file with `image`, atomically: after a crash the file is either the
-    /// old one or the new one.
-    pub fn rewrite(&mut self, image: &[u8]) -> Result<(), QuorumStorageError> {
-        let temporary = self.path.with_extension("log.tmp");
-        let mut file = File::create(&temporary).map_err(io_error("create", &temporary))?;
-        file.write_all(image)
-            .map_err(io_error("write", &temporary))?;
-        file.sync_data()
-            .map_err(io_error("fdatasync", &temporary))?;
-        drop(file);
-        std::fs::rename(&temporary, &self.path).map_err(io_error("rename", &self.path))?;
-        File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(io_error("fsync", &self.dir))?;
-        self.file = Some(
-            File::options()
-                .append(true)
-                .open(&self.path)
-                .map_err(io_error("open", &self.path))?,
-        );
+    /// old one or the new one. The old file's handle is dropped; appends go to the new one.
+    pub async fn rewrite(&mut self, image: Vec<u8>) -> Result<(), QuorumStorageError> {
+        let len = image.len() as u64;
+        self.disk
+            .write_file_atomic_off_thread(&self.path, image)
+            .await?;
+        self.file = self
+            .disk
+            .open_segment_file(&self.path, len, &append_config())
+            .await?;
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes of records in the file (appended, whether or not yet durable).
+    pub fn len(&self) -> u64 {
+        self.file.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.file.is_empty()
     }
 }
 
@@ -505,6 +515,9 @@ impl LogFile {
 mod tests {
     use super::*;
     use raft::Storage as _;
+    use shardlog_storage::runtime::{run_local, IO_MEMORY_BYTES_DEFAULT};
+    use shardlog_storage::storage::SimDisk;
+    use shardlog_storage::StrategyKind;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
         Entry {
@@ -524,100 +537,247 @@ mod tests {
         }
     }
 
-    fn write(opened: &mut Opened, entries: &[Entry], hard: HardState) {
+    /// Runs `case` once on each strategy the log can be written with: on a real directory
+    /// with `buffered` and `direct`, and on a simulated disk.
+    fn on_every_strategy<F, Fut>(case: F)
+    where
+        F: Fn(Storage, PathBuf) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        for kind in [
+            StrategyKind::Buffered,
+            StrategyKind::Direct,
+            StrategyKind::Sim,
+        ] {
+            let temporary = tempfile::tempdir().expect("dir");
+            let dir = temporary.path().join("metadata");
+            run_local(IO_MEMORY_BYTES_DEFAULT, case(Storage::new(kind), dir));
+        }
+    }
+
+    struct Opened {
+        storage: QuorumStorage,
+        log: LogFile,
+        cut_bytes: u64,
+    }
+
+    async fn open(
+        disk: &Storage,
+        dir: &Path,
+        voters: &[u64],
+    ) -> Result<Opened, QuorumStorageError> {
+        let loaded = QuorumStorage::load(disk, dir, voters)?;
+        let log = LogFile::open(disk.clone(), dir, &loaded).await?;
+        Ok(Opened {
+            storage: loaded.storage,
+            log,
+            cut_bytes: loaded.cut_bytes,
+        })
+    }
+
+    async fn write(
+        opened: &mut Opened,
+        entries: &[Entry],
+        hard: HardState,
+    ) -> Result<(), QuorumStorageError> {
         let mut out = Vec::new();
         opened.storage.append(entries, &mut out);
         opened.storage.set_hard_state(hard, &mut out);
-        opened.log.append(&out).expect("append");
+        opened.log.append(&out).await
+    }
+
+    /// Cuts the file to `len` bytes behind the log's back (a crash in the middle of a write).
+    fn tear(disk: &Storage, path: &Path, len: u64) {
+        match disk {
+            Storage::Sim(sim) => sim.cut(path, len),
+            _ => std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|file| file.set_len(len))
+                .expect("tear"),
+        }
     }
 
     #[test]
     fn entries_and_hard_state_survive_a_reopen() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut opened = QuorumStorage::open(dir.path(), &[1, 2, 3]).expect("open");
-        write(
-            &mut opened,
-            &[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")],
-            hard_state(1, 2, 2),
-        );
-        // A new leader overwrote the uncommitted entry 3.
-        write(&mut opened, &[entry(3, 2, b"c2")], hard_state(2, 3, 3));
-        drop(opened);
+        on_every_strategy(|disk, dir| async move {
+            let mut opened = open(&disk, &dir, &[1, 2, 3]).await.expect("open");
+            let first = [entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")];
+            write(&mut opened, &first, hard_state(1, 2, 2))
+                .await
+                .expect("write");
+            // A new leader overwrote the uncommitted entry 3.
+            write(&mut opened, &[entry(3, 2, b"c2")], hard_state(2, 3, 3))
+                .await
+                .expect("write");
+            drop(opened);
 
-        let reopened = QuorumStorage::open(dir.path(), &[3, 2, 1]).expect("reopen");
-        assert_eq!(reopened.cut_bytes, 0);
-        let storage = &reopened.storage;
-        assert_eq!(*storage.hard_state(), hard_state(2, 3, 3));
-        assert_eq!(storage.conf_state().get_voters(), &[1, 2, 3]);
-        let entries = storage
-            .entries(1, 4, None, GetEntriesContext::empty(false))
-            .expect("entries");
-        let data: Vec<&[u8]> = entries.iter().map(|entry| &entry.data[..]).collect();
-        assert_eq!(data, vec![b"a".as_slice(), b"b", b"c2"]);
-        assert_eq!(storage.term(3).expect("term"), 2);
+            let reopened = open(&disk, &dir, &[3, 2, 1]).await.expect("reopen");
+            assert_eq!(reopened.cut_bytes, 0, "{}", disk.kind());
+            let storage = &reopened.storage;
+            assert_eq!(*storage.hard_state(), hard_state(2, 3, 3));
+            assert_eq!(storage.conf_state().get_voters(), &[1, 2, 3]);
+            let entries = storage
+                .entries(1, 4, None, GetEntriesContext::empty(false))
+                .expect("entries");
+            let data: Vec<&[u8]> = entries.iter().map(|entry| &entry.data[..]).collect();
+            assert_eq!(data, vec![b"a".as_slice(), b"b", b"c2"]);
+            assert_eq!(storage.term(3).expect("term"), 2);
+        });
     }
 
     #[test]
     fn a_torn_tail_is_cut_and_later_appends_follow_the_good_records() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut opened = QuorumStorage::open(dir.path(), &[1]).expect("open");
-        write(&mut opened, &[entry(1, 1, b"kept")], hard_state(1, 1, 1));
-        let good_bytes = std::fs::metadata(opened.log.path()).expect("stat").len();
-        write(&mut opened, &[entry(2, 1, b"torn")], hard_state(1, 1, 2));
-        let path = opened.log.path().to_path_buf();
-        drop(opened);
-        // A crash in the middle of the second write: only part of it reached the disk.
-        let file = File::options().write(true).open(&path).expect("open");
-        file.set_len(good_bytes + 11).expect("tear");
-        drop(file);
+        on_every_strategy(|disk, dir| async move {
+            let mut opened = open(&disk, &dir, &[1]).await.expect("open");
+            write(&mut opened, &[entry(1, 1, b"kept")], hard_state(1, 1, 1))
+                .await
+                .expect("write");
+            let good_bytes = opened.log.len();
+            write(&mut opened, &[entry(2, 1, b"torn")], hard_state(1, 1, 2))
+                .await
+                .expect("write");
+            let path = opened.log.path().to_path_buf();
+            drop(opened);
+            // A crash in the middle of the second write: only part of it reached the disk.
+            tear(&disk, &path, good_bytes + 11);
 
-        let mut reopened = QuorumStorage::open(dir.path(), &[1]).expect("reopen");
-        assert_eq!(reopened.cut_bytes, 11);
-        assert_eq!(std::fs::metadata(&path).expect("stat").len(), good_bytes);
-        assert_eq!(reopened.storage.last_index(), 1);
-        assert_eq!(reopened.storage.hard_state().commit, 1);
-        write(&mut reopened, &[entry(2, 1, b"again")], hard_state(1, 1, 2));
-        drop(reopened);
-        let again = QuorumStorage::open(dir.path(), &[1]).expect("again");
-        assert_eq!(again.cut_bytes, 0);
-        assert_eq!(&again.storage.entries_between(1, 2)[0].data[..], b"again");
+            let mut reopened = open(&disk, &dir, &[1]).await.expect("reopen");
+            assert_eq!(reopened.cut_bytes, 11, "{}", disk.kind());
+            assert_eq!(disk.file_len(&path).await.expect("len"), Some(good_bytes));
+            assert_eq!(reopened.storage.last_index(), 1);
+            assert_eq!(reopened.storage.hard_state().commit, 1);
+            write(&mut reopened, &[entry(2, 1, b"again")], hard_state(1, 1, 2))
+                .await
+                .expect("write");
+            drop(reopened);
+            let again = open(&disk, &dir, &[1]).await.expect("again");
+            assert_eq!(again.cut_bytes, 0);
+            assert_eq!(&again.storage.entries_between(1, 2)[0].data[..], b"again");
+        });
     }
 
     #[test]
     fn compaction_keeps_the_snapshot_and_the_entries_after_it() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut opened = QuorumStorage::open(dir.path(), &[1]).expect("open");
-        let entries: Vec<Entry> = (1..=10).map(|index| entry(index, 1, b"x")).collect();
-        write(&mut opened, &entries, hard_state(1, 1, 10));
-        let mut snapshot = Snapshot::default();
-        snapshot.mut_metadata().index = 7;
-        snapshot.mut_metadata().term = 1;
-        snapshot
-            .mut_metadata()
-            .set_conf_state(opened.storage.conf_state().clone());
-        snapshot.data = b"state at 7".to_vec().into();
-        let image = opened.storage.compact(snapshot);
-        opened.log.rewrite(&image).expect("rewrite");
-        drop(opened);
+        on_every_strategy(|disk, dir| async move {
+            let mut opened = open(&disk, &dir, &[1]).await.expect("open");
+            let entries: Vec<Entry> = (1..=10).map(|index| entry(index, 1, b"x")).collect();
+            write(&mut opened, &entries, hard_state(1, 1, 10))
+                .await
+                .expect("write");
+            let mut snapshot = Snapshot::default();
+            snapshot.mut_metadata().index = 7;
+            snapshot.mut_metadata().term = 1;
+            snapshot
+                .mut_metadata()
+                .set_conf_state(opened.storage.conf_state().clone());
+            snapshot.data = b"state at 7".to_vec().into();
+            let image = opened.storage.compact(snapshot);
+            opened.log.rewrite(image).await.expect("rewrite");
+            // Appends after a rewrite go to the new file.
+            write(&mut opened, &[entry(11, 1, b"y")], hard_state(1, 1, 11))
+                .await
+                .expect("write");
+            drop(opened);
 
-        let reopened = QuorumStorage::open(dir.path(), &[1]).expect("reopen");
-        let storage = &reopened.storage;
-        assert_eq!(storage.snapshot_index(), 7);
-        assert_eq!(&storage.snapshot().data[..], b"state at 7");
-        assert_eq!(storage.first_index(), 8);
-        assert_eq!(storage.last_index(), 10);
-        assert_eq!(storage.term(7).expect("term"), 1);
-        assert!(storage.term(6).is_err());
-        assert_eq!(storage.hard_state().commit, 10);
+            let reopened = open(&disk, &dir, &[1]).await.expect("reopen");
+            let storage = &reopened.storage;
+            assert_eq!(storage.snapshot_index(), 7);
+            assert_eq!(&storage.snapshot().data[..], b"state at 7");
+            assert_eq!(storage.first_index(), 8);
+            assert_eq!(storage.last_index(), 11);
+            assert_eq!(storage.term(7).expect("term"), 1);
+            assert!(storage.term(6).is_err());
+            assert_eq!(storage.hard_state().commit, 11);
+        });
     }
 
     #[test]
     fn other_voters_than_persisted_are_refused() {
-        let dir = tempfile::tempdir().expect("dir");
-        drop(QuorumStorage::open(dir.path(), &[1, 2, 3]).expect("open"));
-        assert!(matches!(
-            QuorumStorage::open(dir.path(), &[1, 2]),
-            Err(QuorumStorageError::VotersChanged { .. })
-        ));
+        on_every_strategy(|disk, dir| async move {
+            drop(open(&disk, &dir, &[1, 2, 3]).await.expect("open"));
+            assert!(matches!(
+                open(&disk, &dir, &[1, 2]).await,
+                Err(QuorumStorageError::VotersChanged { .. })
+            ));
+        });
+    }
+
+    /// Disk faults under the quorum's log, on the simulated disk: a failed write or fsync
+    /// fails the append (raft must not send what depends on it), and a power loss at any
+    /// point keeps every append that returned Ok. Seeded; a failure names its seed.
+    #[test]
+    fn appends_that_returned_survive_failed_writes_failed_syncs_and_crashes() {
+        const SEEDS: u64 = 200;
+        for seed in 0..SEEDS {
+            let disk = SimDisk::new(seed);
+            let storage = Storage::Sim(disk.clone());
+            let dir = PathBuf::from("/sim/metadata");
+            run_local(IO_MEMORY_BYTES_DEFAULT, async {
+                let mut random = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut next = move |below: u64| {
+                    random ^= random << 13;
+                    random ^= random >> 7;
+                    random ^= random << 17;
+                    random % below
+                };
+                let mut acknowledged: u64 = 0;
+                let mut opened = open(&storage, &dir, &[1]).await.expect("open");
+                let mut index = 0;
+                for _step in 0..12 {
+                    match next(6) {
+                        0 => disk.fail_writes(true),
+                        1 => disk.fail_syncs(true),
+                        2 => {
+                            disk.crash();
+                            drop(opened);
+                            opened = open(&storage, &dir, &[1]).await.unwrap_or_else(|error| {
+                                panic!("seed {seed}: reopen after a crash: {error}")
+                            });
+                            assert!(
+                                opened.storage.last_index() >= acknowledged,
+                                "seed {seed}: entry {acknowledged} was acknowledged and is gone"
+                            );
+                            index = opened.storage.last_index();
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    let batch: Vec<Entry> = (index + 1..=index + 1 + next(3))
+                        .map(|at| entry(at, 1, format!("entry {at}").as_bytes()))
+                        .collect();
+                    let last = batch.last().map_or(index, |entry| entry.index);
+                    match write(&mut opened, &batch, hard_state(1, 1, last)).await {
+                        Ok(()) => {
+                            acknowledged = last;
+                            index = last;
+                        }
+                        Err(_) => {
+                            // The driver stops here; the broker restarts and replays.
+                            disk.crash();
+                            drop(opened);
+                            opened = open(&storage, &dir, &[1]).await.unwrap_or_else(|error| {
+                                panic!("seed {seed}: reopen after a failed append: {error}")
+                            });
+                            assert!(opened.storage.last_index() >= acknowledged, "seed {seed}");
+                            index = opened.storage.last_index();
+                        }
+                    }
+                    disk.fail_writes(false);
+                    disk.fail_syncs(false);
+                }
+                let entries = opened.storage.entries_between(0, acknowledged);
+                for (position, stored) in entries.iter().enumerate() {
+                    let at = position as u64 + 1;
+                    assert_eq!(stored.index, at, "seed {seed}");
+                    assert_eq!(
+                        &stored.data[..],
+                        format!("entry {at}").as_bytes(),
+                        "seed {seed}"
+                    );
+                }
+                assert!(opened.storage.hard_state().commit <= opened.storage.last_index());
+            });
+        }
     }
 }
