@@ -104,6 +104,11 @@ impl Topic {
 pub struct ClusterState {
     pub brokers: BTreeMap<BrokerId, BrokerInfo>,
     pub topics: BTreeMap<String, Arc<Topic>>,
+    /// Per-group settings set with IncrementalAlterConfigs on a GROUP resource (Kafka's
+    /// group configs, such as `share.auto.offset.reset`), by group id, then by name. Only
+    /// groups with a setting have an entry. Absent from states written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A change to the cluster state, as committed in the quorum's log.
@@ -158,6 +163,13 @@ pub enum Command {
         topic: String,
         partition: i32,
         target: Vec<BrokerId>,
+    },
+    /// Sets and removes settings of one group (IncrementalAlterConfigs on a GROUP resource).
+    /// The proposer checked names and values; removing what is not set changes nothing.
+    AlterGroupConfig {
+        group: String,
+        set: Vec<(String, String)>,
+        delete: Vec<String>,
     },
 }
 
@@ -320,7 +332,28 @@ impl ClusterState {
                 partition,
                 target,
             } => self.reassign(topic, *partition, target),
+            Command::AlterGroupConfig { group, set, delete } => {
+                let configs = self.group_configs.entry(group.clone()).or_default();
+                for name in delete {
+                    configs.remove(name);
+                }
+                for (name, value) in set {
+                    configs.insert(name.clone(), value.clone());
+                }
+                if configs.is_empty() {
+                    self.group_configs.remove(group);
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// One setting of a group, if it was set.
+    pub fn group_config(&self, group: &str, name: &str) -> Option<&str> {
+        self.group_configs
+            .get(group)
+            .and_then(|configs| configs.get(name))
+            .map(String::as_str)
     }
 
     fn reassign(

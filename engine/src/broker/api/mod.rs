@@ -50,6 +50,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 2),
+    // Group configs only (docs/groups.md, "Group configs"); v1 is flexible.
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // Consumer groups (docs/groups.md).
     (ApiKey::OffsetCommit, 2, 7),
@@ -180,6 +182,9 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         RequestKind::DescribeConfigs(request) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(&shard, request))
         }
+        RequestKind::IncrementalAlterConfigs(request) => ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter_configs(&shard, request).await,
+        ),
         RequestKind::InitProducerId(request) => {
             ResponseKind::InitProducerId(producer_id::init_producer_id(&shard, request))
         }

@@ -31,7 +31,7 @@ use super::record::{Snapshot, StateKey};
 use super::window::Window;
 use super::{
     call_core, error_code, store, AcquireLimits, AcquiredRange, OffsetReset, PartitionAnswer,
-    PartitionCall, ShareAnswer, ShareCall, STATE_TOPIC,
+    PartitionCall, ShareAnswer, ShareCall, GROUP_CONFIG_OFFSET_RESET, STATE_TOPIC,
 };
 use crate::batch;
 use crate::broker::api::codes::KafkaCode;
@@ -275,7 +275,7 @@ async fn build(
     let fresh = snapshot.is_none();
     let window = match &snapshot {
         Some(snapshot) => Window::from_snapshot(snapshot),
-        None => Window::new(match shard.shares.settings.offset_reset {
+        None => Window::new(match offset_reset(shard, &key.group) {
             OffsetReset::Earliest => open.log.log_start_offset(),
             OffsetReset::Latest => open.replica.borrow().high_watermark(),
         }),
@@ -301,6 +301,17 @@ async fn build(
         persist(shard, &entry).await?;
     }
     Ok(entry)
+}
+
+/// Where `group` starts in a partition it never read: its group config, else the broker's.
+fn offset_reset(shard: &Shard, group: &str) -> OffsetReset {
+    shard
+        .shared
+        .metadata
+        .snapshot()
+        .group_config(group, GROUP_CONFIG_OFFSET_RESET)
+        .and_then(OffsetReset::from_name)
+        .unwrap_or(shard.shares.settings.offset_reset)
 }
 
 /// The core and partition of `__share_group_state` that hold `key`.

@@ -58,6 +58,10 @@ pub mod acknowledge_type {
     pub const REJECT: i8 = 3;
 }
 
+/// The group config (IncrementalAlterConfigs on a GROUP resource) that overrides
+/// `share_auto_offset_reset` for one group.
+pub const GROUP_CONFIG_OFFSET_RESET: &str = "share.auto.offset.reset";
+
 /// Where a share group starts in a partition it has never read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetReset {
