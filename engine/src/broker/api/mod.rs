@@ -16,6 +16,7 @@ mod produce;
 mod producer_id;
 mod reassign;
 mod share;
+mod share_state;
 mod topics;
 mod versions;
 
@@ -71,6 +72,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ShareGroupDescribe, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
+    // The share coordinator, asked by the broker that leads a data partition (docs/groups.md).
+    (ApiKey::ReadShareGroupState, 0, 0),
+    (ApiKey::WriteShareGroupState, 0, 0),
 ];
 
 fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -253,6 +257,12 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         }
         RequestKind::ShareAcknowledge(request) => {
             ResponseKind::ShareAcknowledge(share::acknowledge(&shard, request).await)
+        }
+        RequestKind::ReadShareGroupState(request) => {
+            ResponseKind::ReadShareGroupState(share_state::read(&shard, request).await)
+        }
+        RequestKind::WriteShareGroupState(request) => {
+            ResponseKind::WriteShareGroupState(share_state::write(&shard, request).await)
         }
         _ => return Reply::Close("API not served"),
     };
