@@ -538,6 +538,36 @@ pub fn place_replicas(
 mod tests {
     use super::*;
 
+    /// Group configs are set and deleted per name; a group without any leaves the map, and
+    /// a state serialised before the field existed still loads.
+    #[test]
+    fn group_configs_are_set_deleted_and_absent_from_old_states() {
+        let mut state = ClusterState::default();
+        let alter = |set: &[(&str, &str)], delete: &[&str]| Command::AlterGroupConfig {
+            group: "g".into(),
+            set: set
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            delete: delete.iter().map(|name| name.to_string()).collect(),
+        };
+        state
+            .apply(&alter(&[("share.auto.offset.reset", "earliest")], &[]))
+            .expect("set");
+        assert_eq!(
+            state.group_config("g", "share.auto.offset.reset"),
+            Some("earliest")
+        );
+        assert_eq!(state.group_config("other", "share.auto.offset.reset"), None);
+        state
+            .apply(&alter(&[], &["share.auto.offset.reset", "never.set"]))
+            .expect("delete");
+        assert!(state.group_configs.is_empty());
+        let old: ClusterState =
+            serde_json::from_str(r#"{"brokers":{},"topics":{}}"#).expect("an older state loads");
+        assert!(old.group_configs.is_empty());
+    }
+
     fn config() -> TopicConfig {
         TopicConfig {
             segment_bytes: 1 << 20,
