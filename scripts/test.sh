@@ -27,7 +27,10 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 
 modules=()
-python3 -c 'import confluent_kafka' 2>/dev/null || modules+=(confluent-kafka)
+# The share-consumer tests call librdkafka's share consumer API (2.15 and later), which the
+# confluent-kafka wheel bundles: an older one is upgraded.
+python3 -c 'import confluent_kafka, sys; sys.exit(confluent_kafka.libversion()[1] < 0x020F0000)' \
+  2>/dev/null || modules+=(confluent-kafka)
 python3 -c 'import kafka' 2>/dev/null || modules+=(kafka-python)
 if [ ${#modules[@]} -gt 0 ]; then
   echo "pip: installing ${modules[*]}"

@@ -247,3 +247,48 @@ fn confluent_kafka_reads_under_a_response_limit_below_the_partition_limit() {
     );
     broker.assert_running();
 }
+
+/// Records for the share consumer to take off the queue.
+const SHARE_RECORDS: u64 = 500;
+/// Partitions of the share consumer's topic (spread over both cores).
+const SHARE_PARTITIONS: i32 = 2;
+
+/// librdkafka's share consumer (KIP-932, `rd_kafka_share_consumer_new`), called through
+/// ctypes on the librdkafka the confluent-kafka wheel bundles. The script sets the group's
+/// `share.auto.offset.reset` to earliest with IncrementalAlterConfigs on a GROUP resource,
+/// receives every record produced before the group existed, and accepts each one; a second
+/// member of the group then receives none of them again. The consumer learns its assignment
+/// as topic ids and looks their names up with Metadata by topic id.
+#[test]
+fn librdkafka_share_consumer_receives_and_accepts_every_record() {
+    require_python_module("confluent_kafka");
+    let topic = "share-queue";
+    assert_spans_cores(topic, SHARE_PARTITIONS);
+    let mut broker = BrokerProcess::start("librdkafka-share", &["--strategy", "buffered"]);
+    broker.client().create_topic(topic, SHARE_PARTITIONS);
+    let mut command = Command::new("python3");
+    command.arg(script("librdkafka_share.py")).args([
+        &broker.bootstrap(),
+        topic,
+        "share-workers",
+        &SHARE_RECORDS.to_string(),
+    ]);
+    let summary = run_client(command, CLIENT_RUN_MAX);
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(
+        summary_u64(&summary, "distinct"),
+        SHARE_RECORDS,
+        "{summary}"
+    );
+    assert_eq!(
+        summary_u64(&summary, "partitions"),
+        SHARE_PARTITIONS as u64,
+        "{summary}"
+    );
+    assert_eq!(
+        summary_u64(&summary, "redelivered_after_accept"),
+        0,
+        "{summary}"
+    );
+    broker.assert_running();
+}

@@ -499,3 +499,51 @@ fn a_new_broker_joins_and_takes_over_a_partition_while_producers_run() {
         broker.assert_running();
     }
 }
+
+/// librdkafka's share consumer (KIP-932) across the cluster: the topic's partitions are led
+/// by different brokers, so the consumer fetches and acknowledges at each leader, while its
+/// group is coordinated by one broker and the share-partition state is kept by the leaders
+/// of `__share_group_state`'s partitions, mostly other brokers (ReadShareGroupState and
+/// WriteShareGroupState between brokers). The group's `share.auto.offset.reset` is set with
+/// IncrementalAlterConfigs on a GROUP resource, through the quorum. Every record arrives,
+/// and none accepted is delivered again to a second member.
+#[test]
+fn librdkafka_share_consumer_reads_every_record_across_the_cluster() {
+    require_tool(
+        "python3 with confluent-kafka",
+        "python3",
+        &["-c", "import confluent_kafka"],
+    );
+    const SHARE_TOPIC: &str = "jobs";
+    const RECORDS: u64 = 600;
+    let brokers = start_cluster("share");
+    brokers[0]
+        .client()
+        .create_replicated_topic(SHARE_TOPIC, PARTITIONS, BROKERS as i16);
+    let metadata = wait_for_metadata(&brokers[0], SHARE_TOPIC, "three in-sync replicas", |m| {
+        all_partitions_have(m, BROKERS)
+    });
+    let leaders: std::collections::BTreeSet<i32> = metadata.topics[0]
+        .partitions
+        .iter()
+        .map(|partition| partition.leader_id.0)
+        .collect();
+    assert!(
+        leaders.len() > 1,
+        "one leader for every partition: {metadata:#?}"
+    );
+    let mut command = Command::new("python3");
+    command
+        .arg(common_broker::clients_dir().join("librdkafka_share.py"))
+        .args([
+            &bootstrap(&brokers.iter().collect::<Vec<_>>()),
+            SHARE_TOPIC,
+            "share-cluster",
+            &RECORDS.to_string(),
+        ]);
+    let summary = run_client(command, Duration::from_secs(240));
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["distinct"], RECORDS, "{summary}");
+    assert_eq!(summary["partitions"], PARTITIONS, "{summary}");
+    assert_eq!(summary["redelivered_after_accept"], 0, "{summary}");
+}

@@ -104,6 +104,11 @@ impl Topic {
 pub struct ClusterState {
     pub brokers: BTreeMap<BrokerId, BrokerInfo>,
     pub topics: BTreeMap<String, Arc<Topic>>,
+    /// Per-group settings set with IncrementalAlterConfigs on a GROUP resource (Kafka's
+    /// group configs, such as `share.auto.offset.reset`), by group id, then by name. Only
+    /// groups with a setting have an entry. Absent from states written before it existed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A change to the cluster state, as committed in the quorum's log.
@@ -158,6 +163,13 @@ pub enum Command {
         topic: String,
         partition: i32,
         target: Vec<BrokerId>,
+    },
+    /// Sets and removes settings of one group (IncrementalAlterConfigs on a GROUP resource).
+    /// The proposer checked names and values; removing what is not set changes nothing.
+    AlterGroupConfig {
+        group: String,
+        set: Vec<(String, String)>,
+        delete: Vec<String>,
     },
 }
 
@@ -320,7 +332,28 @@ impl ClusterState {
                 partition,
                 target,
             } => self.reassign(topic, *partition, target),
+            Command::AlterGroupConfig { group, set, delete } => {
+                let configs = self.group_configs.entry(group.clone()).or_default();
+                for name in delete {
+                    configs.remove(name);
+                }
+                for (name, value) in set {
+                    configs.insert(name.clone(), value.clone());
+                }
+                if configs.is_empty() {
+                    self.group_configs.remove(group);
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// One setting of a group, if it was set.
+    pub fn group_config(&self, group: &str, name: &str) -> Option<&str> {
+        self.group_configs
+            .get(group)
+            .and_then(|configs| configs.get(name))
+            .map(String::as_str)
     }
 
     fn reassign(
@@ -504,6 +537,36 @@ pub fn place_replicas(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Group configs are set and deleted per name; a group without any leaves the map, and
+    /// a state serialised before the field existed still loads.
+    #[test]
+    fn group_configs_are_set_deleted_and_absent_from_old_states() {
+        let mut state = ClusterState::default();
+        let alter = |set: &[(&str, &str)], delete: &[&str]| Command::AlterGroupConfig {
+            group: "g".into(),
+            set: set
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            delete: delete.iter().map(|name| name.to_string()).collect(),
+        };
+        state
+            .apply(&alter(&[("share.auto.offset.reset", "earliest")], &[]))
+            .expect("set");
+        assert_eq!(
+            state.group_config("g", "share.auto.offset.reset"),
+            Some("earliest")
+        );
+        assert_eq!(state.group_config("other", "share.auto.offset.reset"), None);
+        state
+            .apply(&alter(&[], &["share.auto.offset.reset", "never.set"]))
+            .expect("delete");
+        assert!(state.group_configs.is_empty());
+        let old: ClusterState =
+            serde_json::from_str(r#"{"brokers":{},"topics":{}}"#).expect("an older state loads");
+        assert!(old.group_configs.is_empty());
+    }
 
     fn config() -> TopicConfig {
         TopicConfig {

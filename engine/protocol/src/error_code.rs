@@ -56,6 +56,7 @@ pub const FENCED_MEMBER_EPOCH: ErrorCode = 110;
 pub const INVALID_RECORD_STATE: ErrorCode = 121;
 pub const SHARE_SESSION_NOT_FOUND: ErrorCode = 122;
 pub const INVALID_SHARE_SESSION_EPOCH: ErrorCode = 123;
+pub const SHARE_SESSION_LIMIT_REACHED: ErrorCode = 133;
 
 /// Every code above with its name, for messages and for the test below.
 pub const ALL: &[(ErrorCode, &str)] = &[
@@ -113,6 +114,7 @@ pub const ALL: &[(ErrorCode, &str)] = &[
     (INVALID_RECORD_STATE, "INVALID_RECORD_STATE"),
     (SHARE_SESSION_NOT_FOUND, "SHARE_SESSION_NOT_FOUND"),
     (INVALID_SHARE_SESSION_EPOCH, "INVALID_SHARE_SESSION_EPOCH"),
+    (SHARE_SESSION_LIMIT_REACHED, "SHARE_SESSION_LIMIT_REACHED"),
 ];
 
 /// The name of a code, for logs; `None` for a code this table does not hold.

@@ -98,6 +98,17 @@ impl Metadata {
         self.quorum.state().topic(name).cloned()
     }
 
+    /// The topic with this id (KIP-516), if the cluster has it. A scan over the topics: ids
+    /// are looked up per request, not per record.
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.quorum
+            .state()
+            .topics
+            .values()
+            .find(|topic| topic.id == id)
+            .cloned()
+    }
+
     /// Counts the states applied so far (see [`changed_since`](Self::changed_since)).
     pub fn version(&self) -> u64 {
         self.quorum.version()

@@ -167,6 +167,9 @@ impl Shard {
             } else if topic.name == STATE_TOPIC {
                 self.shares.store.unload(partition);
             }
+            // Share partitions are kept by the data partition's leader, built from their
+            // snapshots: a new role starts from those again.
+            self.shares.partitions.unload(topic.id, partition);
         }
         match transition {
             Transition::BecameLeader => {

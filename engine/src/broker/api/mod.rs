@@ -16,6 +16,7 @@ mod produce;
 mod producer_id;
 mod reassign;
 mod share;
+mod share_state;
 mod topics;
 mod versions;
 
@@ -50,6 +51,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 4),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 2),
+    // Group configs only (docs/groups.md, "Group configs"); v1 is flexible.
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     // Consumer groups (docs/groups.md).
     (ApiKey::OffsetCommit, 2, 7),
@@ -69,6 +72,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ShareGroupDescribe, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
+    // The share coordinator, asked by the broker that leads a data partition (docs/groups.md).
+    (ApiKey::ReadShareGroupState, 0, 0),
+    (ApiKey::WriteShareGroupState, 0, 0),
 ];
 
 fn supported_range(api_key: ApiKey) -> Option<(i16, i16)> {
@@ -180,6 +186,9 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         RequestKind::DescribeConfigs(request) => {
             ResponseKind::DescribeConfigs(configs::describe_configs(&shard, request))
         }
+        RequestKind::IncrementalAlterConfigs(request) => ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter_configs(&shard, request).await,
+        ),
         RequestKind::InitProducerId(request) => {
             ResponseKind::InitProducerId(producer_id::init_producer_id(&shard, request))
         }
@@ -248,6 +257,12 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
         }
         RequestKind::ShareAcknowledge(request) => {
             ResponseKind::ShareAcknowledge(share::acknowledge(&shard, request).await)
+        }
+        RequestKind::ReadShareGroupState(request) => {
+            ResponseKind::ReadShareGroupState(share_state::read(&shard, request).await)
+        }
+        RequestKind::WriteShareGroupState(request) => {
+            ResponseKind::WriteShareGroupState(share_state::write(&shard, request).await)
         }
         _ => return Reply::Close("API not served"),
     };

@@ -47,8 +47,10 @@ fn text(value: &str) -> StrBytes {
     StrBytes::from_string(value.to_string())
 }
 
-/// The core that coordinates `group_id`, where classic groups are coordinated.
-fn coordinator_core(shard: &Shard, group_id: &str) -> Result<usize, i16> {
+/// The core that holds `group_id`'s membership and share sessions (the core of the group's
+/// `__consumer_offsets` partition, where classic groups are coordinated), and whether this
+/// broker coordinates the group (leads that partition).
+fn group_core(shard: &Shard, group_id: &str) -> (usize, bool) {
     let partitions = shard
         .shared
         .metadata
@@ -58,19 +60,23 @@ fn coordinator_core(shard: &Shard, group_id: &str) -> Result<usize, i16> {
         });
     let partition = group::coordinator_for(group_id, partitions);
     let node_id = shard.shared.config.node_id;
-    // Before `__consumer_offsets` exists there is no leader to ask: share groups are
-    // coordinated here (they are single-broker for now; see docs/groups.md).
+    // Before `__consumer_offsets` exists there is no leader to ask: the group is
+    // coordinated here (FindCoordinator creates the topic, so clients do not get here).
     let state = shard.shared.metadata.snapshot();
-    if state.topic(OFFSETS_TOPIC).is_some()
-        && group::coordinator_node(&state, partition) != Some(node_id)
-    {
-        return Err(error_code::NOT_COORDINATOR);
+    let coordinated = state.topic(OFFSETS_TOPIC).is_none()
+        || group::coordinator_node(&state, partition) == Some(node_id);
+    (
+        partition_owner(OFFSETS_TOPIC, partition, shard.shared.cores),
+        coordinated,
+    )
+}
+
+/// The coordinator core of `group_id`, or NOT_COORDINATOR when another broker coordinates it.
+fn coordinator_core(shard: &Shard, group_id: &str) -> Result<usize, i16> {
+    match group_core(shard, group_id) {
+        (core, true) => Ok(core),
+        (_, false) => Err(error_code::NOT_COORDINATOR),
     }
-    Ok(partition_owner(
-        OFFSETS_TOPIC,
-        partition,
-        shard.shared.cores,
-    ))
 }
 
 /// Sends a call to the group's coordinator core.
@@ -86,14 +92,7 @@ async fn call_coordinator(
 }
 
 fn topic_by_id(shard: &Shard, topic_id: Uuid) -> Option<Arc<Topic>> {
-    shard
-        .shared
-        .metadata
-        .snapshot()
-        .topics
-        .values()
-        .find(|topic| topic.id == topic_id)
-        .cloned()
+    shard.shared.metadata.topic_by_id(topic_id)
 }
 
 pub async fn heartbeat(
@@ -253,12 +252,17 @@ fn named_batches(
     Ok(batches)
 }
 
-/// Runs one session step on the coordinator.
-async fn session_step(shard: &Rc<Shard>, op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16> {
-    let group_id = op.group_id.clone();
-    match call_coordinator(shard, &group_id, ShareCall::Session(op)).await? {
-        ShareAnswer::Session(result) => result,
-        _ => Err(error_code::UNKNOWN_SERVER_ERROR),
+/// Runs one session step on the group's core: with the member checked when this broker
+/// coordinates the group, else as a session of a member coordinated elsewhere (a member
+/// fetches from every broker that leads one of its partitions; Kafka keeps share sessions
+/// per broker).
+async fn session_step(shard: &Rc<Shard>, mut op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16> {
+    let (core, coordinated) = group_core(shard, &op.group_id);
+    op.coordinated = coordinated;
+    match share::call_core(shard, core, ShareCall::Session(op)).await {
+        Some(ShareAnswer::Session(result)) => result,
+        Some(_) => Err(error_code::UNKNOWN_SERVER_ERROR),
+        None => Err(error_code::COORDINATOR_NOT_AVAILABLE),
     }
 }
 
@@ -323,6 +327,7 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
             .map(|named| (named.topic_id, named.partition))
             .collect(),
         forget: forgotten(&request.forgotten_topics_data),
+        coordinated: false,
     };
     let session = match session_step(shard, op).await {
         Ok(session) => session,
@@ -534,9 +539,23 @@ async fn partition_pass(
     answer
 }
 
+/// The partition's leader and leader epoch in the cluster state, so that a client that asked
+/// the wrong broker (NOT_LEADER_OR_FOLLOWER) goes to the right one; (-1, -1) when unknown.
+fn current_leader(shard: &Shard, topic_id: Uuid, partition: i32) -> (i32, i32) {
+    shard
+        .shared
+        .metadata
+        .topic_by_id(topic_id)
+        .and_then(|topic| {
+            topic
+                .partition(partition)
+                .map(|state| (state.leader, state.leader_epoch))
+        })
+        .unwrap_or((-1, -1))
+}
+
 /// The response's topics: every partition the request named or the session holds.
 fn fetch_topics(shard: &Shard, fetched: Vec<Fetched>) -> Vec<ShareFetchableTopicResponse> {
-    let node_id = shard.shared.config.node_id;
     let mut topics: Vec<ShareFetchableTopicResponse> = Vec::new();
     for entry in fetched {
         let answer = entry.answer;
@@ -544,9 +563,11 @@ fn fetch_topics(shard: &Shard, fetched: Vec<Fetched>) -> Vec<ShareFetchableTopic
         partition.partition_index = entry.partition;
         partition.error_code = answer.error_code;
         partition.acknowledge_error_code = answer.acknowledge_error_code;
-        partition.current_leader.leader_id = node_id;
-        partition.current_leader.leader_epoch = 0;
-        partition.records = answer.records;
+        let (leader_id, leader_epoch) = current_leader(shard, entry.topic_id, entry.partition);
+        partition.current_leader.leader_id = leader_id;
+        partition.current_leader.leader_epoch = leader_epoch;
+        // Empty, not null, when nothing was acquired: librdkafka refuses a null record set.
+        partition.records = Some(answer.records.unwrap_or_default());
         partition.acquired_records = answer
             .acquired
             .iter()
@@ -594,12 +615,12 @@ pub async fn acknowledge(
         fetching: false,
         add: Vec::new(),
         forget: Vec::new(),
+        coordinated: false,
     };
     if let Err(code) = session_step(shard, op).await {
         response.error_code = code;
         return response;
     }
-    let node_id = shard.shared.config.node_id;
     for topic in &request.topics {
         let mut topic_response = ShareAcknowledgeTopicResponse::default();
         topic_response.topic_id = topic.topic_id;
@@ -630,8 +651,10 @@ pub async fn acknowledge(
             } else {
                 answer.acknowledge_error_code
             };
-            data.current_leader.leader_id = node_id;
-            data.current_leader.leader_epoch = 0;
+            let (leader_id, leader_epoch) =
+                current_leader(shard, topic.topic_id, partition.partition_index);
+            data.current_leader.leader_id = leader_id;
+            data.current_leader.leader_epoch = leader_epoch;
             topic_response.partitions.push(data);
         }
         response.responses.push(topic_response);

@@ -7,6 +7,14 @@
 //! snapshot starts at the log start (`earliest`) or the high watermark (`latest`), and that
 //! start is written at once, so a restart cannot move it.
 //!
+//! **Where the state is.** The snapshots live with the leader of the `__share_group_state`
+//! partition the key hashes to (the share coordinator): on this broker, a call to that
+//! partition's core; on another, ReadShareGroupState and WriteShareGroupState
+//! ([`remote`](super::remote)). Writes of one share partition go one at a time, each with
+//! the newest state, so they reach the store in order. When this broker's role for a data
+//! partition changes, its share partitions are dropped ([`SharePartitions::unload`]): a new
+//! leader builds them from the newest snapshot, and a deposed one keeps nothing stale.
+//!
 //! **Durability.** Acknowledgements are answered after their snapshot is written; when the
 //! write fails, the acknowledgement gets COORDINATOR_NOT_AVAILABLE, the in-memory state keeps
 //! it, and the tick writes a fresh snapshot until one succeeds. Lock expiry and members
@@ -30,13 +38,15 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
 use super::record::{Snapshot, StateKey};
 use super::window::Window;
 use super::{
-    call_core, error_code, store, AcquireLimits, AcquiredRange, OffsetReset, PartitionAnswer,
-    PartitionCall, ShareAnswer, ShareCall, STATE_TOPIC,
+    call_core, error_code, remote, store, AcquireLimits, AcquiredRange, OffsetReset,
+    PartitionAnswer, PartitionCall, ShareAnswer, ShareCall, GROUP_CONFIG_OFFSET_RESET, STATE_TOPIC,
 };
 use crate::batch;
 use crate::broker::api::codes::KafkaCode;
 use crate::broker::metadata::Topic;
 use crate::broker::shard::{partition_owner, Partition, Shard};
+use crate::cluster::state::NO_LEADER;
+use crate::fifo_lock::FifoLock;
 
 /// One share partition: a group's view of one data partition.
 pub struct SharePartition {
@@ -46,6 +56,31 @@ pub struct SharePartition {
     changed: Event,
     /// The sequence of the newest snapshot the store holds.
     written: Cell<u64>,
+    /// The data partition's leader epoch when this broker built the share partition: sent
+    /// with every read and write, so the store can fence a deposed leader.
+    leader_epoch: i32,
+    /// One snapshot write at a time, so writes reach the store in the order taken.
+    writing: FifoLock,
+}
+
+impl SharePartitions {
+    /// This broker's role for the data partition changed: drop its share partitions. Fetches
+    /// waiting on them wake and find the new role.
+    pub fn unload(&self, topic_id: uuid::Uuid, partition: i32) {
+        let mut entries = self.entries.borrow_mut();
+        let dropped: Vec<StateKey> = entries
+            .keys()
+            .filter(|key| key.topic_id == topic_id && key.partition == partition)
+            .cloned()
+            .collect();
+        for key in dropped {
+            if let Some(entry) = entries.remove(&key) {
+                entry.writing.close();
+                entry.changed.notify(usize::MAX);
+                tracing::info!(group = %key.group, %topic_id, partition, "share partition unloaded");
+            }
+        }
+    }
 }
 
 type Loading = SharedFuture<LocalBoxFuture<'static, Result<Rc<SharePartition>, i16>>>;
@@ -271,11 +306,12 @@ async fn build(
     key: StateKey,
     open: &Partition,
 ) -> Result<Rc<SharePartition>, i16> {
-    let snapshot = read_snapshot(shard, &key).await?;
+    let leader_epoch = open.replica.borrow().leader_epoch();
+    let snapshot = read_snapshot(shard, &key, leader_epoch).await?;
     let fresh = snapshot.is_none();
     let window = match &snapshot {
         Some(snapshot) => Window::from_snapshot(snapshot),
-        None => Window::new(match shard.shares.settings.offset_reset {
+        None => Window::new(match offset_reset(shard, &key.group) {
             OffsetReset::Earliest => open.log.log_start_offset(),
             OffsetReset::Latest => open.replica.borrow().high_watermark(),
         }),
@@ -295,6 +331,8 @@ async fn build(
         window: RefCell::new(window),
         changed: Event::new(),
         written: Cell::new(written),
+        leader_epoch,
+        writing: FifoLock::new(),
     });
     if fresh {
         // Fix where a new share partition starts, so a restart cannot move it.
@@ -303,19 +341,61 @@ async fn build(
     Ok(entry)
 }
 
-/// The core and partition of `__share_group_state` that hold `key`.
-async fn state_place(shard: &Rc<Shard>, key: &StateKey) -> Result<(usize, i32), i16> {
-    let topic: Arc<Topic> = store::state_topic(shard).await?;
-    let partition = key.state_partition(topic.partitions);
-    let core = partition_owner(STATE_TOPIC, partition, shard.shared.cores);
-    Ok((core, partition))
+/// Where `group` starts in a partition it never read: its group config, else the broker's.
+fn offset_reset(shard: &Shard, group: &str) -> OffsetReset {
+    shard
+        .shared
+        .metadata
+        .snapshot()
+        .group_config(group, GROUP_CONFIG_OFFSET_RESET)
+        .and_then(OffsetReset::from_name)
+        .unwrap_or(shard.shares.settings.offset_reset)
 }
 
-async fn read_snapshot(shard: &Rc<Shard>, key: &StateKey) -> Result<Option<Snapshot>, i16> {
-    let (core, partition) = state_place(shard, key).await?;
+/// Where the state of `key` is kept: the `__share_group_state` partition it hashes to, and
+/// that partition's leader.
+enum StatePlace {
+    /// This broker leads it: the partition and the core that owns it.
+    Here { core: usize, partition: i32 },
+    /// Another broker leads it.
+    Remote { broker: i32 },
+}
+
+async fn state_place(shard: &Rc<Shard>, key: &StateKey) -> Result<StatePlace, i16> {
+    let topic: Arc<Topic> = store::state_topic(shard).await?;
+    let partition = key.state_partition(topic.partitions);
+    // The newest cluster state: the topic handed back may predate a leader change.
+    let leader = shard
+        .shared
+        .metadata
+        .topic(STATE_TOPIC)
+        .and_then(|topic| topic.partition(partition).map(|state| state.leader))
+        .unwrap_or(NO_LEADER);
+    if leader == NO_LEADER {
+        return Err(error_code::COORDINATOR_NOT_AVAILABLE);
+    }
+    if leader == shard.shared.config.node_id {
+        let core = partition_owner(STATE_TOPIC, partition, shard.shared.cores);
+        return Ok(StatePlace::Here { core, partition });
+    }
+    Ok(StatePlace::Remote { broker: leader })
+}
+
+async fn read_snapshot(
+    shard: &Rc<Shard>,
+    key: &StateKey,
+    leader_epoch: i32,
+) -> Result<Option<Snapshot>, i16> {
+    let (core, partition) = match state_place(shard, key).await? {
+        StatePlace::Here { core, partition } => (core, partition),
+        StatePlace::Remote { broker } => {
+            return remote::read(shard, broker, key, leader_epoch).await;
+        }
+    };
     let call = ShareCall::ReadState {
         partition,
         key: key.clone(),
+        leader_epoch,
     };
     match call_core(shard, core, call).await {
         Some(ShareAnswer::State(result)) => result,
@@ -323,24 +403,34 @@ async fn read_snapshot(shard: &Rc<Shard>, key: &StateKey) -> Result<Option<Snaps
     }
 }
 
-/// Writes a snapshot of the share partition's durable state.
+/// Writes a snapshot of the share partition's durable state, after the writes before it.
 async fn persist(shard: &Rc<Shard>, entry: &SharePartition) -> Result<(), i16> {
+    let Ok(_turn) = entry.writing.lock().await else {
+        // Unloaded: this broker no longer leads the data partition.
+        return Err(error_code::NOT_LEADER_OR_FOLLOWER);
+    };
     let snapshot = entry.window.borrow_mut().snapshot();
     let sequence = snapshot.sequence;
-    let (core, partition) = state_place(shard, &entry.key).await?;
-    let call = ShareCall::WriteState {
-        partition,
-        key: entry.key.clone(),
-        snapshot,
-    };
-    match call_core(shard, core, call).await {
-        Some(ShareAnswer::Written(Ok(()))) => {
-            entry.written.set(entry.written.get().max(sequence));
-            Ok(())
+    let written = match state_place(shard, &entry.key).await? {
+        StatePlace::Remote { broker } => {
+            remote::write(shard, broker, &entry.key, entry.leader_epoch, &snapshot).await
         }
-        Some(ShareAnswer::Written(Err(code))) => Err(code),
-        _ => Err(error_code::COORDINATOR_NOT_AVAILABLE),
-    }
+        StatePlace::Here { core, partition } => {
+            let call = ShareCall::WriteState {
+                partition,
+                key: entry.key.clone(),
+                leader_epoch: entry.leader_epoch,
+                snapshot,
+            };
+            match call_core(shard, core, call).await {
+                Some(ShareAnswer::Written(result)) => result,
+                _ => Err(error_code::COORDINATOR_NOT_AVAILABLE),
+            }
+        }
+    };
+    written?;
+    entry.written.set(entry.written.get().max(sequence));
+    Ok(())
 }
 
 /// Releases what `member_id` holds in this core's share partitions of `group_id`.

@@ -12,6 +12,11 @@
 //!   session (the partitions the fetch names), -1 closes it, anything else must be the next
 //!   epoch (INVALID_SHARE_SESSION_EPOCH) of an open session (SHARE_SESSION_NOT_FOUND).
 //!   Fetches add partitions to the session and `ForgottenTopicsData` removes them.
+//! - **Sessions elsewhere**: a member fetches from every broker that leads one of its
+//!   partitions, and Kafka keeps share sessions per broker. A broker that does not
+//!   coordinate the group keeps the sessions of its members apart ([`VisitingSessions`]),
+//!   without checking the member (the coordinator is another broker); one unused for the
+//!   session timeout is dropped, and the caller releases what its member held.
 //! - **Expiry**: a member not heard from (heartbeat, fetch or acknowledgement) within the
 //!   session timeout is removed; the caller then releases what it held.
 //!
@@ -33,6 +38,8 @@ use crate::broker::shard::Shard;
 pub const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
 /// Most partitions one share session may hold.
 pub const SESSION_PARTITIONS_MAX: usize = 10_000;
+/// Most sessions one core keeps for members of groups coordinated elsewhere.
+pub const VISITING_SESSIONS_MAX: usize = 10_000;
 
 /// A ShareGroupHeartbeat, as the coordinator sees it.
 #[derive(Clone, Debug)]
@@ -106,6 +113,9 @@ pub struct SessionOp {
     pub fetching: bool,
     pub add: Vec<(Uuid, i32)>,
     pub forget: Vec<(Uuid, i32)>,
+    /// This broker coordinates the group: the member is checked and the session is kept
+    /// with it. Otherwise the session is a [`VisitingSessions`] one.
+    pub coordinated: bool,
 }
 
 #[derive(Debug)]
@@ -270,51 +280,7 @@ impl ShareGroup {
             .get_mut(&op.member_id)
             .ok_or(error_code::UNKNOWN_MEMBER_ID)?;
         member.last_seen = now;
-        match op.epoch {
-            0 if !op.fetching => Err(error_code::INVALID_SHARE_SESSION_EPOCH),
-            0 => {
-                let mut partitions: BTreeSet<(Uuid, i32)> = op.add.into_iter().collect();
-                for forgotten in &op.forget {
-                    partitions.remove(forgotten);
-                }
-                if partitions.len() > SESSION_PARTITIONS_MAX {
-                    return Err(error_code::INVALID_REQUEST);
-                }
-                let listed = partitions.iter().copied().collect();
-                member.session = Some(Session {
-                    next_epoch: 1,
-                    partitions,
-                });
-                Ok(listed)
-            }
-            -1 => match member.session.take() {
-                Some(_) => Ok(Vec::new()),
-                None => Err(error_code::SHARE_SESSION_NOT_FOUND),
-            },
-            epoch if epoch > 0 => {
-                let session = member
-                    .session
-                    .as_mut()
-                    .ok_or(error_code::SHARE_SESSION_NOT_FOUND)?;
-                if epoch != session.next_epoch {
-                    return Err(error_code::INVALID_SHARE_SESSION_EPOCH);
-                }
-                if op.fetching {
-                    let mut partitions = session.partitions.clone();
-                    partitions.extend(op.add);
-                    for forgotten in &op.forget {
-                        partitions.remove(forgotten);
-                    }
-                    if partitions.len() > SESSION_PARTITIONS_MAX {
-                        return Err(error_code::INVALID_REQUEST);
-                    }
-                    session.partitions = partitions;
-                }
-                session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
-                Ok(session.partitions.iter().copied().collect())
-            }
-            _ => Err(error_code::INVALID_SHARE_SESSION_EPOCH),
-        }
+        step_session(&mut member.session, op)
     }
 
     /// Removes members silent for longer than the session timeout; their ids.
@@ -363,6 +329,91 @@ impl ShareGroup {
     }
 }
 
+/// One step of a share session (`session`: the member's, `None` when it has none).
+fn step_session(session: &mut Option<Session>, op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16> {
+    match op.epoch {
+        0 if !op.fetching => Err(error_code::INVALID_SHARE_SESSION_EPOCH),
+        0 => {
+            let mut partitions: BTreeSet<(Uuid, i32)> = op.add.into_iter().collect();
+            for forgotten in &op.forget {
+                partitions.remove(forgotten);
+            }
+            if partitions.len() > SESSION_PARTITIONS_MAX {
+                return Err(error_code::INVALID_REQUEST);
+            }
+            let listed = partitions.iter().copied().collect();
+            *session = Some(Session {
+                next_epoch: 1,
+                partitions,
+            });
+            Ok(listed)
+        }
+        -1 => match session.take() {
+            Some(_) => Ok(Vec::new()),
+            None => Err(error_code::SHARE_SESSION_NOT_FOUND),
+        },
+        epoch if epoch > 0 => {
+            let session = session
+                .as_mut()
+                .ok_or(error_code::SHARE_SESSION_NOT_FOUND)?;
+            if epoch != session.next_epoch {
+                return Err(error_code::INVALID_SHARE_SESSION_EPOCH);
+            }
+            if op.fetching {
+                let mut partitions = session.partitions.clone();
+                partitions.extend(op.add);
+                for forgotten in &op.forget {
+                    partitions.remove(forgotten);
+                }
+                if partitions.len() > SESSION_PARTITIONS_MAX {
+                    return Err(error_code::INVALID_REQUEST);
+                }
+                session.partitions = partitions;
+            }
+            session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
+            Ok(session.partitions.iter().copied().collect())
+        }
+        _ => Err(error_code::INVALID_SHARE_SESSION_EPOCH),
+    }
+}
+
+/// Share sessions of members whose group another broker coordinates, by (group, member),
+/// with when each was last used. Bounded by [`VISITING_SESSIONS_MAX`].
+#[derive(Default)]
+pub struct VisitingSessions {
+    sessions: HashMap<(String, String), (Option<Session>, Instant)>,
+}
+
+impl VisitingSessions {
+    pub fn step(&mut self, op: SessionOp, now: Instant) -> Result<Vec<(Uuid, i32)>, i16> {
+        let key = (op.group_id.clone(), op.member_id.clone());
+        if !self.sessions.contains_key(&key) && self.sessions.len() >= VISITING_SESSIONS_MAX {
+            return Err(error_code::SHARE_SESSION_LIMIT_REACHED);
+        }
+        let entry = self.sessions.entry(key.clone()).or_insert((None, now));
+        entry.1 = now;
+        let result = step_session(&mut entry.0, op);
+        if entry.0.is_none() {
+            self.sessions.remove(&key);
+        }
+        result
+    }
+
+    /// Drops sessions unused for longer than the session timeout; their (group, member).
+    pub fn expire(&mut self, settings: &ShareSettings, now: Instant) -> Vec<(String, String)> {
+        let expired: Vec<(String, String)> = self
+            .sessions
+            .iter()
+            .filter(|(_, (_, used))| now.duration_since(*used) > settings.session_timeout)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &expired {
+            self.sessions.remove(key);
+        }
+        expired
+    }
+}
+
 fn interval_ms(settings: &ShareSettings) -> i32 {
     i32::try_from(settings.heartbeat_interval.as_millis()).unwrap_or(i32::MAX)
 }
@@ -371,6 +422,7 @@ fn interval_ms(settings: &ShareSettings) -> i32 {
 #[derive(Default)]
 pub struct ShareGroups {
     groups: RefCell<HashMap<String, ShareGroup>>,
+    visiting: RefCell<VisitingSessions>,
 }
 
 /// Serves a heartbeat on the group's coordinator core.
@@ -409,11 +461,23 @@ pub fn describe(shard: &Rc<Shard>, group_id: &str) -> ShareGroupDescription {
 }
 
 pub fn session(shard: &Rc<Shard>, op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16> {
+    let now = Instant::now();
+    if !op.coordinated {
+        return shard.shares.groups.visiting.borrow_mut().step(op, now);
+    }
     let mut groups = shard.shares.groups.groups.borrow_mut();
+    let known = groups
+        .get(&op.group_id)
+        .is_some_and(|group| group.members.contains_key(&op.member_id));
+    if op.epoch == -1 && !known {
+        // The member left the group (librdkafka leaves, then closes its sessions): leaving
+        // closed its session and released what it held already.
+        return Ok(Vec::new());
+    }
     let group = groups
         .get_mut(&op.group_id)
         .ok_or(error_code::UNKNOWN_MEMBER_ID)?;
-    group.session(op, Instant::now())
+    group.session(op, now)
 }
 
 /// Expires silent members of every group this core coordinates; (group, member) removed.
@@ -427,6 +491,14 @@ pub fn expire(shard: &Rc<Shard>, now: Instant) -> Vec<(String, String)> {
         }
     }
     groups.retain(|_, group| !group.is_empty());
+    removed.extend(
+        shard
+            .shares
+            .groups
+            .visiting
+            .borrow_mut()
+            .expire(settings, now),
+    );
     removed
 }
 
@@ -515,6 +587,7 @@ mod tests {
             fetching: true,
             add,
             forget: Vec::new(),
+            coordinated: true,
         };
         assert_eq!(
             group.session(op(1, Vec::new()), now),

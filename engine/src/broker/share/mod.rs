@@ -27,6 +27,7 @@
 pub mod leader;
 pub mod membership;
 pub mod record;
+pub mod remote;
 pub mod store;
 pub mod window;
 
@@ -57,6 +58,10 @@ pub mod acknowledge_type {
     pub const RELEASE: i8 = 2;
     pub const REJECT: i8 = 3;
 }
+
+/// The group config (IncrementalAlterConfigs on a GROUP resource) that overrides
+/// `share_auto_offset_reset` for one group.
+pub const GROUP_CONFIG_OFFSET_RESET: &str = "share.auto.offset.reset";
 
 /// Where a share group starts in a partition it has never read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,14 +161,17 @@ pub enum ShareCall {
         group_id: String,
         member_id: String,
     },
-    /// For the core that owns `__share_group_state` partition `partition`.
+    /// For the core that owns `__share_group_state` partition `partition`, asked by the
+    /// leader of the data partition at `leader_epoch`.
     ReadState {
         partition: i32,
         key: StateKey,
+        leader_epoch: i32,
     },
     WriteState {
         partition: i32,
         key: StateKey,
+        leader_epoch: i32,
         snapshot: Snapshot,
     },
 }
@@ -224,14 +232,19 @@ pub async fn handle(shard: &Rc<Shard>, call: ShareCall) -> ShareAnswer {
             leader::release_member(shard, &group_id, &member_id).await;
             ShareAnswer::Released
         }
-        ShareCall::ReadState { partition, key } => {
-            ShareAnswer::State(store::read(shard, partition, &key).await)
-        }
+        ShareCall::ReadState {
+            partition,
+            key,
+            leader_epoch,
+        } => ShareAnswer::State(store::read(shard, partition, &key, leader_epoch).await),
         ShareCall::WriteState {
             partition,
             key,
+            leader_epoch,
             snapshot,
-        } => ShareAnswer::Written(store::write(shard, partition, key, snapshot).await),
+        } => {
+            ShareAnswer::Written(store::write(shard, partition, key, leader_epoch, snapshot).await)
+        }
     }
 }
 

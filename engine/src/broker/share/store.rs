@@ -7,6 +7,15 @@
 //! first use by replaying the partition's log (concurrent first uses share one replay, and
 //! nothing is answered before it ends). "Newest" is the highest sequence, not the last in
 //! the log, so two writes that reach the log out of order cannot roll a share partition back.
+//!
+//! This is Kafka's share coordinator: the leader of a data partition reads and writes its
+//! share partitions' state here, on this core when this broker leads the state partition,
+//! else through ReadShareGroupState and WriteShareGroupState ([`remote`](super::remote)).
+//! The store numbers the writes of a key itself (one above the newest it holds), since the
+//! data leader sends them one at a time. Each read and write carries the data partition's
+//! leader epoch: a lower one than the key has seen gets FENCED_LEADER_EPOCH, so a deposed
+//! leader cannot overwrite what its successor read. The epochs seen are kept in memory
+//! only: a new leader of the state partition starts fencing from the first read or write.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -35,9 +44,33 @@ const STATE_REPLICATION_FACTOR: usize = 3;
 #[derive(Default)]
 struct StatePartition {
     latest: RefCell<HashMap<StateKey, Snapshot>>,
+    /// The highest data-partition leader epoch that read or wrote each key.
+    leader_epochs: RefCell<HashMap<StateKey, i32>>,
 }
 
 impl StatePartition {
+    /// Records `leader_epoch` for `key`; FENCED_LEADER_EPOCH if a newer leader was seen.
+    fn fence(&self, key: &StateKey, leader_epoch: i32) -> Result<(), i16> {
+        let mut epochs = self.leader_epochs.borrow_mut();
+        match epochs.get(key) {
+            Some(&seen) if seen > leader_epoch => Err(error_code::FENCED_LEADER_EPOCH),
+            _ => {
+                epochs.insert(key.clone(), leader_epoch);
+                Ok(())
+            }
+        }
+    }
+
+    /// The sequence the next write of `key` gets: above everything it holds.
+    fn next_sequence(&self, key: &StateKey, proposed: u64) -> u64 {
+        let held = self
+            .latest
+            .borrow()
+            .get(key)
+            .map_or(0, |held| held.sequence);
+        proposed.max(held + 1)
+    }
+
     /// Keeps `snapshot` if it is newer than what the key has.
     fn apply(&self, key: StateKey, snapshot: Snapshot) {
         let mut latest = self.latest.borrow_mut();
@@ -105,8 +138,10 @@ pub async fn read(
     shard: &Rc<Shard>,
     partition: i32,
     key: &StateKey,
+    leader_epoch: i32,
 ) -> Result<Option<Snapshot>, i16> {
     let state = load(shard, partition).await?;
+    state.fence(key, leader_epoch)?;
     let latest = state.latest.borrow();
     Ok(latest.get(key).cloned())
 }
@@ -116,9 +151,12 @@ pub async fn write(
     shard: &Rc<Shard>,
     partition: i32,
     key: StateKey,
-    snapshot: Snapshot,
+    leader_epoch: i32,
+    mut snapshot: Snapshot,
 ) -> Result<(), i16> {
     let state = load(shard, partition).await?;
+    state.fence(&key, leader_epoch)?;
+    snapshot.sequence = state.next_sequence(&key, snapshot.sequence);
     let topic = state_topic(shard).await?;
     let now_ms = i64::try_from(crate::broker::replication::now_ms()).unwrap_or(i64::MAX);
     let record_key = record::encode_key(&key).map_err(|error| {
