@@ -385,12 +385,24 @@ fn space_is_reserved_in_steps_and_recovery_trims_it(kind: StrategyKind) {
             ..small_config()
         };
         let log = place.open(config.clone(), "open").await;
-        assert_eq!(first_segment_file_len(&place).await, 0, "nothing reserved at creation");
+        assert_eq!(
+            first_segment_file_len(&place).await,
+            0,
+            "nothing reserved at creation"
+        );
         let mut stored = Vec::new();
         append_until(&log, 1, &mut stored, 1).await;
-        assert_eq!(first_segment_file_len(&place).await, MIB, "the first step is 1 MiB");
+        assert_eq!(
+            first_segment_file_len(&place).await,
+            MIB,
+            "the first step is 1 MiB"
+        );
         append_until(&log, MIB + 1, &mut stored, 2).await;
-        assert_eq!(first_segment_file_len(&place).await, 2 * MIB, "then it doubles");
+        assert_eq!(
+            first_segment_file_len(&place).await,
+            2 * MIB,
+            "then it doubles"
+        );
         append_until(&log, 5 * MIB, &mut stored, 3).await;
         let reserved = first_segment_file_len(&place).await;
         assert_eq!(reserved, 6 * MIB, "then grows by the largest step");
@@ -400,7 +412,11 @@ fn space_is_reserved_in_steps_and_recovery_trims_it(kind: StrategyKind) {
         let reopened = place.open(config.clone(), "reopen").await;
         let report = reopened.recovery_report().clone();
         assert!(report.truncated.is_empty(), "{report:?}");
-        assert_eq!(report.zero_tail_bytes, reserved - reopened.size_bytes(), "{report:?}");
+        assert_eq!(
+            report.zero_tail_bytes,
+            reserved - reopened.size_bytes(),
+            "{report:?}"
+        );
         assert_eq!(read_all(&reopened, 0, 1 << 20).await, stored);
         assert_eq!(
             first_segment_file_len(&place).await,
@@ -435,7 +451,10 @@ fn without_preallocation_the_file_holds_only_data(kind: StrategyKind) {
         let mut stored = Vec::new();
         append_until(&log, 100 * 1024, &mut stored, 5).await;
         let len = first_segment_file_len(&place).await;
-        assert!(len >= log.size_bytes() && len < log.size_bytes() + 4096, "{len}");
+        assert!(
+            len >= log.size_bytes() && len < log.size_bytes() + 4096,
+            "{len}"
+        );
         drop(log);
         let reopened = place.open(config, "reopen").await;
         assert!(reopened.recovery_report().truncated.is_empty());

@@ -56,7 +56,11 @@ async fn append_one(
     let batch = make_batch(3, 900, 0, tag);
     let info = log.append(&batch, 0).await?;
     let earlier = acknowledged.insert(info.base_offset, as_stored(batch, info.base_offset, 0));
-    assert!(earlier.is_none(), "offset {} acknowledged twice", info.base_offset);
+    assert!(
+        earlier.is_none(),
+        "offset {} acknowledged twice",
+        info.base_offset
+    );
     Ok(())
 }
 
@@ -90,7 +94,10 @@ fn a_full_disk_refuses_appends_cleanly_and_they_resume_when_space_returns() {
                 matches!(&refusal, LogError::NoSpace { source, .. } if source.is_no_space()),
                 "{context}: {refusal}"
             );
-            assert!(!log.is_failed(), "{context}: nothing was written, nothing failed");
+            assert!(
+                !log.is_failed(),
+                "{context}: nothing was written, nothing failed"
+            );
             let end = log.log_end_offset();
             // Still full: refused again, and nothing moves.
             assert!(append_one(&log, 50_000, &mut acknowledged).await.is_err());
@@ -109,7 +116,12 @@ fn a_full_disk_refuses_appends_cleanly_and_they_resume_when_space_returns() {
             let reopened = PartitionLog::open(storage, dir, config)
                 .await
                 .expect("reopen");
-            assert_holds(&reopened, &acknowledged, &format!("{context}, after a crash")).await;
+            assert_holds(
+                &reopened,
+                &acknowledged,
+                &format!("{context}, after a crash"),
+            )
+            .await;
         });
     }
 }
@@ -131,7 +143,9 @@ fn a_roll_that_meets_a_full_disk_is_finished_by_a_later_append() {
         let batch_bytes = make_batch(3, 900, 0, 0).len() as u64;
         let mut tag = 0;
         while log.size_bytes() + batch_bytes <= config.segment_bytes {
-            append_one(&log, tag, &mut acknowledged).await.expect("append");
+            append_one(&log, tag, &mut acknowledged)
+                .await
+                .expect("append");
             tag += 1;
         }
         assert_eq!(log.segment_count(), 1);
@@ -148,11 +162,18 @@ fn a_roll_that_meets_a_full_disk_is_finished_by_a_later_append() {
             let error = log.append(&small, 0).await.expect_err("still full");
             assert!(matches!(error, LogError::NoSpace { .. }), "{error}");
             assert!(!log.is_failed());
-            assert_eq!(log.segment_count(), 1, "no new segment without its predecessor's indexes");
+            assert_eq!(
+                log.segment_count(),
+                1,
+                "no new segment without its predecessor's indexes"
+            );
         }
         assert_holds(&log, &acknowledged, "full at the roll").await;
         disk.set_capacity(None);
-        let info = log.append(&small, 0).await.expect("the small batch, after space returned");
+        let info = log
+            .append(&small, 0)
+            .await
+            .expect("the small batch, after space returned");
         acknowledged.insert(info.base_offset, as_stored(small, info.base_offset, 0));
         assert_eq!(log.segment_count(), 2);
         for more in 0..20 {
@@ -168,7 +189,11 @@ fn a_roll_that_meets_a_full_disk_is_finished_by_a_later_append() {
             .await
             .expect("open after a crash");
         assert_holds(&recovered, &acknowledged, "after a crash").await;
-        assert_eq!(recovered.recovery_report().indexes_rebuilt, 1, "only the active segment");
+        assert_eq!(
+            recovered.recovery_report().indexes_rebuilt,
+            1,
+            "only the active segment"
+        );
     });
 }
 
@@ -208,7 +233,10 @@ fn one_fault(op: SimOp, fault: SimFault) {
             .await
             .expect_err("refused while the fault lasts");
         if fault == SimFault::NoSpace && op == SimOp::Preallocate {
-            assert!(matches!(error, LogError::NoSpace { .. }), "{context}: {error}");
+            assert!(
+                matches!(error, LogError::NoSpace { .. }),
+                "{context}: {error}"
+            );
         }
         assert_holds_written(&log, &acknowledged, &context).await;
 
@@ -233,7 +261,12 @@ fn one_fault(op: SimOp, fault: SimFault) {
         let recovered = PartitionLog::open(storage, dir, config)
             .await
             .expect("open after a crash");
-        assert_holds(&recovered, &acknowledged, &format!("{context}, after a crash")).await;
+        assert_holds(
+            &recovered,
+            &acknowledged,
+            &format!("{context}, after a crash"),
+        )
+        .await;
     });
 }
 
@@ -346,7 +379,11 @@ async fn faults_come_and_go(seed: u64) {
                                 let stored = as_stored(batch, info.base_offset, 0);
                                 let earlier =
                                     acknowledged.borrow_mut().insert(info.base_offset, stored);
-                                assert!(earlier.is_none(), "offset {} given twice", info.base_offset);
+                                assert!(
+                                    earlier.is_none(),
+                                    "offset {} given twice",
+                                    info.base_offset
+                                );
                             }
                             Err(_) => break,
                         }

@@ -314,7 +314,9 @@ impl PartitionLog {
         // one (no space for the new file, say): finish that roll now.
         let unfinished_roll = active.file().is_sealed();
         if unfinished_roll || (!active.is_empty() && (full || old || !fits)) {
-            self.roll().await.map_err(|error| self.append_error(error))?;
+            self.roll()
+                .await
+                .map_err(|error| self.append_error(error))?;
             active = self.active();
         }
         let base_offset = active.next_offset();

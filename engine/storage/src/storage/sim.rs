@@ -124,8 +124,9 @@ impl DiskState {
 
     /// Bytes a file may still grow by.
     fn free_bytes(&self) -> u64 {
-        self.capacity_bytes
-            .map_or(u64::MAX, |capacity| capacity.saturating_sub(self.used_bytes()))
+        self.capacity_bytes.map_or(u64::MAX, |capacity| {
+            capacity.saturating_sub(self.used_bytes())
+        })
     }
 
     /// Creates (or replaces) a file holding `contents`, durably, with a new inode.
@@ -319,7 +320,10 @@ impl SimDisk {
         if let Some(fault) = state.fail_write_with {
             return Err(fault_error("write", path, fault));
         }
-        let old_len = state.files.get(path).map_or(0, |file| file.current.len() as u64);
+        let old_len = state
+            .files
+            .get(path)
+            .map_or(0, |file| file.current.len() as u64);
         if bytes.len() as u64 > state.free_bytes().saturating_add(old_len) {
             return Err(fault_error("write", path, SimFault::NoSpace));
         }
