@@ -63,6 +63,20 @@ pub enum QuorumStorageError {
     },
 }
 
+impl QuorumStorageError {
+    /// Whether the file system was full (ENOSPC, EDQUOT): the write can succeed once space
+    /// is freed, unlike an I/O error after which the file's state is unknown.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            QuorumStorageError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+}
+
 fn io_error(
     operation: &'static str,
     path: &Path,
@@ -454,6 +468,10 @@ pub struct LogFile {
 
 impl LogFile {
     /// Appends `bytes` (whole records) and returns once they are written and `fdatasync`ed.
+    ///
+    /// A full file system (ENOSPC) leaves the file as it was: whatever part of `bytes` was
+    /// written is cut off again, so the same append can be retried once space is freed
+    /// without leaving a torn record in the middle of the log.
     pub fn append(&mut self, bytes: &[u8]) -> Result<(), QuorumStorageError> {
         if bytes.is_empty() {
             return Ok(());
@@ -468,9 +486,18 @@ impl LogFile {
                 self.file.insert(file)
             }
         };
-        file.write_all(bytes)
-            .map_err(io_error("write", &self.path))?;
-        file.sync_data().map_err(io_error("fdatasync", &self.path))
+        let len = file.metadata().map_err(io_error("stat", &self.path))?.len();
+        let written = file
+            .write_all(bytes)
+            .map_err(io_error("write", &self.path))
+            .and_then(|()| file.sync_data().map_err(io_error("fdatasync", &self.path)));
+        if let Err(error) = &written {
+            if error.is_no_space() {
+                file.set_len(len)
+                    .map_err(io_error("ftruncate", &self.path))?;
+            }
+        }
+        written
     }
 
     /// Replaces the whole file with `image`, atomically: after a crash the file is either the
@@ -478,11 +505,16 @@ impl LogFile {
     pub fn rewrite(&mut self, image: &[u8]) -> Result<(), QuorumStorageError> {
         let temporary = self.path.with_extension("log.tmp");
         let mut file = File::create(&temporary).map_err(io_error("create", &temporary))?;
-        file.write_all(image)
-            .map_err(io_error("write", &temporary))?;
-        file.sync_data()
-            .map_err(io_error("fdatasync", &temporary))?;
+        let written = file
+            .write_all(image)
+            .map_err(io_error("write", &temporary))
+            .and_then(|()| file.sync_data().map_err(io_error("fdatasync", &temporary)));
         drop(file);
+        if let Err(error) = written {
+            // The old file is untouched; give back the space the partial copy took.
+            let _ = std::fs::remove_file(&temporary);
+            return Err(error);
+        }
         std::fs::rename(&temporary, &self.path).map_err(io_error("rename", &self.path))?;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
