@@ -402,7 +402,8 @@ async fn faults_come_and_go(seed: u64) {
         if log.is_failed() {
             log = log.reopen().await.expect("reopen once the fault cleared");
         }
-        assert_holds(&log, &acknowledged.borrow(), &context).await;
+        let so_far = acknowledged.borrow().clone();
+        assert_holds(&log, &so_far, &context).await;
     }
     drop(log);
     disk.crash();
@@ -410,5 +411,6 @@ async fn faults_come_and_go(seed: u64) {
         .await
         .expect("open after a crash");
     let context = format!("seed {seed}, after a crash");
-    assert_holds(&recovered, &acknowledged.borrow(), &context).await;
+    let all = acknowledged.borrow().clone();
+    assert_holds(&recovered, &all, &context).await;
 }
