@@ -247,6 +247,24 @@ impl Driver {
         }
     }
 
+    /// Fails proposals whose time is up, those still in the inbox included, without
+    /// stepping raft: for use while a write of raft's log is pending.
+    fn expire_while_waiting(&mut self, now: Instant) {
+        let expired: Vec<Pending> = {
+            let mut inbox = self.quorum.lock_inbox();
+            let (expired, kept): (Vec<Pending>, Vec<Pending>) = inbox
+                .proposals
+                .drain(..)
+                .partition(|pending| pending.deadline <= now);
+            inbox.proposals = kept.into();
+            expired
+        };
+        for pending in expired {
+            let _ = pending.reply.send(Err(ProposeError::Timeout));
+        }
+        self.expire(now);
+    }
+
     /// Fails proposals whose time is up.
     fn expire(&mut self, now: Instant) {
         let leaderless = self.node.raft.leader_id == raft::INVALID_ID;
@@ -432,6 +450,8 @@ impl Driver {
                     }
                     attempts += 1;
                     glommio::timer::sleep(PERSIST_RETRY_INTERVAL).await;
+                    // Proposers are answered at their deadline meanwhile, as usual.
+                    self.expire_while_waiting(Instant::now());
                 }
                 result => return result,
             }

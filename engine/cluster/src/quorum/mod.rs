@@ -151,10 +151,6 @@ impl QuorumConfig {
     }
 }
 
-/// How long after its deadline a proposer waits for the driver's answer before it takes the
-/// proposal for timed out (the driver may be waiting for the disk, see `driver::persist`).
-const PROPOSE_ANSWER_SLACK: Duration = Duration::from_secs(1);
-
 /// Why the quorum cannot start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
@@ -375,14 +371,7 @@ impl Quorum {
             });
         }
         self.inbox_changed.notify(1);
-        // The driver answers at the deadline, unless it is itself waiting (for a full disk
-        // to take its log, say): the proposer gives up a little later on its own.
-        let answered = async { answer.await.unwrap_or(Err(ProposeError::Stopped)) };
-        let given_up = async {
-            glommio::timer::sleep(self.config.propose_timeout + PROPOSE_ANSWER_SLACK).await;
-            Err(ProposeError::Timeout)
-        };
-        futures_lite::future::or(answered, given_up).await
+        answer.await.unwrap_or(Err(ProposeError::Stopped))
     }
 
     /// Asks the driver to stop; `run` returns soon after, failing waiting proposals.
