@@ -36,6 +36,9 @@ pub use super::partition::Partition;
 pub use super::routing::partition_owner;
 pub use shardlog_protocol::error_code;
 
+/// Least time between two attempts to reopen a partition whose log failed a write or sync.
+const REOPEN_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// One core's state. Lives in an `Rc` on its executor.
 pub struct Shard {
     pub core: usize,
@@ -124,7 +127,10 @@ impl Shard {
         let queued = self.opening.borrow().get(&key).cloned();
         if queued.is_none() {
             if let Some(open) = self.partitions.borrow().get(&key) {
-                return Ok(Rc::clone(open));
+                // A failed log is opened again under the turns, as a closed one is.
+                if !open.log.is_failed() {
+                    return Ok(Rc::clone(open));
+                }
             }
         }
         let turns = queued.unwrap_or_else(|| {
@@ -140,6 +146,9 @@ impl Shard {
             .map_err(|_| error_code::UNKNOWN_SERVER_ERROR)?;
         let found = self.partitions.borrow().get(&key).cloned();
         let outcome = match found {
+            Some(open) if open.log.is_failed() => {
+                self.reopen_failed(&key, open, topic, partition).await
+            }
             Some(open) => Ok(open),
             None => match self.open_partition(topic, partition).await {
                 Ok(open) => {
@@ -160,6 +169,56 @@ impl Shard {
         drop(turn);
         outcome
     }
+    /// A partition whose log failed a write or an fdatasync (ENOSPC, EIO) takes no produce
+    /// until its log is opened again through recovery (`PartitionLog::reopen`: what lies past
+    /// the failure is unknown, and recovery cuts the log at the first batch that is not whole
+    /// and valid). Its producers' sequences, leader epochs and replica state are then rebuilt
+    /// from what the log holds, as at start, and the new partition replaces the old one.
+    ///
+    /// While the device still refuses, the failed partition stays: it serves reads up to the
+    /// last byte known written, and produces get KAFKA_STORAGE_ERROR. Attempts are at least
+    /// `REOPEN_RETRY_INTERVAL` apart, since each walks the active segment.
+    async fn reopen_failed(
+        self: &Rc<Self>,
+        key: &PartitionKey,
+        failed: Rc<Partition>,
+        topic: &Arc<Topic>,
+        partition: i32,
+    ) -> Result<Rc<Partition>, i16> {
+        if failed
+            .reopen_attempted
+            .get()
+            .is_some_and(|attempted| attempted.elapsed() < REOPEN_RETRY_INTERVAL)
+        {
+            return Ok(failed);
+        }
+        failed.reopen_attempted.set(Some(std::time::Instant::now()));
+        let log = match failed.log.reopen().await {
+            Ok(log) => log,
+            Err(error) => {
+                tracing::warn!(topic = %topic.name, partition, %error, "cannot reopen a failed partition log yet");
+                return Ok(failed);
+            }
+        };
+        // The old log is closed from here on: whatever follows, the old partition goes.
+        self.partitions.borrow_mut().remove(key);
+        failed.role_generation.set(failed.role_generation.get() + 1);
+        failed.appended.notify(usize::MAX);
+        let dir = self.partition_dir(&topic.name, partition);
+        let reopened = self.partition_over(topic, partition, &dir, log).await?;
+        tracing::info!(
+            topic = %topic.name,
+            partition,
+            log_end_offset = reopened.log.log_end_offset(),
+            report = ?reopened.log.recovery_report(),
+            "reopened a failed partition log"
+        );
+        self.partitions
+            .borrow_mut()
+            .insert(key.clone(), Rc::clone(&reopened));
+        self.adopt_current_state(&reopened, topic, partition);
+        Ok(reopened)
+    }
     async fn open_partition(&self, topic: &Topic, partition: i32) -> Result<Rc<Partition>, i16> {
         let dir = self.partition_dir(&topic.name, partition);
         let log = PartitionLog::open(self.storage.clone(), &dir, self.log_config(topic))
@@ -168,6 +227,16 @@ impl Shard {
                 tracing::error!(topic = %topic.name, partition, %error, "cannot open partition");
                 error.code()
             })?;
+        self.partition_over(topic, partition, &dir, log).await
+    }
+    /// A partition's state over its freshly opened (recovered) log.
+    async fn partition_over(
+        &self,
+        topic: &Topic,
+        partition: i32,
+        dir: &std::path::Path,
+        log: PartitionLog,
+    ) -> Result<Rc<Partition>, i16> {
         let report = log.recovery_report();
         if !report.truncated.is_empty() || report.segments_dropped > 0 {
             tracing::warn!(topic = %topic.name, partition, ?report, "recovery cut the log");
@@ -176,7 +245,7 @@ impl Shard {
             tracing::error!(topic = %topic.name, partition, %error, "cannot rebuild producer state");
             error.code()
         })?;
-        let mut epochs = LeaderEpochCache::open(self.storage.clone(), &dir).map_err(|error| {
+        let mut epochs = LeaderEpochCache::open(self.storage.clone(), dir).map_err(|error| {
             tracing::error!(topic = %topic.name, partition, %error, "cannot read leader epochs");
             error.code()
         })?;
@@ -206,6 +275,7 @@ impl Shard {
             epochs: RefCell::new(epochs),
             role_generation: Cell::new(0),
             isr_proposal_in_flight: Cell::new(false),
+            reopen_attempted: Cell::new(None),
             log,
         }))
     }

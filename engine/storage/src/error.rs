@@ -39,6 +39,24 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the device ran out of room (ENOSPC, or EDQUOT for a quota), here or in the
+    /// first failure of a poisoned file. Space can come back, so such a failure is worth
+    /// retrying later; other I/O errors usually are not.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            // glommio's errors keep the kind but not always the raw number.
+            StorageError::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                    || matches!(
+                        source.kind(),
+                        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                    )
+            }
+            StorageError::Poisoned { first, .. } => first.is_no_space(),
+            _ => false,
+        }
+    }
+
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         StorageError::Io {
             op,
@@ -56,6 +74,14 @@ pub enum LogError {
     /// A producer's batch failed validation; nothing was appended.
     #[error("invalid batch: {0}")]
     InvalidBatch(#[from] BatchError),
+    /// The device has no room for an append: ENOSPC (or EDQUOT) from reserving its space,
+    /// writing it, syncing it, or starting a new segment for it. Nothing of the append is
+    /// acknowledged. When the reservation or a new segment failed, nothing was written and
+    /// the log is unchanged: the next append tries again, and succeeds once space is freed.
+    /// When a write or sync failed, the log is failed (`PartitionLog::is_failed`) until it is
+    /// reopened.
+    #[error("no space for log {dir}: {source}")]
+    NoSpace { dir: PathBuf, source: StorageError },
     /// A batch larger than the segment size can never be stored.
     #[error("batch of {batch_bytes} bytes exceeds the limit of {max_bytes} bytes")]
     BatchTooLarge {

@@ -348,6 +348,120 @@ fn interval_durability_syncs_in_the_background(kind: StrategyKind) {
     });
 }
 
+/// The length of the log's first (and here only) segment file, as the file system says.
+async fn first_segment_file_len(place: &common::Place) -> u64 {
+    let path = place.dir.join(format!("{:020}.log", 0));
+    place
+        .storage
+        .file_len(&path)
+        .await
+        .expect("stat")
+        .expect("the segment file exists")
+}
+
+/// Appends batches of about 64 KiB until the log holds at least `bytes`.
+async fn append_until(log: &PartitionLog, bytes: u64, stored: &mut Vec<Vec<u8>>, seed: u64) {
+    let mut step = 0;
+    while log.size_bytes() < bytes {
+        let batch = make_batch(16, 4000, 0, seed * 1000 + step);
+        stored.extend(append_all(log, vec![batch], 0).await);
+        step += 1;
+    }
+}
+
+/// Space is reserved in steps ahead of the appends, not a whole segment at creation: the
+/// file's length is 1 MiB after the first append, then doubles, and stops growing by more
+/// than `preallocate_step_bytes` at a time. A log dropped without a close leaves the
+/// reserved zeros after its data; recovery trims them as preallocated space (not a torn
+/// tail), keeps every batch, and appends reserve again from there.
+fn space_is_reserved_in_steps_and_recovery_trims_it(kind: StrategyKind) {
+    run(async move {
+        const MIB: u64 = 1 << 20;
+        let place = place(kind);
+        let config = LogConfig {
+            segment_bytes: 16 * MIB,
+            preallocate_step_bytes: 2 * MIB,
+            durability: Durability::Always,
+            ..small_config()
+        };
+        let log = place.open(config.clone(), "open").await;
+        assert_eq!(
+            first_segment_file_len(&place).await,
+            0,
+            "nothing reserved at creation"
+        );
+        let mut stored = Vec::new();
+        append_until(&log, 1, &mut stored, 1).await;
+        assert_eq!(
+            first_segment_file_len(&place).await,
+            MIB,
+            "the first step is 1 MiB"
+        );
+        append_until(&log, MIB + 1, &mut stored, 2).await;
+        assert_eq!(
+            first_segment_file_len(&place).await,
+            2 * MIB,
+            "then it doubles"
+        );
+        append_until(&log, 5 * MIB, &mut stored, 3).await;
+        let reserved = first_segment_file_len(&place).await;
+        assert_eq!(reserved, 6 * MIB, "then grows by the largest step");
+        assert_eq!(log.segment_count(), 1);
+        drop(log); // no close: the reserved tail stays on disk
+
+        let reopened = place.open(config.clone(), "reopen").await;
+        let report = reopened.recovery_report().clone();
+        assert!(report.truncated.is_empty(), "{report:?}");
+        assert_eq!(
+            report.zero_tail_bytes,
+            reserved - reopened.size_bytes(),
+            "{report:?}"
+        );
+        assert_eq!(read_all(&reopened, 0, 1 << 20).await, stored);
+        assert_eq!(
+            first_segment_file_len(&place).await,
+            reopened.size_bytes(),
+            "recovery trimmed the reserved zeros"
+        );
+        let recovered_bytes = reopened.size_bytes();
+        append_until(&reopened, recovered_bytes + 1, &mut stored, 4).await;
+        assert!(first_segment_file_len(&place).await > reopened.size_bytes());
+        reopened.close().await.expect("close");
+        assert_eq!(
+            first_segment_file_len(&place).await,
+            reopened.size_bytes(),
+            "sealing trims the reservation"
+        );
+        let again = place.open(config, "reopen after close").await;
+        assert_eq!(read_all(&again, 0, 1 << 20).await, stored);
+    });
+}
+
+/// With preallocation off, no space is reserved: the file is exactly as long as its data
+/// (up to the padding of an aligned write), and recovery finds nothing to trim.
+fn without_preallocation_the_file_holds_only_data(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let config = LogConfig {
+            preallocate: false,
+            durability: Durability::Always,
+            ..small_config()
+        };
+        let log = place.open(config.clone(), "open").await;
+        let mut stored = Vec::new();
+        append_until(&log, 100 * 1024, &mut stored, 5).await;
+        let len = first_segment_file_len(&place).await;
+        assert!(
+            len >= log.size_bytes() && len < log.size_bytes() + 4096,
+            "{len}"
+        );
+        drop(log);
+        let reopened = place.open(config, "reopen").await;
+        assert!(reopened.recovery_report().truncated.is_empty());
+        assert_eq!(read_all(&reopened, 0, 1 << 20).await, stored);
+    });
+}
+
 macro_rules! conformance {
     ($($strategy:ident => $kind:expr),* $(,)?) => {$(
         mod $strategy {
@@ -383,6 +497,10 @@ macro_rules! conformance {
             fn zstd() { zstd_batches_are_stored_as_sent($kind) }
             #[test]
             fn interval() { interval_durability_syncs_in_the_background($kind) }
+            #[test]
+            fn reserved_in_steps() { space_is_reserved_in_steps_and_recovery_trims_it($kind) }
+            #[test]
+            fn no_preallocation() { without_preallocation_the_file_holds_only_data($kind) }
         }
     )*};
 }

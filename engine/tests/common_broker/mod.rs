@@ -63,6 +63,7 @@ pub fn clients_dir() -> PathBuf {
 /// [`stop`]: BrokerProcess::stop
 pub struct BrokerProcess {
     root: tempfile::TempDir,
+    data_dir: PathBuf,
     log_filter: String,
     flags: Vec<String>,
     child: Option<Child>,
@@ -97,6 +98,22 @@ impl BrokerProcess {
         log_filter: &str,
         settings: &str,
     ) -> BrokerProcess {
+        BrokerProcess::start_in(name, flags, log_filter, settings, None)
+    }
+
+    /// Like [`start`](Self::start), with the data directory at `data_dir` (a file system of
+    /// the test's choosing) rather than in the broker's temporary directory.
+    pub fn start_with_data_dir(name: &str, flags: &[&str], data_dir: &Path) -> BrokerProcess {
+        BrokerProcess::start_in(name, flags, "info", "", Some(data_dir.to_path_buf()))
+    }
+
+    fn start_in(
+        name: &str,
+        flags: &[&str],
+        log_filter: &str,
+        settings: &str,
+        data_dir: Option<PathBuf>,
+    ) -> BrokerProcess {
         let root = tempfile::Builder::new()
             .prefix(&format!("broker-{name}-"))
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -112,19 +129,21 @@ impl BrokerProcess {
             ),
         )
         .expect("write broker.toml");
+        let data_dir = data_dir.unwrap_or_else(|| root.path().join("data"));
         let mut all_flags: Vec<String> = vec![
             "--config".into(),
             config.display().to_string(),
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--data-dir".into(),
-            root.path().join("data").display().to_string(),
+            data_dir.display().to_string(),
             "--cores".into(),
             BROKER_CORES.to_string(),
         ];
         all_flags.extend(flags.iter().map(|flag| flag.to_string()));
         let mut broker = BrokerProcess {
             root,
+            data_dir,
             log_filter: log_filter.to_string(),
             flags: all_flags,
             child: None,
@@ -190,7 +209,7 @@ impl BrokerProcess {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.data_dir.clone()
     }
 
     pub fn log_path(&self) -> PathBuf {

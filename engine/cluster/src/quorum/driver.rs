@@ -71,6 +71,11 @@ struct Waiter {
     reply: oneshot::Sender<Result<(), ProposeError>>,
 }
 
+/// How long the metadata log waits before writing again after the file system was full.
+const PERSIST_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+/// One warning per this many failed attempts (every 30 s at the interval above).
+const PERSIST_RETRY_LOG_EVERY: u64 = 60;
+
 pub(super) struct Driver {
     quorum: Arc<Quorum>,
     node: RawNode<QuorumStorage>,
@@ -250,6 +255,24 @@ impl Driver {
         }
     }
 
+    /// Fails proposals whose time is up, those still in the inbox included, without
+    /// stepping raft: for use while a write of raft's log is pending.
+    fn expire_while_waiting(&mut self, now: Instant) {
+        let expired: Vec<Pending> = {
+            let mut inbox = self.quorum.lock_inbox();
+            let (expired, kept): (Vec<Pending>, Vec<Pending>) = inbox
+                .proposals
+                .drain(..)
+                .partition(|pending| pending.deadline <= now);
+            inbox.proposals = kept.into();
+            expired
+        };
+        for pending in expired {
+            let _ = pending.reply.send(Err(ProposeError::Timeout));
+        }
+        self.expire(now);
+    }
+
     /// Fails proposals whose time is up.
     fn expire(&mut self, now: Instant) {
         let leaderless = self.node.raft.leader_id == raft::INVALID_ID;
@@ -412,6 +435,11 @@ impl Driver {
     }
 
     /// Writes a whole-file rewrite, then appended records; returns once both are durable.
+    ///
+    /// A full file system does not stop the quorum: raft must not go on before its log is
+    /// durable, so the write is retried every `PERSIST_RETRY_INTERVAL` until space is freed
+    /// (or the quorum stops), and meanwhile the metadata does not advance; the broker keeps
+    /// serving the partitions it has. Other errors stop the quorum, as before.
     async fn persist(
         &mut self,
         rewrite: Option<Vec<u8>>,
@@ -420,6 +448,28 @@ impl Driver {
         if rewrite.is_none() && records.is_empty() {
             return Ok(());
         }
+        let mut attempts: u64 = 0;
+        loop {
+            match self.persist_once(rewrite.clone(), records.clone()).await {
+                Err(error) if error.is_no_space() && !self.quorum.is_stopping() => {
+                    if attempts.is_multiple_of(PERSIST_RETRY_LOG_EVERY) {
+                        tracing::warn!(%error, attempts, "metadata log: no space; retrying");
+                    }
+                    attempts += 1;
+                    glommio::timer::sleep(PERSIST_RETRY_INTERVAL).await;
+                    // Proposers are answered at their deadline meanwhile, as usual.
+                    self.expire_while_waiting(Instant::now());
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn persist_once(
+        &mut self,
+        rewrite: Option<Vec<u8>>,
+        records: Vec<u8>,
+    ) -> Result<(), QuorumStorageError> {
         if let Some(image) = rewrite {
             self.log.rewrite(image).await?;
         }

@@ -68,6 +68,17 @@ pub enum QuorumStorageError {
     },
 }
 
+impl QuorumStorageError {
+    /// Whether the file system was full (ENOSPC, EDQUOT): the write can succeed once space
+    /// is freed, unlike an I/O error after which the file's state is unknown.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            QuorumStorageError::Disk(error) => error.is_no_space(),
+            _ => false,
+        }
+    }
+}
+
 /// Raft's view of the persisted state, kept in memory. Owned by the raft node (one core).
 #[derive(Debug, Default)]
 pub struct QuorumStorage {
@@ -426,7 +437,7 @@ fn append_config() -> AppendConfig {
     AppendConfig {
         chunk_bytes: 256 << 10,
         write_behind_max: 4,
-        preallocate_bytes: 0,
+        preallocate_step_bytes: 0,
         ..AppendConfig::default()
     }
 }
@@ -437,6 +448,8 @@ pub struct LogFile {
     disk: Storage,
     path: PathBuf,
     file: SegmentFile,
+    /// Where the last append or rewrite that returned Ok ended.
+    durable_end: u64,
 }
 
 impl LogFile {
@@ -453,10 +466,16 @@ impl LogFile {
             let image = loaded.storage.file_image();
             disk.write_file_atomic_off_thread(&path, image.clone())
                 .await?;
+            let durable_end = image.len() as u64;
             let file = disk
-                .open_segment_file(&path, image.len() as u64, &append_config())
+                .open_segment_file(&path, durable_end, &append_config())
                 .await?;
-            return Ok(LogFile { disk, path, file });
+            return Ok(LogFile {
+                disk,
+                path,
+                file,
+                durable_end,
+            });
         };
         let file = disk
             .open_segment_file(&path, records_end, &append_config())
@@ -467,20 +486,62 @@ impl LogFile {
             file.truncate(records_end).await?;
             file.sync().await?;
         }
-        Ok(LogFile { disk, path, file })
+        Ok(LogFile {
+            disk,
+            path,
+            file,
+            durable_end: records_end,
+        })
     }
 
     /// Appends `bytes` (whole records) and returns once they are written and `fdatasync`ed.
-    /// After an error the log must not be written again (the driver stops): what reached the
-    /// disk is found by the next start's replay, up to the first torn record.
+    ///
+    /// A full file system (ENOSPC) leaves the log as it was: the file is reopened at the end
+    /// of the last append that returned Ok and whatever came after is cut off (now, or at
+    /// the next call if the disk is still full), so the same append can be retried once
+    /// space is freed without a torn record in the middle of the log. After any other error
+    /// the log must not be written again (the driver stops): what reached the disk is found
+    /// by the next start's replay, up to the first torn record.
     pub async fn append(&mut self, bytes: &[u8]) -> Result<(), QuorumStorageError> {
         if bytes.is_empty() {
             return Ok(());
         }
+        if self.file.is_failed() || self.file.len() != self.durable_end {
+            self.cut_back().await?;
+        }
+        let written = self.append_and_sync(bytes).await;
+        match written {
+            Ok(()) => {
+                self.durable_end = self.file.len();
+                Ok(())
+            }
+            Err(error) => {
+                if error.is_no_space() {
+                    // Best effort now; the next append retries it first.
+                    let _ = self.cut_back().await;
+                }
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Reopens the file at the end of the last good append and cuts what follows.
+    async fn cut_back(&mut self) -> Result<(), QuorumStorageError> {
+        self.file.settle().await;
+        let file = self
+            .disk
+            .open_segment_file(&self.path, self.durable_end, &append_config())
+            .await?;
+        file.truncate(self.durable_end).await?;
+        file.sync().await?;
+        self.file = file;
+        Ok(())
+    }
+
+    async fn append_and_sync(&self, bytes: &[u8]) -> Result<(), StorageError> {
         self.file.append(bytes)?;
         self.file.wait_for_room().await?;
-        self.file.sync().await?;
-        Ok(())
+        self.file.sync().await
     }
 
     /// Replaces the whole file with `image`, atomically: after a crash the file is either the
@@ -494,6 +555,7 @@ impl LogFile {
             .disk
             .open_segment_file(&self.path, len, &append_config())
             .await?;
+        self.durable_end = len;
         Ok(())
     }
 
@@ -701,6 +763,40 @@ mod tests {
                 Err(QuorumStorageError::VotersChanged { .. })
             ));
         });
+    }
+
+    /// A full disk: the append fails with no space, leaves the log as it was, and the same
+    /// append succeeds once space is freed; nothing torn is left in the middle.
+    #[test]
+    fn a_full_disk_refuses_an_append_that_succeeds_once_space_is_freed() {
+        use shardlog_storage::storage::{SimFault, SimOp};
+        for fault_at in [SimOp::Write, SimOp::Sync] {
+            let disk = SimDisk::new(7);
+            let storage = Storage::Sim(disk.clone());
+            let dir = PathBuf::from("/sim/metadata");
+            run_local(IO_MEMORY_BYTES_DEFAULT, async {
+                let mut opened = open(&storage, &dir, &[1]).await.expect("open");
+                write(&mut opened, &[entry(1, 1, b"one")], hard_state(1, 1, 1))
+                    .await
+                    .expect("write");
+                let before = opened.log.len();
+                disk.fail_with(fault_at, Some(SimFault::NoSpace));
+                let mut out = Vec::new();
+                opened.storage.append(&[entry(2, 1, b"two")], &mut out);
+                for _ in 0..2 {
+                    let error = opened.log.append(&out).await.expect_err("no space");
+                    assert!(error.is_no_space(), "{fault_at:?}: {error}");
+                }
+                disk.fail_with(fault_at, None);
+                opened.log.append(&out).await.expect("space is back");
+                assert!(opened.log.len() > before);
+                drop(opened);
+                let reopened = open(&storage, &dir, &[1]).await.expect("reopen");
+                assert_eq!(reopened.cut_bytes, 0, "{fault_at:?}");
+                assert_eq!(reopened.storage.last_index(), 2, "{fault_at:?}");
+                assert_eq!(&reopened.storage.entries_between(1, 2)[0].data[..], b"two");
+            });
+        }
     }
 
     /// Disk faults under the quorum's log, on the simulated disk: a failed write or fsync

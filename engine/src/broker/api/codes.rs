@@ -36,7 +36,11 @@ impl KafkaCode for LogError {
             LogError::OffsetOutOfRange { .. } | LogError::NotAtLogEnd { .. } => {
                 error_code::OFFSET_OUT_OF_RANGE
             }
-            LogError::Storage(_) | LogError::Corrupt { .. } => error_code::KAFKA_STORAGE_ERROR,
+            // A full disk is a storage error to Kafka clients too (they retry it): the produce
+            // was not written, and a later one succeeds once space is freed.
+            LogError::Storage(_) | LogError::NoSpace { .. } | LogError::Corrupt { .. } => {
+                error_code::KAFKA_STORAGE_ERROR
+            }
             LogError::Closed { .. } | LogError::InvalidConfig { .. } => {
                 error_code::UNKNOWN_SERVER_ERROR
             }

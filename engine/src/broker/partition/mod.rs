@@ -161,6 +161,9 @@ pub struct Partition {
     pub(in crate::broker) role_generation: Cell<u64>,
     /// An ISR change of this partition is being proposed (one at a time).
     pub(in crate::broker) isr_proposal_in_flight: Cell<bool>,
+    /// When this partition's failed log was last tried to be opened again (see
+    /// `Shard::reopen_failed`), so a device that still refuses is not retried on every request.
+    pub(in crate::broker) reopen_attempted: Cell<Option<std::time::Instant>>,
 }
 
 impl Partition {

@@ -44,6 +44,10 @@ impl Durability {
     }
 }
 
+/// The default largest reservation step, as Redpanda's: a step costs one fallocate (and one
+/// journalled size change) per 32 MiB appended, and holds at most 32 MiB unused per partition.
+pub const PREALLOCATE_STEP_BYTES_DEFAULT: u64 = 32 << 20;
+
 /// Settings of one partition log. Defaults follow Kafka where Kafka has the setting.
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -65,8 +69,15 @@ pub struct LogConfig {
     pub chunk_bytes: usize,
     /// Write buffers in flight before appends wait.
     pub write_behind_max: usize,
-    /// Preallocate each segment to `segment_bytes` with fallocate as it is created.
+    /// Reserve each segment's space with fallocate ahead of its appends, in steps (see
+    /// `preallocate_step_bytes`), so writes land inside the file's length: they neither
+    /// extend it nor make each fdatasync journal a size change, and a full disk fails the
+    /// reservation, before anything is appended, rather than a write.
     pub preallocate: bool,
+    /// The largest reservation step: space is reserved ahead of the write position in steps
+    /// that start at 1 MiB, double with the file, and stop growing at this size (Redpanda
+    /// uses 32 MiB). A segment never reserves past `segment_bytes`. A multiple of 4096.
+    pub preallocate_step_bytes: u64,
     /// How group commits are shaped (`Auto`: the strategy's preference).
     pub commit_mode: CommitMode,
     /// Keep the log files of segments retention drops (up to
@@ -92,6 +103,7 @@ impl Default for LogConfig {
             chunk_bytes: 1 << 20,
             write_behind_max: 16,
             preallocate: true,
+            preallocate_step_bytes: PREALLOCATE_STEP_BYTES_DEFAULT,
             commit_mode: CommitMode::Auto,
             recycle_segments: true,
         }
@@ -116,6 +128,12 @@ impl LogConfig {
         if self.index_interval_bytes == 0 {
             return Some("index_interval_bytes must be at least 1");
         }
+        if self.preallocate
+            && (self.preallocate_step_bytes == 0
+                || !self.preallocate_step_bytes.is_multiple_of(4096))
+        {
+            return Some("preallocate_step_bytes must be a positive multiple of 4096");
+        }
         if self.max_batch_bytes < crate::batch::layout::HEADER_BYTES {
             return Some("max_batch_bytes must hold at least a batch header");
         }
@@ -126,11 +144,12 @@ impl LogConfig {
         AppendConfig {
             chunk_bytes: self.chunk_bytes,
             write_behind_max: self.write_behind_max,
-            preallocate_bytes: if self.preallocate {
-                self.segment_bytes
+            preallocate_step_bytes: if self.preallocate {
+                self.preallocate_step_bytes
             } else {
                 0
             },
+            preallocate_limit_bytes: self.segment_bytes,
             commit_mode: self.commit_mode,
         }
     }

@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
-pub use config::{Durability, LogConfig};
+pub use config::{Durability, LogConfig, PREALLOCATE_STEP_BYTES_DEFAULT};
 pub use recovery::{RecoveryReport, TruncatedTail};
 pub use spares::{RecycleStats, SPARE_SEGMENTS_MAX, SPARE_SUFFIX};
 
@@ -310,8 +310,13 @@ impl PartitionLog {
             .segment_age_max
             .is_some_and(|age_max| active.age() >= age_max);
         let fits = active.fits_offset(active.next_offset() + last_offset_delta);
-        if !active.is_empty() && (full || old || !fits) {
-            self.roll().await?;
+        // A sealed active segment is a roll that sealed it and then failed to start the next
+        // one (no space for the new file, say): finish that roll now.
+        let unfinished_roll = active.file().is_sealed();
+        if unfinished_roll || (!active.is_empty() && (full || old || !fits)) {
+            self.roll()
+                .await
+                .map_err(|error| self.append_error(error))?;
             active = self.active();
         }
         let base_offset = active.next_offset();
@@ -326,6 +331,15 @@ impl PartitionLog {
                 found: header.base_offset,
             });
         }
+        let file = active.file();
+        // Space first: if the device is full this fails before anything is appended, and the
+        // next append simply tries again. It also comes before `admit`, which may record the
+        // batch (an idempotent producer's sequence): a batch refused here must not be taken
+        // for a duplicate when the producer sends it again. From here to the copy nothing
+        // awaits, so the file that `reserve` found writable takes the copy.
+        file.reserve(file.len() + batch_bytes as u64)
+            .await
+            .map_err(|error| self.append_error(error.into()))?;
         if !admit(&stored) {
             return Ok(None);
         }
@@ -333,16 +347,30 @@ impl PartitionLog {
         // leader's, already in the batch); the rest goes to the file as it came.
         let head = batch::patched_head(batch, base_offset, stored.partition_leader_epoch);
         let rest = &batch[batch::PATCHED_HEAD_BYTES..];
-        active.append_batch(&head, rest, &stored, config.index_interval_bytes)?;
+        active
+            .append_batch(&head, rest, &stored, config.index_interval_bytes)
+            .map_err(|error| self.append_error(error))?;
         drop(permit);
 
-        let file = active.file();
+        self.await_durability(&file, batch_bytes as u64)
+            .await
+            .map_err(|error| self.append_error(error))?;
+        Ok(Some(AppendInfo {
+            base_offset,
+            last_offset: base_offset + last_offset_delta,
+            max_timestamp_ms: header.max_timestamp,
+        }))
+    }
+
+    /// Waits for what the durability policy promises for an append of `batch_bytes` that was
+    /// just copied into `file`: room in the write-behind, and a sync if the policy asks.
+    async fn await_durability(&self, file: &SegmentFile, batch_bytes: u64) -> Result<(), LogError> {
         file.wait_for_room().await?;
-        match config.durability {
+        match self.inner.config.durability {
             Durability::None => {}
             Durability::Always => file.sync().await?,
             Durability::Interval { interval_bytes, .. } => {
-                let unsynced = self.inner.unsynced_bytes.get() + batch_bytes as u64;
+                let unsynced = self.inner.unsynced_bytes.get() + batch_bytes;
                 if unsynced >= interval_bytes {
                     self.inner.unsynced_bytes.set(0);
                     file.sync().await?;
@@ -351,15 +379,75 @@ impl PartitionLog {
                 }
             }
         }
-        Ok(Some(AppendInfo {
-            base_offset,
-            last_offset: base_offset + last_offset_delta,
-            max_timestamp_ms: header.max_timestamp,
-        }))
+        Ok(())
+    }
+
+    /// An append's error as the caller should see it: a full device becomes
+    /// [`LogError::NoSpace`], whichever operation met it.
+    fn append_error(&self, error: LogError) -> LogError {
+        match error {
+            LogError::Storage(source) if source.is_no_space() => LogError::NoSpace {
+                dir: self.inner.dir.clone(),
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether the active segment failed a write or an fdatasync. Such a log takes no more
+    /// appends (they fail with [`StorageError::Poisoned`](crate::StorageError::Poisoned)), and
+    /// reads are served only up to the last byte known written; [`reopen`](Self::reopen) it
+    /// to append again.
+    pub fn is_failed(&self) -> bool {
+        self.active().file().is_failed()
+    }
+
+    /// Opens this log again, through recovery, after a failed write or sync, and returns the
+    /// new handle; this one is closed. The way back to appending after
+    /// [`is_failed`](Self::is_failed).
+    ///
+    /// Why recovery: after a failed write the bytes from the failed write on are unknown (a
+    /// prefix may be on the device, and later writes may have completed after a hole), and
+    /// after a failed fdatasync the kernel may have dropped the pages it could not write. The
+    /// recovery walk keeps the batches that are whole, valid and contiguous from the segment's
+    /// start and cuts the file durably at the first that is not, so the next append starts
+    /// right after valid data: never after a hole or garbage that a later recovery would cut
+    /// together with newer, acknowledged batches. Everything acknowledged as durable is below
+    /// the cut (a sync succeeds only once every write below its target completed). Batches
+    /// acknowledged under `Durability::None` or `Interval` that never reached the file are
+    /// lost, as a crash would lose them, and their offsets are given again.
+    ///
+    /// Every write of the failed file is waited out first, so none lands after the new handle
+    /// writes. If reopening fails (the device still refuses), this log stays as it was,
+    /// failed but readable, and the call can be retried.
+    pub async fn reopen(&self) -> Result<PartitionLog, LogError> {
+        let permit = self.lock().await?;
+        let active = self.active();
+        active.file().settle().await;
+        // Pages the kernel failed to write back may be marked clean and still be served from
+        // the page cache; recovery must read what the device holds.
+        self.inner.storage.drop_cached(&active.paths().log);
+        let reopened = PartitionLog::open(
+            self.inner.storage.clone(),
+            &self.inner.dir,
+            self.inner.config.clone(),
+        )
+        .await?;
+        // What recovery kept is durable before the log takes appends: an idempotent
+        // producer's retry of a batch found there is answered as a duplicate, unsynced.
+        reopened.sync().await?;
+        self.inner.closed.set(true);
+        self.inner.append_lock.close();
+        drop(permit);
+        Ok(reopened)
     }
 
     /// Seals the active segment and starts a new one at the log end, in a spare file if
     /// there is one it may overwrite. Lock held by the caller.
+    ///
+    /// If starting the new segment fails, the sealed segment stays the last one and the next
+    /// append calls this again: sealing is idempotent (a sealed file is already durable and
+    /// trimmed; its index files are written again).
     async fn roll(&self) -> Result<(), LogError> {
         let active = self.active();
         active.seal(&self.inner.storage).await?;

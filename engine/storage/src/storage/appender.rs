@@ -21,8 +21,12 @@ pub struct AppendConfig {
     pub chunk_bytes: usize,
     /// Writes allowed in flight at once before `wait_for_room` makes appenders wait.
     pub write_behind_max: usize,
-    /// Space preallocated for a new file (fallocate; the file's length becomes this).
-    pub preallocate_bytes: u64,
+    /// Space is reserved ahead of the write position in steps that grow with the file up to
+    /// this many bytes (fallocate; the file's length becomes the reserved end). 0 reserves
+    /// nothing: writes extend the file. See [`Appender::reserve`].
+    pub preallocate_step_bytes: u64,
+    /// Reservations stop here (the segment size): a segment never reserves past it.
+    pub preallocate_limit_bytes: u64,
     pub commit_mode: CommitMode,
 }
 
@@ -31,11 +35,16 @@ impl Default for AppendConfig {
         AppendConfig {
             chunk_bytes: 1 << 20,
             write_behind_max: 16,
-            preallocate_bytes: 0,
+            preallocate_step_bytes: 0,
+            preallocate_limit_bytes: 0,
             commit_mode: CommitMode::Auto,
         }
     }
 }
+
+/// The first reservation of a file, and the least any later one adds: a partition that
+/// receives a trickle reserves one chunk's worth, not a whole step.
+pub const PREALLOCATE_STEP_MIN_BYTES: u64 = 1 << 20;
 
 type SharedResult = Shared<Pin<Box<dyn Future<Output = Result<(), StorageError>>>>>;
 
@@ -94,6 +103,9 @@ struct AppendState<B> {
     written_end: u64,
     /// Bytes below this are durable.
     durable_end: u64,
+    /// The file's length as reserved by `preallocate` (or as found): writes below it neither
+    /// extend the file nor need space from the file system.
+    reserved_end: u64,
     in_flight: VecDeque<InFlight>,
     /// Group commits under way, oldest first, at most `COMMITS_IN_FLIGHT_MAX`.
     commits: VecDeque<Commit>,
@@ -125,7 +137,15 @@ struct AppendState<B> {
 /// at once; no borrow of the state is held across an await. Not `Send`.
 ///
 /// **Failure.** After any failed write or sync the appender is poisoned: every later call
-/// returns [`StorageError::Poisoned`], because the device's contents are then unknown.
+/// returns [`StorageError::Poisoned`], because the device's contents past the last completed
+/// write are then unknown. Reads are served up to [`written_len`](Self::written_len) (the
+/// bytes every write below completed), never past it, and no new write is started. To take
+/// appends again, wait for the writes still in flight ([`settle`](Self::settle)) and open
+/// the file afresh through recovery, which finds where the valid batches end (the partition
+/// log's `reopen`). A failed [`reserve`](Self::reserve) does not poison: it writes nothing.
+///
+/// **Space.** The file's space is reserved in growing steps ahead of the appends
+/// ([`reserve`](Self::reserve)), not all at once when the file is created.
 ///
 /// **Bounds.** Memory: one chunk being filled plus `write_behind_max` chunks in flight.
 pub struct Appender<E: FileIo> {
@@ -174,10 +194,11 @@ impl<E: FileIo> Appender<E> {
             config.chunk_bytes
         );
         assert!(config.write_behind_max > 0);
-        if config.preallocate_bytes > logical_len {
-            io.preallocate(config.preallocate_bytes).await?;
-        }
+        // Nothing is reserved here: space is taken as appends reach it (`reserve`), so a
+        // partition that is created and never written holds no more than its file's bytes.
+        let file_len = io.file_len().await?;
         let appender = Rc::new(Appender::new(io, path, logical_len, config, false));
+        appender.state.borrow_mut().reserved_end = file_len;
         appender.restart_at(logical_len).await?;
         Ok(appender)
     }
@@ -202,6 +223,7 @@ impl<E: FileIo> Appender<E> {
                 dispatched_end: len,
                 written_end: len,
                 durable_end: len,
+                reserved_end: len,
                 in_flight: VecDeque::new(),
                 commits: VecDeque::new(),
                 next_commit_id: 0,
@@ -321,6 +343,97 @@ impl<E: FileIo> Appender<E> {
         Ok(())
     }
 
+    /// Whether a write or sync of this file failed: it takes no more appends (see
+    /// **Failure** above).
+    pub fn is_failed(&self) -> bool {
+        self.state.borrow().failed.is_some()
+    }
+
+    /// Whether the file was sealed and takes no more appends.
+    pub fn is_sealed(&self) -> bool {
+        self.state.borrow().sealed
+    }
+
+    /// Makes sure the file has space reserved up to `end` (the logical end an append is about
+    /// to reach), so writes below it need no space from the file system and do not extend the
+    /// file. Call it before [`append`](Self::append): if it fails, nothing was appended and
+    /// the appender is as it was, so the caller can refuse the append cleanly and try again
+    /// later (a full disk fails here, with ENOSPC, before anything is acknowledged).
+    ///
+    /// Reservations grow with the file: each one adds as much as the file already reserved,
+    /// at least [`PREALLOCATE_STEP_MIN_BYTES`] and at most `preallocate_step_bytes`, and none
+    /// goes past `preallocate_limit_bytes` (the segment size). When the full step does not
+    /// fit on the device, the exact need is tried before giving up, so the disk can fill to
+    /// the last byte. Without a step (`preallocate_step_bytes == 0`), does nothing.
+    ///
+    /// Concurrent callers may both reserve; `fallocate` only ever grows a file, so that is
+    /// harmless (the log calls it under its append lock anyway).
+    pub async fn reserve(&self, end: u64) -> Result<(), StorageError> {
+        let step_bytes = self.config.preallocate_step_bytes;
+        // An O_DIRECT write covers the whole last page.
+        let needed = align_up(end, self.alignment);
+        let target = {
+            let state = self.state.borrow();
+            self.check_writable(&state)?;
+            if step_bytes == 0 || needed <= state.reserved_end {
+                return Ok(());
+            }
+            let ahead = state
+                .reserved_end
+                .clamp(PREALLOCATE_STEP_MIN_BYTES.min(step_bytes), step_bytes);
+            let limit = align_up(self.config.preallocate_limit_bytes, self.alignment);
+            align_up(state.reserved_end + ahead, self.alignment)
+                .min(limit)
+                .max(needed)
+        };
+        let reserved = match self.io.preallocate(target).await {
+            Ok(()) => target,
+            Err(error) if error.is_no_space() && target > needed => {
+                self.io.preallocate(needed).await?;
+                needed
+            }
+            Err(error) => return Err(error),
+        };
+        let mut state = self.state.borrow_mut();
+        state.reserved_end = state.reserved_end.max(reserved);
+        // A write may have failed meanwhile; the caller appends next without awaiting.
+        self.check_writable(&state)
+    }
+
+    /// The file's length as reserved so far (or as found when it was opened).
+    pub fn reserved_len(&self) -> u64 {
+        self.state.borrow().reserved_end
+    }
+
+    /// Returns once no write or group commit of this appender is in flight, whatever their
+    /// outcome. After a failure, nothing else may write to the file before this returns: a
+    /// write still in flight could otherwise land over newer bytes. Bounded: a failed
+    /// appender starts no new writes, so this waits for at most `write_behind_max` writes and
+    /// the commits under way.
+    pub async fn settle(&self) {
+        loop {
+            let pending: Vec<SharedResult> = {
+                let state = self.state.borrow();
+                state
+                    .in_flight
+                    .iter()
+                    .map(|write| write.done.clone())
+                    .chain(state.commits.iter().map(|commit| commit.done.clone()))
+                    .collect()
+            };
+            if pending.is_empty() {
+                return;
+            }
+            for done in pending {
+                let _ = done.await;
+            }
+            self.retire_completed();
+            let mut state = self.state.borrow_mut();
+            // Failed writes stay failed; they are no longer in flight.
+            state.in_flight.retain(|write| write.done.peek().is_none());
+        }
+    }
+
     /// Copies `bytes` to the end of the file, in memory, and returns the new logical end.
     ///
     /// Full chunks start writing in the background; call [`wait_for_room`](Self::wait_for_room)
@@ -436,7 +549,9 @@ impl<E: FileIo> Appender<E> {
     /// Returns every write in flight afterwards, all of which must finish for a flush.
     fn dispatch_tail(self: &Rc<Self>, with_sync: bool) -> Vec<SharedResult> {
         let mut state = self.state.borrow_mut();
-        if state.end > state.dispatched_end {
+        // After a failure nothing new is written: what lies past the failed write is unknown,
+        // and `settle` must be able to wait out every write that was started.
+        if state.end > state.dispatched_end && state.failed.is_none() {
             let fill = (state.end - state.chunk_start) as usize;
             let write_bytes = align_up(fill as u64, self.alignment) as usize;
             let next_start = align_down(state.end, self.alignment);
@@ -648,9 +763,8 @@ impl<E: FileIo> Appender<E> {
         );
         self.flush().await?;
         self.io.set_len(len).await?;
-        if self.config.preallocate_bytes > len {
-            self.io.preallocate(self.config.preallocate_bytes).await?;
-        }
+        // Space after the cut is reserved again by the appends that reach it.
+        self.state.borrow_mut().reserved_end = len;
         // The cut must be durable before anything is appended after it, or a crash could
         // resurrect the old bytes behind new ones.
         self.io.sync().await?;

@@ -27,10 +27,10 @@ use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub use appender::{AppendConfig, Appender, CommitMode};
+pub use appender::{AppendConfig, Appender, CommitMode, PREALLOCATE_STEP_MIN_BYTES};
 pub use buffered::BufferedIo;
 pub use direct::DirectIo;
-pub use sim::{SimDisk, SimIo};
+pub use sim::{SimDisk, SimFault, SimIo, SimOp};
 pub use uring::{UringIo, KEPT_READ_BUFFERS_BYTES_MAX};
 
 use crate::error::StorageError;
@@ -285,6 +285,27 @@ impl Storage {
         }
     }
 
+    /// Best effort: drops the page cache's clean pages of a file, so the next reads come
+    /// from the device. After a failed writeback the kernel may mark pages clean that never
+    /// reached the device; a reader would otherwise take them for stored bytes. Only the
+    /// `buffered` strategy reads through the page cache; the others read with O_DIRECT (or
+    /// from memory) and need nothing.
+    pub fn drop_cached(&self, path: &Path) {
+        if !matches!(self, Storage::Buffered) {
+            return;
+        }
+        use std::os::fd::AsRawFd;
+        let Ok(file) = std::fs::File::open(path) else {
+            return;
+        };
+        // SAFETY: posix_fadvise on a descriptor we own; it only advises the page cache.
+        let advised =
+            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if advised != 0 {
+            tracing::warn!(path = %path.display(), errno = advised, "cannot drop cached pages");
+        }
+    }
+
     /// Creates a directory and its parents.
     pub fn create_dir_all(&self, dir: &Path) -> Result<(), StorageError> {
         match self {
@@ -426,10 +447,19 @@ fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let temporary = path.with_extension("tmp");
     let mut file = std::fs::File::create(&temporary)
         .map_err(|error| StorageError::io("create", &temporary, error))?;
-    file.write_all(bytes)
-        .map_err(|error| StorageError::io("write", &temporary, error))?;
-    file.sync_data()
-        .map_err(|error| StorageError::io("fdatasync", &temporary, error))?;
+    let written = file
+        .write_all(bytes)
+        .map_err(|error| StorageError::io("write", &temporary, error))
+        .and_then(|()| {
+            file.sync_data()
+                .map_err(|error| StorageError::io("fdatasync", &temporary, error))
+        });
+    if let Err(error) = written {
+        // `path` is untouched; give back the space the partial copy took (a full disk).
+        drop(file);
+        let _ = std::fs::remove_file(&temporary);
+        return Err(error);
+    }
     std::fs::rename(&temporary, path).map_err(|error| StorageError::io("rename", path, error))?;
     if let Some(dir) = path.parent() {
         sync_dir(dir)?;
@@ -461,6 +491,31 @@ impl SegmentFile {
     /// See [`Appender::append`].
     pub fn append(&self, bytes: &[u8]) -> Result<u64, StorageError> {
         each_file!(self, appender => appender.append(bytes))
+    }
+
+    /// See [`Appender::reserve`].
+    pub async fn reserve(&self, end: u64) -> Result<(), StorageError> {
+        each_file!(self, appender => appender.reserve(end).await)
+    }
+
+    /// See [`Appender::reserved_len`].
+    pub fn reserved_len(&self) -> u64 {
+        each_file!(self, appender => appender.reserved_len())
+    }
+
+    /// See [`Appender::settle`].
+    pub async fn settle(&self) {
+        each_file!(self, appender => appender.settle().await)
+    }
+
+    /// See [`Appender::is_failed`].
+    pub fn is_failed(&self) -> bool {
+        each_file!(self, appender => appender.is_failed())
+    }
+
+    /// See [`Appender::is_sealed`].
+    pub fn is_sealed(&self) -> bool {
+        each_file!(self, appender => appender.is_sealed())
     }
 
     /// See [`Appender::wait_for_room`].

@@ -8,7 +8,16 @@
 //! - Directory operations (create, remove, rename, whole-file replace) and `set_len` are
 //!   durable when they return (the real strategies fsync for those).
 //!
-//! Faults on demand: failed writes, failed syncs, a crash, and corruption of stored bytes.
+//! - With a capacity set, the disk holds at most that many bytes of file length in all: a
+//!   preallocation that would pass it fails with ENOSPC and changes nothing; a write that
+//!   would extend a file past it keeps the whole sectors that fit and then fails with ENOSPC,
+//!   as a short write on a real disk does. Writes inside a file's length need no space
+//!   (that is what preallocation buys).
+//!
+//! Faults on demand: failed writes, failed syncs, a crash, and corruption of stored bytes;
+//! and, by operation (`fail_with`), preallocations, writes and syncs failing with ENOSPC or
+//! EIO as a real device reports them. A failing write keeps the first half of its sectors
+//! (bytes partly on disk), so what follows a failed write is tested too.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -41,6 +50,32 @@ impl SplitMix64 {
     }
 }
 
+/// An operation of a simulated file that [`SimDisk::fail_with`] can make fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimOp {
+    Preallocate,
+    Write,
+    Sync,
+}
+
+/// How a failing operation fails, as a real device would report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimFault {
+    /// ENOSPC: the device is full.
+    NoSpace,
+    /// EIO: the device failed the operation.
+    Io,
+}
+
+impl SimFault {
+    fn errno(self) -> i32 {
+        match self {
+            SimFault::NoSpace => libc::ENOSPC,
+            SimFault::Io => libc::EIO,
+        }
+    }
+}
+
 #[derive(Default)]
 struct SimFile {
     /// Identity, as an inode: a handle keeps writing to the file it opened even after that
@@ -68,11 +103,32 @@ struct DiskState {
     alignment: u64,
     fail_writes: bool,
     fail_syncs: bool,
+    /// Faults set with `fail_with`, by operation.
+    fail_preallocate_with: Option<SimFault>,
+    fail_write_with: Option<SimFault>,
+    fail_sync_with: Option<SimFault>,
+    /// Most bytes of file length the disk holds in all; `None` for no limit.
+    capacity_bytes: Option<u64>,
     crashes: u64,
     next_inode: u64,
 }
 
 impl DiskState {
+    /// Bytes of file length on the disk (every file's current length).
+    fn used_bytes(&self) -> u64 {
+        self.files
+            .values()
+            .map(|file| file.current.len() as u64)
+            .sum()
+    }
+
+    /// Bytes a file may still grow by.
+    fn free_bytes(&self) -> u64 {
+        self.capacity_bytes.map_or(u64::MAX, |capacity| {
+            capacity.saturating_sub(self.used_bytes())
+        })
+    }
+
     /// Creates (or replaces) a file holding `contents`, durably, with a new inode.
     fn create(&mut self, path: &Path, contents: Vec<u8>) -> u64 {
         let inode = self.next_inode;
@@ -109,6 +165,10 @@ impl SimDisk {
                 alignment,
                 fail_writes: false,
                 fail_syncs: false,
+                fail_preallocate_with: None,
+                fail_write_with: None,
+                fail_sync_with: None,
+                capacity_bytes: None,
                 crashes: 0,
                 next_inode: 1,
             })),
@@ -138,6 +198,27 @@ impl SimDisk {
     /// Every sync from now on fails (or, with `false`, succeeds again).
     pub fn fail_syncs(&self, fail: bool) {
         self.state.borrow_mut().fail_syncs = fail;
+    }
+
+    /// Every `op` from now on fails with `fault` (or, with `None`, succeeds again).
+    pub fn fail_with(&self, op: SimOp, fault: Option<SimFault>) {
+        let mut state = self.state.borrow_mut();
+        match op {
+            SimOp::Preallocate => state.fail_preallocate_with = fault,
+            SimOp::Write => state.fail_write_with = fault,
+            SimOp::Sync => state.fail_sync_with = fault,
+        }
+    }
+
+    /// Limits the bytes of file length the disk holds in all (`None`: no limit). Files
+    /// already bigger are left as they are; they only keep others from growing.
+    pub fn set_capacity(&self, capacity_bytes: Option<u64>) {
+        self.state.borrow_mut().capacity_bytes = capacity_bytes;
+    }
+
+    /// Bytes of file length on the disk, over every file.
+    pub fn used_bytes(&self) -> u64 {
+        self.state.borrow().used_bytes()
     }
 
     /// Power loss: every file keeps its durable bytes plus, for each unsynced write, nothing,
@@ -236,6 +317,16 @@ impl SimDisk {
                 path: path.to_path_buf(),
             });
         }
+        if let Some(fault) = state.fail_write_with {
+            return Err(fault_error("write", path, fault));
+        }
+        let old_len = state
+            .files
+            .get(path)
+            .map_or(0, |file| file.current.len() as u64);
+        if bytes.len() as u64 > state.free_bytes().saturating_add(old_len) {
+            return Err(fault_error("write", path, SimFault::NoSpace));
+        }
         state.create(path, bytes.to_vec());
         Ok(())
     }
@@ -247,6 +338,11 @@ impl SimDisk {
         let len = file.current.len().min(max_bytes as usize);
         Some(file.current[..len].to_vec())
     }
+}
+
+/// The error a real strategy would return for `fault` during `op`.
+fn fault_error(op: &'static str, path: &Path, fault: SimFault) -> StorageError {
+    StorageError::io(op, path, std::io::Error::from_raw_os_error(fault.errno()))
 }
 
 /// One file on a [`SimDisk`].
@@ -311,11 +407,38 @@ impl FileIo for SimIo {
             );
             let fail = io.disk.state.borrow().fail_writes;
             io.check("write failure", fail)?;
-            io.with_file(|file| {
-                write_into(&mut file.current, position, &buffer);
-                file.unsynced.push((position, buffer));
-            });
-            Ok(())
+            let (fault, free_bytes) = {
+                let state = io.disk.state.borrow();
+                (state.fail_write_with, state.free_bytes())
+            };
+            let file_len = io.with_file(|file| file.current.len() as u64);
+            let room_end = file_len.saturating_add(free_bytes);
+            let end = position + buffer.len() as u64;
+            // How much of the write lands, in whole sectors, and why the rest does not.
+            let (kept_bytes, failure) = match fault {
+                Some(fault) => (buffer.len() / 2, Some(fault)),
+                None if end > room_end => (
+                    room_end.saturating_sub(position) as usize,
+                    Some(SimFault::NoSpace),
+                ),
+                None => (buffer.len(), None),
+            };
+            let kept_bytes = match failure {
+                Some(_) => kept_bytes.min(buffer.len()) / SECTOR_BYTES * SECTOR_BYTES,
+                None => kept_bytes,
+            };
+            if kept_bytes > 0 {
+                let mut kept = buffer;
+                kept.truncate(kept_bytes);
+                io.with_file(|file| {
+                    write_into(&mut file.current, position, &kept);
+                    file.unsynced.push((position, kept));
+                });
+            }
+            match failure {
+                Some(fault) => Err(fault_error("write", &io.path, fault)),
+                None => Ok(()),
+            }
         }
     }
 
@@ -325,6 +448,10 @@ impl FileIo for SimIo {
             futures_lite::future::yield_now().await;
             let fail = io.disk.state.borrow().fail_syncs;
             io.check("sync failure", fail)?;
+            if let Some(fault) = io.disk.state.borrow().fail_sync_with {
+                // The unsynced writes stay visible and not durable: a crash may lose them.
+                return Err(fault_error("fdatasync", &io.path, fault));
+            }
             io.with_file(|file| {
                 file.durable = file.current.clone();
                 file.unsynced.clear();
@@ -359,6 +486,17 @@ impl FileIo for SimIo {
 
     async fn preallocate(&self, len: u64) -> Result<(), StorageError> {
         self.check("preallocate after crash", false)?;
+        let (fault, free_bytes) = {
+            let state = self.disk.state.borrow();
+            (state.fail_preallocate_with, state.free_bytes())
+        };
+        if let Some(fault) = fault {
+            return Err(fault_error("fallocate", &self.path, fault));
+        }
+        let file_len = self.with_file(|file| file.current.len() as u64);
+        if len.saturating_sub(file_len) > free_bytes {
+            return Err(fault_error("fallocate", &self.path, SimFault::NoSpace));
+        }
         // Like fallocate mode 0: the file grows to `len` with zeros, durably (metadata).
         self.with_file(|file| {
             let len = len as usize;

@@ -1063,7 +1063,6 @@ mod tests {
         AppendConfig {
             chunk_bytes: CHUNK_BYTES,
             write_behind_max: 8,
-            preallocate_bytes: 0,
             ..AppendConfig::default()
         }
     }
