@@ -2,14 +2,15 @@
 //! holds (messages, heartbeats, proposals), ticks raft on time, handles `Ready`, and runs
 //! the controller duties while it leads.
 //!
-//! `Ready` handling follows raft-rs's contract:
-//! 1. send `messages` at once (they do not depend on this node's log);
-//! 2. install a received snapshot, append the new entries and the hard state, and wait for
-//!    `fdatasync` (on a helper thread, so the executor keeps serving);
-//! 3. only then send `persisted_messages` (votes and append responses promise what is now
-//!    on disk);
-//! 4. apply committed entries, publish the new state, answer the waiting proposers;
-//! 5. `advance`, persist the new commit index, send and apply what the `LightReady` holds.
+//! The raft rules themselves are in [`QuorumNode`](super::node::QuorumNode), which does no
+//! I/O; the driver carries out what its two `Ready` halves ask, in order:
+//! 1. send `send_now` at once (they do not depend on this node's log);
+//! 2. write a received snapshot's log image, append the new entries and the hard state, and
+//!    wait for `fdatasync` (the executor keeps serving meanwhile);
+//! 3. only then send `send_persisted` (votes and append responses promise what is now on
+//!    disk);
+//! 4. publish the new state, answer the waiting proposers;
+//! 5. persist the new commit index, send `send_after`, report unreachable peers.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -18,52 +19,14 @@ use std::time::Instant;
 
 use futures_channel::oneshot;
 use futures_lite::FutureExt;
-use raft::eraftpb::{ConfState, Entry, EntryType, Message, MessageType, Snapshot};
-use raft::{RawNode, SnapshotStatus, StateRole};
+use raft::eraftpb::{Message, MessageType};
 use uuid::Uuid;
 
-use super::controller::Controller;
 use super::frame::{self, Frame};
-use super::proposal::Proposal;
-use super::storage::{LogFile, QuorumStorage, QuorumStorageError};
+use super::node::{NodeSettings, QuorumNode};
+use super::storage::{LogFile, QuorumStorageError};
 use super::transport::Transport;
-use super::{broker_id, raft_id, Pending, ProposeError, Quorum, QuorumError, Recovered};
-use crate::state::{ClusterState, Command, Refusal};
-
-/// Applies one committed entry to `state`. Returns the proposal's id and the outcome, or
-/// `None` for an entry that carries no command (a leader's no-op, a configuration change).
-pub(super) fn apply_entry(
-    state: &mut ClusterState,
-    entry: &Entry,
-) -> Option<(Uuid, Result<(), Refusal>)> {
-    if entry.get_entry_type() != EntryType::EntryNormal {
-        // Membership changes are never proposed (see docs/cluster.md).
-        tracing::warn!(index = entry.index, "ignoring a configuration-change entry");
-        return None;
-    }
-    if entry.data.is_empty() {
-        return None;
-    }
-    match Proposal::decode(&entry.data) {
-        Ok(proposal) => {
-            let outcome = state.apply(&proposal.command);
-            match &outcome {
-                Ok(()) => {
-                    tracing::debug!(index = entry.index, command = ?proposal.command, "applied")
-                }
-                Err(refusal) => {
-                    tracing::debug!(index = entry.index, command = ?proposal.command, %refusal, "refused")
-                }
-            }
-            Some((proposal.id, outcome))
-        }
-        Err(error) => {
-            // Every member skips the same entry, so the states stay equal.
-            tracing::error!(index = entry.index, %error, "undecodable metadata entry; skipped");
-            None
-        }
-    }
-}
+use super::{Pending, ProposeError, Quorum, QuorumError, Recovered};
 
 /// A proposal handed to raft, waiting to be applied.
 struct Waiter {
@@ -78,16 +41,12 @@ const PERSIST_RETRY_LOG_EVERY: u64 = 60;
 
 pub(super) struct Driver {
     quorum: Arc<Quorum>,
-    node: RawNode<QuorumStorage>,
+    node: QuorumNode,
     log: LogFile,
     transport: Option<Rc<Transport>>,
-    /// The applied state (published to `quorum.state` after each change).
-    state: ClusterState,
-    applied: u64,
     /// Proposals not yet handed to raft (no leader known yet).
     queued: VecDeque<Pending>,
     waiting: HashMap<Uuid, Waiter>,
-    controller: Controller,
     next_tick: Instant,
     next_heartbeat: Instant,
 }
@@ -106,20 +65,19 @@ impl Driver {
             &recovered.loaded,
         )
         .await?;
-        let raft_config = raft::Config {
-            id: raft_id(config.node_id),
-            election_tick: config.election_ticks,
-            heartbeat_tick: config.heartbeat_ticks,
-            applied: recovered.applied,
-            max_size_per_msg: 1 << 20,
-            max_inflight_msgs: 256,
-            check_quorum: true,
-            pre_vote: true,
-            ..Default::default()
+        let settings = NodeSettings {
+            node_id: config.node_id,
+            election_ticks: config.election_ticks,
+            heartbeat_ticks: config.heartbeat_ticks,
+            broker_session_timeout: config.broker_session_timeout,
+            snapshot_every_entries: config.snapshot_every_entries,
         };
-        raft_config.validate()?;
-        let logger = super::logger::raft_logger(raft_config.id);
-        let node = RawNode::new(&raft_config, recovered.loaded.storage, &logger)?;
+        let node = QuorumNode::new(
+            &settings,
+            recovered.loaded.storage,
+            recovered.state,
+            recovered.applied,
+        )?;
         let transport = if config.voters.len() > 1 {
             Some(Transport::start(&quorum)?)
         } else {
@@ -127,26 +85,20 @@ impl Driver {
         };
         let now = Instant::now();
         Ok(Driver {
-            controller: Controller::new(config.broker_session_timeout),
             next_tick: now + config.tick_interval,
             next_heartbeat: now,
             quorum,
             node,
             log,
             transport,
-            state: recovered.state,
-            applied: recovered.applied,
             queued: VecDeque::new(),
             waiting: HashMap::new(),
         })
     }
 
     pub(super) async fn run(mut self) -> Result<(), QuorumError> {
-        if self.node.raft.prs().conf().voters().ids().len() == 1 {
-            // Alone: nobody to wait for, elect at once.
-            self.node.campaign()?;
-            self.follow_leadership(Instant::now());
-        }
+        self.node.campaign_if_alone()?;
+        self.follow_leadership(Instant::now());
         let result = self.turns().await;
         for waiter in self.waiting.drain().map(|(_, waiter)| waiter.reply) {
             let _ = waiter.send(Err(ProposeError::Stopped));
@@ -222,7 +174,7 @@ impl Driver {
             }
         }
         for broker in heartbeats {
-            self.controller.heard(broker, now);
+            self.node.heard(broker, now);
         }
         self.queued.extend(proposals);
     }
@@ -230,14 +182,14 @@ impl Driver {
     fn tick(&mut self, now: Instant) {
         let quorum = Arc::clone(&self.quorum);
         let config = &quorum.config;
-        self.node.tick();
         self.next_tick += config.tick_interval;
         if self.next_tick <= now {
             // The executor was held up for more than a tick: do not tick in a burst.
             self.next_tick = now + config.tick_interval;
         }
         self.expire(now);
-        self.controller.heard(config.node_id, now);
+        self.node.heard(config.node_id, now);
+        self.node.tick(now);
         if now >= self.next_heartbeat {
             self.next_heartbeat = now + config.heartbeat_interval;
             if let Some(transport) = &self.transport {
@@ -249,10 +201,6 @@ impl Driver {
             }
         }
         self.follow_leadership(now);
-        for command in self.controller.due(&self.state, now) {
-            tracing::info!(?command, "controller proposes");
-            self.propose_internal(command);
-        }
     }
 
     /// Fails proposals whose time is up, those still in the inbox included, without
@@ -275,7 +223,7 @@ impl Driver {
 
     /// Fails proposals whose time is up.
     fn expire(&mut self, now: Instant) {
-        let leaderless = self.node.raft.leader_id == raft::INVALID_ID;
+        let leaderless = self.node.leader().is_none();
         let (expired, kept): (Vec<Pending>, Vec<Pending>) = self
             .queued
             .drain(..)
@@ -306,11 +254,11 @@ impl Driver {
     /// proposal to the leader).
     fn submit_queued(&mut self) {
         while let Some(pending) = self.queued.pop_front() {
-            if self.node.raft.leader_id == raft::INVALID_ID {
+            if self.node.leader().is_none() {
                 self.queued.push_front(pending);
                 return;
             }
-            match self.node.propose(Vec::new(), pending.data) {
+            match self.node.propose_bytes(pending.data) {
                 Ok(()) => {
                     self.waiting.insert(
                         pending.id,
@@ -330,56 +278,44 @@ impl Driver {
         }
     }
 
-    /// A proposal of the controller's own: nobody waits on it.
-    fn propose_internal(&mut self, command: Command) {
-        let data = Proposal {
-            id: Uuid::new_v4(),
-            command,
-        }
-        .encode();
-        if let Err(error) = self.node.propose(Vec::new(), data) {
-            tracing::debug!(%error, "raft dropped a controller proposal");
-        }
-    }
-
     async fn handle_ready(&mut self) -> Result<(), QuorumError> {
-        let mut ready = self.node.ready();
-        let mut after_advance = AfterAdvance::default();
-        self.send(ready.take_messages(), &mut after_advance);
-
-        let mut rewrite = None;
-        if !ready.snapshot().is_empty() {
-            let snapshot = ready.snapshot().clone();
-            self.restore(&snapshot)?;
-            rewrite = Some(self.node.mut_store().install_snapshot(snapshot));
+        let mut unreachable = Vec::new();
+        let writes = self.node.begin_ready()?;
+        self.send(writes.send_now, &mut unreachable);
+        if writes.restored {
+            self.publish();
         }
-        let mut records = Vec::new();
-        if !ready.entries().is_empty() {
-            self.node.mut_store().append(ready.entries(), &mut records);
+        self.persist(writes.rewrite, writes.records).await?;
+        let done = self.node.finish_ready()?;
+        self.send(done.send_persisted, &mut unreachable);
+        if done.applied_any {
+            // Publish before answering, so a proposer sees its change in `state()`.
+            self.publish();
         }
-        if let Some(hard_state) = ready.hs() {
-            self.node
-                .mut_store()
-                .set_hard_state(hard_state.clone(), &mut records);
+        for (id, outcome) in done.outcomes {
+            if let Some(waiter) = self.waiting.remove(&id) {
+                let _ = waiter.reply.send(outcome.map_err(ProposeError::Refused));
+            }
         }
-        self.persist(rewrite, records).await?;
-        self.send(ready.take_persisted_messages(), &mut after_advance);
-        self.apply(ready.take_committed_entries());
-
-        let mut light = self.node.advance(ready);
-        if let Some(commit) = light.commit_index() {
-            let mut records = Vec::new();
-            self.node.mut_store().set_commit(commit, &mut records);
-            self.persist(None, records).await?;
+        self.persist(None, done.commit_records).await?;
+        self.send(done.send_after, &mut unreachable);
+        for (to, snapshot_sent) in unreachable {
+            match snapshot_sent {
+                Some(sent) => self.node.report_snapshot(to, sent),
+                None => self.node.report_unreachable(to),
+            }
         }
-        self.send(light.take_messages(), &mut after_advance);
-        self.apply(light.take_committed_entries());
-        self.node.advance_apply();
-        after_advance.report(&mut self.node);
         Ok(())
     }
 
-    fn send(&mut self, messages: Vec<Message>, after_advance: &mut AfterAdvance) {
+    fn publish(&self) {
+        self.quorum
+            .publish(self.node.state().clone(), self.node.applied());
+    }
+
+    /// Sends raft messages; notes, for the report after the `Ready`, each peer a message
+    /// could not reach (`None`) and each snapshot hand-off (`Some(sent)`).
+    fn send(&mut self, messages: Vec<Message>, reports: &mut Vec<(u64, Option<bool>)>) {
         let Some(transport) = &self.transport else {
             return;
         };
@@ -389,47 +325,12 @@ impl Driver {
             let sent =
                 frame::encode(&Frame::Raft(message)).is_some_and(|bytes| transport.send(to, bytes));
             if !sent {
-                after_advance.unreachable.push(to);
+                reports.push((to, None));
             }
             if is_snapshot {
                 // Raft pauses the follower until told: say how the hand-off went. A snapshot
                 // lost after this is found by raft's next probe, which sends another.
-                after_advance.snapshots.push((to, sent));
-            }
-        }
-    }
-
-    /// Replaces the applied state with a snapshot's (received from the leader).
-    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), QuorumError> {
-        let state: ClusterState = serde_json::from_slice(&snapshot.data)
-            .map_err(|error| QuorumError::State(format!("snapshot from the leader: {error}")))?;
-        let index = snapshot.get_metadata().index;
-        tracing::info!(index, "installed a metadata snapshot from the leader");
-        self.state = state;
-        self.applied = index;
-        self.quorum.publish(self.state.clone(), index);
-        Ok(())
-    }
-
-    fn apply(&mut self, entries: Vec<Entry>) {
-        let mut outcomes = Vec::new();
-        for entry in &entries {
-            if entry.index <= self.applied {
-                continue;
-            }
-            self.applied = entry.index;
-            if let Some(outcome) = apply_entry(&mut self.state, entry) {
-                outcomes.push(outcome);
-            }
-        }
-        if entries.is_empty() {
-            return;
-        }
-        // Publish before answering, so a proposer sees its change in `state()`.
-        self.quorum.publish(self.state.clone(), self.applied);
-        for (id, outcome) in outcomes {
-            if let Some(waiter) = self.waiting.remove(&id) {
-                let _ = waiter.reply.send(outcome.map_err(ProposeError::Refused));
+                reports.push((to, Some(sent)));
             }
         }
     }
@@ -478,7 +379,7 @@ impl Driver {
 
     /// Publishes the leader and starts or stops the controller duties.
     fn follow_leadership(&mut self, now: Instant) {
-        let leader = broker_id(self.node.raft.leader_id).map_or(-1, i64::from);
+        let leader = self.node.leader().map_or(-1, i64::from);
         let previous = self
             .quorum
             .leader
@@ -486,57 +387,20 @@ impl Driver {
         if previous != leader {
             tracing::info!(
                 leader,
-                term = self.node.raft.term,
+                term = self.node.term(),
                 node_id = self.quorum.config.node_id,
                 "metadata quorum leader changed"
             );
         }
-        self.controller
-            .set_leader(self.node.raft.state == StateRole::Leader, now);
+        self.node.follow_role(now);
     }
 
     /// Snapshots the applied state and drops the entries it covers, every
     /// `snapshot_every_entries` applied entries.
     async fn compact_if_due(&mut self) -> Result<(), QuorumError> {
-        let store = self.node.store();
-        if self.applied < store.snapshot_index() + self.quorum.config.snapshot_every_entries {
-            return Ok(());
+        if let Some(image) = self.node.compact_if_due()? {
+            self.persist(Some(image), Vec::new()).await?;
         }
-        let term = raft::Storage::term(store, self.applied)?;
-        let mut snapshot = Snapshot::default();
-        let metadata = snapshot.mut_metadata();
-        metadata.index = self.applied;
-        metadata.term = term;
-        metadata.set_conf_state(ConfState::clone(store.conf_state()));
-        snapshot.data = serde_json::to_vec(&self.state)
-            .map_err(|error| QuorumError::State(error.to_string()))?
-            .into();
-        let image = self.node.mut_store().compact(snapshot);
-        self.persist(Some(image), Vec::new()).await?;
-        tracing::info!(index = self.applied, "metadata log compacted by a snapshot");
         Ok(())
-    }
-}
-
-/// Reports to raft that must wait until `advance`.
-#[derive(Default)]
-struct AfterAdvance {
-    unreachable: Vec<u64>,
-    snapshots: Vec<(u64, bool)>,
-}
-
-impl AfterAdvance {
-    fn report(self, node: &mut RawNode<QuorumStorage>) {
-        for to in self.unreachable {
-            node.report_unreachable(to);
-        }
-        for (to, sent) in self.snapshots {
-            let status = if sent {
-                SnapshotStatus::Finish
-            } else {
-                SnapshotStatus::Failure
-            };
-            node.report_snapshot(to, status);
-        }
     }
 }

@@ -19,6 +19,7 @@ pub mod controller;
 mod driver;
 pub mod frame;
 mod logger;
+pub mod node;
 mod observer;
 pub mod proposal;
 pub mod record;
@@ -171,6 +172,8 @@ pub enum QuorumError {
     },
     #[error("run called twice")]
     AlreadyRunning,
+    #[error(transparent)]
+    Node(#[from] node::NodeError),
 }
 
 /// Why a proposal did not change the state. Each maps to a Kafka error code. Serialisable:
@@ -459,20 +462,9 @@ impl Quorum {
     }
 }
 
-/// The state at the persisted commit index: the snapshot's, then every committed entry after
-/// it applied in order.
+/// The state at the persisted commit index (see [`node::QuorumNode::recover_state`]).
 fn recover_state(storage: &QuorumStorage) -> Result<(ClusterState, u64), QuorumError> {
-    let mut state = if storage.snapshot_index() > 0 {
-        serde_json::from_slice(&storage.snapshot().data)
-            .map_err(|error| QuorumError::State(error.to_string()))?
-    } else {
-        ClusterState::default()
-    };
-    let commit = storage.hard_state().commit;
-    for entry in storage.entries_between(storage.snapshot_index(), commit) {
-        driver::apply_entry(&mut state, entry);
-    }
-    Ok((state, commit.max(storage.snapshot_index())))
+    node::QuorumNode::recover_state(storage).map_err(|error| QuorumError::State(error.to_string()))
 }
 
 #[cfg(test)]
