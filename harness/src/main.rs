@@ -508,25 +508,28 @@ fn run_cluster(options: &Options, brokers: usize) -> ExitCode {
     }
 }
 
-/// The brokers preallocate each partition replica's segment (`--segment-bytes`) when it is
-/// created; refuses a run whose replicas would not fit on the data directory's file system
-/// before any broker starts, rather than have every broker fail on ENOSPC.
+/// The brokers reserve a new segment's space in steps as it fills, the first of
+/// `PREALLOCATE_STEP_MIN_BYTES` (1 MiB); refuses a run whose partition replicas cannot
+/// each take that first step on the data directory's file system, before any broker
+/// starts. What the run then writes needs room too: a full disk is answered with
+/// KAFKA_STORAGE_ERROR, which the run reports as failed produces.
 fn check_disk_room(options: &Options, replication: i16) -> Result<(), String> {
     let replicas = options.partitions.max(1) as u64 * replication.max(1) as u64;
-    let needed_bytes = replicas.saturating_mul(options.segment_bytes);
+    let first_step = options
+        .segment_bytes
+        .min(shardlog::storage::PREALLOCATE_STEP_MIN_BYTES);
+    let needed_bytes = replicas.saturating_mul(first_step);
     let _ = std::fs::create_dir_all(&options.data_dir);
     let Some(free_bytes) = machine::free_bytes(&options.data_dir) else {
         return Ok(());
     };
     if needed_bytes > free_bytes {
         return Err(format!(
-            "{replicas} partition replicas of --segment-bytes {} need {:.1} GB, and {} has {:.1} GB free: \
-             pass a smaller --segment-bytes (e.g. {}MiB)",
-            options.segment_bytes,
+            "{replicas} partition replicas need {:.1} GB for their first segments' reservation, \
+             and {} has {:.1} GB free: use fewer partitions or another --data-dir",
             needed_bytes as f64 / 1e9,
             options.data_dir.display(),
             free_bytes as f64 / 1e9,
-            (free_bytes / 2 / replicas / (1 << 20)).max(1)
         ));
     }
     Ok(())
