@@ -21,7 +21,7 @@ use std::sync::Arc;
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
 
 use super::metadata::{Topic, TopicError};
-use super::shard::{Partition, Shard};
+use super::shard::{Partition, PartitionError, Shard};
 use crate::error::LogError;
 
 type Loading<S> = SharedFuture<LocalBoxFuture<'static, Result<Rc<S>, LoadError>>>;
@@ -39,8 +39,8 @@ pub enum LoadError {
         source: Option<TopicError>,
     },
     /// The partition's log could not be opened on this broker.
-    #[error("cannot open {topic}-{partition}")]
-    Open { topic: String, partition: i32 },
+    #[error(transparent)]
+    Open(PartitionError),
     /// This broker does not lead the partition (before the replay, or no longer after it).
     #[error("this broker does not lead {topic}-{partition}")]
     NotLeader { topic: String, partition: i32 },
@@ -144,12 +144,9 @@ async fn open_led(
     topic: &Arc<Topic>,
     partition: i32,
 ) -> Result<Rc<Partition>, LoadError> {
-    let open = shard.partition(topic, partition).await.map_err(|code| {
-        tracing::error!(topic = %topic.name, partition, code, "cannot open an internal partition");
-        LoadError::Open {
-            topic: topic.name.clone(),
-            partition,
-        }
+    let open = shard.partition(topic, partition).await.map_err(|error| {
+        tracing::error!(%error, "cannot open an internal partition");
+        LoadError::Open(error)
     })?;
     if !open.is_leader() {
         return Err(LoadError::NotLeader {

@@ -12,7 +12,7 @@ use crate::batch::BatchError;
 use crate::broker::group::{CoordinatorError, GroupError, JoinRefusal};
 use crate::broker::internal_topic::LoadError;
 use crate::broker::metadata::TopicError;
-use crate::broker::partition::AwaitError;
+use crate::broker::partition::{AwaitError, PartitionError};
 use crate::cluster::admission::AdmissionRefusal;
 use crate::cluster::leader::ProduceRefusal;
 use crate::cluster::producers::SequenceRefusal;
@@ -136,6 +136,17 @@ impl KafkaCode for AwaitError {
         match self {
             AwaitError::Refused(refusal) => refusal.code(),
             AwaitError::TimedOut => error_code::REQUEST_TIMED_OUT,
+        }
+    }
+}
+
+impl KafkaCode for PartitionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            PartitionError::Unknown { .. } => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            PartitionError::Closed { .. } => error_code::UNKNOWN_SERVER_ERROR,
+            PartitionError::Log { source, .. } => source.code(),
+            PartitionError::Epochs { .. } => error_code::KAFKA_STORAGE_ERROR,
         }
     }
 }
@@ -303,10 +314,10 @@ mod tests {
                 error_code::NOT_COORDINATOR,
             ),
             (
-                LoadError::Open {
+                LoadError::Open(PartitionError::Unknown {
                     topic: "t".into(),
                     partition: 0,
-                }
+                })
                 .into(),
                 error_code::COORDINATOR_NOT_AVAILABLE,
             ),
