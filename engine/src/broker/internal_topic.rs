@@ -19,12 +19,40 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
-use shardlog_protocol::error_code;
 
-use super::metadata::Topic;
-use super::shard::{Partition, Shard};
+use super::metadata::{Topic, TopicError};
+use super::shard::{Partition, PartitionError, Shard};
+use crate::error::LogError;
 
-type Loading<S> = SharedFuture<LocalBoxFuture<'static, Result<Rc<S>, i16>>>;
+type Loading<S> = SharedFuture<LocalBoxFuture<'static, Result<Rc<S>, LoadError>>>;
+
+/// Why the state of an internal topic's partition is not there to serve from. Both
+/// coordinators answer these alike: the client looks for the coordinator again and retries.
+/// `Clone` because one failed replay is reported to every request that waited on it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    /// The internal topic does not exist (yet), or could not be created.
+    #[error("internal topic {topic} is not available")]
+    NoTopic {
+        topic: &'static str,
+        #[source]
+        source: Option<TopicError>,
+    },
+    /// The partition's log could not be opened on this broker.
+    #[error(transparent)]
+    Open(PartitionError),
+    /// This broker does not lead the partition (before the replay, or no longer after it).
+    #[error("this broker does not lead {topic}-{partition}")]
+    NotLeader { topic: String, partition: i32 },
+    /// Reading the partition's log failed partway through the replay. (Boxed: the log's
+    /// error is large, and this one travels in every coordinator answer.)
+    #[error("cannot replay {topic}-{partition}: {source}")]
+    Replay {
+        topic: String,
+        partition: i32,
+        source: Box<LogError>,
+    },
+}
 
 /// The replayed state `S` of each partition of one internal topic that this core leads.
 pub struct Replayed<S> {
@@ -42,20 +70,19 @@ impl<S> Default for Replayed<S> {
 }
 
 impl<S: 'static> Replayed<S> {
-    /// The partition's state, replaying its log with `replay` on first use. Errs with
-    /// COORDINATOR_NOT_AVAILABLE when the partition cannot be opened and NOT_COORDINATOR when
-    /// this broker does not lead it (before or after the replay); `replay`'s own error code
-    /// otherwise.
+    /// The partition's state, replaying its log with `replay` on first use. Errs when the
+    /// partition cannot be opened, when this broker does not lead it (before or after the
+    /// replay), or when `replay` cannot read the log.
     pub async fn load<F, Fut>(
         &self,
         shard: &Rc<Shard>,
         topic: &Arc<Topic>,
         partition: i32,
         replay: F,
-    ) -> Result<Rc<S>, i16>
+    ) -> Result<Rc<S>, LoadError>
     where
         F: FnOnce(Rc<Partition>) -> Fut + 'static,
-        Fut: Future<Output = Result<S, i16>> + 'static,
+        Fut: Future<Output = Result<S, LogError>> + 'static,
     {
         if let Some(state) = self.loaded.borrow().get(&partition) {
             return Ok(Rc::clone(state));
@@ -68,7 +95,14 @@ impl<S: 'static> Replayed<S> {
                 let topic = Arc::clone(topic);
                 let future = async move {
                     let open = open_led(&shard, &topic, partition).await?;
-                    replay(open).await.map(Rc::new)
+                    replay(open).await.map(Rc::new).map_err(|source| {
+                        tracing::error!(topic = %topic.name, partition, %source, "cannot replay an internal partition");
+                        LoadError::Replay {
+                            topic: topic.name.clone(),
+                            partition,
+                            source: Box::new(source),
+                        }
+                    })
                 }
                 .boxed_local()
                 .shared();
@@ -80,7 +114,10 @@ impl<S: 'static> Replayed<S> {
         self.loading.borrow_mut().remove(&partition);
         let state = result?;
         if open_led(shard, topic, partition).await.is_err() {
-            return Err(error_code::NOT_COORDINATOR);
+            return Err(LoadError::NotLeader {
+                topic: topic.name.clone(),
+                partition,
+            });
         }
         Ok(Rc::clone(
             self.loaded
@@ -106,13 +143,16 @@ async fn open_led(
     shard: &Rc<Shard>,
     topic: &Arc<Topic>,
     partition: i32,
-) -> Result<Rc<Partition>, i16> {
-    let open = shard.partition(topic, partition).await.map_err(|code| {
-        tracing::error!(topic = %topic.name, partition, code, "cannot open an internal partition");
-        error_code::COORDINATOR_NOT_AVAILABLE
+) -> Result<Rc<Partition>, LoadError> {
+    let open = shard.partition(topic, partition).await.map_err(|error| {
+        tracing::error!(%error, "cannot open an internal partition");
+        LoadError::Open(error)
     })?;
     if !open.is_leader() {
-        return Err(error_code::NOT_COORDINATOR);
+        return Err(LoadError::NotLeader {
+            topic: topic.name.clone(),
+            partition,
+        });
     }
     Ok(open)
 }

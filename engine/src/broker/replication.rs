@@ -259,7 +259,7 @@ impl Shard {
     ) -> EpochEndOutcome {
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
-            Err(code) => return EpochEndOutcome::failed(code),
+            Err(error) => return EpochEndOutcome::failed(error.code()),
         };
         let answer = leader::epoch_end(
             &open.replica.borrow(),

@@ -23,16 +23,16 @@ use super::routing::CoreTask;
 use super::server::Shared;
 use super::share::ShareCore;
 use super::tail_cache::TailCache;
-use crate::broker::api::codes::KafkaCode;
 use crate::cluster::epochs::LeaderEpochCache;
 use crate::cluster::replica::ReplicaState;
+use crate::error::LogError;
 use crate::fifo_lock::FifoLock;
 use crate::log::{LogConfig, PartitionLog};
 use crate::storage::{Storage, StrategyKind};
 use shardlog_protocol::buffers::{BufferPool, RequestBudget};
 
 pub(super) use super::partition::rebuild_producers;
-pub use super::partition::Partition;
+pub use super::partition::{Partition, PartitionError};
 pub use super::routing::partition_owner;
 pub use shardlog_protocol::error_code;
 
@@ -116,9 +116,12 @@ impl Shard {
         self: &Rc<Self>,
         topic: &Arc<Topic>,
         partition: i32,
-    ) -> Result<Rc<Partition>, i16> {
+    ) -> Result<Rc<Partition>, PartitionError> {
         if partition < 0 || partition >= topic.partitions {
-            return Err(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+            return Err(PartitionError::Unknown {
+                topic: topic.name.clone(),
+                partition,
+            });
         }
         let key = (topic.name.clone(), partition);
         // While anyone waits for a turn, the partition is reached only through the turns,
@@ -140,10 +143,10 @@ impl Shard {
                 .insert(key.clone(), Rc::clone(&turns));
             turns
         });
-        let turn = turns
-            .lock()
-            .await
-            .map_err(|_| error_code::UNKNOWN_SERVER_ERROR)?;
+        let turn = turns.lock().await.map_err(|_| PartitionError::Closed {
+            topic: topic.name.clone(),
+            partition,
+        })?;
         let found = self.partitions.borrow().get(&key).cloned();
         let outcome = match found {
             Some(open) if open.log.is_failed() => {
@@ -158,7 +161,7 @@ impl Shard {
                     self.adopt_current_state(&open, topic, partition);
                     Ok(open)
                 }
-                Err(code) => Err(code),
+                Err(error) => Err(error),
             },
         };
         // The last one through (the map's reference and ours are all that is left) closes
@@ -184,7 +187,7 @@ impl Shard {
         failed: Rc<Partition>,
         topic: &Arc<Topic>,
         partition: i32,
-    ) -> Result<Rc<Partition>, i16> {
+    ) -> Result<Rc<Partition>, PartitionError> {
         if failed
             .reopen_attempted
             .get()
@@ -219,13 +222,17 @@ impl Shard {
         self.adopt_current_state(&reopened, topic, partition);
         Ok(reopened)
     }
-    async fn open_partition(&self, topic: &Topic, partition: i32) -> Result<Rc<Partition>, i16> {
+    async fn open_partition(
+        &self,
+        topic: &Topic,
+        partition: i32,
+    ) -> Result<Rc<Partition>, PartitionError> {
         let dir = self.partition_dir(&topic.name, partition);
         let log = PartitionLog::open(self.storage.clone(), &dir, self.log_config(topic))
             .await
             .map_err(|error| {
                 tracing::error!(topic = %topic.name, partition, %error, "cannot open partition");
-                error.code()
+                log_failed(topic, partition, error)
             })?;
         self.partition_over(topic, partition, &dir, log).await
     }
@@ -236,23 +243,27 @@ impl Shard {
         partition: i32,
         dir: &std::path::Path,
         log: PartitionLog,
-    ) -> Result<Rc<Partition>, i16> {
+    ) -> Result<Rc<Partition>, PartitionError> {
         let report = log.recovery_report();
         if !report.truncated.is_empty() || report.segments_dropped > 0 {
             tracing::warn!(topic = %topic.name, partition, ?report, "recovery cut the log");
         }
         let producers = rebuild_producers(&log).await.map_err(|error| {
             tracing::error!(topic = %topic.name, partition, %error, "cannot rebuild producer state");
-            error.code()
+            log_failed(topic, partition, error)
         })?;
         let mut epochs = LeaderEpochCache::open(self.storage.clone(), dir).map_err(|error| {
             tracing::error!(topic = %topic.name, partition, %error, "cannot read leader epochs");
-            error.code()
+            log_failed(topic, partition, error)
         })?;
         // Recovery may have cut the log below epochs the checkpoint still lists.
-        if let Err(error) = epochs.truncate_from_end(log.log_end_offset()) {
-            tracing::error!(topic = %topic.name, partition, %error, "cannot trim leader epochs");
-            return Err(error_code::KAFKA_STORAGE_ERROR);
+        if let Err(source) = epochs.truncate_from_end(log.log_end_offset()) {
+            tracing::error!(topic = %topic.name, partition, %source, "cannot trim leader epochs");
+            return Err(PartitionError::Epochs {
+                topic: topic.name.clone(),
+                partition,
+                source,
+            });
         }
         let direct_io = matches!(
             self.storage.kind(),
@@ -362,5 +373,14 @@ impl Shard {
                 tracing::error!(%topic, partition, %error, "unclean close");
             }
         }
+    }
+}
+
+/// The partition's log could not be opened (or read while opening it).
+fn log_failed(topic: &Topic, partition: i32, source: LogError) -> PartitionError {
+    PartitionError::Log {
+        topic: topic.name.clone(),
+        partition,
+        source: Box::new(source),
     }
 }

@@ -1,15 +1,18 @@
 //! From each layer's error to Kafka's error code: the one place that mapping is made.
 //!
 //! The layers below the API handlers (the partition log, the cluster state, the quorum, the
-//! replica rules, the topic table) return their own error enums and know nothing of the wire.
+//! replica rules, the topic table, the coordinators and the internal topics they replay)
+//! return their own error enums and know nothing of the wire.
 //! A handler that must answer with a code calls [`KafkaCode::code`] on the error; the codes
 //! themselves are `shardlog_protocol::error_code`'s.
 
 use shardlog_protocol::error_code::{self, ErrorCode};
 
 use crate::batch::BatchError;
+use crate::broker::group::{CoordinatorError, GroupError, JoinRefusal};
+use crate::broker::internal_topic::LoadError;
 use crate::broker::metadata::TopicError;
-use crate::broker::partition::AwaitError;
+use crate::broker::partition::{AwaitError, PartitionError};
 use crate::cluster::admission::AdmissionRefusal;
 use crate::cluster::leader::ProduceRefusal;
 use crate::cluster::producers::SequenceRefusal;
@@ -133,6 +136,202 @@ impl KafkaCode for AwaitError {
         match self {
             AwaitError::Refused(refusal) => refusal.code(),
             AwaitError::TimedOut => error_code::REQUEST_TIMED_OUT,
+        }
+    }
+}
+
+impl KafkaCode for PartitionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            PartitionError::Unknown { .. } => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            PartitionError::Closed { .. } => error_code::UNKNOWN_SERVER_ERROR,
+            PartitionError::Log { source, .. } => source.code(),
+            PartitionError::Epochs { .. } => error_code::KAFKA_STORAGE_ERROR,
+        }
+    }
+}
+
+impl KafkaCode for LoadError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            // Kafka answers a coordinator whose state is not (yet) there with these two: the
+            // client finds the coordinator again and retries.
+            LoadError::NotLeader { .. } => error_code::NOT_COORDINATOR,
+            LoadError::NoTopic { .. } | LoadError::Open { .. } | LoadError::Replay { .. } => {
+                error_code::COORDINATOR_NOT_AVAILABLE
+            }
+        }
+    }
+}
+
+impl KafkaCode for CoordinatorError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            CoordinatorError::Load(error) => error.code(),
+            CoordinatorError::NotCoordinator { .. } | CoordinatorError::Unloaded => {
+                error_code::NOT_COORDINATOR
+            }
+            // A failed offsets append is a coordinator error to Kafka clients, so they retry
+            // (after finding the coordinator again).
+            CoordinatorError::OffsetsTopic(_)
+            | CoordinatorError::Dropped
+            | CoordinatorError::Append { .. } => error_code::COORDINATOR_NOT_AVAILABLE,
+            CoordinatorError::Batch(_) => error_code::UNKNOWN_SERVER_ERROR,
+        }
+    }
+}
+
+impl KafkaCode for GroupError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            GroupError::InvalidGroupId => error_code::INVALID_GROUP_ID,
+            GroupError::UnknownMember { .. } | GroupError::UnknownInstance { .. } => {
+                error_code::UNKNOWN_MEMBER_ID
+            }
+            GroupError::FencedInstance { .. } => error_code::FENCED_INSTANCE_ID,
+            GroupError::IllegalGeneration { .. } => error_code::ILLEGAL_GENERATION,
+            GroupError::RebalanceInProgress => error_code::REBALANCE_IN_PROGRESS,
+            GroupError::MemberIdRequired => error_code::MEMBER_ID_REQUIRED,
+            GroupError::GroupFull { .. } => error_code::GROUP_MAX_SIZE_REACHED,
+            GroupError::InvalidSessionTimeout { .. } => error_code::INVALID_SESSION_TIMEOUT,
+            GroupError::MetadataTooLarge { .. } | GroupError::InvalidRecord(_) => {
+                error_code::INVALID_REQUEST
+            }
+            GroupError::InconsistentProtocol { .. } => error_code::INCONSISTENT_GROUP_PROTOCOL,
+            GroupError::UnknownPartition { .. } => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            GroupError::OffsetMetadataTooLarge { .. } => error_code::OFFSET_METADATA_TOO_LARGE,
+            GroupError::Coordinator(error) => error.code(),
+        }
+    }
+}
+
+impl KafkaCode for JoinRefusal {
+    fn code(&self) -> ErrorCode {
+        self.error.code()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group layer's refusals reach the wire as the codes Kafka's coordinator answers.
+    #[test]
+    fn group_errors_have_kafkas_codes() {
+        let member = || "m".to_string();
+        let cases = [
+            (GroupError::InvalidGroupId, error_code::INVALID_GROUP_ID),
+            (
+                GroupError::UnknownMember {
+                    member_id: member(),
+                },
+                error_code::UNKNOWN_MEMBER_ID,
+            ),
+            (
+                GroupError::UnknownInstance {
+                    instance_id: member(),
+                },
+                error_code::UNKNOWN_MEMBER_ID,
+            ),
+            (
+                GroupError::FencedInstance {
+                    instance_id: member(),
+                    member_id: member(),
+                },
+                error_code::FENCED_INSTANCE_ID,
+            ),
+            (
+                GroupError::IllegalGeneration {
+                    generation: 1,
+                    current: 2,
+                },
+                error_code::ILLEGAL_GENERATION,
+            ),
+            (
+                GroupError::RebalanceInProgress,
+                error_code::REBALANCE_IN_PROGRESS,
+            ),
+            (GroupError::MemberIdRequired, error_code::MEMBER_ID_REQUIRED),
+            (
+                GroupError::GroupFull { members_max: 1 },
+                error_code::GROUP_MAX_SIZE_REACHED,
+            ),
+            (
+                GroupError::InvalidSessionTimeout {
+                    session_timeout_ms: 1,
+                },
+                error_code::INVALID_SESSION_TIMEOUT,
+            ),
+            (
+                GroupError::MetadataTooLarge {
+                    protocols: 1,
+                    metadata_bytes: 1,
+                },
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                GroupError::InconsistentProtocol {
+                    protocol_type: String::new(),
+                },
+                error_code::INCONSISTENT_GROUP_PROTOCOL,
+            ),
+            (
+                GroupError::UnknownPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                },
+                error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            ),
+            (
+                GroupError::OffsetMetadataTooLarge {
+                    metadata_bytes: 2,
+                    metadata_bytes_max: 1,
+                },
+                error_code::OFFSET_METADATA_TOO_LARGE,
+            ),
+            (
+                CoordinatorError::NotCoordinator { partition: 0 }.into(),
+                error_code::NOT_COORDINATOR,
+            ),
+            (
+                CoordinatorError::Unloaded.into(),
+                error_code::NOT_COORDINATOR,
+            ),
+            (
+                CoordinatorError::Dropped.into(),
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+            (
+                CoordinatorError::Append { partition: 0 }.into(),
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+            (
+                LoadError::NotLeader {
+                    topic: "t".into(),
+                    partition: 0,
+                }
+                .into(),
+                error_code::NOT_COORDINATOR,
+            ),
+            (
+                LoadError::Open(PartitionError::Unknown {
+                    topic: "t".into(),
+                    partition: 0,
+                })
+                .into(),
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+            (
+                LoadError::NoTopic {
+                    topic: "t",
+                    source: None,
+                }
+                .into(),
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error}");
         }
     }
 }

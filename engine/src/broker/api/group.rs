@@ -39,13 +39,16 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequest;
 use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 use kafka_protocol::messages::{BrokerId, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use shardlog_protocol::error_code;
 
 use super::super::metadata::{Topic, TopicConfig, TopicError};
 use super::super::shard::{partition_owner, Shard};
+use super::codes::KafkaCode;
 use crate::broker::group::{
-    self, error_code, CommitEntry, CommitRequest, GroupAnswer, GroupCall, GroupRequest,
-    JoinOutcome, JoinRequest, SyncOutcome, OFFSETS_TOPIC,
+    self, CommitEntry, CommitRequest, CoordinatorError, GroupAnswer, GroupCall, GroupError,
+    GroupRequest, JoinRequest, SyncAnswer, OFFSETS_TOPIC,
 };
+use crate::broker::internal_topic::LoadError;
 
 /// Segment size of `__consumer_offsets` (Kafka `offsets.topic.segment.bytes`).
 const OFFSETS_SEGMENT_BYTES: u64 = 100 << 20;
@@ -61,7 +64,7 @@ const OFFSETS_REPLICATION_FACTOR: usize = 3;
 
 /// `__consumer_offsets`, created on first use with `offsets_topic_partitions` partitions.
 /// Offsets are only ever superseded, never aged out: no time or size retention.
-async fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
+async fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, CoordinatorError> {
     let metadata = &shard.shared.metadata;
     if let Some(topic) = metadata.topic(OFFSETS_TOPIC) {
         return Ok(topic);
@@ -89,12 +92,17 @@ async fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
             tracing::info!(partitions = topic.partitions, "created {OFFSETS_TOPIC}");
             Ok(topic)
         }
-        Err(TopicError::AlreadyExists(_)) => metadata
-            .topic(OFFSETS_TOPIC)
-            .ok_or(error_code::COORDINATOR_NOT_AVAILABLE),
+        Err(TopicError::AlreadyExists(_)) => {
+            metadata
+                .topic(OFFSETS_TOPIC)
+                .ok_or(CoordinatorError::Load(LoadError::NoTopic {
+                    topic: OFFSETS_TOPIC,
+                    source: None,
+                }))
+        }
         Err(error) => {
             tracing::error!(%error, "cannot create {OFFSETS_TOPIC}");
-            Err(error_code::COORDINATOR_NOT_AVAILABLE)
+            Err(CoordinatorError::OffsetsTopic(error))
         }
     }
 }
@@ -102,17 +110,17 @@ async fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
 /// Sends a request to its group's coordinator core and waits for the answer.
 async fn call(shard: &Rc<Shard>, group_id: &str, request: GroupRequest) -> GroupAnswer {
     if group_id.is_empty() {
-        return GroupAnswer::Failed(error_code::INVALID_GROUP_ID);
+        return GroupAnswer::Failed(GroupError::InvalidGroupId);
     }
     let topic = match offsets_topic(shard).await {
         Ok(topic) => topic,
-        Err(code) => return GroupAnswer::Failed(code),
+        Err(error) => return GroupAnswer::Failed(error.into()),
     };
     let partition = group::coordinator_for(group_id, topic.partitions);
     let node_id = shard.shared.config.node_id;
     let state = shard.shared.metadata.snapshot();
     if group::coordinator_node(&state, partition) != Some(node_id) {
-        return GroupAnswer::Failed(error_code::NOT_COORDINATOR);
+        return GroupAnswer::Failed(CoordinatorError::NotCoordinator { partition }.into());
     }
     let core = partition_owner(OFFSETS_TOPIC, partition, shard.shared.cores);
     let call = GroupCall::ForGroup { partition, request };
@@ -121,18 +129,26 @@ async fn call(shard: &Rc<Shard>, group_id: &str, request: GroupRequest) -> Group
             group::coordinator::handle(&shard, call).await
         })
         .await
-        .unwrap_or(GroupAnswer::Failed(error_code::COORDINATOR_NOT_AVAILABLE))
+        .unwrap_or(GroupAnswer::Failed(CoordinatorError::Dropped.into()))
 }
 
 /// The error code of an answer that is not the expected kind.
 fn failure_code(answer: &GroupAnswer) -> i16 {
     match answer {
-        GroupAnswer::Failed(code) => *code,
+        GroupAnswer::Failed(error) => error.code(),
         other => {
             tracing::error!(?other, "group coordinator answered the wrong kind");
             error_code::UNKNOWN_SERVER_ERROR
         }
     }
+}
+
+/// The error code of one result: NONE, or its error's.
+fn result_code(result: &Result<(), GroupError>) -> i16 {
+    result
+        .as_ref()
+        .err()
+        .map_or(error_code::NONE, KafkaCode::code)
 }
 
 pub async fn find_coordinator(
@@ -156,7 +172,7 @@ pub async fn find_coordinator(
     }
     let topic = match offsets_topic(shard).await {
         Ok(topic) => topic,
-        Err(code) => return refuse(response, code),
+        Err(error) => return refuse(response, error.code()),
     };
     let partition = group::coordinator_for(&request.key, topic.partitions);
     let state = shard.shared.metadata.snapshot();
@@ -205,12 +221,14 @@ pub async fn join_group(
             instance_id: instance(&request.group_instance_id),
         };
         match call(shard, &group_id, GroupRequest::Join(join)).await {
-            GroupAnswer::Join(outcome) => outcome,
-            other => JoinOutcome::failed(failure_code(&other), &member_id),
+            GroupAnswer::Join(Ok(answer)) => answer,
+            GroupAnswer::Join(Err(refusal)) => {
+                return refused_join(refusal.code(), &refusal.member_id)
+            }
+            other => return refused_join(failure_code(&other), &member_id),
         }
     };
     let mut response = JoinGroupResponse::default();
-    response.error_code = outcome.error_code;
     response.generation_id = outcome.generation_id;
     // Not nullable before v7.
     response.protocol_name = Some(text(outcome.protocol_name.as_deref().unwrap_or("")));
@@ -229,8 +247,20 @@ pub async fn join_group(
     response
 }
 
+/// A JoinGroup answer that refuses: `code`, and the member id the client is to use.
+fn refused_join(code: i16, member_id: &str) -> JoinGroupResponse {
+    let mut response = JoinGroupResponse::default();
+    response.error_code = code;
+    response.generation_id = -1;
+    // Not nullable before v7.
+    response.protocol_name = Some(text(""));
+    response.leader = text("");
+    response.member_id = text(member_id);
+    response
+}
+
 pub async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest) -> SyncGroupResponse {
-    let outcome = {
+    let outcome: Result<SyncAnswer, i16> = {
         let group_id = request.group_id.0.to_string();
         let assignments = request
             .assignments
@@ -243,7 +273,7 @@ pub async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest) -> SyncGro
             .any(|(_, assignment)| assignment.len() > bytes_max)
         {
             tracing::info!(group = %group_id, "oversized assignment refused");
-            SyncOutcome::failed(error_code::INVALID_REQUEST)
+            Err(error_code::INVALID_REQUEST)
         } else {
             let sync = GroupRequest::Sync {
                 group_id: group_id.clone(),
@@ -253,14 +283,16 @@ pub async fn sync_group(shard: &Rc<Shard>, request: SyncGroupRequest) -> SyncGro
                 assignments,
             };
             match call(shard, &group_id, sync).await {
-                GroupAnswer::Sync(outcome) => outcome,
-                other => SyncOutcome::failed(failure_code(&other)),
+                GroupAnswer::Sync(outcome) => outcome.map_err(|error| error.code()),
+                other => Err(failure_code(&other)),
             }
         }
     };
     let mut response = SyncGroupResponse::default();
-    response.error_code = outcome.error_code;
-    response.assignment = outcome.assignment;
+    match outcome {
+        Ok(answer) => response.assignment = answer.assignment,
+        Err(code) => response.error_code = code,
+    }
     response
 }
 
@@ -274,7 +306,7 @@ pub async fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> Heartbea
             generation_id: request.generation_id,
         };
         match call(shard, &group_id, beat).await {
-            GroupAnswer::Heartbeat(code) => code,
+            GroupAnswer::Heartbeat(result) => result_code(&result),
             other => failure_code(&other),
         }
     };
@@ -296,7 +328,7 @@ pub async fn leave_group(
             members: vec![(request.member_id.to_string(), None)],
         };
         response.error_code = match call(shard, &group_id, leave).await {
-            GroupAnswer::Leave(codes) => codes.first().copied().unwrap_or(error_code::NONE),
+            GroupAnswer::Leave(results) => results.first().map_or(error_code::NONE, result_code),
             other => failure_code(&other),
         };
         return response;
@@ -317,7 +349,11 @@ pub async fn leave_group(
         members,
     };
     let mut codes = match call(shard, &group_id, leave).await {
-        GroupAnswer::Leave(codes) => codes.into_iter(),
+        GroupAnswer::Leave(results) => results
+            .iter()
+            .map(result_code)
+            .collect::<Vec<_>>()
+            .into_iter(),
         other => {
             response.error_code = failure_code(&other);
             return response;
@@ -373,7 +409,9 @@ pub async fn offset_commit(
             entries,
         };
         match call(shard, &group_id, GroupRequest::Commit(commit)).await {
-            GroupAnswer::Commit(codes) if codes.len() == count => codes,
+            GroupAnswer::Commit(results) if results.len() == count => {
+                results.iter().map(result_code).collect()
+            }
             other => vec![failure_code(&other); count],
         }
     };
@@ -424,10 +462,9 @@ pub async fn offset_fetch(
         partitions: requested.clone(),
     };
     let (group_code, fetched) = match call(shard, &group_id, fetch).await {
-        GroupAnswer::Offsets(code, fetched) => (code, fetched),
+        GroupAnswer::Offsets(fetched) => (error_code::NONE, fetched),
         other => {
             let code = failure_code(&other);
-            // Before v2 there is no group-level error: every partition carries it.
             let fetched = requested
                 .unwrap_or_default()
                 .into_iter()
@@ -437,7 +474,6 @@ pub async fn offset_fetch(
                     offset: -1,
                     leader_epoch: -1,
                     metadata: Some(String::new()),
-                    error_code: code,
                 })
                 .collect();
             (code, fetched)
@@ -456,7 +492,8 @@ pub async fn offset_fetch(
             partition.committed_leader_epoch = offset.leader_epoch;
         }
         partition.metadata = offset.metadata.as_deref().map(text);
-        partition.error_code = offset.error_code;
+        // Before v2 there is no group-level error: every partition carries it.
+        partition.error_code = group_code;
         match topics
             .iter_mut()
             .find(|topic| topic.name.0.as_str() == offset.topic)
@@ -496,7 +533,7 @@ pub async fn list_groups(shard: &Rc<Shard>, _request: ListGroupsRequest) -> List
                 return response;
             }
             None => {
-                response.error_code = error_code::COORDINATOR_NOT_AVAILABLE;
+                response.error_code = CoordinatorError::Dropped.code();
                 return response;
             }
         }
@@ -519,7 +556,6 @@ pub async fn describe_groups(
         described.group_id = group_id;
         match call(shard, &name, describe).await {
             GroupAnswer::Described(description) => {
-                described.error_code = description.error_code;
                 described.group_state = text(description.state);
                 described.protocol_type = text(&description.protocol_type);
                 described.protocol_data = text(&description.protocol_name);

@@ -15,7 +15,7 @@
 //!
 //! **Timers.** One task per core, started with the first group request, ticks every group
 //! every [`TICK_INTERVAL`]: it expires silent members and ends rebalances whose time is up.
-//! At shutdown it answers every waiting request with NOT_COORDINATOR.
+//! At shutdown it refuses every waiting request (the clients look for the coordinator again).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -25,20 +25,23 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
-use super::membership::{Group, GroupSettings, JoinOutcome, SyncOutcome};
+use super::error::{CoordinatorError, GroupError};
+use super::membership::{Group, GroupSettings, JoinRefusal};
 use super::offsets::CommittedOffsets;
 use super::record::{self, OffsetKey, OffsetValue};
 use super::{
-    error_code, CommitRequest, FetchedOffset, GroupAnswer, GroupCall, GroupDescription,
-    GroupRequest, ListedGroup, OFFSETS_TOPIC,
+    CommitRequest, FetchedOffset, GroupAnswer, GroupCall, GroupDescription, GroupRequest,
+    ListedGroup, OFFSETS_TOPIC,
 };
 use crate::batch::{self, BatchBuilder, Compression};
 use crate::broker::config::BrokerConfig;
-use crate::broker::internal_topic::Replayed;
+use crate::broker::internal_topic::{LoadError, Replayed};
 use crate::broker::metadata::Topic;
 use crate::broker::replay::replay_records;
 use crate::broker::shard::{partition_owner, Shard};
 use crate::log::PartitionLog;
+// Only to read a produce outcome's code, until the partition layer has its own error.
+use shardlog_protocol::error_code;
 
 /// Commits wait for every in-sync replica (acks=all), at most this long (Kafka
 /// `offsets.commit.timeout.ms`).
@@ -77,14 +80,14 @@ impl Coordinator {
     }
 
     /// This broker stopped leading `partition` of `__consumer_offsets`: forget its groups and
-    /// offsets (the new leader replays them), and answer its waiting requests with
-    /// NOT_COORDINATOR so the clients look for the new coordinator.
+    /// offsets (the new leader replays them), and refuse its waiting requests so the clients
+    /// look for the new coordinator.
     pub fn unload(&self, partition: i32) {
         let Some(state) = self.partitions.unload(partition) else {
             return;
         };
         for group in state.groups.borrow_mut().values_mut() {
-            group.abandon_waiters(error_code::NOT_COORDINATOR);
+            group.abandon_waiters();
         }
         tracing::info!(partition, "unloaded the groups of an offsets partition");
     }
@@ -100,23 +103,26 @@ pub async fn handle(shard: &Rc<Shard>, call: GroupCall) -> GroupAnswer {
     match call {
         GroupCall::ForGroup { partition, request } => match load(shard, partition).await {
             Ok(state) => serve(shard, &state, request).await,
-            Err(code) => GroupAnswer::Failed(code),
+            Err(error) => GroupAnswer::Failed(error.into()),
         },
         GroupCall::List => list_groups(shard).await,
     }
 }
 
 /// The offsets topic, which the API layer creates before it forwards any group request.
-fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
+fn offsets_topic(shard: &Shard) -> Result<Arc<Topic>, LoadError> {
     shard
         .shared
         .metadata
         .topic(OFFSETS_TOPIC)
-        .ok_or(error_code::COORDINATOR_NOT_AVAILABLE)
+        .ok_or(LoadError::NoTopic {
+            topic: OFFSETS_TOPIC,
+            source: None,
+        })
 }
 
 /// The partition's state, replaying its log on first use (`internal_topic`'s rules).
-async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<OffsetsPartition>, i16> {
+async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<OffsetsPartition>, LoadError> {
     let topic = offsets_topic(shard)?;
     shard
         .groups
@@ -127,12 +133,12 @@ async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<OffsetsPartition>,
         .await
 }
 
-async fn replay_partition(partition: i32, log: &PartitionLog) -> Result<OffsetsPartition, i16> {
+async fn replay_partition(
+    partition: i32,
+    log: &PartitionLog,
+) -> Result<OffsetsPartition, crate::LogError> {
     let started = Instant::now();
-    let (offsets, skipped) = replay(log).await.map_err(|error| {
-        tracing::error!(partition, %error, "cannot replay an offsets partition");
-        error_code::COORDINATOR_NOT_AVAILABLE
-    })?;
+    let (offsets, skipped) = replay(log).await?;
     tracing::info!(
         partition,
         committed = offsets.len(),
@@ -203,7 +209,7 @@ async fn serve(
             }
             let outcome = answer
                 .await
-                .unwrap_or_else(|_| JoinOutcome::failed(error_code::COORDINATOR_NOT_AVAILABLE, ""));
+                .unwrap_or_else(|_| Err(JoinRefusal::new(CoordinatorError::Dropped, "")));
             GroupAnswer::Join(outcome)
         }
         GroupRequest::Sync {
@@ -224,12 +230,12 @@ async fn serve(
                     reply,
                 ),
                 None => {
-                    let _ = reply.send(SyncOutcome::failed(error_code::UNKNOWN_MEMBER_ID));
+                    let _ = reply.send(Err(GroupError::UnknownMember { member_id }));
                 }
             }
             let outcome = answer
                 .await
-                .unwrap_or_else(|_| SyncOutcome::failed(error_code::COORDINATOR_NOT_AVAILABLE));
+                .unwrap_or_else(|_| Err(CoordinatorError::Dropped.into()));
             GroupAnswer::Sync(outcome)
         }
         GroupRequest::Heartbeat {
@@ -238,24 +244,24 @@ async fn serve(
             instance_id,
             generation_id,
         } => {
-            let code = match state.groups.borrow_mut().get_mut(&group_id) {
+            let result = match state.groups.borrow_mut().get_mut(&group_id) {
                 Some(group) => {
                     group.heartbeat(&member_id, instance_id.as_deref(), generation_id, now)
                 }
-                None => error_code::UNKNOWN_MEMBER_ID,
+                None => Err(GroupError::UnknownMember { member_id }),
             };
-            GroupAnswer::Heartbeat(code)
+            GroupAnswer::Heartbeat(result)
         }
         GroupRequest::Leave { group_id, members } => {
             let mut groups = state.groups.borrow_mut();
-            let codes = members
-                .iter()
+            let results = members
+                .into_iter()
                 .map(|(member_id, instance_id)| match groups.get_mut(&group_id) {
-                    Some(group) => group.leave(member_id, instance_id.as_deref(), settings, now),
-                    None => error_code::UNKNOWN_MEMBER_ID,
+                    Some(group) => group.leave(&member_id, instance_id.as_deref(), settings, now),
+                    None => Err(GroupError::UnknownMember { member_id }),
                 })
                 .collect();
-            GroupAnswer::Leave(codes)
+            GroupAnswer::Leave(results)
         }
         GroupRequest::Commit(commit) => {
             GroupAnswer::Commit(commit_offsets(shard, state, commit).await)
@@ -263,10 +269,7 @@ async fn serve(
         GroupRequest::FetchOffsets {
             group_id,
             partitions,
-        } => GroupAnswer::Offsets(
-            error_code::NONE,
-            fetch_offsets(state, &group_id, partitions),
-        ),
+        } => GroupAnswer::Offsets(fetch_offsets(state, &group_id, partitions)),
         GroupRequest::Describe { group_id } => GroupAnswer::Described(describe(state, &group_id)),
     }
 }
@@ -282,9 +285,9 @@ async fn commit_offsets(
     shard: &Rc<Shard>,
     state: &Rc<OffsetsPartition>,
     commit: CommitRequest,
-) -> Vec<i16> {
+) -> Vec<Result<(), GroupError>> {
     let coordinator = &shard.groups;
-    let group_code = {
+    let checked = {
         let mut groups = state.groups.borrow_mut();
         match groups.get_mut(&commit.group_id) {
             Some(group) => group.check_commit(
@@ -294,31 +297,38 @@ async fn commit_offsets(
                 Instant::now(),
             ),
             // Kafka: a group it does not manage takes only commits outside group management.
-            None if commit.generation_id < 0 => error_code::NONE,
-            None => error_code::ILLEGAL_GENERATION,
+            None if commit.generation_id < 0 => Ok(()),
+            // A group it does not know is at the generation a new group starts at.
+            None => Err(GroupError::IllegalGeneration {
+                generation: commit.generation_id,
+                current: Group::new(&commit.group_id).generation_id(),
+            }),
         }
     };
-    if group_code != error_code::NONE {
-        return vec![group_code; commit.entries.len()];
+    if let Err(error) = checked {
+        return vec![Err(error); commit.entries.len()];
     }
     let metadata = &shard.shared.metadata;
     let commit_time_ms = now_ms();
-    let mut codes = vec![error_code::NONE; commit.entries.len()];
+    let mut results = vec![Ok(()); commit.entries.len()];
     let mut accepted: Vec<(usize, OffsetKey, OffsetValue)> = Vec::new();
     for (index, entry) in commit.entries.into_iter().enumerate() {
         let known = metadata
             .topic(&entry.topic)
             .is_some_and(|topic| (0..topic.partitions).contains(&entry.partition));
         if !known {
-            codes[index] = error_code::UNKNOWN_TOPIC_OR_PARTITION;
+            results[index] = Err(GroupError::UnknownPartition {
+                topic: entry.topic,
+                partition: entry.partition,
+            });
             continue;
         }
-        if entry
-            .metadata
-            .as_ref()
-            .is_some_and(|text| text.len() > coordinator.offset_metadata_bytes_max)
-        {
-            codes[index] = error_code::OFFSET_METADATA_TOO_LARGE;
+        let metadata_bytes = entry.metadata.as_ref().map_or(0, String::len);
+        if metadata_bytes > coordinator.offset_metadata_bytes_max {
+            results[index] = Err(GroupError::OffsetMetadataTooLarge {
+                metadata_bytes,
+                metadata_bytes_max: coordinator.offset_metadata_bytes_max,
+            });
             continue;
         }
         let key = OffsetKey {
@@ -338,7 +348,7 @@ async fn commit_offsets(
     for chunk in chunk_by_bytes(accepted, batch_bytes_max) {
         let outcome = append_chunk(shard, state, &chunk, commit_time_ms).await;
         for (index, _, _) in &chunk {
-            codes[*index] = outcome.err().unwrap_or(error_code::NONE);
+            results[*index] = outcome.as_ref().map(|_| ()).map_err(Clone::clone);
         }
         if let Ok(base_offset) = outcome {
             let mut offsets = state.offsets.borrow_mut();
@@ -347,7 +357,7 @@ async fn commit_offsets(
             }
         }
     }
-    codes
+    results
 }
 
 /// Splits accepted entries into runs whose records fit one batch.
@@ -377,24 +387,22 @@ fn chunk_by_bytes(
     chunks
 }
 
-/// Appends one batch of offset records; the base offset it got, or the error code.
+/// Appends one batch of offset records; the base offset it got.
 async fn append_chunk(
     shard: &Rc<Shard>,
     state: &OffsetsPartition,
     chunk: &[(usize, OffsetKey, OffsetValue)],
     commit_time_ms: i64,
-) -> Result<i64, i16> {
+) -> Result<i64, GroupError> {
     let mut builder = BatchBuilder::new(commit_time_ms, Compression::None);
     for (_, key, value) in chunk {
-        let (key, value) = record::offset_record(key, Some(value)).map_err(|error| {
+        let (key, value) = record::offset_record(key, Some(value)).inspect_err(|error| {
             tracing::info!(%error, "offset commit refused");
-            error_code::INVALID_REQUEST
         })?;
         builder.push_kv(Some(&key), value.as_deref(), &[], commit_time_ms);
     }
-    let bytes = builder.build(0).map_err(|error| {
+    let bytes = builder.build(0).inspect_err(|error| {
         tracing::error!(%error, "cannot build an offsets batch");
-        error_code::UNKNOWN_SERVER_ERROR
     })?;
     let topic = offsets_topic(shard)?;
     // As Kafka (`offsets.commit.required.acks` = -1): a commit is answered once every
@@ -416,7 +424,10 @@ async fn append_chunk(
         );
         // Kafka answers a failed offsets append with a coordinator error, so the client
         // retries (after finding the coordinator again).
-        return Err(error_code::COORDINATOR_NOT_AVAILABLE);
+        return Err(CoordinatorError::Append {
+            partition: state.index,
+        }
+        .into());
     }
     Ok(outcome.base_offset)
 }
@@ -443,7 +454,6 @@ fn fetch_offsets(
             metadata: committed.map_or(Some(String::new()), |committed| {
                 committed.value.metadata.clone()
             }),
-            error_code: error_code::NONE,
         }
     };
     match partitions {
@@ -462,14 +472,12 @@ fn describe(state: &OffsetsPartition, group_id: &str) -> GroupDescription {
     let groups = state.groups.borrow();
     match groups.get(group_id) {
         Some(group) if !group.is_vacant() => GroupDescription {
-            error_code: error_code::NONE,
             state: group.state().name(),
             protocol_type: group.protocol_type().unwrap_or("").to_string(),
             protocol_name: group.protocol_name().unwrap_or("").to_string(),
             members: group.describe_members(),
         },
         _ => GroupDescription {
-            error_code: error_code::NONE,
             state: if state.offsets.borrow().has_group(group_id) {
                 "Empty"
             } else {
@@ -494,7 +502,7 @@ async fn list_groups(shard: &Rc<Shard>) -> GroupAnswer {
         }
         let state = match load(shard, partition).await {
             Ok(state) => state,
-            Err(code) => return GroupAnswer::Failed(code),
+            Err(error) => return GroupAnswer::Failed(error.into()),
         };
         let groups = state.groups.borrow();
         for (group_id, group) in groups.iter().filter(|(_, group)| !group.is_vacant()) {
@@ -528,7 +536,7 @@ fn start_ticking(shard: &Rc<Shard>) {
             glommio::timer::sleep(TICK_INTERVAL).await;
             let Some(shard) = weak.upgrade() else { break };
             if shard.shared.is_shutting_down() {
-                abandon_all(&shard, error_code::NOT_COORDINATOR);
+                abandon_all(&shard);
                 break;
             }
             tick_all(&shard, Instant::now());
@@ -548,10 +556,10 @@ fn tick_all(shard: &Shard, now: Instant) {
     }
 }
 
-fn abandon_all(shard: &Shard, code: i16) {
+fn abandon_all(shard: &Shard) {
     for state in shard.groups.partitions.loaded() {
         for group in state.groups.borrow_mut().values_mut() {
-            group.abandon_waiters(code);
+            group.abandon_waiters();
         }
     }
 }

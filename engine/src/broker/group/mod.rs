@@ -20,6 +20,7 @@
 //! The record layout is in [`record`]; `docs/groups.md` covers the protocol and limits.
 
 pub mod coordinator;
+pub mod error;
 pub mod membership;
 pub mod offsets;
 pub mod record;
@@ -27,14 +28,14 @@ pub mod record;
 use bytes::Bytes;
 
 pub use coordinator::Coordinator;
+pub use error::{CoordinatorError, GroupError};
 pub use membership::{
-    GroupSettings, GroupState, JoinOutcome, JoinRequest, MemberDescription, SyncOutcome,
+    GroupSettings, GroupState, JoinAnswer, JoinOutcome, JoinRefusal, JoinRequest,
+    MemberDescription, SyncAnswer, SyncOutcome,
 };
 
 /// The internal topic that holds committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-
-pub use shardlog_protocol::error_code;
 
 /// Java's `String.hashCode` (UTF-16 code units, wrapping), as Kafka hashes group ids.
 pub fn java_string_hash(text: &str) -> i32 {
@@ -97,13 +98,11 @@ pub struct FetchedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
-    pub error_code: i16,
 }
 
 /// A group as DescribeGroups shows it.
 #[derive(Clone, Debug)]
 pub struct GroupDescription {
-    pub error_code: i16,
     /// Kafka's state name; "Dead" for a group the coordinator does not know.
     pub state: &'static str,
     pub protocol_type: String,
@@ -170,17 +169,17 @@ pub enum GroupCall {
 pub enum GroupAnswer {
     Join(JoinOutcome),
     Sync(SyncOutcome),
-    Heartbeat(i16),
-    /// One error code per leaving member, in request order.
-    Leave(Vec<i16>),
-    /// One error code per entry, in request order.
-    Commit(Vec<i16>),
-    /// A group-level error code and the partitions.
-    Offsets(i16, Vec<FetchedOffset>),
+    Heartbeat(Result<(), GroupError>),
+    /// One result per leaving member, in request order.
+    Leave(Vec<Result<(), GroupError>>),
+    /// One result per entry, in request order.
+    Commit(Vec<Result<(), GroupError>>),
+    /// The committed offsets of the partitions asked for.
+    Offsets(Vec<FetchedOffset>),
     Described(GroupDescription),
     Listed(Vec<ListedGroup>),
-    /// The call could not be served at all (coordinator not available, for instance).
-    Failed(i16),
+    /// The call could not be served at all (the coordinator is not available, for instance).
+    Failed(GroupError),
 }
 
 #[cfg(test)]

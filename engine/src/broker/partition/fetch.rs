@@ -28,7 +28,7 @@ impl Shard {
     ) -> FetchOutcome {
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
-            Err(error_code) => return FetchOutcome::failed(error_code),
+            Err(error) => return FetchOutcome::failed(error.code()),
         };
         let log_end_offset = open.log.log_end_offset();
         let log_start_offset = open.log.log_start_offset();

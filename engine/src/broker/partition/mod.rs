@@ -28,8 +28,34 @@ use crate::batch;
 use crate::cluster::epochs::LeaderEpochCache;
 use crate::cluster::producers::ProducerStates;
 use crate::cluster::replica::{ReplicaState, Role};
-use crate::error::LogError;
+use crate::error::{LogError, StorageError};
 use crate::log::PartitionLog;
+
+/// Why a partition cannot be opened on its owner core.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PartitionError {
+    /// The topic has no such partition.
+    #[error("topic {topic} has no partition {partition}")]
+    Unknown { topic: String, partition: i32 },
+    /// The partition's queue of openers was closed under a waiting request (shutdown).
+    #[error("{topic}-{partition} closed while the request waited to open it")]
+    Closed { topic: String, partition: i32 },
+    /// The log could not be opened or recovered, or its producers' state not rebuilt.
+    /// (Boxed: the log's error is large, and this one is returned on every request path.)
+    #[error("cannot open {topic}-{partition}: {source}")]
+    Log {
+        topic: String,
+        partition: i32,
+        source: Box<LogError>,
+    },
+    /// The leader-epoch checkpoint could not be cut back to the recovered log end.
+    #[error("cannot trim the leader epochs of {topic}-{partition}: {source}")]
+    Epochs {
+        topic: String,
+        partition: i32,
+        source: StorageError,
+    },
+}
 
 /// The outcome of producing to one partition.
 #[derive(Debug, Clone, Copy)]

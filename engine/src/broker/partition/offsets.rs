@@ -19,7 +19,7 @@ impl Shard {
     ) -> OffsetOutcome {
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
-            Err(error_code) => return OffsetOutcome::failed(error_code),
+            Err(error) => return OffsetOutcome::failed(error.code()),
         };
         let high_watermark = {
             let replica = open.replica.borrow();

@@ -27,7 +27,7 @@ impl Shard {
     ) -> ProduceOutcome {
         let open = match self.partition(topic, partition).await {
             Ok(open) => open,
-            Err(code) => return ProduceOutcome::failed(code),
+            Err(error) => return ProduceOutcome::failed(error.code()),
         };
         let min_insync = self.shared.config.min_insync_replicas;
         let accepted = leader::accept_produce(&open.replica.borrow(), acks == ACKS_ALL, min_insync);

@@ -96,7 +96,7 @@ pub struct SharePartitions {
 pub async fn serve(shard: &Rc<Shard>, call: PartitionCall) -> PartitionAnswer {
     let open = match shard.partition(&call.topic, call.partition).await {
         Ok(open) => open,
-        Err(code) => return PartitionAnswer::failed(code),
+        Err(error) => return PartitionAnswer::failed(error.code()),
     };
     if let Err(refusal) = open.replica.borrow().check_leader(-1) {
         return PartitionAnswer::failed(refusal.code());

@@ -202,15 +202,17 @@ async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StatePartition>, i
             replay_partition(partition, &open.log).await
         })
         .await
+        // Until the share coordinator has its own error type, its callers take codes.
+        .map_err(|error| crate::broker::api::codes::KafkaCode::code(&error))
 }
 
-async fn replay_partition(partition: i32, log: &PartitionLog) -> Result<StatePartition, i16> {
+async fn replay_partition(
+    partition: i32,
+    log: &PartitionLog,
+) -> Result<StatePartition, crate::LogError> {
     let started = Instant::now();
     let state = StatePartition::default();
-    let skipped = replay(log, &state).await.map_err(|error| {
-        tracing::error!(partition, %error, "cannot replay a share state partition");
-        error_code::COORDINATOR_NOT_AVAILABLE
-    })?;
+    let skipped = replay(log, &state).await?;
     tracing::info!(
         partition,
         share_partitions = state.latest.borrow().len(),
