@@ -4,7 +4,8 @@
 # `cargo test --workspace` (extra arguments are passed on) and ends with the totals.
 #
 # Needed by the tests: kcat, and the Python clients confluent-kafka and kafka-python, and
-# KafkaJS (npm ci in tests/clients/node) for engine/tests/clients.rs; fio for the scripts.
+# KafkaJS (npm ci in tests/clients/node) for engine/tests/clients.rs; e2fsprogs for the
+# full-disk tests; fio for the scripts.
 # System packages need root: sudo is used when not root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,8 @@ echo "== test dependencies"
 packages=()
 command -v kcat >/dev/null || packages+=(kcat)
 command -v fio >/dev/null || packages+=(fio)
+# mkfs.ext4 for the full-disk tests (a small loop-mounted file system; skipped without root).
+command -v mkfs.ext4 >/dev/null || packages+=(e2fsprogs)
 command -v python3 >/dev/null || packages+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 command -v node >/dev/null || packages+=(nodejs)
