@@ -83,6 +83,9 @@ trap stop_broker EXIT
 run_broker() { # $1 = strategy, $2 = durability; writes harness-$1-$2.json and broker-$1-$2.*
   local strategy=$1 durability=$2 name="$1-$2" address= rss_kib
   rm -rf "$data_dir/$name"
+  # Created here, not by the background job's redirection, so the wait below can read it
+  # at once (under load the job may not have opened it yet).
+  : >"$out/broker-$name.stdout"
   "$broker" --listen 127.0.0.1:0 --data-dir "$data_dir/$name" --cores 2 \
       --strategy "$strategy" --durability "$durability" ${broker_config:+--config "$broker_config"} \
       >"$out/broker-$name.stdout" 2>"$out/broker-$name.log" &
