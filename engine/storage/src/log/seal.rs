@@ -75,9 +75,10 @@ pub(super) struct PendingSeal {
 }
 
 impl PendingSeal {
-    /// The outcome, if the seal has finished.
+    /// The outcome, if the seal has finished. (`Shared::peek` alone would not do: it sees
+    /// the result only once something has polled the shared future, and nobody may have.)
     pub fn outcome(&self) -> Option<SealOutcome> {
-        self.done.peek().cloned()
+        self.done.clone().now_or_never()
     }
 }
 
