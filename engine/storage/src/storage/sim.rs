@@ -273,9 +273,17 @@ impl SimDisk {
     /// Fails as `fail_with(SimOp::SyncDir, ..)` says; waits while stalled.
     pub async fn sync_dir(&self, dir: &Path) -> Result<(), StorageError> {
         // Let other tasks run first, as a real fsync would.
+        let crashes_before = self.state.borrow().crashes;
         futures_lite::future::yield_now().await;
         self.wait_unless_stalled(dir).await;
         let mut state = self.state.borrow_mut();
+        if state.crashes != crashes_before {
+            // Power was lost while it ran: it never returns success.
+            return Err(StorageError::Injected {
+                fault: "directory sync during a crash",
+                path: dir.to_path_buf(),
+            });
+        }
         if let Some(fault) = state.fail_sync_dir_with {
             return Err(fault_error("fsync", dir, fault));
         }
