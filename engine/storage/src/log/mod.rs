@@ -161,6 +161,16 @@ impl PartitionLog {
         self.inner.spares.borrow().stats()
     }
 
+    /// How many segments a roll left sealing in the background are still being sealed (at
+    /// most [`SEALS_IN_FLIGHT_MAX`]).
+    pub fn seals_in_flight(&self) -> usize {
+        let pending = self.inner.pending_seals.borrow();
+        pending
+            .iter()
+            .filter(|seal| seal.outcome().is_none())
+            .count()
+    }
+
     /// The first offset still in the log.
     pub fn log_start_offset(&self) -> i64 {
         self.inner.segments.borrow()[0].base_offset()
