@@ -5,12 +5,16 @@
 //! they are, and recovery finds batch boundaries from the batches' own length fields.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Instant;
+
+use futures_util::future::Shared;
 
 use crate::batch::layout::HEADER_BYTES;
 use crate::batch::{self, BatchHeader};
-use crate::error::LogError;
+use crate::error::{LogError, StorageError};
 use crate::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_BYTES, TIME_ENTRY_BYTES};
 use crate::storage::{AppendConfig, SegmentFile, Storage};
 
@@ -79,6 +83,20 @@ impl FileRegion {
     }
 }
 
+/// Work running in the background that others may wait on (a clone is cheap; each clone
+/// sees the same result). The log uses it for what a roll leaves running after the append
+/// lock is released: see `log::seal`.
+pub type Background = Shared<Pin<Box<dyn Future<Output = Result<(), StorageError>>>>>;
+
+/// A new segment from [`Segment::create_unsynced`], and whether its file's name is durable
+/// yet.
+pub struct Created {
+    pub segment: Segment,
+    /// `false` for a new file: its directory must be synced before the segment's bytes count
+    /// as durable (a file's fdatasync does not make its name durable).
+    pub name_durable: bool,
+}
+
 /// Where a batch sits in a segment, as far as reads and truncation need to know.
 #[derive(Clone, Copy, Debug)]
 pub struct BatchPlace {
@@ -104,6 +122,10 @@ pub struct Segment {
     next_offset: Cell<i64>,
     max_timestamp_ms: Cell<i64>,
     created: Instant,
+    /// What must be durable before this segment's own durable bytes may be acknowledged as
+    /// such, when a roll left it running: the previous segment's last bytes and this file's
+    /// name (see [`set_durable_after`](Self::set_durable_after)). Cleared once it succeeded.
+    durable_after: RefCell<Option<Background>>,
 }
 
 /// What a scan of a segment file found.
@@ -124,6 +146,8 @@ impl Segment {
     /// place: appends then overwrite blocks written before, and the old batches after the
     /// write position are never read (reads stop at the logical end) nor recovered (their
     /// offsets are all below `base_offset`; the caller guarantees it, see `log::spares`).
+    ///
+    /// Returns once the new file's name is durable.
     pub async fn create(
         storage: &Storage,
         dir: &Path,
@@ -131,6 +155,26 @@ impl Segment {
         config: &AppendConfig,
         recycled: Option<&Path>,
     ) -> Result<Segment, LogError> {
+        let created = Segment::create_unsynced(storage, dir, base_offset, config, recycled).await?;
+        if !created.name_durable {
+            storage.sync_dir_off_thread(dir).await?;
+        }
+        Ok(created.segment)
+    }
+
+    /// Like [`create`](Self::create), but without waiting for a new file's name to be
+    /// durable: when [`Created::name_durable`] is `false`, the caller must sync `dir` before
+    /// anything in the segment is acknowledged as durable; without it, a crash could lose a
+    /// whole segment of batches that were fdatasynced. A recycled spare's rename is made
+    /// durable here, before the segment takes a write: a crash must never find new batches
+    /// in a file still named as a spare (see `log::spares`).
+    pub async fn create_unsynced(
+        storage: &Storage,
+        dir: &Path,
+        base_offset: i64,
+        config: &AppendConfig,
+        recycled: Option<&Path>,
+    ) -> Result<Created, LogError> {
         let paths = SegmentPaths::new(dir, base_offset);
         // Leftovers of an interrupted roll or truncation must not be read as this segment's.
         for path in [&paths.log, &paths.index, &paths.time_index] {
@@ -138,7 +182,7 @@ impl Segment {
         }
         let mut renamed = false;
         if let Some(spare) = recycled {
-            match storage.rename(spare, &paths.log) {
+            match storage.rename_off_thread(spare, &paths.log).await {
                 Ok(()) => renamed = true,
                 Err(error) => {
                     // A spare is only a speed-up: start a fresh file instead.
@@ -149,13 +193,10 @@ impl Segment {
             }
         }
         let file = storage.open_segment_file(&paths.log, 0, config).await?;
-        if !renamed {
-            // A new file's name is durable only once its directory is synced (the rename of
-            // a spare already did that); without it, a crash could lose a whole segment whose
-            // batches were acknowledged after an fdatasync.
-            storage.sync_dir_off_thread(dir).await?;
-        }
-        Ok(Segment::with_file(base_offset, paths, file))
+        Ok(Created {
+            segment: Segment::with_file(base_offset, paths, file),
+            name_durable: renamed,
+        })
     }
 
     fn with_file(base_offset: i64, paths: SegmentPaths, file: SegmentFile) -> Segment {
@@ -171,7 +212,33 @@ impl Segment {
             next_offset: Cell::new(base_offset),
             max_timestamp_ms: Cell::new(-1),
             created: Instant::now(),
+            durable_after: RefCell::new(None),
         }
+    }
+
+    /// Makes [`sync`](Self::sync) wait for `barrier` too, until it has succeeded once. A roll
+    /// sets it on the new segment before the segment takes an append: a crash must not find
+    /// this segment's acknowledged batches after a torn end of the previous one (recovery
+    /// would cut the log there) or lose this file's name.
+    pub fn set_durable_after(&self, barrier: Background) {
+        *self.durable_after.borrow_mut() = Some(barrier);
+    }
+
+    /// Waits for what [`set_durable_after`](Self::set_durable_after) set, if anything.
+    pub async fn wait_durable_after(&self) -> Result<(), StorageError> {
+        let Some(barrier) = self.durable_after.borrow().clone() else {
+            return Ok(());
+        };
+        barrier.await?;
+        *self.durable_after.borrow_mut() = None;
+        Ok(())
+    }
+
+    /// Returns when every byte appended here before the call is durable, and so is what the
+    /// segment depends on for that (see [`set_durable_after`](Self::set_durable_after)).
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        self.file().sync().await?;
+        self.wait_durable_after().await
     }
 
     /// Opens an existing segment for recovery: the file is taken as `len` bytes long, for
@@ -497,10 +564,12 @@ impl Segment {
     /// otherwise stall every partition of the core); this returns once they are durable.
     pub async fn seal(&self, storage: &Storage) -> Result<(), LogError> {
         self.file().seal().await?;
-        self.write_indexes(storage).await
+        Ok(self.write_indexes(storage).await?)
     }
 
-    async fn write_indexes(&self, storage: &Storage) -> Result<(), LogError> {
+    /// Writes the segment's index files (each atomically and durably) from the indexes in
+    /// memory, off the executor's thread.
+    pub async fn write_indexes(&self, storage: &Storage) -> Result<(), StorageError> {
         let (offset, time) = {
             let indexes = self.indexes.borrow();
             (indexes.offset.encode(), indexes.time.encode())

@@ -298,12 +298,17 @@ fn corruption_inside_a_sealed_segment_drops_the_segments_after_it() {
                 stored.push(as_stored(batch, info.base_offset, 0));
             }
             drop(log);
-            let second = place.dir.join(format!("{:020}.log", {
-                let names = common_bases(&place.dir);
-                names[1]
-            }));
+            let bases = common_bases(&place.dir);
+            let second = place.dir.join(format!("{:020}.log", bases[1]));
+            // The last byte of the segment's last batch. Not the file's last byte: the log was
+            // dropped with the segment's seal (which trims it) perhaps still in the background.
+            let data_len: usize = stored
+                .iter()
+                .filter(|batch| (bases[1]..bases[2]).contains(&base_offset(batch)))
+                .map(Vec::len)
+                .sum();
             let mut bytes = std::fs::read(&second).expect("read");
-            let last = bytes.len() - 1;
+            let last = data_len - 1;
             bytes[last] ^= 1;
             std::fs::write(&second, &bytes).expect("write");
             let reopened = place.open(config, "reopen").await;

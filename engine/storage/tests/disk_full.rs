@@ -64,7 +64,7 @@ async fn append_one(
     Ok(())
 }
 
-/// The disk fills up: the reservation (or, at a roll, the new segment's index files) fails
+/// The disk fills up: the reservation (or, after a roll, the old segment's index files) fails
 /// with ENOSPC, the append is refused with `LogError::NoSpace` and nothing is appended, the
 /// log is not failed, and the same log appends again once space is freed. Checked at
 /// several capacities so the disk fills at different points of a segment and of a roll.
@@ -126,11 +126,12 @@ fn a_full_disk_refuses_appends_cleanly_and_they_resume_when_space_returns() {
     }
 }
 
-/// The disk fills exactly when a roll writes the sealed segment's index files: the roll
-/// fails after sealing, the append is refused with `NoSpace`, and the log is not failed. The
-/// next appends finish the roll (sealing again is harmless) once space is freed.
+/// The disk fills exactly when a roll's background seal writes the sealed segment's index
+/// files. The failure is not lost, and it fails nothing: the log is not failed, appends are
+/// refused with `NoSpace` while the index files cannot be written (each append tries them
+/// again first), and once space is freed the next append writes them and goes on.
 #[test]
-fn a_roll_that_meets_a_full_disk_is_finished_by_a_later_append() {
+fn index_files_a_background_seal_could_not_write_are_written_by_a_later_append() {
     run(async {
         let disk = SimDisk::new(5);
         let storage = Storage::Sim(disk.clone());
@@ -153,21 +154,17 @@ fn a_roll_that_meets_a_full_disk_is_finished_by_a_later_append() {
         disk.set_capacity(Some(log.size_bytes()));
         let error = append_one(&log, 1000, &mut acknowledged)
             .await
-            .expect_err("the index files do not fit");
+            .expect_err("neither the index files nor the batch fit");
         assert!(matches!(error, LogError::NoSpace { .. }), "{error}");
-        // A batch small enough for the sealed segment must not go into it: the roll is
-        // finished first, and fails again while the disk is full.
+        let index = dir.join(format!("{:020}.index", 0));
         let small = make_batch(1, 10, 0, 1001);
         for _ in 0..3 {
             let error = log.append(&small, 0).await.expect_err("still full");
             assert!(matches!(error, LogError::NoSpace { .. }), "{error}");
-            assert!(!log.is_failed());
-            assert_eq!(
-                log.segment_count(),
-                1,
-                "no new segment without its predecessor's indexes"
-            );
+            assert!(!log.is_failed(), "missing index files lose nothing");
         }
+        assert_eq!(log.segment_count(), 2, "the roll itself needed no space");
+        assert_eq!(disk.file_len(&index), None, "the index files did not fit");
         assert_holds(&log, &acknowledged, "full at the roll").await;
         disk.set_capacity(None);
         let info = log
@@ -175,7 +172,10 @@ fn a_roll_that_meets_a_full_disk_is_finished_by_a_later_append() {
             .await
             .expect("the small batch, after space returned");
         acknowledged.insert(info.base_offset, as_stored(small, info.base_offset, 0));
-        assert_eq!(log.segment_count(), 2);
+        assert!(
+            disk.file_len(&index).is_some(),
+            "the append wrote the index files first"
+        );
         for more in 0..20 {
             append_one(&log, 2000 + more, &mut acknowledged)
                 .await

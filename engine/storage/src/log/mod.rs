@@ -10,19 +10,23 @@
 //! ```
 //!
 //! Invariants: segments are contiguous (each one's base offset is the previous one's next
-//! offset); every sealed segment is durable, trimmed, and has index files; only the last
-//! segment takes appends. See `docs/storage.md` for recovery.
+//! offset); only the last segment takes appends; every other segment is sealed (durable,
+//! trimmed, with index files) or being sealed in the background after a roll (`seal`), and
+//! at most [`SEALS_IN_FLIGHT_MAX`] are being sealed. See `docs/storage.md` for recovery.
 
 mod config;
 mod recovery;
+mod seal;
 mod spares;
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
 
 pub use config::{Durability, LogConfig, PREALLOCATE_STEP_BYTES_DEFAULT};
 pub use recovery::{RecoveryReport, TruncatedTail};
+pub use seal::SEALS_IN_FLIGHT_MAX;
 pub use spares::{RecycleStats, SPARE_SEGMENTS_MAX, SPARE_SUFFIX};
 
 use crate::batch::{self, BatchError, BatchHeader, ValidBatch};
@@ -30,6 +34,7 @@ use crate::error::LogError;
 use crate::fifo_lock::{FifoLock, Turn};
 use crate::segment::{FileRegion, Segment};
 use crate::storage::{AppendConfig, SegmentFile, Storage};
+use seal::{Failure, PendingSeal, SealOutcome};
 use spares::SparePool;
 
 /// The marker a clean close leaves; its presence lets the next open trust the index files.
@@ -64,6 +69,11 @@ struct LogInner {
     /// Serialises appends, rolls, truncation, retention and close, first come first served
     /// (so pipelined batches keep their arrival order). Reads do not take it.
     append_lock: FifoLock,
+    /// Seals that rolls left running, oldest first, until a locked operation sees them
+    /// finish; at most [`SEALS_IN_FLIGHT_MAX`] (see `seal`).
+    pending_seals: RefCell<VecDeque<PendingSeal>>,
+    /// The first background failure that failed the log (see `seal`).
+    failure: Rc<Failure>,
     unsynced_bytes: Cell<u64>,
     closed: Cell<bool>,
     recovery: RecoveryReport,
@@ -77,8 +87,14 @@ struct LogInner {
 /// appends share group commits. Reads run alongside them and see whole batches only.
 ///
 /// **Durability.** [`append`](Self::append) returns according to the log's [`Durability`]:
-/// with `Always`, when the batch is durable; otherwise when it is in memory. Rolled segments
-/// are always durable. [`close`](Self::close) makes everything durable.
+/// with `Always`, when the batch is durable; otherwise when it is in memory. A roll holds the
+/// append lock only to put the next segment in place; the old segment is sealed in the
+/// background (see `seal` for the contract). An append into the new segment is acknowledged
+/// as durable only once the old segment is durable to its end and the new file's name is
+/// durable, so under `Always` nothing acknowledged is lost; under `None` a crash may lose
+/// everything since the last roll whose seal had finished. [`sync`](Self::sync),
+/// [`roll_now`](Self::roll_now) and [`close`](Self::close) make everything before them
+/// durable.
 ///
 /// **Bounds.** A batch is at most `max_batch_bytes`; memory is one chunk plus
 /// `write_behind_max` chunks in flight, plus the in-memory indexes (16 bytes per
@@ -114,6 +130,8 @@ impl PartitionLog {
                 spares: RefCell::new(spares),
                 recycles,
                 append_lock: FifoLock::new(),
+                pending_seals: RefCell::new(VecDeque::new()),
+                failure: Rc::new(Failure::default()),
                 unsynced_bytes: Cell::new(0),
                 closed: Cell::new(false),
                 recovery: report,
@@ -141,6 +159,16 @@ impl PartitionLog {
     /// How many segment files this log has recycled since it was opened.
     pub fn recycle_stats(&self) -> RecycleStats {
         self.inner.spares.borrow().stats()
+    }
+
+    /// How many segments a roll left sealing in the background are still being sealed (at
+    /// most [`SEALS_IN_FLIGHT_MAX`]).
+    pub fn seals_in_flight(&self) -> usize {
+        let pending = self.inner.pending_seals.borrow();
+        pending
+            .iter()
+            .filter(|seal| seal.outcome().is_none())
+            .count()
     }
 
     /// The first offset still in the log.
@@ -198,6 +226,14 @@ impl PartitionLog {
             });
         }
         Ok(())
+    }
+
+    /// The error of a background failure that failed the log, if there was one.
+    fn check_not_failed(&self) -> Result<(), LogError> {
+        match self.inner.failure.error() {
+            Some(error) => Err(LogError::Storage(error)),
+            None => Ok(()),
+        }
     }
 
     async fn lock(&self) -> Result<Turn<'_>, LogError> {
@@ -303,17 +339,21 @@ impl PartitionLog {
             });
         }
         let permit = self.lock().await?;
+        self.finish_seals()
+            .await
+            .map_err(|error| self.append_error(error))?;
         let mut active = self.active();
+        debug_assert!(
+            !active.file().is_sealed(),
+            "the active segment takes appends: rolls and recovery never leave it sealed"
+        );
         let last_offset_delta = i64::from(header.last_offset_delta);
         let full = active.len() + batch_bytes as u64 > config.segment_bytes;
         let old = config
             .segment_age_max
             .is_some_and(|age_max| active.age() >= age_max);
         let fits = active.fits_offset(active.next_offset() + last_offset_delta);
-        // A sealed active segment is a roll that sealed it and then failed to start the next
-        // one (no space for the new file, say): finish that roll now.
-        let unfinished_roll = active.file().is_sealed();
-        if unfinished_roll || (!active.is_empty() && (full || old || !fits)) {
+        if !active.is_empty() && (full || old || !fits) {
             self.roll()
                 .await
                 .map_err(|error| self.append_error(error))?;
@@ -352,7 +392,7 @@ impl PartitionLog {
             .map_err(|error| self.append_error(error))?;
         drop(permit);
 
-        self.await_durability(&file, batch_bytes as u64)
+        self.await_durability(&active, batch_bytes as u64)
             .await
             .map_err(|error| self.append_error(error))?;
         Ok(Some(AppendInfo {
@@ -363,17 +403,19 @@ impl PartitionLog {
     }
 
     /// Waits for what the durability policy promises for an append of `batch_bytes` that was
-    /// just copied into `file`: room in the write-behind, and a sync if the policy asks.
-    async fn await_durability(&self, file: &SegmentFile, batch_bytes: u64) -> Result<(), LogError> {
-        file.wait_for_room().await?;
+    /// just copied into `segment`: room in the write-behind, and a sync if the policy asks
+    /// (which, after a roll, also waits for the previous segment's end and this file's name
+    /// to be durable: [`Segment::sync`]).
+    async fn await_durability(&self, segment: &Segment, batch_bytes: u64) -> Result<(), LogError> {
+        segment.file().wait_for_room().await?;
         match self.inner.config.durability {
             Durability::None => {}
-            Durability::Always => file.sync().await?,
+            Durability::Always => segment.sync().await?,
             Durability::Interval { interval_bytes, .. } => {
                 let unsynced = self.inner.unsynced_bytes.get() + batch_bytes;
                 if unsynced >= interval_bytes {
                     self.inner.unsynced_bytes.set(0);
-                    file.sync().await?;
+                    segment.sync().await?;
                 } else {
                     self.inner.unsynced_bytes.set(unsynced);
                 }
@@ -394,12 +436,13 @@ impl PartitionLog {
         }
     }
 
-    /// Whether the active segment failed a write or an fdatasync. Such a log takes no more
-    /// appends (they fail with [`StorageError::Poisoned`](crate::StorageError::Poisoned)), and
-    /// reads are served only up to the last byte known written; [`reopen`](Self::reopen) it
-    /// to append again.
+    /// Whether the active segment failed a write or an fdatasync, or a roll's background
+    /// work failed to make the previous segment durable or the new file's name durable (see
+    /// `seal`). Such a log takes no more appends (they fail with
+    /// [`StorageError::Poisoned`](crate::StorageError::Poisoned)), and reads are served only
+    /// up to the last byte known written; [`reopen`](Self::reopen) it to append again.
     pub fn is_failed(&self) -> bool {
-        self.active().file().is_failed()
+        self.inner.failure.error().is_some() || self.active().file().is_failed()
     }
 
     /// Opens this log again, through recovery, after a failed write or sync, and returns the
@@ -422,11 +465,18 @@ impl PartitionLog {
     /// failed but readable, and the call can be retried.
     pub async fn reopen(&self) -> Result<PartitionLog, LogError> {
         let permit = self.lock().await?;
-        let active = self.active();
-        active.file().settle().await;
-        // Pages the kernel failed to write back may be marked clean and still be served from
-        // the page cache; recovery must read what the device holds.
-        self.inner.storage.drop_cached(&active.paths().log);
+        // Background seals finish (or fail) first, so none writes behind recovery's back.
+        let sealing: Vec<i64> = self.settle_seals().await;
+        let segments: Vec<Rc<Segment>> = self.inner.segments.borrow().clone();
+        for segment in &segments {
+            let active = Rc::ptr_eq(segment, segments.last().expect("never empty"));
+            if active || segment.file().is_failed() || sealing.contains(&segment.base_offset()) {
+                segment.file().settle().await;
+                // Pages the kernel failed to write back may be marked clean and still be
+                // served from the page cache; recovery must read what the device holds.
+                self.inner.storage.drop_cached(&segment.paths().log);
+            }
+        }
         let reopened = PartitionLog::open(
             self.inner.storage.clone(),
             &self.inner.dir,
@@ -434,7 +484,13 @@ impl PartitionLog {
         )
         .await?;
         // What recovery kept is durable before the log takes appends: an idempotent
-        // producer's retry of a batch found there is answered as a duplicate, unsynced.
+        // producer's retry of a batch found there is answered as a duplicate, unsynced. That
+        // includes the names of its files: a failed roll may have left the newest one's name
+        // not yet durable.
+        self.inner
+            .storage
+            .sync_dir_off_thread(&self.inner.dir)
+            .await?;
         reopened.sync().await?;
         self.inner.closed.set(true);
         self.inner.append_lock.close();
@@ -442,18 +498,34 @@ impl PartitionLog {
         Ok(reopened)
     }
 
-    /// Seals the active segment and starts a new one at the log end, in a spare file if
-    /// there is one it may overwrite. Lock held by the caller.
+    /// Starts a new segment at the log end, in a spare file if there is one it may
+    /// overwrite, and leaves the old one to be sealed in the background (see `seal`). Lock
+    /// held by the caller. Returns the seal it started.
     ///
-    /// If starting the new segment fails, the sealed segment stays the last one and the next
-    /// append calls this again: sealing is idempotent (a sealed file is already durable and
-    /// trimmed; its index files are written again).
-    async fn roll(&self) -> Result<(), LogError> {
+    /// Under the lock this only creates the new file (renaming a spare durably) and opens
+    /// it; it waits for an older seal only when [`SEALS_IN_FLIGHT_MAX`] are running. If
+    /// starting the new segment fails, nothing changed: the old segment stays the active
+    /// one, unsealed, and the next append tries again.
+    async fn roll(&self) -> Result<PendingSeal, LogError> {
+        loop {
+            let oldest = {
+                let pending = self.inner.pending_seals.borrow();
+                if pending.len() < SEALS_IN_FLIGHT_MAX {
+                    break;
+                }
+                pending
+                    .front()
+                    .cloned()
+                    .expect("at the bound, so not empty")
+            };
+            oldest.done.await;
+            self.finish_seals().await?;
+        }
+        self.check_not_failed()?;
         let active = self.active();
-        active.seal(&self.inner.storage).await?;
         let base_offset = active.next_offset();
         let spare = self.inner.spares.borrow_mut().take(base_offset);
-        let segment = Segment::create(
+        let created = Segment::create_unsynced(
             &self.inner.storage,
             &self.inner.dir,
             base_offset,
@@ -461,17 +533,102 @@ impl PartitionLog {
             spare.as_deref(),
         )
         .await?;
-        self.inner.segments.borrow_mut().push(Rc::new(segment));
-        Ok(())
+        // Nothing below awaits or fails: the roll happens whole from here.
+        let failure = &self.inner.failure;
+        let (pending, old_end_durable) = seal::start_seal(&self.inner.storage, &active, failure);
+        let durable_after = if created.name_durable {
+            old_end_durable
+        } else {
+            let name = seal::sync_name(&self.inner.storage, &self.inner.dir, failure);
+            seal::both(old_end_durable, name)
+        };
+        created.segment.set_durable_after(durable_after);
+        self.inner
+            .pending_seals
+            .borrow_mut()
+            .push_back(pending.clone());
+        self.inner
+            .segments
+            .borrow_mut()
+            .push(Rc::new(created.segment));
+        Ok(pending)
     }
 
-    /// Rolls now if the active segment holds anything (Kafka's forced roll).
-    pub async fn roll_now(&self) -> Result<(), LogError> {
-        let _permit = self.lock().await?;
-        if !self.active().is_empty() {
-            self.roll().await?;
+    /// Looks at the background seals that have finished, oldest first, and forgets them; a
+    /// seal that could not write its segment's index files has them written now (lock held
+    /// by the caller), and its error is returned while that still fails. A seal whose file
+    /// failed failed the log: [`check_not_failed`](Self::check_not_failed) reports it.
+    /// Cheap when no seal is pending.
+    async fn finish_seals(&self) -> Result<(), LogError> {
+        loop {
+            let (base_offset, outcome) = {
+                let pending = self.inner.pending_seals.borrow();
+                let Some(front) = pending.front() else {
+                    break;
+                };
+                let Some(outcome) = front.outcome() else {
+                    break;
+                };
+                (front.base_offset, outcome)
+            };
+            if let SealOutcome::IndexesFailed(_) = outcome {
+                if let Some(segment) = self.segment_at(base_offset) {
+                    segment.write_indexes(&self.inner.storage).await?;
+                }
+            }
+            self.inner.pending_seals.borrow_mut().pop_front();
         }
-        Ok(())
+        self.check_not_failed()
+    }
+
+    /// Waits until every background seal has finished, and returns the base offsets of the
+    /// segments they sealed (or failed to). They stay pending, for [`finish_seals`] to see.
+    async fn settle_seals(&self) -> Vec<i64> {
+        let pending: Vec<PendingSeal> = self.inner.pending_seals.borrow().iter().cloned().collect();
+        for seal in &pending {
+            seal.done.clone().await;
+        }
+        pending.iter().map(|seal| seal.base_offset).collect()
+    }
+
+    /// Forgets the background seals of segments at or after `base_offset` (their segments
+    /// were dropped or cut). They must have finished.
+    fn forget_seals_from(&self, base_offset: i64) {
+        self.inner.pending_seals.borrow_mut().retain(|seal| {
+            debug_assert!(
+                seal.outcome().is_some(),
+                "a seal is forgotten only once finished"
+            );
+            seal.base_offset < base_offset
+        });
+    }
+
+    /// The segment whose base offset is `base_offset`, if the log still has it.
+    fn segment_at(&self, base_offset: i64) -> Option<Rc<Segment>> {
+        let segments = self.inner.segments.borrow();
+        segments
+            .binary_search_by_key(&base_offset, |segment| segment.base_offset())
+            .ok()
+            .map(|index| Rc::clone(&segments[index]))
+    }
+
+    /// Rolls now if the active segment holds anything (Kafka's forced roll). Returns once the
+    /// rolled segment is sealed (durable, trimmed, its index files written); only the new
+    /// segment is created under the append lock, so appends go on meanwhile.
+    pub async fn roll_now(&self) -> Result<(), LogError> {
+        let pending = {
+            let _permit = self.lock().await?;
+            self.finish_seals().await?;
+            if self.active().is_empty() {
+                return Ok(());
+            }
+            self.roll().await?
+        };
+        match pending.done.await {
+            SealOutcome::Sealed => Ok(()),
+            SealOutcome::FileFailed => self.check_not_failed(),
+            SealOutcome::IndexesFailed(error) => Err(error.into()),
+        }
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (but at least one batch).
@@ -544,8 +701,13 @@ impl PartitionLog {
     /// Removes every record at or after `offset` (a follower cutting a divergent tail), and
     /// returns the new log end. A batch that holds `offset` goes whole, so the end may land
     /// below `offset`, at that batch's base. The cut is durable before this returns.
+    ///
+    /// Background seals finish first (a seal must not write index files for contents the
+    /// truncation removes); a log that one of them failed refuses.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64, LogError> {
         let _permit = self.lock().await?;
+        self.settle_seals().await;
+        self.check_not_failed()?;
         let (start, end) = (self.log_start_offset(), self.log_end_offset());
         if offset >= end {
             return Ok(end);
@@ -567,6 +729,8 @@ impl PartitionLog {
             segment.delete_files(&self.inner.storage)?;
         }
         let target = self.active();
+        // The target's index files are removed and rewritten at its next seal.
+        self.forget_seals_from(target.base_offset());
         if let Some(place) = target.find(offset).await? {
             target
                 .truncate_to(
@@ -599,8 +763,13 @@ impl PartitionLog {
     /// returns how many went. `now_ms` is the wall clock in Unix milliseconds. A dropped
     /// segment's log file may be kept as a spare for a later roll to overwrite rather than
     /// deleted (`LogConfig::recycle_segments`); it is no longer part of the log either way.
+    ///
+    /// Waits for background seals to finish first, so no seal runs on a dropped segment. It
+    /// does not retry index files a seal failed to write (that could fail on the full disk
+    /// retention is freeing); a segment whose file failed is deleted, never recycled.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
         let _permit = self.lock().await?;
+        self.settle_seals().await;
         let config = &self.inner.config;
         let mut deleted = 0;
         loop {
@@ -622,11 +791,17 @@ impl PartitionLog {
             };
             let Some(segment) = candidate else { break };
             self.inner.segments.borrow_mut().remove(0);
+            let base_offset = segment.base_offset();
+            self.inner
+                .pending_seals
+                .borrow_mut()
+                .retain(|seal| seal.base_offset != base_offset);
+            let recyclable = self.inner.recycles && !segment.file().is_failed();
             self.inner.spares.borrow_mut().retire(
                 &self.inner.storage,
                 segment,
                 config.segment_bytes,
-                self.inner.recycles,
+                recyclable,
             )?;
             deleted += 1;
         }
@@ -638,17 +813,24 @@ impl PartitionLog {
         Ok(self.active().file().flush().await?)
     }
 
-    /// Returns when everything appended so far is durable.
+    /// Returns when everything appended so far is durable (after a roll, that includes the
+    /// previous segment's end and the new file's name).
     pub async fn sync(&self) -> Result<(), LogError> {
         self.inner.unsynced_bytes.set(0);
-        Ok(self.active().file().sync().await?)
+        Ok(self.active().sync().await?)
     }
 
-    /// Makes everything durable, writes the active segment's indexes and the clean-shutdown
-    /// marker, and refuses further calls. The next open trusts the indexes.
+    /// Makes everything durable, waits for background seals (writing index files they could
+    /// not), writes the active segment's indexes and the clean-shutdown marker, and refuses
+    /// further calls. The next open trusts the indexes. A log that a background failure
+    /// failed is not closed cleanly: the error is returned and no marker is written.
     pub async fn close(&self) -> Result<(), LogError> {
         let _permit = self.lock().await?;
-        self.active().seal(&self.inner.storage).await?;
+        self.settle_seals().await;
+        self.finish_seals().await?;
+        let active = self.active();
+        active.wait_durable_after().await?;
+        active.seal(&self.inner.storage).await?;
         self.inner
             .storage
             .write_file_atomic(&self.inner.dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
@@ -671,7 +853,7 @@ fn start_interval_flusher(log: Weak<LogInner>, interval_ms: u64) {
                 inner.unsynced_bytes.set(0);
                 let active = Rc::clone(inner.segments.borrow().last().expect("never empty"));
                 // A failed sync poisons the appender; the next append reports it.
-                let _ = active.file().sync().await;
+                let _ = active.sync().await;
             }
         }
     })

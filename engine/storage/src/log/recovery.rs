@@ -1,7 +1,9 @@
 //! Opening a log: finding its segments and making them consistent after a crash.
 //!
-//! The last durable point is the end of the last sealed segment: a roll seals (fsyncs, trims,
-//! writes the indexes of) the old segment before the new one takes an append. So recovery:
+//! A roll seals (fsyncs, trims, writes the indexes of) the old segment in the background, and
+//! nothing in the new segment counts as durable until the old one is durable to its end and
+//! the new file's name is durable. So a non-last segment may lack its trim and index files,
+//! but never a batch that a later segment's acknowledged batches follow. Recovery:
 //! 1. lists `<base>.log` files in offset order; a gap in the chain cuts the log before it;
 //! 2. for each sealed segment, loads its index files if they pass their checks, and walks
 //!    the batches after the last index entry to find the segment's end; a missing or damaged
@@ -9,6 +11,9 @@
 //! 3. walks the active segment whole (unless the log was closed cleanly, which left the
 //!    indexes written), checking every batch's CRC and that offsets follow on;
 //! 4. cuts the log at the first batch that fails, durably, and drops any later segments;
+//!    except that a segment whose batches end exactly at the next segment's base offset is
+//!    whole, and what follows its last batch is space a background seal had not trimmed yet
+//!    (see `log::seal`): it is trimmed without loss;
 //! 5. keeps the spare files (`<end offset>.spare`, see `log::spares`) a new segment may
 //!    still recycle, and deletes the others. They are never read as log.
 //!
@@ -86,6 +91,21 @@ pub(super) async fn recover(
         if let Some(previous) = segments.last() {
             if previous.next_offset() != base_offset {
                 drop_segments(storage, dir, &bases[position..], &mut report)?;
+                // The previous segment was opened sealed and is the last one now: it must
+                // take appends again. (A crash while a roll's background seal had not yet
+                // made its end durable leaves exactly this: the old segment ends short of
+                // the next one's base.)
+                let len = previous.len();
+                previous
+                    .truncate_to(
+                        storage,
+                        len,
+                        previous.next_offset(),
+                        append_config,
+                        config.index_interval_bytes,
+                        config.max_batch_bytes,
+                    )
+                    .await?;
                 break;
             }
         }
@@ -105,6 +125,17 @@ pub(super) async fn recover(
         let recycled_tail = cut && outcome.stale_batch;
         let zero_tail =
             cut && !recycled_tail && is_zero_tail(&segment, outcome.valid_len, len).await?;
+        // A roll creates the next segment at this one's end offset and seals (trims) this
+        // one in the background, after making its batches durable. A crash before the trim
+        // leaves the bytes past its last batch untouched: preallocated zeros, or a recycled
+        // file's old contents behind the zero padding of the last aligned write. Batches
+        // that end exactly where the next segment starts are the whole segment, whatever
+        // follows them.
+        let whole_before_next = cut
+            && bases
+                .get(position + 1)
+                .is_some_and(|&next_base| next_base == segment.next_offset());
+        let recycled_tail = recycled_tail || (whole_before_next && !zero_tail);
         let padding_only = zero_tail || recycled_tail;
         if zero_tail {
             // Preallocated space or an aligned write's padding, not lost data.

@@ -368,6 +368,26 @@ impl Storage {
         Ok(())
     }
 
+    /// [`rename`](Self::rename) without blocking the executor: the rename and the fsync of
+    /// the directory run on the executor's blocking-thread pool. Returns once the new name
+    /// is durable.
+    pub async fn rename_off_thread(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        if let Storage::Sim(disk) = self {
+            return disk.rename(from, to);
+        }
+        let (from, to) = (from.to_path_buf(), to.to_path_buf());
+        glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::rename(&from, &to)
+                    .map_err(|error| StorageError::io("rename", &from, error))?;
+                match to.parent() {
+                    Some(dir) => sync_dir(dir),
+                    None => Ok(()),
+                }
+            })
+            .await
+    }
+
     /// Makes the entries of `dir` durable (fsync of the directory): a new file's fdatasync
     /// does not make its name durable. Blocking on the real strategies; callers use it at
     /// roll time only. The simulated disk keeps names durable as they are made.
@@ -410,10 +430,12 @@ impl Storage {
     }
 
     /// [`sync_dir`](Self::sync_dir) without blocking the executor (see
-    /// [`write_file_atomic_off_thread`](Self::write_file_atomic_off_thread)).
+    /// [`write_file_atomic_off_thread`](Self::write_file_atomic_off_thread)). On the
+    /// simulated disk it is what makes a new file's name survive a crash, and it can be
+    /// failed or stalled there.
     pub async fn sync_dir_off_thread(&self, dir: &Path) -> Result<(), StorageError> {
-        if let Storage::Sim(_) = self {
-            return Ok(());
+        if let Storage::Sim(disk) = self {
+            return disk.sync_dir(dir).await;
         }
         let dir = dir.to_path_buf();
         glommio::executor()

@@ -5,7 +5,11 @@
 //!   `sync` of its file.
 //! - At a crash each unsynced write is independently lost, kept, or torn (a prefix of whole
 //!   512-byte sectors kept), chosen by a seeded generator, so a seed replays the same crash.
-//! - Directory operations (create, remove, rename, whole-file replace) and `set_len` are
+//! - A file created by opening a new name is visible at once, but its name survives a crash
+//!   only after a sync of its directory ([`SimDisk::sync_dir`]): at a crash, a file created
+//!   since its directory was last synced is gone, whatever of its bytes were synced. This is
+//!   what a real file system does to a new file's name without a directory fsync.
+//! - The other directory operations (remove, rename, whole-file replace) and `set_len` are
 //!   durable when they return (the real strategies fsync for those).
 //!
 //! - With a capacity set, the disk holds at most that many bytes of file length in all: a
@@ -17,14 +21,17 @@
 //! Faults on demand: failed writes, failed syncs, a crash, and corruption of stored bytes;
 //! and, by operation (`fail_with`), preallocations, writes and syncs failing with ENOSPC or
 //! EIO as a real device reports them. A failing write keeps the first half of its sectors
-//! (bytes partly on disk), so what follows a failed write is tested too.
+//! (bytes partly on disk), so what follows a failed write is tested too. Syncs of a file or of
+//! a directory can also be *stalled* ([`SimDisk::stall_syncs`]): they wait until released, so
+//! a test can hold a background sync and show what does not wait for it.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use super::FileIo;
 use crate::error::StorageError;
@@ -56,6 +63,8 @@ pub enum SimOp {
     Preallocate,
     Write,
     Sync,
+    /// The fsync of a directory ([`SimDisk::sync_dir`]).
+    SyncDir,
 }
 
 /// How a failing operation fails, as a real device would report it.
@@ -107,6 +116,13 @@ struct DiskState {
     fail_preallocate_with: Option<SimFault>,
     fail_write_with: Option<SimFault>,
     fail_sync_with: Option<SimFault>,
+    fail_sync_dir_with: Option<SimFault>,
+    /// Files created since their directory was last synced: a crash removes them.
+    volatile_names: BTreeSet<PathBuf>,
+    /// Paths (files or directories) whose syncs wait until released, and the syncs waiting.
+    stalled: BTreeMap<PathBuf, Vec<Waker>>,
+    /// Directory syncs done so far, for tests that count them.
+    dir_syncs: u64,
     /// Most bytes of file length the disk holds in all; `None` for no limit.
     capacity_bytes: Option<u64>,
     crashes: u64,
@@ -168,6 +184,10 @@ impl SimDisk {
                 fail_preallocate_with: None,
                 fail_write_with: None,
                 fail_sync_with: None,
+                fail_sync_dir_with: None,
+                volatile_names: BTreeSet::new(),
+                stalled: BTreeMap::new(),
+                dir_syncs: 0,
                 capacity_bytes: None,
                 crashes: 0,
                 next_inode: 1,
@@ -175,12 +195,16 @@ impl SimDisk {
         }
     }
 
-    /// Opens (creating if absent) a file on this disk.
+    /// Opens (creating if absent) a file on this disk. A created file's name is volatile
+    /// until its directory is synced.
     pub fn open(&self, path: &Path) -> Rc<SimIo> {
         let mut state = self.state.borrow_mut();
         let inode = match state.files.get(path) {
             Some(file) => file.inode,
-            None => state.create(path, Vec::new()),
+            None => {
+                state.volatile_names.insert(path.to_path_buf());
+                state.create(path, Vec::new())
+            }
         };
         Rc::new(SimIo {
             disk: self.clone(),
@@ -207,7 +231,78 @@ impl SimDisk {
             SimOp::Preallocate => state.fail_preallocate_with = fault,
             SimOp::Write => state.fail_write_with = fault,
             SimOp::Sync => state.fail_sync_with = fault,
+            SimOp::SyncDir => state.fail_sync_dir_with = fault,
         }
+    }
+
+    /// While `stall` holds, every sync of `path` (a file's fdatasync, or a directory's fsync
+    /// when `path` is a directory) waits; with `false`, the waiting syncs go on. Stalled
+    /// syncs do nothing until released, so a test can hold one and watch what waits for it.
+    pub fn stall_syncs(&self, path: &Path, stall: bool) {
+        let waiting = {
+            let mut state = self.state.borrow_mut();
+            if stall {
+                state.stalled.entry(path.to_path_buf()).or_default();
+                return;
+            }
+            state.stalled.remove(path).unwrap_or_default()
+        };
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+
+    /// Waits while syncs of `path` are stalled.
+    async fn wait_unless_stalled(&self, path: &Path) {
+        std::future::poll_fn(|context| {
+            let mut state = self.state.borrow_mut();
+            match state.stalled.get_mut(path) {
+                Some(waiting) => {
+                    if !waiting.iter().any(|waker| waker.will_wake(context.waker())) {
+                        waiting.push(context.waker().clone());
+                    }
+                    Poll::Pending
+                }
+                None => Poll::Ready(()),
+            }
+        })
+        .await
+    }
+
+    /// fsync of a directory: the names of the files created in it so far become durable.
+    /// Fails as `fail_with(SimOp::SyncDir, ..)` says; waits while stalled.
+    pub async fn sync_dir(&self, dir: &Path) -> Result<(), StorageError> {
+        // Let other tasks run first, as a real fsync would.
+        let crashes_before = self.state.borrow().crashes;
+        futures_lite::future::yield_now().await;
+        self.wait_unless_stalled(dir).await;
+        let mut state = self.state.borrow_mut();
+        if state.crashes != crashes_before {
+            // Power was lost while it ran: it never returns success.
+            return Err(StorageError::Injected {
+                fault: "directory sync during a crash",
+                path: dir.to_path_buf(),
+            });
+        }
+        if let Some(fault) = state.fail_sync_dir_with {
+            return Err(fault_error("fsync", dir, fault));
+        }
+        state
+            .volatile_names
+            .retain(|path| path.parent() != Some(dir));
+        state.dir_syncs += 1;
+        Ok(())
+    }
+
+    /// How many directory syncs have succeeded on this disk.
+    pub fn dir_syncs(&self) -> u64 {
+        self.state.borrow().dir_syncs
+    }
+
+    /// Whether a crash now would lose the name of the file at `path` (created, and its
+    /// directory not synced since).
+    pub fn name_is_volatile(&self, path: &Path) -> bool {
+        self.state.borrow().volatile_names.contains(path)
     }
 
     /// Limits the bytes of file length the disk holds in all (`None`: no limit). Files
@@ -222,10 +317,14 @@ impl SimDisk {
     }
 
     /// Power loss: every file keeps its durable bytes plus, for each unsynced write, nothing,
-    /// all of it, or a torn prefix of whole sectors, as the seeded generator decides.
-    /// Handles opened before the crash fail from now on.
+    /// all of it, or a torn prefix of whole sectors, as the seeded generator decides. Files
+    /// whose names were never made durable are gone. Handles opened before the crash fail
+    /// from now on; stalled syncs stay stalled until released.
     pub fn crash(&self) {
         let mut state = self.state.borrow_mut();
+        for path in std::mem::take(&mut state.volatile_names) {
+            state.files.remove(&path);
+        }
         let DiskState { files, random, .. } = &mut *state;
         for file in files.values_mut() {
             let mut survivor = std::mem::take(&mut file.durable);
@@ -287,7 +386,9 @@ impl SimDisk {
     }
 
     pub fn remove(&self, path: &Path) {
-        self.state.borrow_mut().files.remove(path);
+        let mut state = self.state.borrow_mut();
+        state.files.remove(path);
+        state.volatile_names.remove(path);
     }
 
     /// Renames a file durably, replacing any file at `to`, as `Storage::rename` does on a
@@ -305,6 +406,12 @@ impl SimDisk {
             ));
         };
         state.files.insert(to.to_path_buf(), file);
+        // The real rename fsyncs the directory, which makes every name in it durable.
+        if let Some(dir) = to.parent() {
+            state
+                .volatile_names
+                .retain(|path| path.parent() != Some(dir));
+        }
         Ok(())
     }
 
@@ -328,6 +435,12 @@ impl SimDisk {
             return Err(fault_error("write", path, SimFault::NoSpace));
         }
         state.create(path, bytes.to_vec());
+        // The real replacement fsyncs the directory, which makes every name in it durable.
+        if let Some(dir) = path.parent() {
+            state
+                .volatile_names
+                .retain(|other| other.parent() != Some(dir));
+        }
         Ok(())
     }
 
@@ -446,6 +559,7 @@ impl FileIo for SimIo {
         let io = Rc::clone(self);
         async move {
             futures_lite::future::yield_now().await;
+            io.disk.wait_unless_stalled(&io.path).await;
             let fail = io.disk.state.borrow().fail_syncs;
             io.check("sync failure", fail)?;
             if let Some(fault) = io.disk.state.borrow().fail_sync_with {
