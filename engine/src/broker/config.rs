@@ -64,6 +64,10 @@ pub struct BrokerConfig {
     pub request_memory_bytes: u64,
     /// Recent batches kept in memory per partition for strategies that write with O_DIRECT.
     pub tail_cache_bytes: u64,
+    /// The largest step in which a segment's space is reserved (fallocate) ahead of its
+    /// writes; steps start at 1 MiB and double up to this (Redpanda's
+    /// `segment_fallocation_step`). A multiple of 4096.
+    pub segment_fallocation_step_bytes: u64,
     /// For strategies that write with O_DIRECT: catch-up fetches (older than the tail cache)
     /// are read with O_DIRECT in windows of this size, one window ahead of each reader.
     /// 0 sends them from the file with `sendfile` instead.
@@ -171,6 +175,7 @@ impl Default for BrokerConfig {
             max_connections_per_core: 1024,
             request_memory_bytes: 128 << 20,
             tail_cache_bytes: 8 << 20,
+            segment_fallocation_step_bytes: crate::log::PREALLOCATE_STEP_BYTES_DEFAULT,
             read_ahead_bytes: 8 << 20,
             read_memory_bytes: 64 << 20,
             io_memory_bytes: 32 << 20,
@@ -245,6 +250,13 @@ impl BrokerConfig {
                 "durability {:?}: expected none, interval or always",
                 self.durability
             ));
+        }
+        if self.segment_fallocation_step_bytes == 0
+            || !self.segment_fallocation_step_bytes.is_multiple_of(4096)
+        {
+            return Some(
+                "segment_fallocation_step_bytes must be a positive multiple of 4096".to_string(),
+            );
         }
         if self.default_partitions < 1 {
             return Some("default_partitions must be at least 1".to_string());

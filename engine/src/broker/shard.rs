@@ -103,6 +103,7 @@ impl Shard {
                 .map(std::time::Duration::from_millis),
             durability: config.durability_policy(),
             max_batch_bytes: config.max_batch_bytes,
+            preallocate_step_bytes: config.segment_fallocation_step_bytes,
             ..LogConfig::default()
         }
     }
