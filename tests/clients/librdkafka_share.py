@@ -176,8 +176,16 @@ def produce(bootstrap, topic, count):
         if error is not None:
             errors.append(str(error))
 
+    # Round-robin over the partitions by hand: keyless records go to one partition per
+    # batch (librdkafka's sticky partitioner), and a small count fits in one batch.
+    partitions = len(producer.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions)
     for index in range(count):
-        producer.produce(topic, value=b"record-%d" % index, on_delivery=on_delivery)
+        producer.produce(
+            topic,
+            value=b"record-%d" % index,
+            partition=index % max(partitions, 1),
+            on_delivery=on_delivery,
+        )
         producer.poll(0)
     remaining = producer.flush(TIMEOUT_S)
     if errors or remaining:
