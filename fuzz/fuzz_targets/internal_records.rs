@@ -87,7 +87,7 @@ fn check_error(error: &RecordError, len: usize) {
         RecordError::NotUtf8 { at, .. }
         | RecordError::Unknown { at, .. }
         | RecordError::BadLength { at, .. } => assert!(at < len),
-        RecordError::TrailingBytes { extra } => assert!(extra > 0 && extra < len),
+        RecordError::TrailingBytes { extra, .. } => assert!(extra > 0 && extra < len),
         RecordError::TooLong { .. } => panic!("a decoder reported an encoder error"),
     }
 }

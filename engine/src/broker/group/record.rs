@@ -77,8 +77,8 @@ pub enum RecordError {
         at: usize,
         length: i64,
     },
-    #[error("record key has {extra} bytes after its end")]
-    TrailingBytes { extra: usize },
+    #[error("record {what} has {extra} bytes after its end")]
+    TrailingBytes { what: &'static str, extra: usize },
     #[error("a string of {length} bytes does not fit its u16 length")]
     TooLong { length: usize },
 }
@@ -172,7 +172,7 @@ pub fn decode_key(bytes: &[u8]) -> Result<Option<OffsetKey>, RecordError> {
     let partition = i32::from_be_bytes(reader.array("partition")?);
     let extra = bytes.len() - reader.at;
     if extra != 0 {
-        return Err(RecordError::TrailingBytes { extra });
+        return Err(RecordError::TrailingBytes { what: "key", extra });
     }
     Ok(Some(OffsetKey {
         group,
@@ -211,6 +211,15 @@ pub fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, RecordError> {
             })
         }
     };
+    // Version 0 ends here; a longer value is damaged, not a newer format (that would carry
+    // another version byte).
+    let extra = bytes.len() - reader.at;
+    if extra > 0 {
+        return Err(RecordError::TrailingBytes {
+            what: "value",
+            extra,
+        });
+    }
     Ok(OffsetValue {
         offset,
         leader_epoch,
@@ -302,7 +311,21 @@ mod tests {
         trailing.push(0);
         assert!(matches!(
             decode_key(&trailing),
-            Err(RecordError::TrailingBytes { extra: 1 })
+            Err(RecordError::TrailingBytes { extra: 1, .. })
+        ));
+        let mut long_value = encode_offset_value(&OffsetValue {
+            offset: 7,
+            leader_epoch: 1,
+            commit_time_ms: 2,
+            metadata: Some("m".into()),
+        });
+        long_value.extend_from_slice(b"xy");
+        assert!(matches!(
+            decode_offset_value(&long_value),
+            Err(RecordError::TrailingBytes {
+                what: "value",
+                extra: 2
+            })
         ));
     }
 }

@@ -184,6 +184,7 @@ pub fn decode_key(bytes: &[u8]) -> Result<Option<StateKey>, RecordError> {
     let partition = i32::from_be_bytes(reader.take("partition")?);
     if reader.remaining() != 0 {
         return Err(RecordError::TrailingBytes {
+            what: "key",
             extra: reader.remaining(),
         });
     }
