@@ -1,13 +1,18 @@
 //! The controller: the quorum's role, reduced to one node that applies `ClusterState`
-//! commands in order. It keeps its own liveness view: a broker it has not heard from for
-//! `SESSION_TIMEOUT_MS` is fenced, and unfenced when its heartbeats come back. A broker that
-//! (re)starts registers with a new incarnation; the same incarnation registering again (a
-//! retried message) changes nothing.
+//! commands in order. Which brokers to fence and unfence is decided by the shipped
+//! controller duties (`cluster::quorum::controller::Controller`, the leader's in a real
+//! quorum): a broker not heard from for `SESSION_TIMEOUT_MS` is fenced, and unfenced once
+//! its heartbeats come back (a decision is not proposed again within its repropose
+//! interval, as in the broker). A broker that (re)starts registers with a new incarnation;
+//! the same incarnation registering again (a retried message) changes nothing.
 //!
 //! Every committed change is pushed to every broker and producer as versioned metadata, and
 //! each heartbeat is answered with the current version, so lost pushes are repaired.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use shardlog::cluster::quorum::controller::Controller as Liveness;
 
 use shardlog::cluster::state::{
     BrokerId, ClusterState, Command, PartitionState, Refusal, TopicConfig,
@@ -21,7 +26,9 @@ pub const SESSION_TIMEOUT_MS: u64 = 300;
 pub struct Controller {
     pub state: ClusterState,
     pub version: u64,
-    last_heard_ms: BTreeMap<BrokerId, u64>,
+    /// The shipped fence/unfence decisions, on a clock of `base` + simulated milliseconds.
+    liveness: Liveness,
+    base: Instant,
     incarnations: BTreeMap<BrokerId, u64>,
     subscribers: Vec<Node>,
     outputs: Vec<(Node, Message)>,
@@ -53,10 +60,15 @@ impl Controller {
                 replicas: vec![ids.to_vec()],
             })
             .expect("create the topic");
+        let base = Instant::now();
+        let mut liveness = Liveness::new(Duration::from_millis(SESSION_TIMEOUT_MS));
+        // This controller leads from the start; every broker counts as heard then.
+        liveness.set_leader(true, base);
         Controller {
             state,
             version: 1,
-            last_heard_ms: ids.iter().map(|&id| (id, 0)).collect(),
+            liveness,
+            base,
             // The brokers' first processes are the ones registered above.
             incarnations: ids.iter().map(|&id| (id, 1)).collect(),
             subscribers,
@@ -107,24 +119,21 @@ impl Controller {
         Ok(())
     }
 
+    fn at(&self, now_ms: u64) -> Instant {
+        self.base + Duration::from_millis(now_ms)
+    }
+
     pub fn tick(&mut self, now_ms: u64) {
-        let silent: Vec<BrokerId> = self
-            .last_heard_ms
-            .iter()
-            .filter(|(id, heard)| {
-                !self.is_fenced(**id) && now_ms.saturating_sub(**heard) > SESSION_TIMEOUT_MS
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in silent {
-            let _ = self.apply(Command::FenceBroker { id });
+        let now = self.at(now_ms);
+        for command in self.liveness.due(&self.state, now) {
+            let _ = self.apply(command);
         }
     }
 
     pub fn receive(&mut self, from: Node, message: Message, now_ms: u64) {
         match (from, message) {
             (Node::Broker(id), Message::Register { incarnation }) => {
-                self.last_heard_ms.insert(id, now_ms);
+                self.liveness.heard(id, self.at(now_ms));
                 if self.incarnations.get(&id) != Some(&incarnation) {
                     self.incarnations.insert(id, incarnation);
                     let _ = self.apply(Command::RegisterBroker {
@@ -141,10 +150,8 @@ impl Controller {
                 self.outputs.push((from, response));
             }
             (Node::Broker(id), Message::Heartbeat) => {
-                self.last_heard_ms.insert(id, now_ms);
-                if self.is_fenced(id) {
-                    let _ = self.apply(Command::UnfenceBroker { id });
-                }
+                // Unfencing waits for the next tick's decision, as in the broker.
+                self.liveness.heard(id, self.at(now_ms));
                 let metadata = self.metadata();
                 self.outputs.push((from, metadata));
             }
