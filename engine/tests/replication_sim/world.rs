@@ -132,7 +132,7 @@ impl World {
             queue: BinaryHeap::new(),
             network: Network::new(1, delay_ms_max, drop_per_mille),
             brokers,
-            controller: Controller::new(&BROKERS, subscribers),
+            controller: Controller::new(&BROKERS, subscribers).await,
             producers: (0..PRODUCERS).map(Producer::new).collect(),
             checker: Checker::default(),
             events: VecDeque::new(),
@@ -231,7 +231,7 @@ impl World {
                 self.schedule(TICK_MS, Event::TickBroker(id));
             }
             Event::TickController => {
-                self.controller.tick(self.now_ms);
+                self.controller.tick(self.now_ms).await;
                 self.collect_controller_outputs();
                 self.schedule(TICK_MS, Event::TickController);
             }
@@ -287,7 +287,7 @@ impl World {
                 self.collect_broker_outputs(id);
             }
             Node::Controller => {
-                self.controller.receive(from, message, now_ms);
+                self.controller.receive(from, message, now_ms).await;
                 self.collect_controller_outputs();
             }
             Node::Producer(id) => {

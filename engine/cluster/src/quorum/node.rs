@@ -24,7 +24,9 @@
 
 use std::time::{Duration, Instant};
 
-use raft::eraftpb::{ConfState, Entry, EntryType, Message, Snapshot};
+/// A raft message between voters (what `ReadyWrites` and `ReadyDone` ask to send).
+pub use raft::eraftpb::Message;
+use raft::eraftpb::{ConfState, Entry, EntryType, Snapshot};
 use raft::{RawNode, Ready, SnapshotStatus, StateRole};
 use uuid::Uuid;
 
@@ -144,6 +146,11 @@ impl QuorumNode {
             apply_entry(&mut state, entry);
         }
         Ok((state, commit.max(storage.snapshot_index())))
+    }
+
+    /// Starts an election now (a simulation that wants a known first leader).
+    pub fn campaign(&mut self) -> Result<(), NodeError> {
+        Ok(self.raw.campaign()?)
     }
 
     /// A quorum of one elects itself at once: nobody to wait for.
