@@ -24,6 +24,7 @@
 //! back as a [`ShareAnswer`]. `docs/groups.md` ("Share groups") covers the protocol, the
 //! record format and the limits.
 
+pub mod error;
 pub mod leader;
 pub mod membership;
 pub mod record;
@@ -42,6 +43,7 @@ use uuid::Uuid;
 
 use super::metadata::Topic;
 use super::shard::Shard;
+pub use error::{AckBatchError, ShareError};
 pub use membership::{HeartbeatAnswer, HeartbeatRequest, SessionOp, ShareGroupDescription};
 pub use record::{Snapshot, StateKey};
 pub use window::AckBatch;
