@@ -13,7 +13,7 @@ use crate::broker::group::{CoordinatorError, GroupError, JoinRefusal};
 use crate::broker::internal_topic::LoadError;
 use crate::broker::metadata::TopicError;
 use crate::broker::partition::{AwaitError, PartitionError};
-use crate::broker::share::{AckBatchError, ShareError};
+use crate::broker::share::{AckBatchError, HeartbeatRefusal, ShareError};
 use crate::cluster::admission::AdmissionRefusal;
 use crate::cluster::leader::ProduceRefusal;
 use crate::cluster::producers::SequenceRefusal;
@@ -261,6 +261,12 @@ impl KafkaCode for ShareError {
             | ShareError::InvalidRemoteState { .. } => error_code::UNKNOWN_SERVER_ERROR,
             ShareError::Coordinator(error) => error.code(),
         }
+    }
+}
+
+impl KafkaCode for HeartbeatRefusal {
+    fn code(&self) -> ErrorCode {
+        self.error.code()
     }
 }
 
@@ -606,5 +612,7 @@ mod tests {
         for (error, code) in cases {
             assert_eq!(error.code(), code, "{error}");
         }
+        let refusal = HeartbeatRefusal::new(ShareError::GroupFull { members_max: 1 }, "m");
+        assert_eq!(refusal.code(), error_code::GROUP_MAX_SIZE_REACHED);
     }
 }
