@@ -140,7 +140,7 @@ pub enum ShareError {
 }
 
 /// Why a partition's acknowledgement batches are refused before anything applies them.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckBatchError {
     /// A batch that is empty, starts below 0, or does not follow the one before it.
     #[error("batch {first}..={last} is out of order or empty")]

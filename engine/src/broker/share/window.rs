@@ -556,20 +556,40 @@ mod tests {
     fn acknowledgement_shapes_are_checked() {
         let ok = [ack(0, 3, 1), ack(5, 5, 2)];
         check_batches(&ok, 10).expect("well formed");
-        let bad: [&[AckBatch]; 6] = [
-            &[ack(3, 2, 1)],
-            &[ack(0, 3, 1), ack(3, 4, 1)],
-            &[ack(0, 3, 4)],
-            &[ack(0, 10, 1)],
-            &[AckBatch {
-                first: 0,
-                last: 2,
-                types: vec![1, 1],
-            }],
-            &[ack(-1, 0, 1)],
+        let bad: [(&[AckBatch], AckBatchError); 6] = [
+            (
+                &[ack(3, 2, 1)],
+                AckBatchError::OutOfOrder { first: 3, last: 2 },
+            ),
+            (
+                &[ack(0, 3, 1), ack(3, 4, 1)],
+                AckBatchError::OutOfOrder { first: 3, last: 4 },
+            ),
+            (&[ack(0, 3, 4)], AckBatchError::UnknownType { kind: 4 }),
+            (
+                &[ack(0, 10, 1)],
+                AckBatchError::TooManyOffsets { offsets_max: 10 },
+            ),
+            (
+                &[AckBatch {
+                    first: 0,
+                    last: 2,
+                    types: vec![1, 1],
+                }],
+                AckBatchError::TypeCount {
+                    first: 0,
+                    last: 2,
+                    types: 2,
+                },
+            ),
+            (
+                &[ack(-1, 0, 1)],
+                AckBatchError::OutOfOrder { first: -1, last: 0 },
+            ),
         ];
-        for batches in bad {
-            assert!(check_batches(batches, 10).is_err(), "{batches:?}");
+        for (batches, expected) in bad {
+            let refused = check_batches(batches, 10).expect_err("malformed");
+            assert_eq!(refused, expected, "{batches:?}");
         }
     }
 }
