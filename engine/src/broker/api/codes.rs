@@ -13,6 +13,7 @@ use crate::broker::group::{CoordinatorError, GroupError, JoinRefusal};
 use crate::broker::internal_topic::LoadError;
 use crate::broker::metadata::TopicError;
 use crate::broker::partition::{AwaitError, PartitionError};
+use crate::broker::share::{AckBatchError, HeartbeatRefusal, ShareError};
 use crate::cluster::admission::AdmissionRefusal;
 use crate::cluster::leader::ProduceRefusal;
 use crate::cluster::producers::SequenceRefusal;
@@ -211,6 +212,64 @@ impl KafkaCode for JoinRefusal {
     }
 }
 
+impl KafkaCode for AckBatchError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            AckBatchError::OutOfOrder { .. }
+            | AckBatchError::TooManyOffsets { .. }
+            | AckBatchError::TypeCount { .. }
+            | AckBatchError::UnknownType { .. } => error_code::INVALID_REQUEST,
+        }
+    }
+}
+
+impl KafkaCode for ShareError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ShareError::MissingMemberId
+            | ShareError::InvalidMemberEpoch { .. }
+            | ShareError::MissingSubscription { .. }
+            | ShareError::TooManyTopics { .. }
+            | ShareError::SessionTooLarge { .. }
+            | ShareError::InvalidRecord(_) => error_code::INVALID_REQUEST,
+            ShareError::UnknownMember { .. } => error_code::UNKNOWN_MEMBER_ID,
+            ShareError::FencedMemberEpoch { .. } => error_code::FENCED_MEMBER_EPOCH,
+            ShareError::GroupFull { .. } => error_code::GROUP_MAX_SIZE_REACHED,
+            ShareError::GroupNotFound { .. } => error_code::GROUP_ID_NOT_FOUND,
+            ShareError::SessionNotFound { .. } => error_code::SHARE_SESSION_NOT_FOUND,
+            ShareError::InvalidSessionEpoch { .. } => error_code::INVALID_SHARE_SESSION_EPOCH,
+            ShareError::SessionLimitReached { .. } => error_code::SHARE_SESSION_LIMIT_REACHED,
+            ShareError::InvalidAckBatches(error) => error.code(),
+            ShareError::RecordsNotHeld { .. } => error_code::INVALID_RECORD_STATE,
+            ShareError::UnknownTopicId { .. } => error_code::UNKNOWN_TOPIC_ID,
+            ShareError::Partition(error) => error.code(),
+            ShareError::NotLeader(refusal) => refusal.code(),
+            // The share partition is dropped when leadership of its data partition moves:
+            // the client looks for the new leader.
+            ShareError::Unloaded { .. } => error_code::NOT_LEADER_OR_FOLLOWER,
+            ShareError::Read { source, .. } => source.code(),
+            ShareError::FencedLeaderEpoch { .. } => error_code::FENCED_LEADER_EPOCH,
+            // The state store cannot be reached or did not take the write: a coordinator
+            // error to Kafka clients, so they retry.
+            ShareError::NoStateLeader { .. }
+            | ShareError::StateAppend { .. }
+            | ShareError::StateCall { .. } => error_code::COORDINATOR_NOT_AVAILABLE,
+            // What the other broker answered, passed on.
+            ShareError::StateRefused { code, .. } => *code,
+            ShareError::PartitionCallDropped { .. }
+            | ShareError::StateBatch(_)
+            | ShareError::InvalidRemoteState { .. } => error_code::UNKNOWN_SERVER_ERROR,
+            ShareError::Coordinator(error) => error.code(),
+        }
+    }
+}
+
+impl KafkaCode for HeartbeatRefusal {
+    fn code(&self) -> ErrorCode {
+        self.error.code()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +392,227 @@ mod tests {
         for (error, code) in cases {
             assert_eq!(error.code(), code, "{error}");
         }
+    }
+
+    /// The share layer's refusals reach the wire as the codes the share layer answered with
+    /// when it still returned codes.
+    #[test]
+    fn share_errors_have_kafkas_codes() {
+        let member = || "m".to_string();
+        let topic_id = uuid::Uuid::from_u128(1);
+        let cases = [
+            (ShareError::MissingMemberId, error_code::INVALID_REQUEST),
+            (
+                ShareError::UnknownMember {
+                    member_id: member(),
+                },
+                error_code::UNKNOWN_MEMBER_ID,
+            ),
+            (
+                ShareError::FencedMemberEpoch {
+                    member_id: member(),
+                    epoch: 1,
+                    current: 2,
+                },
+                error_code::FENCED_MEMBER_EPOCH,
+            ),
+            (
+                ShareError::InvalidMemberEpoch { epoch: -2 },
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                ShareError::MissingSubscription {
+                    member_id: member(),
+                },
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                ShareError::TooManyTopics {
+                    topics: 2,
+                    topics_max: 1,
+                },
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                ShareError::GroupFull { members_max: 1 },
+                error_code::GROUP_MAX_SIZE_REACHED,
+            ),
+            (
+                ShareError::GroupNotFound {
+                    group_id: "g".into(),
+                },
+                error_code::GROUP_ID_NOT_FOUND,
+            ),
+            (
+                ShareError::SessionNotFound {
+                    member_id: member(),
+                },
+                error_code::SHARE_SESSION_NOT_FOUND,
+            ),
+            (
+                ShareError::InvalidSessionEpoch {
+                    epoch: 3,
+                    expected: Some(2),
+                },
+                error_code::INVALID_SHARE_SESSION_EPOCH,
+            ),
+            (
+                ShareError::SessionTooLarge {
+                    partitions: 2,
+                    partitions_max: 1,
+                },
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                ShareError::SessionLimitReached { sessions_max: 1 },
+                error_code::SHARE_SESSION_LIMIT_REACHED,
+            ),
+            (
+                AckBatchError::OutOfOrder { first: 3, last: 2 }.into(),
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                AckBatchError::TooManyOffsets { offsets_max: 1 }.into(),
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                AckBatchError::TypeCount {
+                    first: 0,
+                    last: 2,
+                    types: 2,
+                }
+                .into(),
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                AckBatchError::UnknownType { kind: 4 }.into(),
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                ShareError::RecordsNotHeld {
+                    member_id: member(),
+                    first: 0,
+                    last: 0,
+                },
+                error_code::INVALID_RECORD_STATE,
+            ),
+            (
+                ShareError::UnknownTopicId { topic_id },
+                error_code::UNKNOWN_TOPIC_ID,
+            ),
+            (
+                PartitionError::Unknown {
+                    topic: "t".into(),
+                    partition: 0,
+                }
+                .into(),
+                error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            ),
+            (
+                LeaderRefusal::NotLeader.into(),
+                error_code::NOT_LEADER_OR_FOLLOWER,
+            ),
+            (
+                ShareError::Unloaded {
+                    topic_id,
+                    partition: 0,
+                },
+                error_code::NOT_LEADER_OR_FOLLOWER,
+            ),
+            (
+                ShareError::Read {
+                    topic_id,
+                    partition: 0,
+                    source: Box::new(LogError::OffsetOutOfRange {
+                        offset: 5,
+                        log_start_offset: 0,
+                        log_end_offset: 1,
+                    }),
+                },
+                error_code::OFFSET_OUT_OF_RANGE,
+            ),
+            (
+                ShareError::PartitionCallDropped {
+                    topic: "t".into(),
+                    partition: 0,
+                },
+                error_code::UNKNOWN_SERVER_ERROR,
+            ),
+            (
+                ShareError::FencedLeaderEpoch {
+                    leader_epoch: 1,
+                    seen: 2,
+                },
+                error_code::FENCED_LEADER_EPOCH,
+            ),
+            (
+                ShareError::NoStateLeader { partition: 0 },
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+            (
+                crate::broker::share::record::RecordError::TooLong { length: 70_000 }.into(),
+                error_code::INVALID_REQUEST,
+            ),
+            (
+                BatchError::TooLarge {
+                    length: 2,
+                    max: 1,
+                    at: 0,
+                }
+                .into(),
+                error_code::UNKNOWN_SERVER_ERROR,
+            ),
+            (
+                ShareError::StateAppend { partition: 0 },
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+            (
+                ShareError::StateCall { broker: 1 },
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+            (
+                ShareError::StateRefused {
+                    broker: 1,
+                    code: error_code::FENCED_LEADER_EPOCH,
+                },
+                error_code::FENCED_LEADER_EPOCH,
+            ),
+            (
+                ShareError::InvalidRemoteState {
+                    broker: 1,
+                    delivery_state: 1,
+                },
+                error_code::UNKNOWN_SERVER_ERROR,
+            ),
+            (
+                CoordinatorError::Dropped.into(),
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+            (
+                CoordinatorError::NotCoordinator { partition: 0 }.into(),
+                error_code::NOT_COORDINATOR,
+            ),
+            (
+                LoadError::NotLeader {
+                    topic: "__share_group_state".into(),
+                    partition: 0,
+                }
+                .into(),
+                error_code::NOT_COORDINATOR,
+            ),
+            (
+                LoadError::NoTopic {
+                    topic: "__share_group_state",
+                    source: None,
+                }
+                .into(),
+                error_code::COORDINATOR_NOT_AVAILABLE,
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code, "{error}");
+        }
+        let refusal = HeartbeatRefusal::new(ShareError::GroupFull { members_max: 1 }, "m");
+        assert_eq!(refusal.code(), error_code::GROUP_MAX_SIZE_REACHED);
     }
 }

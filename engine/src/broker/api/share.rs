@@ -29,15 +29,18 @@ use kafka_protocol::messages::share_group_heartbeat_request::ShareGroupHeartbeat
 use kafka_protocol::messages::share_group_heartbeat_response::{self, ShareGroupHeartbeatResponse};
 use kafka_protocol::messages::{GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use shardlog_protocol::error_code::{self, ErrorCode};
 use uuid::Uuid;
 
 use super::super::metadata::Topic;
 use super::super::shard::{partition_owner, Shard};
+use super::codes::KafkaCode;
 use crate::broker::group::{self, OFFSETS_TOPIC};
+use crate::broker::partition::PartitionError;
 use crate::broker::share::window::check_batches;
 use crate::broker::share::{
-    self, error_code, AckBatch, AcquireLimits, HeartbeatRequest, PartitionAnswer, PartitionCall,
-    SessionOp, ShareAnswer, ShareCall,
+    self, AckBatch, AcquireLimits, HeartbeatRequest, PartitionAnswer, PartitionCall, SessionOp,
+    ShareAnswer, ShareCall, ShareError,
 };
 
 /// Most bytes one ShareFetch answers with, whatever the client asks.
@@ -117,8 +120,8 @@ pub async fn heartbeat(
             .subscribed_topic_names
             .map(|names| names.into_iter().map(|name| name.0.to_string()).collect()),
     });
-    let answer = match call_coordinator(shard, &group_id, call).await {
-        Ok(ShareAnswer::Heartbeat(answer)) => answer,
+    let outcome = match call_coordinator(shard, &group_id, call).await {
+        Ok(ShareAnswer::Heartbeat(outcome)) => outcome,
         Ok(_) => {
             response.error_code = error_code::UNKNOWN_SERVER_ERROR;
             return response;
@@ -128,7 +131,17 @@ pub async fn heartbeat(
             return response;
         }
     };
-    response.error_code = answer.error_code;
+    let answer = match outcome {
+        Ok(answer) => answer,
+        Err(refusal) => {
+            // A refusal still names the member, at epoch -1.
+            response.error_code = refusal.error.code();
+            response.member_id = Some(text(&refusal.member_id));
+            response.member_epoch = -1;
+            response.heartbeat_interval_ms = 0;
+            return response;
+        }
+    };
     response.member_id = Some(text(&answer.member_id));
     response.member_epoch = answer.member_epoch;
     response.heartbeat_interval_ms = answer.heartbeat_interval_ms;
@@ -145,7 +158,7 @@ pub async fn heartbeat(
             .collect();
         assignment
     });
-    if request.member_epoch == -1 && answer.error_code == error_code::NONE {
+    if request.member_epoch == -1 {
         // A member that leaves gives back what it holds, as Kafka does.
         share::release_everywhere(Rc::clone(shard), group_id, member_id).await;
     }
@@ -166,8 +179,7 @@ pub async fn describe(
             group_id: name.clone(),
         };
         match call_coordinator(shard, &name, call).await {
-            Ok(ShareAnswer::Described(description)) => {
-                described.error_code = description.error_code;
+            Ok(ShareAnswer::Described(Ok(description))) => {
                 described.group_state = text(description.state);
                 described.group_epoch = description.group_epoch;
                 described.assignment_epoch = description.group_epoch;
@@ -204,6 +216,14 @@ pub async fn describe(
                     })
                     .collect();
             }
+            Ok(ShareAnswer::Described(Err(error))) => {
+                // A group the coordinator does not have.
+                described.error_code = error.code();
+                described.group_state = text("Dead");
+                described.group_epoch = -1;
+                described.assignment_epoch = -1;
+                described.assignor_name = text("simple");
+            }
             Ok(_) => described.error_code = error_code::UNKNOWN_SERVER_ERROR,
             Err(code) => {
                 described.error_code = code;
@@ -238,13 +258,13 @@ fn identity(
 struct Named {
     topic_id: Uuid,
     partition: i32,
-    acknowledgements: Result<Vec<AckBatch>, i16>,
+    acknowledgements: Result<Vec<AckBatch>, ShareError>,
 }
 
 fn named_batches(
     batches: impl Iterator<Item = (i64, i64, Vec<i8>)>,
     max_offsets: u32,
-) -> Result<Vec<AckBatch>, i16> {
+) -> Result<Vec<AckBatch>, ShareError> {
     let batches: Vec<AckBatch> = batches
         .map(|(first, last, types)| AckBatch { first, last, types })
         .collect();
@@ -256,11 +276,11 @@ fn named_batches(
 /// coordinates the group, else as a session of a member coordinated elsewhere (a member
 /// fetches from every broker that leads one of its partitions; Kafka keeps share sessions
 /// per broker).
-async fn session_step(shard: &Rc<Shard>, mut op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16> {
+async fn session_step(shard: &Rc<Shard>, mut op: SessionOp) -> Result<Vec<(Uuid, i32)>, ErrorCode> {
     let (core, coordinated) = group_core(shard, &op.group_id);
     op.coordinated = coordinated;
     match share::call_core(shard, core, ShareCall::Session(op)).await {
-        Some(ShareAnswer::Session(result)) => result,
+        Some(ShareAnswer::Session(result)) => result.map_err(|error| error.code()),
         Some(_) => Err(error_code::UNKNOWN_SERVER_ERROR),
         None => Err(error_code::COORDINATOR_NOT_AVAILABLE),
     }
@@ -269,9 +289,10 @@ async fn session_step(shard: &Rc<Shard>, mut op: SessionOp) -> Result<Vec<(Uuid,
 /// Sends one partition call to the core that owns the partition.
 async fn call_partition(shard: &Rc<Shard>, call: PartitionCall) -> PartitionAnswer {
     let core = partition_owner(&call.topic.name, call.partition, shard.shared.cores);
+    let (topic, partition) = (call.topic.name.clone(), call.partition);
     match share::call_core(shard, core, ShareCall::Partition(call)).await {
         Some(ShareAnswer::Partition(answer)) => answer,
-        _ => PartitionAnswer::failed(error_code::UNKNOWN_SERVER_ERROR),
+        _ => PartitionAnswer::failed(ShareError::PartitionCallDropped { topic, partition }),
     }
 }
 
@@ -403,13 +424,14 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
         let now = Instant::now();
         let failed = fetched
             .iter()
-            .any(|entry| entry.answer.error_code != error_code::NONE);
+            .any(|entry| entry.answer.acquisition.is_err());
         if now >= deadline || failed {
             break;
         }
         let listeners: Vec<_> = fetched
             .iter_mut()
-            .flat_map(|fetched| std::mem::take(&mut fetched.answer.wake))
+            .filter_map(|fetched| fetched.answer.acquisition.as_mut().ok())
+            .flat_map(|acquisition| std::mem::take(&mut acquisition.wake))
             .collect();
         if listeners.is_empty() {
             glommio::timer::sleep(deadline - now).await;
@@ -421,7 +443,7 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
             .await;
         }
         for entry in fetched.iter_mut() {
-            if entry.answer.error_code != error_code::NONE {
+            if entry.answer.acquisition.is_err() {
                 continue;
             }
             let again = partition_pass(
@@ -435,10 +457,7 @@ pub async fn fetch(shard: &Rc<Shard>, request: ShareFetchRequest) -> ShareFetchR
                 &mut budget,
             )
             .await;
-            entry.answer.records = again.records;
-            entry.answer.acquired = again.acquired;
-            entry.answer.wake = again.wake;
-            entry.answer.error_code = again.error_code;
+            entry.answer.acquisition = again.acquisition;
         }
     }
     if epoch == -1 {
@@ -488,24 +507,29 @@ async fn partition_pass(
     member_id: &str,
     topic_id: Uuid,
     partition: i32,
-    acknowledgements: Result<Vec<AckBatch>, i16>,
+    acknowledgements: Result<Vec<AckBatch>, ShareError>,
     acquire: bool,
     budget: &mut (u32, u64),
 ) -> PartitionAnswer {
     let Some(topic) = topic_by_id(shard, topic_id) else {
-        return PartitionAnswer::failed(error_code::UNKNOWN_TOPIC_ID);
+        return PartitionAnswer::failed(ShareError::UnknownTopicId { topic_id });
     };
     if !(0..topic.partitions).contains(&partition) {
-        return PartitionAnswer::failed(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+        return PartitionAnswer::failed(PartitionError::Unknown {
+            topic: topic.name.clone(),
+            partition,
+        });
     }
     let (acknowledgements, shape_error) = match acknowledgements {
-        Ok(batches) => (batches, error_code::NONE),
-        Err(code) => (Vec::new(), code),
+        Ok(batches) => (batches, None),
+        Err(error) => (Vec::new(), Some(error)),
     };
     let wants_records = acquire && budget.0 > 0 && budget.1 > 0;
     if acknowledgements.is_empty() && !wants_records {
-        let mut answer = PartitionAnswer::failed(error_code::NONE);
-        answer.acknowledge_error_code = shape_error;
+        let mut answer = PartitionAnswer::empty();
+        if let Some(error) = shape_error {
+            answer.acknowledged = Err(error);
+        }
         return answer;
     }
     let call = PartitionCall {
@@ -520,22 +544,24 @@ async fn partition_pass(
         }),
     };
     let mut answer = call_partition(shard, call).await;
-    if shape_error != error_code::NONE {
-        answer.acknowledge_error_code = shape_error;
+    if let Some(error) = shape_error {
+        answer.acknowledged = Err(error);
     }
-    let taken: u64 = answer
-        .acquired
-        .iter()
-        .map(|range| (range.last - range.first + 1) as u64)
-        .sum();
-    budget.0 = budget
-        .0
-        .saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX));
-    let bytes = answer
-        .records
-        .as_ref()
-        .map_or(0, |records| records.len() as u64);
-    budget.1 = budget.1.saturating_sub(bytes);
+    if let Ok(acquisition) = &answer.acquisition {
+        let taken: u64 = acquisition
+            .acquired
+            .iter()
+            .map(|range| (range.last - range.first + 1) as u64)
+            .sum();
+        budget.0 = budget
+            .0
+            .saturating_sub(u32::try_from(taken).unwrap_or(u32::MAX));
+        let bytes = acquisition
+            .records
+            .as_ref()
+            .map_or(0, |records| records.len() as u64);
+        budget.1 = budget.1.saturating_sub(bytes);
+    }
     answer
 }
 
@@ -554,6 +580,14 @@ fn current_leader(shard: &Shard, topic_id: Uuid, partition: i32) -> (i32, i32) {
         .unwrap_or((-1, -1))
 }
 
+/// The wire code of a partition answer's part: NONE when it succeeded.
+fn code_of<T>(result: &Result<T, ShareError>) -> ErrorCode {
+    result
+        .as_ref()
+        .err()
+        .map_or(error_code::NONE, KafkaCode::code)
+}
+
 /// The response's topics: every partition the request named or the session holds.
 fn fetch_topics(shard: &Shard, fetched: Vec<Fetched>) -> Vec<ShareFetchableTopicResponse> {
     let mut topics: Vec<ShareFetchableTopicResponse> = Vec::new();
@@ -561,14 +595,15 @@ fn fetch_topics(shard: &Shard, fetched: Vec<Fetched>) -> Vec<ShareFetchableTopic
         let answer = entry.answer;
         let mut partition = share_fetch_response::PartitionData::default();
         partition.partition_index = entry.partition;
-        partition.error_code = answer.error_code;
-        partition.acknowledge_error_code = answer.acknowledge_error_code;
+        partition.error_code = code_of(&answer.acquisition);
+        partition.acknowledge_error_code = code_of(&answer.acknowledged);
+        let acquisition = answer.acquisition.unwrap_or_default();
         let (leader_id, leader_epoch) = current_leader(shard, entry.topic_id, entry.partition);
         partition.current_leader.leader_id = leader_id;
         partition.current_leader.leader_epoch = leader_epoch;
         // Empty, not null, when nothing was acquired: librdkafka refuses a null record set.
-        partition.records = Some(answer.records.unwrap_or_default());
-        partition.acquired_records = answer
+        partition.records = Some(acquisition.records.unwrap_or_default());
+        partition.acquired_records = acquisition
             .acquired
             .iter()
             .map(|range| {
@@ -646,10 +681,10 @@ pub async fn acknowledge(
             .await;
             let mut data = share_acknowledge_response::PartitionData::default();
             data.partition_index = partition.partition_index;
-            data.error_code = if answer.error_code != error_code::NONE {
-                answer.error_code
-            } else {
-                answer.acknowledge_error_code
+            // The partition's own refusal, else its acknowledgements'.
+            data.error_code = match (&answer.acquisition, &answer.acknowledged) {
+                (Err(error), _) | (Ok(_), Err(error)) => error.code(),
+                (Ok(_), Ok(())) => error_code::NONE,
             };
             let (leader_id, leader_epoch) =
                 current_leader(shard, topic.topic_id, partition.partition_index);

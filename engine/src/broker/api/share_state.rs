@@ -19,15 +19,19 @@ use kafka_protocol::messages::write_share_group_state_request::{
 use kafka_protocol::messages::write_share_group_state_response::{
     self, WriteShareGroupStateResponse, WriteStateResult,
 };
+use shardlog_protocol::error_code::{self, ErrorCode};
 use uuid::Uuid;
 
 use super::super::shard::{partition_owner, Shard};
+use super::codes::KafkaCode;
+use crate::broker::group::CoordinatorError;
+use crate::broker::internal_topic::LoadError;
 use crate::broker::share::record::{self, Run, Snapshot, StateKey};
 use crate::broker::share::remote::{state_code, state_from_code};
-use crate::broker::share::{self, error_code, store, ShareAnswer, ShareCall, STATE_TOPIC};
+use crate::broker::share::{self, store, ShareAnswer, ShareCall, ShareError, STATE_TOPIC};
 
 /// The core that owns the state partition of `key`, if this broker leads that partition.
-async fn state_core(shard: &Rc<Shard>, key: &StateKey) -> Result<(usize, i32), i16> {
+async fn state_core(shard: &Rc<Shard>, key: &StateKey) -> Result<(usize, i32), ShareError> {
     let topic = store::state_topic(shard).await?;
     let partition = key.state_partition(topic.partitions);
     let leader = shard
@@ -36,7 +40,11 @@ async fn state_core(shard: &Rc<Shard>, key: &StateKey) -> Result<(usize, i32), i
         .topic(STATE_TOPIC)
         .and_then(|topic| topic.partition(partition).map(|state| state.leader));
     if leader != Some(shard.shared.config.node_id) {
-        return Err(error_code::NOT_COORDINATOR);
+        let error = LoadError::NotLeader {
+            topic: STATE_TOPIC.to_string(),
+            partition,
+        };
+        return Err(error.into());
     }
     Ok((
         partition_owner(STATE_TOPIC, partition, shard.shared.cores),
@@ -84,8 +92,8 @@ pub async fn read(
                 }
                 // Never written: Kafka's "uninitialized" start.
                 Ok(None) => answer.start_offset = -1,
-                Err(code) => {
-                    answer.error_code = code;
+                Err(error) => {
+                    answer.error_code = error.code();
                     answer.start_offset = -1;
                 }
             }
@@ -100,7 +108,7 @@ async fn read_one(
     shard: &Rc<Shard>,
     key: StateKey,
     leader_epoch: i32,
-) -> Result<Option<Snapshot>, i16> {
+) -> Result<Option<Snapshot>, ShareError> {
     let (core, partition) = state_core(shard, &key).await?;
     let call = ShareCall::ReadState {
         partition,
@@ -109,7 +117,7 @@ async fn read_one(
     };
     match share::call_core(shard, core, call).await {
         Some(ShareAnswer::State(result)) => result,
-        _ => Err(error_code::COORDINATOR_NOT_AVAILABLE),
+        _ => Err(CoordinatorError::Dropped.into()),
     }
 }
 
@@ -137,11 +145,13 @@ pub async fn write(
     response
 }
 
+/// Writes one partition's state; a snapshot the request's batches cannot make is refused
+/// here with INVALID_REQUEST, before it reaches the share layer.
 async fn write_one(
     shard: &Rc<Shard>,
     key: StateKey,
     asked: &write_share_group_state_request::PartitionData,
-) -> Result<(), i16> {
+) -> Result<(), ErrorCode> {
     let mut runs = Vec::with_capacity(asked.state_batches.len());
     for batch in &asked.state_batches {
         runs.push(Run {
@@ -161,15 +171,18 @@ async fn write_one(
     if record::decode_value(&record::encode_value(&snapshot)).is_err() {
         return Err(error_code::INVALID_REQUEST);
     }
-    let (core, partition) = state_core(shard, &key).await?;
+    let (core, partition) = state_core(shard, &key)
+        .await
+        .map_err(|error| error.code())?;
     let call = ShareCall::WriteState {
         partition,
         key,
         leader_epoch: asked.leader_epoch,
         snapshot,
     };
-    match share::call_core(shard, core, call).await {
+    let written = match share::call_core(shard, core, call).await {
         Some(ShareAnswer::Written(result)) => result,
-        _ => Err(error_code::COORDINATOR_NOT_AVAILABLE),
-    }
+        _ => Err(CoordinatorError::Dropped.into()),
+    };
+    written.map_err(|error| error.code())
 }

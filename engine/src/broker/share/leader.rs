@@ -16,9 +16,10 @@
 //! leader builds them from the newest snapshot, and a deposed one keeps nothing stale.
 //!
 //! **Durability.** Acknowledgements are answered after their snapshot is written; when the
-//! write fails, the acknowledgement gets COORDINATOR_NOT_AVAILABLE, the in-memory state keeps
-//! it, and the tick writes a fresh snapshot until one succeeds. Lock expiry and members
-//! leaving write snapshots too. Acquisitions are not written (Kafka does not keep locks
+//! write fails, the acknowledgement is refused with the write's error (most are coordinator
+//! errors to the client, COORDINATOR_NOT_AVAILABLE), the in-memory state keeps it, and the
+//! tick writes a fresh snapshot until one succeeds. Lock expiry and members leaving write
+//! snapshots too. Acquisitions are not written (Kafka does not keep locks
 //! across a restart either).
 //!
 //! **Waiting.** When a fetch acquires nothing, the answer carries listeners that fire when
@@ -38,11 +39,12 @@ use futures_util::future::{FutureExt, LocalBoxFuture, Shared as SharedFuture};
 use super::record::{Snapshot, StateKey};
 use super::window::Window;
 use super::{
-    call_core, error_code, remote, store, AcquireLimits, AcquiredRange, OffsetReset,
-    PartitionAnswer, PartitionCall, ShareAnswer, ShareCall, GROUP_CONFIG_OFFSET_RESET, STATE_TOPIC,
+    call_core, remote, store, AcquireLimits, AcquiredRange, Acquisition, OffsetReset,
+    PartitionAnswer, PartitionCall, ShareAnswer, ShareCall, ShareError, GROUP_CONFIG_OFFSET_RESET,
+    STATE_TOPIC,
 };
 use crate::batch;
-use crate::broker::api::codes::KafkaCode;
+use crate::broker::group::CoordinatorError;
 use crate::broker::metadata::Topic;
 use crate::broker::shard::{partition_owner, Partition, Shard};
 use crate::cluster::state::NO_LEADER;
@@ -83,7 +85,7 @@ impl SharePartitions {
     }
 }
 
-type Loading = SharedFuture<LocalBoxFuture<'static, Result<Rc<SharePartition>, i16>>>;
+type Loading = SharedFuture<LocalBoxFuture<'static, Result<Rc<SharePartition>, ShareError>>>;
 
 /// The share partitions of the data partitions this core owns.
 #[derive(Default)]
@@ -96,10 +98,10 @@ pub struct SharePartitions {
 pub async fn serve(shard: &Rc<Shard>, call: PartitionCall) -> PartitionAnswer {
     let open = match shard.partition(&call.topic, call.partition).await {
         Ok(open) => open,
-        Err(error) => return PartitionAnswer::failed(error.code()),
+        Err(error) => return PartitionAnswer::failed(error),
     };
     if let Err(refusal) = open.replica.borrow().check_leader(-1) {
-        return PartitionAnswer::failed(refusal.code());
+        return PartitionAnswer::failed(refusal);
     }
     let key = StateKey {
         group: call.group_id,
@@ -108,11 +110,11 @@ pub async fn serve(shard: &Rc<Shard>, call: PartitionCall) -> PartitionAnswer {
     };
     let entry = match load(shard, key, &open).await {
         Ok(entry) => entry,
-        Err(code) => return PartitionAnswer::failed(code),
+        Err(error) => return PartitionAnswer::failed(error),
     };
     let settings = &shard.shares.settings;
     let now = Instant::now();
-    let mut answer = PartitionAnswer::failed(error_code::NONE);
+    let mut answer = PartitionAnswer::empty();
     if entry
         .window
         .borrow_mut()
@@ -127,22 +129,17 @@ pub async fn serve(shard: &Rc<Shard>, call: PartitionCall) -> PartitionAnswer {
             settings.delivery_count_limit,
             now,
         );
-        answer.acknowledge_error_code = match applied {
+        answer.acknowledged = match applied {
             Ok(()) => {
                 entry.changed.notify(usize::MAX);
-                persist(shard, &entry)
-                    .await
-                    .err()
-                    .unwrap_or(error_code::NONE)
+                persist(shard, &entry).await
             }
-            Err(code) => code,
+            Err(error) => Err(error),
         };
     }
     if let Some(limits) = call.acquire {
         let member: Rc<str> = Rc::from(call.member_id.as_str());
-        if let Err(code) = acquire(shard, &entry, &open, &member, limits, &mut answer).await {
-            answer.error_code = code;
-        }
+        answer.acquisition = acquire(shard, &entry, &open, &member, limits).await;
     }
     answer
 }
@@ -155,8 +152,13 @@ async fn acquire(
     open: &Partition,
     member: &Rc<str>,
     limits: AcquireLimits,
-    answer: &mut PartitionAnswer,
-) -> Result<(), i16> {
+) -> Result<Acquisition, ShareError> {
+    let mut answer = Acquisition::default();
+    let read_error = |error| ShareError::Read {
+        topic_id: entry.key.topic_id,
+        partition: entry.key.partition,
+        source: Box::new(error),
+    };
     let settings = &shard.shares.settings;
     let max_locks = settings.max_record_locks;
     let until = Instant::now() + settings.lock_duration;
@@ -176,10 +178,10 @@ async fn acquire(
             .log
             .read_below(next, budget, high_watermark)
             .await
-            .map_err(|error| error.code())?;
+            .map_err(read_error)?;
         let mut fetched = Vec::new();
         for region in regions {
-            fetched.push(region.read_bytes().await.map_err(|error| error.code())?);
+            fetched.push(region.read_bytes().await.map_err(read_error)?);
         }
         let before = cursor;
         for bytes in &fetched {
@@ -188,7 +190,14 @@ async fn acquire(
                 cursor = cursor.max(header.last_offset() + 1);
                 let stored = &bytes[position..position + header.total_bytes()];
                 let took = take_batch(
-                    entry, &header, member, until, max_locks, limits, &mut count, answer,
+                    entry,
+                    &header,
+                    member,
+                    until,
+                    max_locks,
+                    limits,
+                    &mut count,
+                    &mut answer,
                 );
                 if took {
                     records.extend_from_slice(stored);
@@ -207,7 +216,7 @@ async fn acquire(
     } else {
         answer.records = Some(bytes::Bytes::from(records));
     }
-    Ok(())
+    Ok(answer)
 }
 
 /// Acquires what it can of one batch; whether it took any record.
@@ -220,7 +229,7 @@ fn take_batch(
     max_locks: u32,
     limits: AcquireLimits,
     count: &mut u32,
-    answer: &mut PartitionAnswer,
+    answer: &mut Acquisition,
 ) -> bool {
     let mut window = entry.window.borrow_mut();
     if header.is_control() {
@@ -267,7 +276,7 @@ async fn load(
     shard: &Rc<Shard>,
     key: StateKey,
     open: &Rc<Partition>,
-) -> Result<Rc<SharePartition>, i16> {
+) -> Result<Rc<SharePartition>, ShareError> {
     let partitions = &shard.shares.partitions;
     if let Some(entry) = partitions.entries.borrow().get(&key) {
         return Ok(Rc::clone(entry));
@@ -305,7 +314,7 @@ async fn build(
     shard: &Rc<Shard>,
     key: StateKey,
     open: &Partition,
-) -> Result<Rc<SharePartition>, i16> {
+) -> Result<Rc<SharePartition>, ShareError> {
     let leader_epoch = open.replica.borrow().leader_epoch();
     let snapshot = read_snapshot(shard, &key, leader_epoch).await?;
     let fresh = snapshot.is_none();
@@ -361,7 +370,7 @@ enum StatePlace {
     Remote { broker: i32 },
 }
 
-async fn state_place(shard: &Rc<Shard>, key: &StateKey) -> Result<StatePlace, i16> {
+async fn state_place(shard: &Rc<Shard>, key: &StateKey) -> Result<StatePlace, ShareError> {
     let topic: Arc<Topic> = store::state_topic(shard).await?;
     let partition = key.state_partition(topic.partitions);
     // The newest cluster state: the topic handed back may predate a leader change.
@@ -372,7 +381,7 @@ async fn state_place(shard: &Rc<Shard>, key: &StateKey) -> Result<StatePlace, i1
         .and_then(|topic| topic.partition(partition).map(|state| state.leader))
         .unwrap_or(NO_LEADER);
     if leader == NO_LEADER {
-        return Err(error_code::COORDINATOR_NOT_AVAILABLE);
+        return Err(ShareError::NoStateLeader { partition });
     }
     if leader == shard.shared.config.node_id {
         let core = partition_owner(STATE_TOPIC, partition, shard.shared.cores);
@@ -385,7 +394,7 @@ async fn read_snapshot(
     shard: &Rc<Shard>,
     key: &StateKey,
     leader_epoch: i32,
-) -> Result<Option<Snapshot>, i16> {
+) -> Result<Option<Snapshot>, ShareError> {
     let (core, partition) = match state_place(shard, key).await? {
         StatePlace::Here { core, partition } => (core, partition),
         StatePlace::Remote { broker } => {
@@ -399,15 +408,18 @@ async fn read_snapshot(
     };
     match call_core(shard, core, call).await {
         Some(ShareAnswer::State(result)) => result,
-        _ => Err(error_code::COORDINATOR_NOT_AVAILABLE),
+        _ => Err(CoordinatorError::Dropped.into()),
     }
 }
 
 /// Writes a snapshot of the share partition's durable state, after the writes before it.
-async fn persist(shard: &Rc<Shard>, entry: &SharePartition) -> Result<(), i16> {
+async fn persist(shard: &Rc<Shard>, entry: &SharePartition) -> Result<(), ShareError> {
     let Ok(_turn) = entry.writing.lock().await else {
         // Unloaded: this broker no longer leads the data partition.
-        return Err(error_code::NOT_LEADER_OR_FOLLOWER);
+        return Err(ShareError::Unloaded {
+            topic_id: entry.key.topic_id,
+            partition: entry.key.partition,
+        });
     };
     let snapshot = entry.window.borrow_mut().snapshot();
     let sequence = snapshot.sequence;
@@ -424,7 +436,7 @@ async fn persist(shard: &Rc<Shard>, entry: &SharePartition) -> Result<(), i16> {
             };
             match call_core(shard, core, call).await {
                 Some(ShareAnswer::Written(result)) => result,
-                _ => Err(error_code::COORDINATOR_NOT_AVAILABLE),
+                _ => Err(CoordinatorError::Dropped.into()),
             }
         }
     };
@@ -449,10 +461,10 @@ pub async fn release_member(shard: &Rc<Shard>, group_id: &str, member_id: &str) 
         let released = entry.window.borrow_mut().release_member(member_id, limit);
         if released {
             entry.changed.notify(usize::MAX);
-            if let Err(code) = persist(shard, &entry).await {
+            if let Err(error) = persist(shard, &entry).await {
                 tracing::warn!(
                     group = group_id,
-                    code,
+                    %error,
                     "share state not written after a release"
                 );
             }
@@ -481,8 +493,12 @@ pub async fn tick(shard: &Rc<Shard>, now: Instant) {
         }
         let behind = entry.written.get() < entry.window.borrow().sequence();
         if expired || behind {
-            if let Err(code) = persist(shard, &entry).await {
-                tracing::warn!(group = %entry.key.group, code, "share state not written; will retry");
+            if let Err(error) = persist(shard, &entry).await {
+                tracing::warn!(
+                    group = %entry.key.group,
+                    %error,
+                    "share state not written; will retry"
+                );
             }
         }
     }

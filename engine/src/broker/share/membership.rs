@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
-use super::{error_code, ShareSettings};
+use super::{ShareError, ShareSettings};
 use crate::broker::shard::Shard;
 
 /// Most topics one member may subscribe to.
@@ -63,7 +63,6 @@ pub struct Assigned {
 
 #[derive(Clone, Debug)]
 pub struct HeartbeatAnswer {
-    pub error_code: i16,
     pub member_id: String,
     pub member_epoch: i32,
     pub heartbeat_interval_ms: i32,
@@ -71,16 +70,31 @@ pub struct HeartbeatAnswer {
     pub assignment: Option<Vec<Assigned>>,
 }
 
-impl HeartbeatAnswer {
-    fn failed(error_code: i16, member_id: &str) -> HeartbeatAnswer {
-        HeartbeatAnswer {
-            error_code,
+/// A heartbeat the group refused: why, and the member id its answer names (the answer
+/// still carries it, with epoch -1).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("heartbeat of member {member_id:?} refused: {error}")]
+pub struct HeartbeatRefusal {
+    pub member_id: String,
+    #[source]
+    pub error: ShareError,
+}
+
+impl HeartbeatRefusal {
+    pub fn new(error: ShareError, member_id: &str) -> HeartbeatRefusal {
+        HeartbeatRefusal {
             member_id: member_id.to_string(),
-            member_epoch: -1,
-            heartbeat_interval_ms: 0,
-            assignment: None,
+            error,
         }
     }
+}
+
+/// The answer to a ShareGroupHeartbeat.
+pub type HeartbeatOutcome = Result<HeartbeatAnswer, HeartbeatRefusal>;
+
+/// Refuses the heartbeat of `member_id`.
+fn refuse(error: ShareError, member_id: &str) -> HeartbeatOutcome {
+    Err(HeartbeatRefusal::new(error, member_id))
 }
 
 /// A member as ShareGroupDescribe shows it.
@@ -97,8 +111,7 @@ pub struct MemberDescription {
 /// A group as ShareGroupDescribe shows it.
 #[derive(Clone, Debug)]
 pub struct ShareGroupDescription {
-    pub error_code: i16,
-    /// "Empty", "Stable", or "Dead" for a group the coordinator does not have.
+    /// "Empty" or "Stable".
     pub state: &'static str,
     pub group_epoch: i32,
     pub members: Vec<MemberDescription>,
@@ -169,35 +182,38 @@ impl ShareGroup {
         settings: &ShareSettings,
         resolve: Resolve,
         now: Instant,
-    ) -> HeartbeatAnswer {
+    ) -> HeartbeatOutcome {
         let member_id = request.member_id.as_str();
         if member_id.is_empty() {
-            return HeartbeatAnswer::failed(error_code::INVALID_REQUEST, member_id);
+            return refuse(ShareError::MissingMemberId, member_id);
         }
-        if request
+        if let Some(topics) = request
             .subscribed
             .as_ref()
-            .is_some_and(|topics| topics.len() > SUBSCRIBED_TOPICS_MAX)
+            .filter(|topics| topics.len() > SUBSCRIBED_TOPICS_MAX)
         {
-            return HeartbeatAnswer::failed(error_code::INVALID_REQUEST, member_id);
+            let error = ShareError::TooManyTopics {
+                topics: topics.len(),
+                topics_max: SUBSCRIBED_TOPICS_MAX,
+            };
+            return refuse(error, member_id);
         }
         match request.member_epoch {
             0 => self.join(request, settings, resolve, now),
             -1 => match self.members.remove(member_id) {
                 Some(_) => {
                     self.epoch += 1;
-                    HeartbeatAnswer {
-                        error_code: error_code::NONE,
+                    Ok(HeartbeatAnswer {
                         member_id: request.member_id,
                         member_epoch: -1,
                         heartbeat_interval_ms: 0,
                         assignment: None,
-                    }
+                    })
                 }
-                None => HeartbeatAnswer::failed(error_code::UNKNOWN_MEMBER_ID, member_id),
+                None => refuse(unknown_member(member_id), member_id),
             },
             epoch if epoch > 0 => self.keep_alive(request, settings, resolve, now),
-            _ => HeartbeatAnswer::failed(error_code::INVALID_REQUEST, member_id),
+            epoch => refuse(ShareError::InvalidMemberEpoch { epoch }, member_id),
         }
     }
 
@@ -207,14 +223,20 @@ impl ShareGroup {
         settings: &ShareSettings,
         resolve: Resolve,
         now: Instant,
-    ) -> HeartbeatAnswer {
+    ) -> HeartbeatOutcome {
+        let member_id = request.member_id.as_str();
         let Some(subscribed) = request.subscribed else {
             // Kafka: the first heartbeat must name the subscription.
-            return HeartbeatAnswer::failed(error_code::INVALID_REQUEST, &request.member_id);
+            let error = ShareError::MissingSubscription {
+                member_id: member_id.to_string(),
+            };
+            return refuse(error, member_id);
         };
-        if !self.members.contains_key(&request.member_id) && self.members.len() >= settings.max_size
-        {
-            return HeartbeatAnswer::failed(error_code::GROUP_MAX_SIZE_REACHED, &request.member_id);
+        if !self.members.contains_key(member_id) && self.members.len() >= settings.max_size {
+            let error = ShareError::GroupFull {
+                members_max: settings.max_size,
+            };
+            return refuse(error, member_id);
         }
         self.epoch += 1;
         let assignment = assignment_for(&subscribed, resolve);
@@ -228,13 +250,12 @@ impl ShareGroup {
             session: None,
         };
         self.members.insert(request.member_id.clone(), member);
-        HeartbeatAnswer {
-            error_code: error_code::NONE,
+        Ok(HeartbeatAnswer {
             member_id: request.member_id,
             member_epoch: self.epoch,
             heartbeat_interval_ms: interval_ms(settings),
             assignment: Some(assignment),
-        }
+        })
     }
 
     fn keep_alive(
@@ -243,12 +264,18 @@ impl ShareGroup {
         settings: &ShareSettings,
         resolve: Resolve,
         now: Instant,
-    ) -> HeartbeatAnswer {
-        let Some(member) = self.members.get_mut(&request.member_id) else {
-            return HeartbeatAnswer::failed(error_code::UNKNOWN_MEMBER_ID, &request.member_id);
+    ) -> HeartbeatOutcome {
+        let member_id = request.member_id.as_str();
+        let Some(member) = self.members.get_mut(member_id) else {
+            return refuse(unknown_member(member_id), member_id);
         };
         if request.member_epoch != member.epoch {
-            return HeartbeatAnswer::failed(error_code::FENCED_MEMBER_EPOCH, &request.member_id);
+            let error = ShareError::FencedMemberEpoch {
+                member_id: member_id.to_string(),
+                epoch: request.member_epoch,
+                current: member.epoch,
+            };
+            return refuse(error, member_id);
         }
         member.last_seen = now;
         if let Some(subscribed) = request.subscribed {
@@ -264,21 +291,20 @@ impl ShareGroup {
             member.epoch = self.epoch;
             member.assignment = assignment.clone();
         }
-        HeartbeatAnswer {
-            error_code: error_code::NONE,
+        Ok(HeartbeatAnswer {
             member_id: request.member_id,
             member_epoch: member.epoch,
             heartbeat_interval_ms: interval_ms(settings),
             assignment: changed.then_some(assignment),
-        }
+        })
     }
 
     /// One share-session step; the session's partitions to fetch from.
-    pub fn session(&mut self, op: SessionOp, now: Instant) -> Result<Vec<(Uuid, i32)>, i16> {
+    pub fn session(&mut self, op: SessionOp, now: Instant) -> Result<Vec<(Uuid, i32)>, ShareError> {
         let member = self
             .members
             .get_mut(&op.member_id)
-            .ok_or(error_code::UNKNOWN_MEMBER_ID)?;
+            .ok_or_else(|| unknown_member(&op.member_id))?;
         member.last_seen = now;
         step_session(&mut member.session, op)
     }
@@ -302,7 +328,6 @@ impl ShareGroup {
 
     pub fn describe(&self) -> ShareGroupDescription {
         ShareGroupDescription {
-            error_code: error_code::NONE,
             state: if self.members.is_empty() {
                 "Empty"
             } else {
@@ -330,17 +355,25 @@ impl ShareGroup {
 }
 
 /// One step of a share session (`session`: the member's, `None` when it has none).
-fn step_session(session: &mut Option<Session>, op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16> {
+fn step_session(
+    session: &mut Option<Session>,
+    op: SessionOp,
+) -> Result<Vec<(Uuid, i32)>, ShareError> {
+    let not_found = || ShareError::SessionNotFound {
+        member_id: op.member_id.clone(),
+    };
     match op.epoch {
-        0 if !op.fetching => Err(error_code::INVALID_SHARE_SESSION_EPOCH),
+        // Only a ShareFetch opens a session.
+        0 if !op.fetching => Err(ShareError::InvalidSessionEpoch {
+            epoch: 0,
+            expected: session.as_ref().map(|session| session.next_epoch),
+        }),
         0 => {
             let mut partitions: BTreeSet<(Uuid, i32)> = op.add.into_iter().collect();
             for forgotten in &op.forget {
                 partitions.remove(forgotten);
             }
-            if partitions.len() > SESSION_PARTITIONS_MAX {
-                return Err(error_code::INVALID_REQUEST);
-            }
+            check_session_size(partitions.len())?;
             let listed = partitions.iter().copied().collect();
             *session = Some(Session {
                 next_epoch: 1,
@@ -350,14 +383,15 @@ fn step_session(session: &mut Option<Session>, op: SessionOp) -> Result<Vec<(Uui
         }
         -1 => match session.take() {
             Some(_) => Ok(Vec::new()),
-            None => Err(error_code::SHARE_SESSION_NOT_FOUND),
+            None => Err(not_found()),
         },
         epoch if epoch > 0 => {
-            let session = session
-                .as_mut()
-                .ok_or(error_code::SHARE_SESSION_NOT_FOUND)?;
+            let session = session.as_mut().ok_or_else(not_found)?;
             if epoch != session.next_epoch {
-                return Err(error_code::INVALID_SHARE_SESSION_EPOCH);
+                return Err(ShareError::InvalidSessionEpoch {
+                    epoch,
+                    expected: Some(session.next_epoch),
+                });
             }
             if op.fetching {
                 let mut partitions = session.partitions.clone();
@@ -365,15 +399,33 @@ fn step_session(session: &mut Option<Session>, op: SessionOp) -> Result<Vec<(Uui
                 for forgotten in &op.forget {
                     partitions.remove(forgotten);
                 }
-                if partitions.len() > SESSION_PARTITIONS_MAX {
-                    return Err(error_code::INVALID_REQUEST);
-                }
+                check_session_size(partitions.len())?;
                 session.partitions = partitions;
             }
             session.next_epoch = if epoch == i32::MAX { 1 } else { epoch + 1 };
             Ok(session.partitions.iter().copied().collect())
         }
-        _ => Err(error_code::INVALID_SHARE_SESSION_EPOCH),
+        epoch => Err(ShareError::InvalidSessionEpoch {
+            epoch,
+            expected: session.as_ref().map(|session| session.next_epoch),
+        }),
+    }
+}
+
+/// Refuses a session of more than [`SESSION_PARTITIONS_MAX`] partitions.
+fn check_session_size(partitions: usize) -> Result<(), ShareError> {
+    if partitions > SESSION_PARTITIONS_MAX {
+        return Err(ShareError::SessionTooLarge {
+            partitions,
+            partitions_max: SESSION_PARTITIONS_MAX,
+        });
+    }
+    Ok(())
+}
+
+fn unknown_member(member_id: &str) -> ShareError {
+    ShareError::UnknownMember {
+        member_id: member_id.to_string(),
     }
 }
 
@@ -385,10 +437,12 @@ pub struct VisitingSessions {
 }
 
 impl VisitingSessions {
-    pub fn step(&mut self, op: SessionOp, now: Instant) -> Result<Vec<(Uuid, i32)>, i16> {
+    pub fn step(&mut self, op: SessionOp, now: Instant) -> Result<Vec<(Uuid, i32)>, ShareError> {
         let key = (op.group_id.clone(), op.member_id.clone());
         if !self.sessions.contains_key(&key) && self.sessions.len() >= VISITING_SESSIONS_MAX {
-            return Err(error_code::SHARE_SESSION_LIMIT_REACHED);
+            return Err(ShareError::SessionLimitReached {
+                sessions_max: VISITING_SESSIONS_MAX,
+            });
         }
         let entry = self.sessions.entry(key.clone()).or_insert((None, now));
         entry.1 = now;
@@ -426,7 +480,7 @@ pub struct ShareGroups {
 }
 
 /// Serves a heartbeat on the group's coordinator core.
-pub fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatAnswer {
+pub fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatOutcome {
     let metadata = &shard.shared.metadata;
     let resolve = |name: &str| {
         metadata
@@ -438,7 +492,7 @@ pub fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatAnswe
     let joining = request.member_epoch == 0;
     let group_id = request.group_id.clone();
     if !joining && !groups.contains_key(&group_id) {
-        return HeartbeatAnswer::failed(error_code::UNKNOWN_MEMBER_ID, &request.member_id);
+        return refuse(unknown_member(&request.member_id), &request.member_id);
     }
     let group = groups.entry(group_id.clone()).or_default();
     let answer = group.heartbeat(request, settings, &resolve, Instant::now());
@@ -448,19 +502,17 @@ pub fn heartbeat(shard: &Rc<Shard>, request: HeartbeatRequest) -> HeartbeatAnswe
     answer
 }
 
-pub fn describe(shard: &Rc<Shard>, group_id: &str) -> ShareGroupDescription {
+/// The group as ShareGroupDescribe shows it, if this core coordinates it.
+pub fn describe(shard: &Rc<Shard>, group_id: &str) -> Result<ShareGroupDescription, ShareError> {
     match shard.shares.groups.groups.borrow().get(group_id) {
-        Some(group) => group.describe(),
-        None => ShareGroupDescription {
-            error_code: error_code::GROUP_ID_NOT_FOUND,
-            state: "Dead",
-            group_epoch: -1,
-            members: Vec::new(),
-        },
+        Some(group) => Ok(group.describe()),
+        None => Err(ShareError::GroupNotFound {
+            group_id: group_id.to_string(),
+        }),
     }
 }
 
-pub fn session(shard: &Rc<Shard>, op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16> {
+pub fn session(shard: &Rc<Shard>, op: SessionOp) -> Result<Vec<(Uuid, i32)>, ShareError> {
     let now = Instant::now();
     if !op.coordinated {
         return shard.shares.groups.visiting.borrow_mut().step(op, now);
@@ -474,9 +526,9 @@ pub fn session(shard: &Rc<Shard>, op: SessionOp) -> Result<Vec<(Uuid, i32)>, i16
         // closed its session and released what it held already.
         return Ok(Vec::new());
     }
-    let group = groups
-        .get_mut(&op.group_id)
-        .ok_or(error_code::UNKNOWN_MEMBER_ID)?;
+    let Some(group) = groups.get_mut(&op.group_id) else {
+        return Err(unknown_member(&op.member_id));
+    };
     group.session(op, now)
 }
 
@@ -547,39 +599,61 @@ mod tests {
             &resolve,
             now,
         );
-        assert_eq!(a.error_code, error_code::NONE);
+        let a = a.expect("a joins");
         let assigned = a.assignment.expect("full assignment on join");
         assert_eq!(assigned.len(), 1, "unknown topics are not assigned");
         assert_eq!(assigned[0].partitions, vec![0, 1]);
-        let b = group.heartbeat(beat("b", 0, Some(&["jobs"])), &settings, &resolve, now);
+        let b = group
+            .heartbeat(beat("b", 0, Some(&["jobs"])), &settings, &resolve, now)
+            .expect("b joins");
         assert_eq!(b.assignment.expect("b too")[0].partitions, vec![0, 1]);
         let again = group.heartbeat(beat("a", a.member_epoch, None), &settings, &resolve, now);
-        assert_eq!(
-            (again.error_code, again.assignment),
-            (error_code::NONE, None)
-        );
+        assert_eq!(again.expect("a keeps its epoch").assignment, None);
         let stale = group.heartbeat(
             beat("b", b.member_epoch - 1, None),
             &settings,
             &resolve,
             now,
         );
-        assert_eq!(stale.error_code, error_code::FENCED_MEMBER_EPOCH);
+        // A refusal still names the member it answers.
+        let refused = |outcome: HeartbeatOutcome, member: &str| {
+            let refusal = outcome.expect_err("refused");
+            assert_eq!(refusal.member_id, member);
+            refusal.error
+        };
+        assert!(matches!(
+            refused(stale, "b"),
+            ShareError::FencedMemberEpoch { epoch, current, .. }
+                if epoch == b.member_epoch - 1 && current == b.member_epoch
+        ));
         let unknown = group.heartbeat(beat("z", 3, None), &settings, &resolve, now);
-        assert_eq!(unknown.error_code, error_code::UNKNOWN_MEMBER_ID);
+        assert!(matches!(
+            refused(unknown, "z"),
+            ShareError::UnknownMember { .. }
+        ));
         let full = group.heartbeat(beat("c", 0, Some(&["jobs"])), &settings, &resolve, now);
-        assert_eq!(full.error_code, error_code::GROUP_MAX_SIZE_REACHED);
+        assert!(matches!(
+            refused(full, "c"),
+            ShareError::GroupFull { members_max: 2 }
+        ));
         let no_subscription = group.heartbeat(beat("d", 0, None), &settings, &resolve, now);
-        assert_eq!(no_subscription.error_code, error_code::INVALID_REQUEST);
-        let left = group.heartbeat(beat("a", -1, None), &settings, &resolve, now);
-        assert_eq!((left.error_code, left.member_epoch), (error_code::NONE, -1));
+        assert!(matches!(
+            refused(no_subscription, "d"),
+            ShareError::MissingSubscription { .. }
+        ));
+        let left = group
+            .heartbeat(beat("a", -1, None), &settings, &resolve, now)
+            .expect("a leaves");
+        assert_eq!(left.member_epoch, -1);
     }
 
     #[test]
     fn sessions_follow_their_epochs() {
         let (settings, now) = (settings(), Instant::now());
         let mut group = ShareGroup::default();
-        group.heartbeat(beat("a", 0, Some(&["jobs"])), &settings, &resolve, now);
+        group
+            .heartbeat(beat("a", 0, Some(&["jobs"])), &settings, &resolve, now)
+            .expect("a joins");
         let op = |epoch: i32, add: Vec<(Uuid, i32)>| SessionOp {
             group_id: "g".into(),
             member_id: "a".into(),
@@ -589,35 +663,49 @@ mod tests {
             forget: Vec::new(),
             coordinated: true,
         };
-        assert_eq!(
+        assert!(matches!(
             group.session(op(1, Vec::new()), now),
-            Err(error_code::SHARE_SESSION_NOT_FOUND)
+            Err(ShareError::SessionNotFound { .. })
+        ));
+        assert_eq!(
+            group
+                .session(op(0, vec![(TOPIC_ID, 0)]), now)
+                .expect("opened"),
+            vec![(TOPIC_ID, 0)]
         );
         assert_eq!(
-            group.session(op(0, vec![(TOPIC_ID, 0)]), now),
-            Ok(vec![(TOPIC_ID, 0)])
+            group
+                .session(op(1, vec![(TOPIC_ID, 1)]), now)
+                .expect("epoch 1"),
+            vec![(TOPIC_ID, 0), (TOPIC_ID, 1)]
         );
-        assert_eq!(
-            group.session(op(1, vec![(TOPIC_ID, 1)]), now),
-            Ok(vec![(TOPIC_ID, 0), (TOPIC_ID, 1)])
-        );
-        assert_eq!(
-            group.session(op(1, Vec::new()), now),
-            Err(error_code::INVALID_SHARE_SESSION_EPOCH),
+        assert!(
+            matches!(
+                group.session(op(1, Vec::new()), now),
+                Err(ShareError::InvalidSessionEpoch {
+                    epoch: 1,
+                    expected: Some(2)
+                })
+            ),
             "epoch 1 was used"
         );
-        assert_eq!(group.session(op(-1, Vec::new()), now), Ok(Vec::new()));
         assert_eq!(
-            group.session(op(3, Vec::new()), now),
-            Err(error_code::SHARE_SESSION_NOT_FOUND)
+            group.session(op(-1, Vec::new()), now).expect("closed"),
+            Vec::new()
         );
+        assert!(matches!(
+            group.session(op(3, Vec::new()), now),
+            Err(ShareError::SessionNotFound { .. })
+        ));
     }
 
     #[test]
     fn silent_members_expire() {
         let (settings, now) = (settings(), Instant::now());
         let mut group = ShareGroup::default();
-        group.heartbeat(beat("a", 0, Some(&["jobs"])), &settings, &resolve, now);
+        group
+            .heartbeat(beat("a", 0, Some(&["jobs"])), &settings, &resolve, now)
+            .expect("a joins");
         assert!(group
             .expire(&settings, now + Duration::from_secs(10))
             .is_empty());

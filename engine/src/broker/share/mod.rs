@@ -21,9 +21,11 @@
 //!   restart, acquired records are offered again, as Kafka does.
 //!
 //! Everything here crosses cores as a [`ShareCall`] (through `Shard::call_core`) and comes
-//! back as a [`ShareAnswer`]. `docs/groups.md` ("Share groups") covers the protocol, the
+//! back as a [`ShareAnswer`]; refusals are [`ShareError`]s, which `broker::api` turns into
+//! Kafka codes. `docs/groups.md` ("Share groups") covers the protocol, the
 //! record format and the limits.
 
+pub mod error;
 pub mod leader;
 pub mod membership;
 pub mod record;
@@ -42,14 +44,16 @@ use uuid::Uuid;
 
 use super::metadata::Topic;
 use super::shard::Shard;
-pub use membership::{HeartbeatAnswer, HeartbeatRequest, SessionOp, ShareGroupDescription};
+pub use error::{AckBatchError, ShareError};
+pub use membership::{
+    HeartbeatAnswer, HeartbeatOutcome, HeartbeatRefusal, HeartbeatRequest, SessionOp,
+    ShareGroupDescription,
+};
 pub use record::{Snapshot, StateKey};
 pub use window::AckBatch;
 
 /// The internal topic that holds share-partition state.
 pub const STATE_TOPIC: &str = "__share_group_state";
-
-pub use shardlog_protocol::error_code;
 
 /// Acknowledge types of ShareFetch and ShareAcknowledge v1.
 pub mod acknowledge_type {
@@ -121,11 +125,9 @@ pub struct AcquiredRange {
     pub delivery_count: u16,
 }
 
-/// One share partition's answer.
-#[derive(Debug)]
-pub struct PartitionAnswer {
-    pub error_code: i16,
-    pub acknowledge_error_code: i16,
+/// What one partition call acquired for its member.
+#[derive(Debug, Default)]
+pub struct Acquisition {
     /// Whole batches that hold the acquired records (and maybe others, not acquired).
     pub records: Option<Bytes>,
     pub acquired: Vec<AcquiredRange>,
@@ -133,14 +135,28 @@ pub struct PartitionAnswer {
     pub wake: Vec<EventListener>,
 }
 
+/// One share partition's answer: the partition's (acquiring, or why it could not be
+/// served at all) and its acknowledgements', apart, as ShareFetch answers them.
+#[derive(Debug)]
+pub struct PartitionAnswer {
+    pub acquisition: Result<Acquisition, ShareError>,
+    pub acknowledged: Result<(), ShareError>,
+}
+
 impl PartitionAnswer {
-    pub fn failed(error_code: i16) -> PartitionAnswer {
+    /// Nothing acquired, nothing refused.
+    pub fn empty() -> PartitionAnswer {
         PartitionAnswer {
-            error_code,
-            acknowledge_error_code: error_code::NONE,
-            records: None,
-            acquired: Vec::new(),
-            wake: Vec::new(),
+            acquisition: Ok(Acquisition::default()),
+            acknowledged: Ok(()),
+        }
+    }
+
+    /// The partition could not be served.
+    pub fn failed(error: impl Into<ShareError>) -> PartitionAnswer {
+        PartitionAnswer {
+            acquisition: Err(error.into()),
+            acknowledged: Ok(()),
         }
     }
 }
@@ -179,14 +195,14 @@ pub enum ShareCall {
 /// The answer, one variant per [`ShareCall`] kind.
 #[derive(Debug)]
 pub enum ShareAnswer {
-    Heartbeat(HeartbeatAnswer),
-    Described(ShareGroupDescription),
-    /// The session's partitions to fetch from, or an error code.
-    Session(Result<Vec<(Uuid, i32)>, i16>),
+    Heartbeat(HeartbeatOutcome),
+    Described(Result<ShareGroupDescription, ShareError>),
+    /// The session's partitions to fetch from.
+    Session(Result<Vec<(Uuid, i32)>, ShareError>),
     Partition(PartitionAnswer),
     Released,
-    State(Result<Option<Snapshot>, i16>),
-    Written(Result<(), i16>),
+    State(Result<Option<Snapshot>, ShareError>),
+    Written(Result<(), ShareError>),
 }
 
 /// One core's share-group state; lives in its [`Shard`].

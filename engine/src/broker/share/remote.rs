@@ -13,6 +13,10 @@
 //! sequence stays with the store (the share coordinator orders writes itself). `state_epoch`
 //! is always 0 (this broker does not reset share partitions); `leader_epoch` is the data
 //! partition's, which fences a deposed leader (FENCED_LEADER_EPOCH).
+//!
+//! A failed call is [`ShareError::StateCall`] (the caller retries later); a partition the
+//! other broker refused is [`ShareError::StateRefused`] with the code it answered, passed on
+//! as it came.
 
 use std::time::Duration;
 
@@ -30,9 +34,10 @@ use kafka_protocol::messages::write_share_group_state_response::WriteShareGroupS
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
-use super::error_code;
 use super::record::{DurableState, Run, Snapshot, StateKey};
+use super::ShareError;
 use crate::broker::shard::Shard;
+use shardlog_protocol::error_code;
 
 /// The versions sent (the only ones Kafka has, flexible).
 pub const READ_VERSION: i16 = 0;
@@ -69,7 +74,7 @@ pub async fn read(
     broker: i32,
     key: &StateKey,
     leader_epoch: i32,
-) -> Result<Option<Snapshot>, i16> {
+) -> Result<Option<Snapshot>, ShareError> {
     let mut partition = read_share_group_state_request::PartitionData::default();
     partition.partition = key.partition;
     partition.leader_epoch = leader_epoch;
@@ -97,9 +102,12 @@ pub async fn read(
                 .into_iter()
                 .find(|answer| answer.partition == key.partition)
         })
-        .ok_or(error_code::COORDINATOR_NOT_AVAILABLE)?;
+        .ok_or_else(|| answer_without_partition(broker, key))?;
     if result.error_code != error_code::NONE {
-        return Err(result.error_code);
+        return Err(ShareError::StateRefused {
+            broker,
+            code: result.error_code,
+        });
     }
     if result.start_offset < 0 {
         return Ok(None);
@@ -107,7 +115,10 @@ pub async fn read(
     let mut runs = Vec::with_capacity(result.state_batches.len());
     for batch in result.state_batches {
         let state =
-            state_from_code(batch.delivery_state).ok_or(error_code::UNKNOWN_SERVER_ERROR)?;
+            state_from_code(batch.delivery_state).ok_or(ShareError::InvalidRemoteState {
+                broker,
+                delivery_state: batch.delivery_state,
+            })?;
         runs.push(Run {
             first: batch.first_offset,
             last: batch.last_offset,
@@ -129,7 +140,7 @@ pub async fn write(
     key: &StateKey,
     leader_epoch: i32,
     snapshot: &Snapshot,
-) -> Result<(), i16> {
+) -> Result<(), ShareError> {
     let mut partition = write_share_group_state_request::PartitionData::default();
     partition.partition = key.partition;
     partition.leader_epoch = leader_epoch;
@@ -165,27 +176,41 @@ pub async fn write(
         .iter()
         .flat_map(|result| result.partitions.iter())
         .find(|answer| answer.partition == key.partition)
-        .map_or(error_code::COORDINATOR_NOT_AVAILABLE, |answer| {
-            answer.error_code
-        });
+        .ok_or_else(|| answer_without_partition(broker, key))?
+        .error_code;
     if code == error_code::NONE {
         Ok(())
     } else {
-        Err(code)
+        Err(ShareError::StateRefused { broker, code })
     }
 }
 
+/// An answer of `broker` that does not name the partition of `key`.
+fn answer_without_partition(broker: i32, key: &StateKey) -> ShareError {
+    tracing::warn!(
+        broker,
+        partition = key.partition,
+        "share state answer without the partition"
+    );
+    ShareError::StateCall { broker }
+}
+
 /// Sends one request to `broker` and decodes its answer; any failure to reach it or to read
-/// the answer is COORDINATOR_NOT_AVAILABLE (the caller retries later).
+/// the answer is [`ShareError::StateCall`] (the caller retries later).
 async fn call<Req: Encodable, Resp: Decodable>(
     shard: &Shard,
     broker: i32,
     api_key: ApiKey,
     version: i16,
     request: &Req,
-) -> Result<Resp, i16> {
+) -> Result<Resp, ShareError> {
     let Some(address) = shard.shared.metadata.broker_address(broker) else {
-        return Err(error_code::COORDINATOR_NOT_AVAILABLE);
+        tracing::warn!(
+            broker,
+            ?api_key,
+            "share state call to a broker of no known address"
+        );
+        return Err(ShareError::StateCall { broker });
     };
     let node_id = shard.shared.config.node_id;
     let exchange = async {
@@ -243,6 +268,6 @@ async fn call<Req: Encodable, Resp: Decodable>(
     });
     timed.await.map_err(|reason: String| {
         tracing::warn!(broker, ?api_key, %reason, "share state call failed");
-        error_code::COORDINATOR_NOT_AVAILABLE
+        ShareError::StateCall { broker }
     })
 }

@@ -13,7 +13,7 @@
 //! else through ReadShareGroupState and WriteShareGroupState ([`remote`](super::remote)).
 //! The store numbers the writes of a key itself (one above the newest it holds), since the
 //! data leader sends them one at a time. Each read and write carries the data partition's
-//! leader epoch: a lower one than the key has seen gets FENCED_LEADER_EPOCH, so a deposed
+//! leader epoch: a lower one than the key has seen is refused (`FencedLeaderEpoch`), so a deposed
 //! leader cannot overwrite what its successor read. The epochs seen are kept in memory
 //! only: a new leader of the state partition starts fencing from the first read or write.
 
@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::record::{self, Snapshot, StateKey};
-use super::{error_code, STATE_TOPIC};
+use super::{ShareError, STATE_TOPIC};
 use crate::batch::{self, BatchBuilder, Compression};
-use crate::broker::internal_topic::Replayed;
+use crate::broker::internal_topic::{LoadError, Replayed};
 use crate::broker::metadata::{Topic, TopicConfig, TopicError};
 use crate::broker::replay::replay_records;
 use crate::broker::shard::Shard;
@@ -49,11 +49,13 @@ struct StatePartition {
 }
 
 impl StatePartition {
-    /// Records `leader_epoch` for `key`; FENCED_LEADER_EPOCH if a newer leader was seen.
-    fn fence(&self, key: &StateKey, leader_epoch: i32) -> Result<(), i16> {
+    /// Records `leader_epoch` for `key`; refused if a newer leader was seen.
+    fn fence(&self, key: &StateKey, leader_epoch: i32) -> Result<(), ShareError> {
         let mut epochs = self.leader_epochs.borrow_mut();
         match epochs.get(key) {
-            Some(&seen) if seen > leader_epoch => Err(error_code::FENCED_LEADER_EPOCH),
+            Some(&seen) if seen > leader_epoch => {
+                Err(ShareError::FencedLeaderEpoch { leader_epoch, seen })
+            }
             _ => {
                 epochs.insert(key.clone(), leader_epoch);
                 Ok(())
@@ -101,7 +103,7 @@ impl StateStore {
 
 /// `__share_group_state`, created on first use. Snapshots are only ever superseded, never
 /// aged out: no time or size retention.
-pub async fn state_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
+pub async fn state_topic(shard: &Shard) -> Result<Arc<Topic>, ShareError> {
     let metadata = &shard.shared.metadata;
     if let Some(topic) = metadata.topic(STATE_TOPIC) {
         return Ok(topic);
@@ -123,12 +125,19 @@ pub async fn state_topic(shard: &Shard) -> Result<Arc<Topic>, i16> {
             tracing::info!(partitions = topic.partitions, "created {STATE_TOPIC}");
             Ok(topic)
         }
-        Err(TopicError::AlreadyExists(_)) => metadata
-            .topic(STATE_TOPIC)
-            .ok_or(error_code::COORDINATOR_NOT_AVAILABLE),
+        Err(TopicError::AlreadyExists(_)) => metadata.topic(STATE_TOPIC).ok_or_else(|| {
+            ShareError::from(LoadError::NoTopic {
+                topic: STATE_TOPIC,
+                source: None,
+            })
+        }),
         Err(error) => {
             tracing::error!(%error, "cannot create {STATE_TOPIC}");
-            Err(error_code::COORDINATOR_NOT_AVAILABLE)
+            Err(LoadError::NoTopic {
+                topic: STATE_TOPIC,
+                source: Some(error),
+            }
+            .into())
         }
     }
 }
@@ -139,7 +148,7 @@ pub async fn read(
     partition: i32,
     key: &StateKey,
     leader_epoch: i32,
-) -> Result<Option<Snapshot>, i16> {
+) -> Result<Option<Snapshot>, ShareError> {
     let state = load(shard, partition).await?;
     state.fence(key, leader_epoch)?;
     let latest = state.latest.borrow();
@@ -153,22 +162,20 @@ pub async fn write(
     key: StateKey,
     leader_epoch: i32,
     mut snapshot: Snapshot,
-) -> Result<(), i16> {
+) -> Result<(), ShareError> {
     let state = load(shard, partition).await?;
     state.fence(&key, leader_epoch)?;
     snapshot.sequence = state.next_sequence(&key, snapshot.sequence);
     let topic = state_topic(shard).await?;
     let now_ms = i64::try_from(crate::broker::replication::now_ms()).unwrap_or(i64::MAX);
-    let record_key = record::encode_key(&key).map_err(|error| {
+    let record_key = record::encode_key(&key).inspect_err(|error| {
         tracing::info!(%error, "share state not written");
-        error_code::INVALID_REQUEST
     })?;
     let value = record::encode_value(&snapshot);
     let mut builder = BatchBuilder::new(now_ms, Compression::None);
     builder.push_kv(Some(&record_key), Some(&value), &[], now_ms);
-    let bytes = builder.build(0).map_err(|error| {
+    let bytes = builder.build(0).inspect_err(|error| {
         tracing::error!(%error, "cannot build a share state batch");
-        error_code::UNKNOWN_SERVER_ERROR
     })?;
     let outcome = shard
         .produce_here(
@@ -179,31 +186,32 @@ pub async fn write(
             WRITE_TIMEOUT,
         )
         .await;
-    if outcome.error_code != error_code::NONE {
+    // The partition's outcome still carries a Kafka code (`broker::partition` is not split
+    // yet): it is logged here, and the write fails as an append.
+    if outcome.error_code != shardlog_protocol::error_code::NONE {
         tracing::warn!(
             partition,
             code = outcome.error_code,
             "share state write failed"
         );
-        return Err(error_code::COORDINATOR_NOT_AVAILABLE);
+        return Err(ShareError::StateAppend { partition });
     }
     state.apply(key, snapshot);
     Ok(())
 }
 
 /// The partition's snapshots, replaying its log on first use (`internal_topic`'s rules).
-async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StatePartition>, i16> {
+async fn load(shard: &Rc<Shard>, partition: i32) -> Result<Rc<StatePartition>, ShareError> {
     let topic = state_topic(shard).await?;
-    shard
+    let state = shard
         .shares
         .store
         .partitions
         .load(shard, &topic, partition, move |open| async move {
             replay_partition(partition, &open.log).await
         })
-        .await
-        // Until the share coordinator has its own error type, its callers take codes.
-        .map_err(|error| crate::broker::api::codes::KafkaCode::code(&error))
+        .await?;
+    Ok(state)
 }
 
 async fn replay_partition(

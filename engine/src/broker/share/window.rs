@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use super::acknowledge_type;
-use super::error_code;
+use super::error::{AckBatchError, ShareError};
 use super::record::{DurableState, Run, Snapshot, WINDOW_OFFSETS_MAX};
 
 /// A record's state in the window.
@@ -57,28 +57,31 @@ impl AckBatch {
 
 /// Checks the shape of a partition's acknowledgement batches before anything trusts them:
 /// ascending, not overlapping, each type known, one type or one per offset, and no more
-/// offsets in all than a window can hold (`max_offsets`). INVALID_REQUEST otherwise.
-pub fn check_batches(batches: &[AckBatch], max_offsets: u32) -> Result<(), i16> {
+/// offsets in all than a window can hold (`max_offsets`).
+pub fn check_batches(batches: &[AckBatch], max_offsets: u32) -> Result<(), AckBatchError> {
+    let offsets_max = max_offsets;
     let max_offsets = i64::from(max_offsets);
     let mut total = 0i64;
     let mut previous_last = -1i64;
     for batch in batches {
-        if batch.first < 0 || batch.last < batch.first || batch.first <= previous_last {
-            return Err(error_code::INVALID_REQUEST);
+        let (first, last) = (batch.first, batch.last);
+        if first < 0 || last < first || first <= previous_last {
+            return Err(AckBatchError::OutOfOrder { first, last });
         }
-        let span = batch.last - batch.first + 1;
+        let span = last - first + 1;
         total += span;
         if total > max_offsets {
-            return Err(error_code::INVALID_REQUEST);
+            return Err(AckBatchError::TooManyOffsets { offsets_max });
         }
         if batch.types.len() != 1 && batch.types.len() as i64 != span {
-            return Err(error_code::INVALID_REQUEST);
+            let types = batch.types.len();
+            return Err(AckBatchError::TypeCount { first, last, types });
         }
         let known = |kind: &i8| (acknowledge_type::GAP..=acknowledge_type::REJECT).contains(kind);
-        if !batch.types.iter().all(known) {
-            return Err(error_code::INVALID_REQUEST);
+        if let Some(&kind) = batch.types.iter().find(|kind| !known(kind)) {
+            return Err(AckBatchError::UnknownType { kind });
         }
-        previous_last = batch.last;
+        previous_last = last;
     }
     Ok(())
 }
@@ -222,15 +225,15 @@ impl Window {
         true
     }
 
-    /// Applies a member's acknowledgements, all or nothing: INVALID_RECORD_STATE unless
-    /// `member` holds every offset, with its lock still valid at `now`.
+    /// Applies a member's acknowledgements, all or nothing: refused unless `member` holds
+    /// every offset, with its lock still valid at `now`.
     pub fn acknowledge(
         &mut self,
         member: &str,
         batches: &[AckBatch],
         delivery_count_limit: u16,
         now: Instant,
-    ) -> Result<(), i16> {
+    ) -> Result<(), ShareError> {
         let held = |offset: i64| {
             self.records.get(&offset).is_some_and(|record| {
                 matches!(&record.state, RecordState::Acquired { member: holder, until }
@@ -239,7 +242,11 @@ impl Window {
         };
         for batch in batches {
             if !(batch.first..=batch.last).all(held) {
-                return Err(error_code::INVALID_RECORD_STATE);
+                return Err(ShareError::RecordsNotHeld {
+                    member_id: member.to_string(),
+                    first: batch.first,
+                    last: batch.last,
+                });
             }
         }
         for batch in batches {
@@ -433,10 +440,14 @@ mod tests {
         assert_eq!(second.len(), 6);
         assert!(acquire_all(&mut window, &a, until, 10, 100).is_empty());
         // b cannot acknowledge a's records; nothing is applied.
-        assert_eq!(
+        assert!(matches!(
             window.acknowledge("b", &[ack(3, 4, acknowledge_type::ACCEPT)], LIMIT, now),
-            Err(error_code::INVALID_RECORD_STATE)
-        );
+            Err(ShareError::RecordsNotHeld {
+                first: 3,
+                last: 4,
+                ..
+            })
+        ));
         assert_eq!(window.state_of(4).map(|(_, count)| count), Some(1));
         window
             .acknowledge("b", &[ack(4, 9, acknowledge_type::ACCEPT)], LIMIT, now)
@@ -457,10 +468,10 @@ mod tests {
         assert_eq!(acquire_all(&mut window, &a, short, 6, 10), vec![(5, 1)]);
         assert!(window.expire(now + Duration::from_millis(20), LIMIT));
         // An expired lock: the holder's acknowledgement is refused, another member gets it.
-        assert_eq!(
+        assert!(matches!(
             window.acknowledge("a", &[ack(5, 5, acknowledge_type::ACCEPT)], LIMIT, now),
-            Err(error_code::INVALID_RECORD_STATE)
-        );
+            Err(ShareError::RecordsNotHeld { .. })
+        ));
         let later = now + Duration::from_secs(30);
         assert_eq!(acquire_all(&mut window, &b, later, 6, 10), vec![(5, 2)]);
         window
@@ -544,25 +555,41 @@ mod tests {
     #[test]
     fn acknowledgement_shapes_are_checked() {
         let ok = [ack(0, 3, 1), ack(5, 5, 2)];
-        assert_eq!(check_batches(&ok, 10), Ok(()));
-        let bad: [&[AckBatch]; 6] = [
-            &[ack(3, 2, 1)],
-            &[ack(0, 3, 1), ack(3, 4, 1)],
-            &[ack(0, 3, 4)],
-            &[ack(0, 10, 1)],
-            &[AckBatch {
-                first: 0,
-                last: 2,
-                types: vec![1, 1],
-            }],
-            &[ack(-1, 0, 1)],
+        check_batches(&ok, 10).expect("well formed");
+        let bad: [(&[AckBatch], AckBatchError); 6] = [
+            (
+                &[ack(3, 2, 1)],
+                AckBatchError::OutOfOrder { first: 3, last: 2 },
+            ),
+            (
+                &[ack(0, 3, 1), ack(3, 4, 1)],
+                AckBatchError::OutOfOrder { first: 3, last: 4 },
+            ),
+            (&[ack(0, 3, 4)], AckBatchError::UnknownType { kind: 4 }),
+            (
+                &[ack(0, 10, 1)],
+                AckBatchError::TooManyOffsets { offsets_max: 10 },
+            ),
+            (
+                &[AckBatch {
+                    first: 0,
+                    last: 2,
+                    types: vec![1, 1],
+                }],
+                AckBatchError::TypeCount {
+                    first: 0,
+                    last: 2,
+                    types: 2,
+                },
+            ),
+            (
+                &[ack(-1, 0, 1)],
+                AckBatchError::OutOfOrder { first: -1, last: 0 },
+            ),
         ];
-        for batches in bad {
-            assert_eq!(
-                check_batches(batches, 10),
-                Err(error_code::INVALID_REQUEST),
-                "{batches:?}"
-            );
+        for (batches, expected) in bad {
+            let refused = check_batches(batches, 10).expect_err("malformed");
+            assert_eq!(refused, expected, "{batches:?}");
         }
     }
 }
