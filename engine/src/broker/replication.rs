@@ -17,10 +17,9 @@ use futures_lite::FutureExt;
 
 use super::group::OFFSETS_TOPIC;
 use super::metadata::{PartitionState, Topic};
-use super::partition::EpochEndOutcome;
+use super::partition::{EpochEnd, EpochEndOutcome};
 use super::shard::{error_code, rebuild_producers, Partition, Shard};
 use super::share::STATE_TOPIC;
-use crate::broker::api::codes::KafkaCode;
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
 use crate::cluster::follower::{
     self, AfterFetch, Divergence, EpochEndAnswer, FetchAnswer, Follower, FollowerRequest,
@@ -257,25 +256,18 @@ impl Shard {
         current_leader_epoch: i32,
         epoch: i32,
     ) -> EpochEndOutcome {
-        let open = match self.partition(topic, partition).await {
-            Ok(open) => open,
-            Err(error) => return EpochEndOutcome::failed(error.code()),
-        };
-        let answer = leader::epoch_end(
+        let open = self.partition(topic, partition).await?;
+        let (leader_epoch, end_offset) = leader::epoch_end(
             &open.replica.borrow(),
             &open.epochs.borrow(),
             current_leader_epoch,
             epoch,
             open.log.log_end_offset(),
-        );
-        match answer {
-            Ok((leader_epoch, end_offset)) => EpochEndOutcome {
-                error_code: error_code::NONE,
-                leader_epoch,
-                end_offset,
-            },
-            Err(refusal) => EpochEndOutcome::failed(refusal.code()),
-        }
+        )?;
+        Ok(EpochEnd {
+            leader_epoch,
+            end_offset,
+        })
     }
 
     /// A follower's fetch loop for one partition, until its role changes (`generation`) or

@@ -25,11 +25,11 @@ use futures_util::future::LocalBoxFuture;
 
 use super::metadata::Topic;
 use super::partition::{
-    EpochEndOutcome, FetchOutcome, OffsetOutcome, PartitionRecords, ProduceOutcome,
+    EpochEndError, EpochEndOutcome, FetchError, FetchOutcome, ListOffsetsError, ListOffsetsOutcome,
+    PartitionRecords, ProduceError, ProduceOutcome,
 };
 use super::replication::Reader;
 use super::shard::Shard;
-use shardlog_protocol::error_code;
 
 /// Work sent to another core: called there with that core's shard.
 pub type CoreTask = Box<dyn FnOnce(Rc<Shard>) -> LocalBoxFuture<'static, ()> + Send>;
@@ -91,7 +91,7 @@ impl Shard {
                 .await
         })
         .await
-        .unwrap_or(ProduceOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
+        .unwrap_or(Err(ProduceError::CallDropped))
     }
 
     /// Fetches from a partition, wherever it lives.
@@ -110,7 +110,7 @@ impl Shard {
                 .await
         })
         .await
-        .unwrap_or_else(|| FetchOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
+        .unwrap_or(Err(FetchError::CallDropped))
     }
 
     /// ListOffsets for a partition, wherever it lives.
@@ -119,13 +119,13 @@ impl Shard {
         topic: Arc<Topic>,
         partition: i32,
         timestamp: i64,
-    ) -> OffsetOutcome {
+    ) -> ListOffsetsOutcome {
         let owner = self.owner(&topic.name, partition);
         self.call_core(owner, move |shard| async move {
             shard.list_offsets_here(&topic, partition, timestamp).await
         })
         .await
-        .unwrap_or(OffsetOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
+        .unwrap_or(Err(ListOffsetsError::CallDropped))
     }
 
     /// OffsetForLeaderEpoch for a partition, wherever it lives.
@@ -143,7 +143,7 @@ impl Shard {
                 .await
         })
         .await
-        .unwrap_or(EpochEndOutcome::failed(error_code::UNKNOWN_SERVER_ERROR))
+        .unwrap_or(Err(EpochEndError::CallDropped))
     }
 
     /// Closes and deletes a deleted topic's partitions on every core.

@@ -10,9 +10,10 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
 };
 
-use super::super::partition::EpochEndOutcome;
 use super::super::shard::Shard;
+use super::codes::KafkaCode;
 use super::lookup::resolve_topic;
+use shardlog_protocol::error_code;
 
 pub async fn offset_for_leader_epoch(
     shard: &Rc<Shard>,
@@ -26,23 +27,26 @@ pub async fn offset_for_leader_epoch(
             let resolved = resolved.clone();
             async move {
                 let outcome = match resolved {
-                    Ok(topic) => {
-                        shard
-                            .epoch_end(
-                                Arc::clone(&topic),
-                                wanted.partition,
-                                wanted.current_leader_epoch,
-                                wanted.leader_epoch,
-                            )
-                            .await
-                    }
-                    Err(code) => EpochEndOutcome::failed(code),
+                    Ok(topic) => shard
+                        .epoch_end(
+                            Arc::clone(&topic),
+                            wanted.partition,
+                            wanted.current_leader_epoch,
+                            wanted.leader_epoch,
+                        )
+                        .await
+                        .map_err(|error| error.code()),
+                    Err(code) => Err(code),
+                };
+                let (code, leader_epoch, end_offset) = match outcome {
+                    Ok(end) => (error_code::NONE, end.leader_epoch, end.end_offset),
+                    Err(code) => (code, -1, -1),
                 };
                 EpochEndOffset::default()
                     .with_partition(wanted.partition)
-                    .with_error_code(outcome.error_code)
-                    .with_leader_epoch(outcome.leader_epoch)
-                    .with_end_offset(outcome.end_offset)
+                    .with_error_code(code)
+                    .with_leader_epoch(leader_epoch)
+                    .with_end_offset(end_offset)
             }
         }))
         .await;

@@ -15,11 +15,13 @@ use super::super::fetch_response::{
     encode_fetch_response, FetchPartition, FetchResponseBody, FetchTopic,
 };
 use super::super::metadata::Topic;
-use super::super::partition::FetchOutcome;
+use super::super::partition::{FetchError, Fetched};
 use super::super::replication::Reader;
 use super::super::shard::{error_code, Shard};
+use super::codes::KafkaCode;
 use super::lookup::resolve_topic;
 use super::Reply;
+use shardlog_protocol::error_code::ErrorCode;
 
 struct Wanted {
     topic_name: String,
@@ -74,10 +76,12 @@ pub async fn fetch(
 
     let outcomes = loop {
         let outcomes = fetch_once(shard, &wanted).await;
-        let total: u64 = outcomes.iter().map(|outcome| outcome.records.len()).sum();
-        let failed = outcomes
+        let total: u64 = outcomes
             .iter()
-            .any(|outcome| outcome.error_code != error_code::NONE);
+            .filter_map(|outcome| outcome.as_ref().ok())
+            .map(|fetched| fetched.records.len())
+            .sum();
+        let failed = outcomes.iter().any(Result::is_err);
         let now = Instant::now();
         if total >= min_bytes.max(1) || failed || now >= deadline || shard.shared.is_shutting_down()
         {
@@ -87,9 +91,9 @@ pub async fn fetch(
         let mut listeners = Vec::new();
         let mut moved = false;
         for (outcome, wanted) in outcomes.iter().zip(&wanted) {
-            if let (Some(event), Some(end_offset)) = (&outcome.appended, &outcome.end_offset) {
-                listeners.push(event.listen());
-                moved |= end_offset.load(Ordering::Acquire) > wanted.offset;
+            if let Ok(fetched) = outcome {
+                listeners.push(fetched.appended.listen());
+                moved |= fetched.end_offset.load(Ordering::Acquire) > wanted.offset;
             }
         }
         if moved {
@@ -116,20 +120,39 @@ pub async fn fetch(
         topics: Vec::new(),
     };
     for (outcome, wanted) in outcomes.into_iter().zip(wanted) {
-        let size = outcome.records.len();
+        let (code, high_watermark, log_start_offset, records) = match outcome {
+            Ok(fetched) => (
+                error_code::NONE,
+                fetched.high_watermark,
+                fetched.log_start_offset,
+                fetched.records,
+            ),
+            Err(Unfetched::Topic(code)) => (code, -1, -1, Records::default()),
+            // A read that failed part way still sends what it read, with its code.
+            Err(Unfetched::Partition(error)) => {
+                let (high_watermark, log_start_offset) = error.offsets().unwrap_or((-1, -1));
+                (
+                    error.code(),
+                    high_watermark,
+                    log_start_offset,
+                    error.into_records(),
+                )
+            }
+        };
+        let size = records.len();
         let records = if size == 0 || (any_records && size > budget) {
             Records::default()
         } else {
             any_records = true;
             budget = budget.saturating_sub(size);
-            outcome.records
+            records
         };
         let partition = FetchPartition {
             partition_index: wanted.partition,
-            error_code: outcome.error_code,
-            high_watermark: outcome.high_watermark,
-            last_stable_offset: outcome.high_watermark,
-            log_start_offset: outcome.log_start_offset,
+            error_code: code,
+            high_watermark,
+            last_stable_offset: high_watermark,
+            log_start_offset,
             records: Some(records),
         };
         match body.topics.last_mut() {
@@ -143,22 +166,29 @@ pub async fn fetch(
     Reply::Send(encode_fetch_response(version, correlation_id, &body))
 }
 
+/// Why a wanted partition read nothing this pass.
+enum Unfetched {
+    /// Its topic was not found (the code the lookup answered).
+    Topic(ErrorCode),
+    /// The partition refused the fetch, or its read failed.
+    Partition(FetchError),
+}
+
 /// One pass over every wanted partition, all owners at once.
-async fn fetch_once(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<FetchOutcome> {
+async fn fetch_once(shard: &Rc<Shard>, wanted: &[Wanted]) -> Vec<Result<Fetched, Unfetched>> {
     join_all(wanted.iter().map(|wanted| async move {
         match &wanted.topic {
-            Ok(topic) => {
-                shard
-                    .fetch(
-                        Arc::clone(topic),
-                        wanted.partition,
-                        wanted.offset,
-                        wanted.max_bytes,
-                        wanted.reader,
-                    )
-                    .await
-            }
-            Err(code) => FetchOutcome::failed(*code),
+            Ok(topic) => shard
+                .fetch(
+                    Arc::clone(topic),
+                    wanted.partition,
+                    wanted.offset,
+                    wanted.max_bytes,
+                    wanted.reader,
+                )
+                .await
+                .map_err(Unfetched::Partition),
+            Err(code) => Err(Unfetched::Topic(*code)),
         }
     }))
     .await

@@ -10,6 +10,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 
 use super::super::shard::Shard;
+use super::codes::KafkaCode;
 use super::lookup::{resolve_topic, topic_name};
 
 pub async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest) -> ListOffsetsResponse {
@@ -31,9 +32,17 @@ pub async fn list_offsets(shard: &Rc<Shard>, request: ListOffsetsRequest) -> Lis
                             partition.timestamp,
                         )
                         .await;
-                    entry.error_code = outcome.error_code;
-                    entry.offset = outcome.offset;
-                    entry.timestamp = outcome.timestamp_ms;
+                    match outcome {
+                        Ok(listed) => {
+                            entry.offset = listed.offset;
+                            entry.timestamp = listed.timestamp_ms;
+                        }
+                        Err(error) => {
+                            entry.error_code = error.code();
+                            entry.offset = -1;
+                            entry.timestamp = -1;
+                        }
+                    }
                 }
                 Err(code) => {
                     entry.error_code = *code;

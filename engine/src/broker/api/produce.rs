@@ -15,6 +15,7 @@ use kafka_protocol::messages::produce_response::{
 
 use super::super::partition::PartitionRecords;
 use super::super::shard::{error_code, Shard};
+use super::codes::KafkaCode;
 use super::lookup::resolve_topic;
 use shardlog_protocol::error_code::INVALID_REQUIRED_ACKS;
 
@@ -51,9 +52,10 @@ pub async fn produce(
                             bytes: records,
                             request_bytes,
                         };
-                        Ok(shard
+                        shard
                             .produce(topic.clone(), index, records, acks, timeout)
-                            .await)
+                            .await
+                            .map_err(|error| error.code())
                     }
                 };
                 (name, index, outcome)
@@ -69,13 +71,13 @@ pub async fn produce(
         let mut partition = PartitionProduceResponse::default();
         partition.index = index;
         match outcome {
-            Ok(outcome) => {
-                partition.error_code = outcome.error_code;
-                partition.base_offset = outcome.base_offset;
+            Ok(produced) => {
+                partition.base_offset = produced.base_offset;
                 if version >= 5 {
-                    partition.log_start_offset = outcome.log_start_offset;
+                    partition.log_start_offset = produced.log_start_offset;
                 }
             }
+            // The log start stays at its default, -1, as for a refusal.
             Err(code) => {
                 partition.error_code = code;
                 partition.base_offset = -1;

@@ -41,7 +41,6 @@ use crate::broker::replay::replay_records;
 use crate::broker::shard::{partition_owner, Shard};
 use crate::log::PartitionLog;
 // Only to read a produce outcome's code, until the partition layer has its own error.
-use shardlog_protocol::error_code;
 
 /// Commits wait for every in-sync replica (acks=all), at most this long (Kafka
 /// `offsets.commit.timeout.ms`).
@@ -407,7 +406,7 @@ async fn append_chunk(
     let topic = offsets_topic(shard)?;
     // As Kafka (`offsets.commit.required.acks` = -1): a commit is answered once every
     // in-sync replica of the offsets partition holds it.
-    let outcome = shard
+    let produced = shard
         .produce_here(
             &topic,
             state.index,
@@ -415,21 +414,15 @@ async fn append_chunk(
             OFFSETS_COMMIT_ACKS,
             OFFSETS_COMMIT_TIMEOUT,
         )
-        .await;
-    if outcome.error_code != error_code::NONE {
-        tracing::warn!(
-            partition = state.index,
-            code = outcome.error_code,
-            "offset commit append failed"
-        );
-        // Kafka answers a failed offsets append with a coordinator error, so the client
-        // retries (after finding the coordinator again).
-        return Err(CoordinatorError::Append {
-            partition: state.index,
-        }
-        .into());
-    }
-    Ok(outcome.base_offset)
+        .await
+        .map_err(|error| {
+            tracing::warn!(partition = state.index, %error, "offset commit append failed");
+            CoordinatorError::Append {
+                partition: state.index,
+                source: Box::new(error),
+            }
+        })?;
+    Ok(produced.base_offset)
 }
 
 fn now_ms() -> i64 {

@@ -11,6 +11,7 @@
 use crate::batch::BatchError;
 use crate::broker::internal_topic::LoadError;
 use crate::broker::metadata::TopicError;
+use crate::broker::partition::ProduceError;
 
 use super::record::RecordError;
 
@@ -97,10 +98,13 @@ pub enum CoordinatorError {
     /// The commit's records could not be put into a batch.
     #[error("cannot build an offsets batch: {0}")]
     Batch(#[from] BatchError),
-    /// The commit's append to the offsets partition failed (the partition log's own error
-    /// was logged where it happened).
-    #[error("the append to offsets partition {partition} failed")]
-    Append { partition: i32 },
+    /// The commit's append to the offsets partition failed. (Boxed: a produce error is
+    /// large, and this one travels in every group answer.)
+    #[error("the append to offsets partition {partition} failed: {source}")]
+    Append {
+        partition: i32,
+        source: Box<ProduceError>,
+    },
 }
 
 impl From<LoadError> for GroupError {

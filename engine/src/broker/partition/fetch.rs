@@ -7,15 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::FetchOutcome;
-use crate::broker::api::codes::KafkaCode;
+use super::{FetchError, FetchOutcome, Fetched, ReadFailure};
 use crate::broker::chunks::{Chunk, FileChunk, Records};
 use crate::broker::metadata::Topic;
 use crate::broker::replication::{now_ms, Reader};
 use crate::broker::shard::Shard;
 use crate::cluster::leader;
 use crate::error::LogError;
-use shardlog_protocol::error_code;
 
 impl Shard {
     pub(in crate::broker) async fn fetch_here(
@@ -26,10 +24,7 @@ impl Shard {
         max_bytes: u64,
         reader: Reader,
     ) -> FetchOutcome {
-        let open = match self.partition(topic, partition).await {
-            Ok(open) => open,
-            Err(error) => return FetchOutcome::failed(error.code()),
-        };
+        let open = self.partition(topic, partition).await?;
         let log_end_offset = open.log.log_end_offset();
         let log_start_offset = open.log.log_start_offset();
         let served = leader::serve_fetch(
@@ -40,10 +35,7 @@ impl Shard {
             (log_start_offset, log_end_offset),
             now_ms(),
         );
-        let plan = match served {
-            Ok(plan) => plan,
-            Err(refusal) => return FetchOutcome::failed(refusal.code()),
-        };
+        let plan = served?;
         if plan.watermark_moved {
             open.publish_progress();
         }
@@ -53,14 +45,6 @@ impl Shard {
             None => &open.high_watermark,
         };
         let upper_offset = plan.upper_offset;
-        let mut outcome = FetchOutcome {
-            error_code: error_code::NONE,
-            high_watermark: plan.high_watermark,
-            log_start_offset,
-            records: Records::default(),
-            appended: Some(Arc::clone(&open.appended)),
-            end_offset: Some(Arc::clone(waits_on)),
-        };
         if plan.out_of_range {
             tracing::info!(
                 topic = %topic.name,
@@ -70,17 +54,37 @@ impl Shard {
                 log_end_offset,
                 "fetch offset out of range"
             );
-            outcome.error_code = error_code::OFFSET_OUT_OF_RANGE;
-            return outcome;
+            return Err(FetchError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+                high_watermark: plan.high_watermark,
+            });
         }
+        let mut fetched = Fetched {
+            high_watermark: plan.high_watermark,
+            log_start_offset,
+            records: Records::default(),
+            appended: Arc::clone(&open.appended),
+            end_offset: Arc::clone(waits_on),
+        };
+        // A read that fails part way answers the error with the records read before it.
+        let failed = |error: LogError, fetched: Fetched| -> FetchOutcome {
+            Err(FetchError::Read(Box::new(ReadFailure {
+                source: error,
+                high_watermark: fetched.high_watermark,
+                log_start_offset: fetched.log_start_offset,
+                records: fetched.records,
+            })))
+        };
         if offset >= upper_offset {
-            return outcome;
+            return Ok(fetched);
         }
         if let Some(tail) = &open.tail {
             if let Some(cached) = tail.borrow().read(offset, max_bytes.max(1), upper_offset) {
                 if !cached.is_empty() {
-                    outcome.records.parts = cached.into_iter().map(Chunk::Bytes).collect();
-                    return outcome;
+                    fetched.records.parts = cached.into_iter().map(Chunk::Bytes).collect();
+                    return Ok(fetched);
                 }
             }
         }
@@ -97,17 +101,14 @@ impl Shard {
                             Ok(Some(parts)) => {
                                 self.read_ahead
                                     .read_on_past_file_end(&key, &region, &open.log);
-                                outcome
+                                fetched
                                     .records
                                     .parts
                                     .extend(parts.into_iter().map(Chunk::Bytes));
                                 continue;
                             }
                             Ok(None) => {} // Over the core's budget: from the file.
-                            Err(error) => {
-                                outcome.error_code = LogError::from(error).code();
-                                return outcome;
-                            }
+                            Err(error) => return failed(error.into(), fetched),
                         }
                     }
                     if let Some(fd) = region.raw_fd() {
@@ -116,26 +117,23 @@ impl Shard {
                     // The segment's own shared descriptor, not a fresh dup: while this
                     // chunk lives, retention deletes the file rather than recycling it.
                     match region.shared_fd() {
-                        Some(Ok(fd)) => outcome.records.parts.push(Chunk::File(FileChunk {
+                        Some(Ok(fd)) => fetched.records.parts.push(Chunk::File(FileChunk {
                             fd,
                             position: region.position,
                             len: region.len,
                         })),
                         _ => match region.read_bytes().await {
                             Ok(bytes) => {
-                                outcome.records.parts.push(Chunk::Bytes(Bytes::from(bytes)))
+                                fetched.records.parts.push(Chunk::Bytes(Bytes::from(bytes)))
                             }
-                            Err(error) => {
-                                outcome.error_code = error.code();
-                                return outcome;
-                            }
+                            Err(error) => return failed(error, fetched),
                         },
                     }
                 }
             }
-            Err(error) => outcome.error_code = error.code(),
+            Err(error) => return failed(error, fetched),
         }
-        outcome
+        Ok(fetched)
     }
 }
 

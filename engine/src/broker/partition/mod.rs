@@ -5,15 +5,22 @@
 //! - [`produce`]: appending a produce request's batches, and waiting for acks=all.
 //! - [`fetch`]: reading for consumers and followers, zero-copy where it can.
 //! - [`offsets`]: answering ListOffsets.
+//! - [`error`]: why a partition cannot be opened, and why each of those calls failed. Every
+//!   call answers `Result<Answer, Error>` ([`ProduceOutcome`], [`FetchOutcome`],
+//!   [`ListOffsetsOutcome`], [`EpochEndOutcome`]); no Kafka code is made here.
 //!
 //! **Concurrency.** Everything here lives on the owner core: plain `RefCell`s, no locks. Only
 //! the log end and the high watermark are published (atomics) for waiters on other cores.
 
+mod error;
 mod fetch;
 mod offsets;
 mod produce;
 
-pub(crate) use produce::AwaitError;
+pub use error::{
+    AwaitError, EpochEndError, FetchError, ListOffsetsError, PartitionError, ProduceError,
+    ReadFailure,
+};
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,100 +35,47 @@ use crate::batch;
 use crate::cluster::epochs::LeaderEpochCache;
 use crate::cluster::producers::ProducerStates;
 use crate::cluster::replica::{ReplicaState, Role};
-use crate::error::{LogError, StorageError};
+use crate::error::LogError;
 use crate::log::PartitionLog;
 
-/// Why a partition cannot be opened on its owner core.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PartitionError {
-    /// The topic has no such partition.
-    #[error("topic {topic} has no partition {partition}")]
-    Unknown { topic: String, partition: i32 },
-    /// The partition's queue of openers was closed under a waiting request (shutdown).
-    #[error("{topic}-{partition} closed while the request waited to open it")]
-    Closed { topic: String, partition: i32 },
-    /// The log could not be opened or recovered, or its producers' state not rebuilt.
-    /// (Boxed: the log's error is large, and this one is returned on every request path.)
-    #[error("cannot open {topic}-{partition}: {source}")]
-    Log {
-        topic: String,
-        partition: i32,
-        source: Box<LogError>,
-    },
-    /// The leader-epoch checkpoint could not be cut back to the recovered log end.
-    #[error("cannot trim the leader epochs of {topic}-{partition}: {source}")]
-    Epochs {
-        topic: String,
-        partition: i32,
-        source: StorageError,
-    },
-}
-
-/// The outcome of producing to one partition.
+/// What a produce to one partition got: where its first batch went.
 #[derive(Debug, Clone, Copy)]
-pub struct ProduceOutcome {
-    pub error_code: i16,
+pub struct Produced {
     pub base_offset: i64,
     pub log_start_offset: i64,
 }
 
-impl ProduceOutcome {
-    /// A refusal with this Kafka error code and no offsets.
-    pub fn failed(error_code: i16) -> ProduceOutcome {
-        ProduceOutcome {
-            error_code,
-            base_offset: -1,
-            log_start_offset: -1,
-        }
-    }
-}
+/// The answer to a produce to one partition.
+pub type ProduceOutcome = Result<Produced, ProduceError>;
 
-/// The outcome of fetching from one partition.
+/// What a fetch from one partition read, and what to wait on for more.
 #[derive(Debug, Clone)]
-pub struct FetchOutcome {
-    pub error_code: i16,
+pub struct Fetched {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub records: Records,
     /// Notified when the partition receives new batches (for long polling).
-    pub appended: Option<Arc<Event>>,
-    /// The partition's log end offset, kept current by its owner: a waiter registers on
-    /// `appended`, then re-reads this, so a batch appended in between is not missed.
-    pub end_offset: Option<Arc<AtomicI64>>,
+    pub appended: Arc<Event>,
+    /// The partition's log end offset (a follower's) or high watermark (a consumer's), kept
+    /// current by its owner: a waiter registers on `appended`, then re-reads this, so a
+    /// batch appended in between is not missed.
+    pub end_offset: Arc<AtomicI64>,
 }
 
-impl FetchOutcome {
-    /// A refusal with this Kafka error code: no offsets, no records, nothing to wait on.
-    pub fn failed(error_code: i16) -> FetchOutcome {
-        FetchOutcome {
-            error_code,
-            high_watermark: -1,
-            log_start_offset: -1,
-            records: Records::default(),
-            appended: None,
-            end_offset: None,
-        }
-    }
-}
+/// The answer to a fetch from one partition.
+pub type FetchOutcome = Result<Fetched, FetchError>;
 
-/// The outcome of ListOffsets for one partition.
+/// The offset ListOffsets found in one partition (-1 when no record is at or after the
+/// timestamp asked for).
 #[derive(Debug, Clone, Copy)]
-pub struct OffsetOutcome {
-    pub error_code: i16,
+pub struct ListedOffset {
     pub offset: i64,
+    /// The found record's timestamp; -1 for the special timestamps (earliest, latest).
     pub timestamp_ms: i64,
 }
 
-impl OffsetOutcome {
-    /// A refusal with this Kafka error code and no offset.
-    pub fn failed(error_code: i16) -> OffsetOutcome {
-        OffsetOutcome {
-            error_code,
-            offset: -1,
-            timestamp_ms: -1,
-        }
-    }
-}
+/// The answer to ListOffsets for one partition.
+pub type ListOffsetsOutcome = Result<ListedOffset, ListOffsetsError>;
 
 /// One partition's records (one or more batches) from a produce request, and the size of the
 /// request they arrived in: a slice kept in the tail cache keeps that whole request buffer
@@ -149,23 +103,16 @@ impl From<Bytes> for PartitionRecords {
     }
 }
 
-/// The answer to OffsetForLeaderEpoch for one partition.
+/// Where a leader epoch ended in one partition's log: the epoch (the asked one, or the
+/// latest before it) and the offset after its last record.
 #[derive(Debug, Clone, Copy)]
-pub struct EpochEndOutcome {
-    pub error_code: i16,
+pub struct EpochEnd {
     pub leader_epoch: i32,
     pub end_offset: i64,
 }
 
-impl EpochEndOutcome {
-    pub fn failed(error_code: i16) -> EpochEndOutcome {
-        EpochEndOutcome {
-            error_code,
-            leader_epoch: -1,
-            end_offset: -1,
-        }
-    }
-}
+/// The answer to OffsetForLeaderEpoch for one partition.
+pub type EpochEndOutcome = Result<EpochEnd, EpochEndError>;
 
 /// One partition, open on its owner core.
 pub struct Partition {

@@ -6,15 +6,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{PartitionRecords, ProduceOutcome};
+use super::{AwaitError, PartitionRecords, ProduceError, ProduceOutcome, Produced};
 use crate::batch;
-use crate::broker::api::codes::KafkaCode;
 use crate::broker::metadata::Topic;
 use crate::broker::shard::{Partition, Shard};
 use crate::cluster::admission::{self, Admission};
 use crate::cluster::leader::{self, ProduceRefusal};
-use crate::error::LogError;
-use shardlog_protocol::error_code;
 
 impl Shard {
     pub(crate) async fn produce_here(
@@ -25,10 +22,7 @@ impl Shard {
         acks: i16,
         timeout: std::time::Duration,
     ) -> ProduceOutcome {
-        let open = match self.partition(topic, partition).await {
-            Ok(open) => open,
-            Err(error) => return ProduceOutcome::failed(error.code()),
-        };
+        let open = self.partition(topic, partition).await?;
         let min_insync = self.shared.config.min_insync_replicas;
         let accepted = leader::accept_produce(&open.replica.borrow(), acks == ACKS_ALL, min_insync);
         let leader_epoch = match accepted {
@@ -38,7 +32,7 @@ impl Shard {
                     let isr_size = open.replica.borrow().isr().len();
                     tracing::info!(topic = %topic.name, partition, isr_size, min_insync, "too few in-sync replicas");
                 }
-                return ProduceOutcome::failed(refusal.code());
+                return Err(refusal.into());
             }
         };
         // Validate every batch before appending any, so a rejected request leaves nothing
@@ -54,7 +48,7 @@ impl Shard {
             Ok(found) => found,
             Err(error) => {
                 tracing::info!(topic = %topic.name, partition, %error, "rejected produce");
-                return ProduceOutcome::failed(LogError::InvalidBatch(error).code());
+                return Err(error.into());
             }
         };
         let mut first_base_offset = None;
@@ -118,40 +112,37 @@ impl Shard {
                             base_sequence = header.base_sequence,
                             "refused a batch"
                         );
-                        return ProduceOutcome::failed(refusal.code());
+                        return Err(ProduceError::Admission {
+                            refusal,
+                            producer_id: header.producer_id,
+                            base_sequence: header.base_sequence,
+                        });
                     }
-                    Admission::Append => {
-                        return ProduceOutcome::failed(error_code::UNKNOWN_SERVER_ERROR)
-                    }
+                    Admission::Append => return Err(ProduceError::AppendDeclined),
                 },
                 Err(error) => {
                     tracing::warn!(topic = %topic.name, partition, %error, "append failed");
-                    return ProduceOutcome::failed(error.code());
+                    return Err(error.into());
                 }
             }
         }
         let Some(base_offset) = first_base_offset else {
-            return ProduceOutcome::failed(error_code::INVALID_RECORD);
+            return Err(ProduceError::NoBatches);
         };
         if acks == ACKS_ALL {
-            let replicated = self
-                .await_replication(&open, last_offset, leader_epoch, timeout)
-                .await;
-            if let Err(refusal) = replicated {
-                return ProduceOutcome::failed(refusal.code());
-            }
+            self.await_replication(&open, last_offset, leader_epoch, timeout)
+                .await?;
         }
-        ProduceOutcome {
-            error_code: error_code::NONE,
+        Ok(Produced {
             base_offset,
             log_start_offset: open.log.log_start_offset(),
-        }
+        })
     }
 
     /// Waits until the high watermark passes `last_offset` while this broker still leads at
-    /// `leader_epoch`: every in-sync replica holds the records. Kafka's answers otherwise:
-    /// NOT_LEADER_OR_FOLLOWER after a leader change, REQUEST_TIMED_OUT after `timeout`,
-    /// NOT_ENOUGH_REPLICAS_AFTER_APPEND when the ISR shrank below the minimum meanwhile.
+    /// `leader_epoch`: every in-sync replica holds the records. Otherwise refused after a
+    /// leader change or when the ISR shrank below the minimum meanwhile, or timed out after
+    /// `timeout`.
     async fn await_replication(
         &self,
         open: &Partition,
@@ -189,11 +180,3 @@ impl Shard {
 
 /// Produce's acks value that waits for every in-sync replica.
 const ACKS_ALL: i16 = -1;
-
-/// Why an `acks=all` produce was not answered with success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum AwaitError {
-    Refused(ProduceRefusal),
-    /// The request's timeout passed first (or the broker is shutting down).
-    TimedOut,
-}

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::batch::BatchError;
 use crate::broker::group::CoordinatorError;
 use crate::broker::internal_topic::LoadError;
-use crate::broker::partition::PartitionError;
+use crate::broker::partition::{PartitionError, ProduceError};
 use crate::cluster::replica::LeaderRefusal;
 use crate::error::LogError;
 use shardlog_protocol::error_code::ErrorCode;
@@ -119,10 +119,13 @@ pub enum ShareError {
     /// The snapshot's record could not be put into a batch.
     #[error("cannot build a share state batch: {0}")]
     StateBatch(#[from] BatchError),
-    /// The snapshot's append to its `__share_group_state` partition failed (the
-    /// partition's own answer was logged where it happened).
-    #[error("the append to __share_group_state partition {partition} failed")]
-    StateAppend { partition: i32 },
+    /// The snapshot's append to its `__share_group_state` partition failed. (Boxed: a
+    /// produce error is large, and this one travels in every share answer.)
+    #[error("the append to __share_group_state partition {partition} failed: {source}")]
+    StateAppend {
+        partition: i32,
+        source: Box<ProduceError>,
+    },
     /// The broker that leads the state partition could not be asked, or its answer could
     /// not be read or did not name the partition (the reason was logged where it happened).
     #[error("the share state call to broker {broker} failed")]

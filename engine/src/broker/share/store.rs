@@ -177,7 +177,7 @@ pub async fn write(
     let bytes = builder.build(0).inspect_err(|error| {
         tracing::error!(%error, "cannot build a share state batch");
     })?;
-    let outcome = shard
+    shard
         .produce_here(
             &topic,
             partition,
@@ -185,17 +185,14 @@ pub async fn write(
             WRITE_ACKS,
             WRITE_TIMEOUT,
         )
-        .await;
-    // The partition's outcome still carries a Kafka code (`broker::partition` is not split
-    // yet): it is logged here, and the write fails as an append.
-    if outcome.error_code != shardlog_protocol::error_code::NONE {
-        tracing::warn!(
-            partition,
-            code = outcome.error_code,
-            "share state write failed"
-        );
-        return Err(ShareError::StateAppend { partition });
-    }
+        .await
+        .map_err(|error| {
+            tracing::warn!(partition, %error, "share state write failed");
+            ShareError::StateAppend {
+                partition,
+                source: Box::new(error),
+            }
+        })?;
     state.apply(key, snapshot);
     Ok(())
 }
