@@ -15,7 +15,7 @@ use crate::broker::metadata::TopicError;
 use crate::broker::partition::{
     AwaitError, EpochEndError, FetchError, ListOffsetsError, PartitionError, ProduceError,
 };
-use crate::broker::share::{AckBatchError, HeartbeatRefusal, ShareError};
+use crate::broker::share::{AckBatchError, HeartbeatRefusal, ShareError, StateRefusal};
 use crate::cluster::admission::AdmissionRefusal;
 use crate::cluster::leader::ProduceRefusal;
 use crate::cluster::producers::SequenceRefusal;
@@ -325,14 +325,52 @@ impl KafkaCode for ShareError {
             ShareError::NoStateLeader { .. }
             | ShareError::StateAppend { .. }
             | ShareError::StateCall { .. } => error_code::COORDINATOR_NOT_AVAILABLE,
-            // What the other broker answered, passed on.
-            ShareError::StateRefused { code, .. } => *code,
+            // What the other broker answered (`state_answer` read its code back), as it
+            // answered it.
+            ShareError::StateRefused { refusal, .. } => refusal.code(),
             ShareError::PartitionCallDropped { .. }
             | ShareError::StateBatch(_)
             | ShareError::InvalidRemoteState { .. } => error_code::UNKNOWN_SERVER_ERROR,
             ShareError::Coordinator(error) => error.code(),
         }
     }
+}
+
+impl KafkaCode for StateRefusal {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StateRefusal::FencedLeaderEpoch => error_code::FENCED_LEADER_EPOCH,
+            StateRefusal::NotCoordinator => error_code::NOT_COORDINATOR,
+            StateRefusal::NotLeader => error_code::NOT_LEADER_OR_FOLLOWER,
+            StateRefusal::CoordinatorNotAvailable => error_code::COORDINATOR_NOT_AVAILABLE,
+            StateRefusal::UnknownPartition => error_code::UNKNOWN_TOPIC_OR_PARTITION,
+            StateRefusal::InvalidRequest => error_code::INVALID_REQUEST,
+            // A code that means nothing here is not handed to this broker's client: to it,
+            // the state store failed without saying why.
+            StateRefusal::ServerError | StateRefusal::Unexpected { .. } => {
+                error_code::UNKNOWN_SERVER_ERROR
+            }
+        }
+    }
+}
+
+/// What another broker answered a ReadShareGroupState or WriteShareGroupState call with,
+/// for one partition: read back from its code into what it means. The inverse of
+/// [`StateRefusal`]'s codes, so what a share coordinator answered reaches this broker's
+/// client as it was answered.
+pub fn state_answer(code: ErrorCode) -> Result<(), StateRefusal> {
+    let refusal = match code {
+        error_code::NONE => return Ok(()),
+        error_code::FENCED_LEADER_EPOCH => StateRefusal::FencedLeaderEpoch,
+        error_code::NOT_COORDINATOR => StateRefusal::NotCoordinator,
+        error_code::NOT_LEADER_OR_FOLLOWER => StateRefusal::NotLeader,
+        error_code::COORDINATOR_NOT_AVAILABLE => StateRefusal::CoordinatorNotAvailable,
+        error_code::UNKNOWN_TOPIC_OR_PARTITION => StateRefusal::UnknownPartition,
+        error_code::INVALID_REQUEST => StateRefusal::InvalidRequest,
+        error_code::UNKNOWN_SERVER_ERROR => StateRefusal::ServerError,
+        code => StateRefusal::Unexpected { code },
+    };
+    Err(refusal)
 }
 
 impl KafkaCode for HeartbeatRefusal {
@@ -651,7 +689,7 @@ mod tests {
             (
                 ShareError::StateRefused {
                     broker: 1,
-                    code: error_code::FENCED_LEADER_EPOCH,
+                    refusal: StateRefusal::FencedLeaderEpoch,
                 },
                 error_code::FENCED_LEADER_EPOCH,
             ),
@@ -893,6 +931,49 @@ mod tests {
             size_of::<EpochEndOutcome>() <= 64,
             "{}",
             size_of::<EpochEndOutcome>()
+        );
+    }
+
+    /// A share coordinator's code reads back into the refusal it stands for, and that
+    /// refusal reaches this broker's client as the same code: what another broker answered
+    /// is passed on as it was answered. Codes that mean nothing for a state call are kept as
+    /// `Unexpected` and answered as a server error.
+    #[test]
+    fn state_refusals_round_trip_through_their_codes() {
+        assert_eq!(state_answer(error_code::NONE), Ok(()));
+        let refusals = [
+            StateRefusal::FencedLeaderEpoch,
+            StateRefusal::NotCoordinator,
+            StateRefusal::NotLeader,
+            StateRefusal::CoordinatorNotAvailable,
+            StateRefusal::UnknownPartition,
+            StateRefusal::InvalidRequest,
+            StateRefusal::ServerError,
+        ];
+        for refusal in refusals {
+            assert_eq!(state_answer(refusal.code()), Err(refusal), "{refusal}");
+        }
+        for &(code, name) in error_code::ALL {
+            if code == error_code::NONE {
+                continue;
+            }
+            let refusal = state_answer(code).expect_err(name);
+            let through_share = ShareError::StateRefused { broker: 2, refusal };
+            if refusals.contains(&refusal) {
+                assert_eq!(refusal.code(), code, "{name}");
+                assert_eq!(through_share.code(), code, "{name}");
+            } else {
+                assert_eq!(refusal, StateRefusal::Unexpected { code }, "{name}");
+                assert_eq!(
+                    through_share.code(),
+                    error_code::UNKNOWN_SERVER_ERROR,
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(
+            state_answer(9999),
+            Err(StateRefusal::Unexpected { code: 9999 })
         );
     }
 }

@@ -130,16 +130,53 @@ pub enum ShareError {
     /// not be read or did not name the partition (the reason was logged where it happened).
     #[error("the share state call to broker {broker} failed")]
     StateCall { broker: i32 },
-    /// The broker that leads the state partition refused the call with `code`, passed on
-    /// as it came over the wire.
-    #[error("broker {broker} refused the share state call with code {code}")]
-    StateRefused { broker: i32, code: ErrorCode },
+    /// The broker that leads the state partition refused the call; its code was read back
+    /// into what it means where it came in (`broker::api::codes::state_answer`).
+    #[error("broker {broker} refused the share state call: {refusal}")]
+    StateRefused { broker: i32, refusal: StateRefusal },
     /// The broker that leads the state partition answered a delivery state that is not one.
     #[error("broker {broker} answered the unknown delivery state {delivery_state}")]
     InvalidRemoteState { broker: i32, delivery_state: i8 },
     /// The coordinator (of the group, or of its state partition) could not serve the call.
     #[error(transparent)]
     Coordinator(#[from] CoordinatorError),
+}
+
+/// Why the broker that leads a `__share_group_state` partition refused a
+/// ReadShareGroupState or WriteShareGroupState call: the codes its partition answers can
+/// carry, each read back into what it means. These are what a share coordinator answers
+/// (this broker's are made by `ShareError`'s codes in `api/share_state.rs`); a code with no
+/// meaning for a state call is kept as `Unexpected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StateRefusal {
+    /// The store has seen a newer leader epoch of the data partition for the key: this
+    /// broker no longer leads the data partition (FENCED_LEADER_EPOCH).
+    #[error("a newer leader of the data partition has written its state")]
+    FencedLeaderEpoch,
+    /// It does not coordinate the state partition: leadership moved since this broker read
+    /// the metadata (NOT_COORDINATOR).
+    #[error("it does not coordinate the state partition")]
+    NotCoordinator,
+    /// It does not lead the state partition's log (NOT_LEADER_OR_FOLLOWER).
+    #[error("it does not lead the state partition")]
+    NotLeader,
+    /// It coordinates the state partition but cannot serve it now: the partition is not
+    /// replayed yet, the call was dropped, or its append failed (COORDINATOR_NOT_AVAILABLE).
+    #[error("its share state is not available")]
+    CoordinatorNotAvailable,
+    /// It does not know the state topic or partition (UNKNOWN_TOPIC_OR_PARTITION).
+    #[error("it does not know the state partition")]
+    UnknownPartition,
+    /// It refused the call as sent: a snapshot it cannot store, or a key it cannot encode
+    /// (INVALID_REQUEST).
+    #[error("it refused the call as invalid")]
+    InvalidRequest,
+    /// It failed without saying why (UNKNOWN_SERVER_ERROR).
+    #[error("it failed with a server error")]
+    ServerError,
+    /// A code that means nothing as the answer to a state call.
+    #[error("it answered the unexpected code {code}")]
+    Unexpected { code: ErrorCode },
 }
 
 /// Why a partition's acknowledgement batches are refused before anything applies them.

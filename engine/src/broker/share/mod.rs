@@ -44,7 +44,7 @@ use uuid::Uuid;
 
 use super::metadata::Topic;
 use super::shard::Shard;
-pub use error::{AckBatchError, ShareError};
+pub use error::{AckBatchError, ShareError, StateRefusal};
 pub use membership::{
     HeartbeatAnswer, HeartbeatOutcome, HeartbeatRefusal, HeartbeatRequest, SessionOp,
     ShareGroupDescription,

@@ -15,8 +15,8 @@
 //! partition's, which fences a deposed leader (FENCED_LEADER_EPOCH).
 //!
 //! A failed call is [`ShareError::StateCall`] (the caller retries later); a partition the
-//! other broker refused is [`ShareError::StateRefused`] with the code it answered, passed on
-//! as it came.
+//! other broker refused is [`ShareError::StateRefused`], its code read back into a
+//! [`StateRefusal`] by `broker::api::codes::state_answer`, where codes are made and read.
 
 use std::time::Duration;
 
@@ -35,9 +35,9 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use super::record::{DurableState, Run, Snapshot, StateKey};
-use super::ShareError;
+use super::{ShareError, StateRefusal};
+use crate::broker::api::codes::state_answer;
 use crate::broker::shard::Shard;
-use shardlog_protocol::error_code;
 
 /// The versions sent (the only ones Kafka has, flexible).
 pub const READ_VERSION: i16 = 0;
@@ -103,12 +103,7 @@ pub async fn read(
                 .find(|answer| answer.partition == key.partition)
         })
         .ok_or_else(|| answer_without_partition(broker, key))?;
-    if result.error_code != error_code::NONE {
-        return Err(ShareError::StateRefused {
-            broker,
-            code: result.error_code,
-        });
-    }
+    state_answer(result.error_code).map_err(|refusal| refused(broker, refusal))?;
     if result.start_offset < 0 {
         return Ok(None);
     }
@@ -178,11 +173,19 @@ pub async fn write(
         .find(|answer| answer.partition == key.partition)
         .ok_or_else(|| answer_without_partition(broker, key))?
         .error_code;
-    if code == error_code::NONE {
-        Ok(())
-    } else {
-        Err(ShareError::StateRefused { broker, code })
+    state_answer(code).map_err(|refusal| refused(broker, refusal))
+}
+
+/// `broker` refused the call for the key's partition.
+fn refused(broker: i32, refusal: StateRefusal) -> ShareError {
+    if let StateRefusal::Unexpected { code } = refusal {
+        tracing::warn!(
+            broker,
+            code,
+            "share state call answered with an unexpected code"
+        );
     }
+    ShareError::StateRefused { broker, refusal }
 }
 
 /// An answer of `broker` that does not name the partition of `key`.
