@@ -18,11 +18,12 @@ use futures_lite::FutureExt;
 use super::group::OFFSETS_TOPIC;
 use super::metadata::{PartitionState, Topic};
 use super::partition::{EpochEnd, EpochEndOutcome};
-use super::shard::{error_code, rebuild_producers, Partition, Shard};
+use super::shard::{rebuild_producers, Partition, Shard};
 use super::share::STATE_TOPIC;
+use crate::broker::api::codes::{follower_epoch_end_answer, follower_fetch_answer};
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
 use crate::cluster::follower::{
-    self, AfterFetch, Divergence, EpochEndAnswer, FetchAnswer, Follower, FollowerRequest,
+    self, AfterFetch, Divergence, FetchAnswer, Follower, FollowerRequest,
 };
 use crate::cluster::leader;
 use crate::cluster::quorum::ProposeError;
@@ -347,7 +348,7 @@ impl Shard {
                     continue;
                 }
             };
-            let answer = fetch_answer(fetched.error_code);
+            let answer = follower_fetch_answer(fetched.error_code);
             if answer == FetchAnswer::OffsetOutOfRange {
                 tracing::warn!(topic = %topic.name, partition, leader, "replica fetch offset out of range");
             }
@@ -403,14 +404,7 @@ impl Shard {
         if open.role_generation.get() != generation {
             return Err(Retry::Later);
         }
-        let answer = if answer.error_code == error_code::NONE {
-            EpochEndAnswer::Ended {
-                leader_epoch: answer.leader_epoch,
-                end_offset: answer.end_offset,
-            }
-        } else {
-            EpochEndAnswer::Refused
-        };
+        let answer = follower_epoch_end_answer(&answer);
         let log_end = open.log.log_end_offset();
         let divergence = follower.divergence(
             answer,
@@ -500,15 +494,6 @@ impl Shard {
             .follow_high_watermark(fetched.high_watermark, open.log.log_end_offset());
         open.publish_progress();
         Ok(())
-    }
-}
-
-/// How the follower classifies a replica fetch's error code.
-fn fetch_answer(code: i16) -> FetchAnswer {
-    match code {
-        error_code::NONE => FetchAnswer::Records,
-        error_code::OFFSET_OUT_OF_RANGE => FetchAnswer::OffsetOutOfRange,
-        _ => FetchAnswer::Refused,
     }
 }
 

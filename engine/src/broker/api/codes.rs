@@ -17,6 +17,8 @@ use crate::broker::partition::{
 };
 use crate::broker::share::{AckBatchError, HeartbeatRefusal, ShareError, StateRefusal};
 use crate::cluster::admission::AdmissionRefusal;
+use crate::cluster::fetcher::EpochEnd;
+use crate::cluster::follower::{EpochEndAnswer, FetchAnswer};
 use crate::cluster::leader::ProduceRefusal;
 use crate::cluster::producers::SequenceRefusal;
 use crate::cluster::quorum::ProposeError;
@@ -371,6 +373,27 @@ pub fn state_answer(code: ErrorCode) -> Result<(), StateRefusal> {
         code => StateRefusal::Unexpected { code },
     };
     Err(refusal)
+}
+
+/// How a follower reads the code its leader answered a replica fetch with.
+pub fn follower_fetch_answer(code: ErrorCode) -> FetchAnswer {
+    match code {
+        error_code::NONE => FetchAnswer::Records,
+        error_code::OFFSET_OUT_OF_RANGE => FetchAnswer::OffsetOutOfRange,
+        _ => FetchAnswer::Refused,
+    }
+}
+
+/// How a follower reads its leader's answer to OffsetForLeaderEpoch.
+pub fn follower_epoch_end_answer(answer: &EpochEnd) -> EpochEndAnswer {
+    if answer.error_code == error_code::NONE {
+        EpochEndAnswer::Ended {
+            leader_epoch: answer.leader_epoch,
+            end_offset: answer.end_offset,
+        }
+    } else {
+        EpochEndAnswer::Refused
+    }
 }
 
 impl KafkaCode for HeartbeatRefusal {
@@ -975,5 +998,57 @@ mod tests {
             state_answer(9999),
             Err(StateRefusal::Unexpected { code: 9999 })
         );
+    }
+
+    /// A follower reads the codes its leader's fetch and epoch errors become as the
+    /// follower's rules expect: out of range may mean a divergent log, anything else is a
+    /// refusal to retry.
+    #[test]
+    fn followers_read_their_leaders_codes() {
+        assert_eq!(
+            follower_fetch_answer(error_code::NONE),
+            FetchAnswer::Records
+        );
+        let out_of_range = FetchError::OffsetOutOfRange {
+            offset: 9,
+            log_start_offset: 0,
+            log_end_offset: 5,
+            high_watermark: 5,
+        };
+        assert_eq!(
+            follower_fetch_answer(out_of_range.code()),
+            FetchAnswer::OffsetOutOfRange
+        );
+        let refusals = [
+            FetchError::from(LeaderRefusal::NotLeader),
+            FetchError::from(LeaderRefusal::FencedEpoch),
+            FetchError::from(LeaderRefusal::UnknownEpoch),
+            FetchError::CallDropped,
+        ];
+        for error in refusals {
+            assert_eq!(
+                follower_fetch_answer(error.code()),
+                FetchAnswer::Refused,
+                "{error}"
+            );
+        }
+        let ended = EpochEnd {
+            error_code: error_code::NONE,
+            leader_epoch: 3,
+            end_offset: 40,
+        };
+        assert_eq!(
+            follower_epoch_end_answer(&ended),
+            EpochEndAnswer::Ended {
+                leader_epoch: 3,
+                end_offset: 40
+            }
+        );
+        let refused = EpochEnd {
+            error_code: EpochEndError::from(LeaderRefusal::UnknownEpoch).code(),
+            leader_epoch: -1,
+            end_offset: -1,
+        };
+        assert_eq!(follower_epoch_end_answer(&refused), EpochEndAnswer::Refused);
     }
 }
