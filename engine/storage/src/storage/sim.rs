@@ -15,7 +15,8 @@
 //!   the rename is volatile: a crash keeps a prefix, in order, of the volatile renames and
 //!   undoes the rest (a file system that logs its metadata in order), so the target comes
 //!   back with its old bytes, or not at all if it was new. A failed or stalled sync of either
-//!   the file or the directory reaches the writer.
+//!   the file or the directory reaches the writer. [`SimDisk::rename_durably`] (a spare's
+//!   rename) is such a rename followed by the directory sync.
 //! - The other directory operations (remove, rename, whole-file replace) and `set_len` are
 //!   durable when they return (the real strategies fsync for those). A durable rename or
 //!   replace syncs its directory, so it also makes the earlier names and renames there durable.
@@ -179,6 +180,24 @@ impl DiskState {
         inode
     }
 
+    /// Renames `from` over `to`, volatile until `to`'s directory is synced.
+    fn rename_volatile(&mut self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        let Some(file) = self.files.remove(from) else {
+            return Err(StorageError::io(
+                "rename",
+                from,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        };
+        let replaced = self.files.insert(to.to_path_buf(), file);
+        self.volatile_renames.push(VolatileRename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            replaced,
+        });
+        Ok(())
+    }
+
     /// What an fsync of `dir` makes durable: the names created and the renames made in it.
     fn sync_names_in(&mut self, dir: &Path) {
         self.volatile_names
@@ -326,10 +345,16 @@ impl SimDisk {
         self.state.borrow().dir_syncs
     }
 
-    /// Whether a crash now would lose the name of the file at `path` (created, and its
-    /// directory not synced since).
+    /// Whether a crash now could lose the name of the file at `path` (created, or renamed
+    /// there by [`write_file_atomic`](Self::write_file_atomic) or
+    /// [`rename_durably`](Self::rename_durably), and its directory not synced since).
     pub fn name_is_volatile(&self, path: &Path) -> bool {
-        self.state.borrow().volatile_names.contains(path)
+        let state = self.state.borrow();
+        state.volatile_names.contains(path)
+            || state
+                .volatile_renames
+                .iter()
+                .any(|rename| rename.to == path)
     }
 
     /// Limits the bytes of file length the disk holds in all (`None`: no limit). Files
@@ -556,21 +581,11 @@ impl SimDisk {
                 state.volatile_names.remove(&temporary);
                 return Err(error);
             }
-            let Some(mut file) = state.files.remove(&temporary) else {
-                return Err(StorageError::io(
-                    "rename",
-                    &temporary,
-                    std::io::Error::from(std::io::ErrorKind::NotFound),
-                ));
-            };
-            file.durable = file.current.clone();
-            file.unsynced.clear();
-            let replaced = state.files.insert(path.to_path_buf(), file);
-            state.volatile_renames.push(VolatileRename {
-                from: temporary,
-                to: path.to_path_buf(),
-                replaced,
-            });
+            if let Some(file) = state.files.get_mut(&temporary) {
+                file.durable = file.current.clone();
+                file.unsynced.clear();
+            }
+            state.rename_volatile(&temporary, path)?;
         }
         if let Some(dir) = path.parent() {
             self.sync_dir(dir).await?;
@@ -579,6 +594,27 @@ impl SimDisk {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+
+    /// Renames a file the way `Storage::rename_off_thread` does on a real disk: the rename
+    /// is visible at once and volatile until the directory sync that follows
+    /// ([`sync_dir`](Self::sync_dir): stalls and faults as there). `Ok` means a crash finds
+    /// the file under its new name; after an `Err` a crash may find it under either name.
+    /// The file keeps its inode and its bytes, durable and not.
+    pub async fn rename_durably(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        let crashes_before = self.state.borrow().crashes;
+        futures_lite::future::yield_now().await;
+        self.state.borrow_mut().rename_volatile(from, to)?;
+        if let Some(dir) = to.parent() {
+            self.sync_dir(dir).await?;
+        }
+        if self.state.borrow().crashes != crashes_before {
+            return Err(StorageError::Injected {
+                fault: "rename during a crash",
+                path: to.to_path_buf(),
+            });
+        }
+        Ok(())
     }
 
     /// A whole file's current bytes, at most `max_bytes` of them.

@@ -95,8 +95,7 @@ impl Storage {
     /// matters when a recycled file becomes a segment.)
     pub async fn rename_off_thread(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
         if let Storage::Sim(disk) = self {
-            futures_lite::future::yield_now().await;
-            return disk.rename(from, to);
+            return disk.rename_durably(from, to).await;
         }
         let (from, to) = (from.to_path_buf(), to.to_path_buf());
         glommio::executor()
