@@ -313,11 +313,10 @@ impl Shard {
                 tracing::warn!(topic, partition, %error, "closing a deleted partition");
             }
         }
+        // Unlinking a partition's segments frees all their extents: off the executor's thread.
         let dir = self.partition_dir(topic, partition);
-        if let Err(error) = std::fs::remove_dir_all(&dir) {
-            if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), %error, "cannot delete a partition directory");
-            }
+        if let Err(error) = self.storage.remove_dir_all_off_thread(&dir).await {
+            tracing::warn!(dir = %dir.display(), %error, "cannot delete a partition directory");
         }
     }
     /// Opens every partition this core owns that has data on disk, so recovery happens at

@@ -464,8 +464,9 @@ fn without_preallocation_the_file_holds_only_data(kind: StrategyKind) {
 }
 
 /// The small-file API (index files, checkpoints, markers): a write replaces the file whole
-/// and leaves no temporary file, reads are bounded, a rename moves the file, a removal of a
-/// missing file is no error, and the executor runs its other tasks while the calls are out.
+/// and leaves no temporary file, reads are bounded, a rename moves the file, removing a
+/// missing file or directory is no error, and the executor runs its other tasks while the
+/// calls are out.
 fn small_files_are_replaced_whole_renamed_and_removed(kind: StrategyKind) {
     run(async move {
         let place = place(kind);
@@ -544,6 +545,23 @@ fn small_files_are_replaced_whole_renamed_and_removed(kind: StrategyKind) {
             .await
             .expect("list")
             .is_empty());
+
+        storage
+            .write_file_atomic_off_thread(&file, b"doomed".to_vec())
+            .await
+            .expect("write");
+        storage
+            .remove_dir_all_off_thread(&dir)
+            .await
+            .expect("remove the directory");
+        assert_eq!(
+            storage.read_file_off_thread(&file, 64).await.expect("read"),
+            None
+        );
+        storage
+            .remove_dir_all_off_thread(&dir)
+            .await
+            .expect("a missing directory is no error");
     });
 }
 

@@ -14,6 +14,7 @@
 //! | [`rename_off_thread`](Storage::rename_off_thread) | renames, replacing any file at the target, fsyncs the directory | the file under its new name only |
 //! | [`remove_off_thread`](Storage::remove_off_thread) | unlinks (a missing file is not an error) | the file gone once its directory is next fsynced; possibly back before that |
 //! | [`sync_dir_off_thread`](Storage::sync_dir_off_thread) | fsyncs a directory | every name created, renamed or removed in it before the call |
+//! | [`remove_dir_all_off_thread`](Storage::remove_dir_all_off_thread) | removes a directory and its files | gone once the parent directory is next fsynced |
 //! | [`list_off_thread`](Storage::list_off_thread), [`create_dir_all_off_thread`](Storage::create_dir_all_off_thread) | lists a directory's files; creates a directory and its parents | (a new directory's name is not fsynced) |
 //!
 //! **Errors.** After a failed write the file holds its old bytes or, if only the directory
@@ -155,6 +156,27 @@ impl Storage {
         let dir = dir.to_path_buf();
         glommio::executor()
             .spawn_blocking(move || create_dir_all(&dir))
+            .await
+    }
+
+    /// Removes a directory and everything in it (a deleted partition's); a directory that is
+    /// already gone is not an error. Durable once the parent directory is next fsynced. The
+    /// simulated disk's directories hold files only, so there it removes the files in `dir`.
+    pub async fn remove_dir_all_off_thread(&self, dir: &Path) -> Result<(), StorageError> {
+        if let Storage::Sim(disk) = self {
+            futures_lite::future::yield_now().await;
+            for name in disk.list(dir) {
+                disk.remove(&dir.join(name));
+            }
+            return Ok(());
+        }
+        let dir = dir.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(StorageError::io("remove directory", &dir, error)),
+            })
             .await
     }
 
