@@ -235,7 +235,13 @@ impl Storage {
                 Appender::open(BufferedIo::open(path).await?, path, logical_len, config).await?,
             ),
             Storage::Uring => SegmentFile::Uring(
-                Appender::open(UringIo::open(path, config)?, path, logical_len, config).await?,
+                Appender::open(
+                    UringIo::open_off_thread(path, config).await?,
+                    path,
+                    logical_len,
+                    config,
+                )
+                .await?,
             ),
             Storage::Sim(disk) => {
                 SegmentFile::Sim(Appender::open(disk.open(path), path, logical_len, config).await?)
@@ -264,7 +270,7 @@ impl Storage {
                 config,
             )),
             Storage::Uring => SegmentFile::Uring(Appender::open_sealed(
-                UringIo::open(path, config)?,
+                UringIo::open_off_thread(path, config).await?,
                 path,
                 len,
                 config,
