@@ -479,7 +479,7 @@ impl PartitionLog {
                 segment.file().settle().await;
                 // Pages the kernel failed to write back may be marked clean and still be
                 // served from the page cache; recovery must read what the device holds.
-                self.inner.storage.drop_cached(&segment.paths().log);
+                self.inner.storage.drop_cached(&segment.paths().log).await;
             }
         }
         let reopened = PartitionLog::open(

@@ -301,21 +301,27 @@ impl Storage {
     /// from the device. After a failed writeback the kernel may mark pages clean that never
     /// reached the device; a reader would otherwise take them for stored bytes. Only the
     /// `buffered` strategy reads through the page cache; the others read with O_DIRECT (or
-    /// from memory) and need nothing.
-    pub fn drop_cached(&self, path: &Path) {
+    /// from memory) and need nothing. The calls run on the executor's blocking-thread pool.
+    pub async fn drop_cached(&self, path: &Path) {
         if !matches!(self, Storage::Buffered) {
             return;
         }
-        use std::os::fd::AsRawFd;
-        let Ok(file) = std::fs::File::open(path) else {
-            return;
-        };
-        // SAFETY: posix_fadvise on a descriptor we own; it only advises the page cache.
-        let advised =
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        if advised != 0 {
-            tracing::warn!(path = %path.display(), errno = advised, "cannot drop cached pages");
-        }
+        let path = path.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || {
+                use std::os::fd::AsRawFd;
+                let Ok(file) = std::fs::File::open(&path) else {
+                    return;
+                };
+                // SAFETY: posix_fadvise on a descriptor we own; it only advises the page cache.
+                let advised = unsafe {
+                    libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+                };
+                if advised != 0 {
+                    tracing::warn!(path = %path.display(), errno = advised, "cannot drop cached pages");
+                }
+            })
+            .await
     }
 }
 
