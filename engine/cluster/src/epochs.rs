@@ -8,11 +8,30 @@
 //! Stored as `leader-epoch-checkpoint` in the partition directory: one `epoch start_offset`
 //! line per epoch, ascending in both. Rewritten whole (atomically) on every change; changes
 //! happen once per leader change, never per append.
+//!
+//! **Durability.** A change is made in memory and written as an [`EpochCheckpoint`]: on an
+//! executor, [`stage_assign`](LeaderEpochCache::stage_assign) and
+//! [`stage_truncate_from_end`](LeaderEpochCache::stage_truncate_from_end) return the write,
+//! which goes through the storage's async small-file API once the caller has let go of the
+//! cache (it is kept in a `RefCell`); [`assign`](LeaderEpochCache::assign) and
+//! [`truncate_from_end`](LeaderEpochCache::truncate_from_end) write before they return,
+//! blocking on a real disk: for tests, the replication simulation, and the broker's
+//! synchronous role change to leader, which must record the epoch before the partition takes
+//! produce requests in it. Callers write an epoch's entry before they append a batch of that
+//! epoch: recovery does not rebuild entries from the log, so a batch must never be durable in
+//! an epoch the checkpoint lacks.
+//!
+//! **Concurrency.** Writes of one cache's file run one at a time, in the order they were
+//! staged; a checkpoint older than one already written is skipped. A cache uses either the
+//! staged writes or the blocking ones, not both at once.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::storage::Storage;
 use crate::{LogError, StorageError};
+use shardlog_storage::fifo_lock::FifoLock;
 
 /// The checkpoint's file name inside a partition directory.
 pub const FILE_NAME: &str = "leader-epoch-checkpoint";
@@ -31,20 +50,84 @@ pub struct EpochEntry {
     pub start_offset: i64,
 }
 
+/// The file's longest form: an entry is two numbers, a space and a newline.
+const FILE_BYTES_MAX: u64 = (EPOCHS_MAX as u64) * 32;
+
 /// Every epoch of one partition, oldest first.
 pub struct LeaderEpochCache {
+    writer: Rc<CheckpointWriter>,
+    entries: Vec<EpochEntry>,
+    /// Checkpoints made so far; each one's number orders it among the writes.
+    staged: u64,
+}
+
+/// The checkpoint file of one cache, shared with the checkpoints waiting to be written.
+struct CheckpointWriter {
     storage: Storage,
     path: PathBuf,
-    entries: Vec<EpochEntry>,
+    /// One write at a time: they share the file's temporary copy.
+    turn: FifoLock,
+    /// The newest checkpoint known durable.
+    written: Cell<u64>,
+}
+
+/// The cache's entries at one change, to be written (see the module documentation). Until
+/// [`write`](Self::write) resolves `Ok`, the change is in memory only.
+#[must_use = "the change is in memory only until the checkpoint is written"]
+pub struct EpochCheckpoint {
+    writer: Rc<CheckpointWriter>,
+    number: u64,
+    bytes: Vec<u8>,
+}
+
+impl EpochCheckpoint {
+    /// Writes the checkpoint atomically and durably, off the executor's thread (on a real
+    /// disk), after any write of the same file staged before it. Resolves `Ok` once a crash
+    /// would find these entries or a later checkpoint's; one already overtaken by a later
+    /// checkpoint's write is skipped. After an error the file holds the previous checkpoint
+    /// or this one.
+    pub async fn write(self) -> Result<(), StorageError> {
+        let _turn = self
+            .writer
+            .turn
+            .lock()
+            .await
+            .expect("a checkpoint writer's lock is never closed");
+        if self.writer.written.get() >= self.number {
+            return Ok(());
+        }
+        self.writer
+            .storage
+            .write_file_atomic_off_thread(&self.writer.path, self.bytes)
+            .await?;
+        self.writer.written.set(self.number);
+        Ok(())
+    }
 }
 
 impl LeaderEpochCache {
     /// Loads the checkpoint in `dir` (empty if there is none). A malformed file is an error:
-    /// truncation decisions must not be made on guesses.
+    /// truncation decisions must not be made on guesses. Blocking on a real disk; on an
+    /// executor use [`load`](Self::load).
     pub fn open(storage: Storage, dir: &Path) -> Result<LeaderEpochCache, LogError> {
         let path = dir.join(FILE_NAME);
-        let max_bytes = (EPOCHS_MAX as u64) * 32;
-        let entries = match storage.read_file(&path, max_bytes)? {
+        let bytes = storage.read_file(&path, FILE_BYTES_MAX)?;
+        LeaderEpochCache::from_file(storage, path, bytes)
+    }
+
+    /// [`open`](Self::open), with the file read off the executor's thread.
+    pub async fn load(storage: Storage, dir: &Path) -> Result<LeaderEpochCache, LogError> {
+        let path = dir.join(FILE_NAME);
+        let bytes = storage.read_file_off_thread(&path, FILE_BYTES_MAX).await?;
+        LeaderEpochCache::from_file(storage, path, bytes)
+    }
+
+    fn from_file(
+        storage: Storage,
+        path: PathBuf,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<LeaderEpochCache, LogError> {
+        let entries = match bytes {
             None => Vec::new(),
             Some(bytes) => parse(&bytes).map_err(|what| LogError::Corrupt {
                 path: path.clone(),
@@ -53,9 +136,14 @@ impl LeaderEpochCache {
             })?,
         };
         Ok(LeaderEpochCache {
-            storage,
-            path,
+            writer: Rc::new(CheckpointWriter {
+                storage,
+                path,
+                turn: FifoLock::new(),
+                written: Cell::new(0),
+            }),
             entries,
+            staged: 0,
         })
     }
 
@@ -76,9 +164,21 @@ impl LeaderEpochCache {
     /// they would claim the copied records for an epoch they were not written in, and a
     /// follower asking where that earlier epoch ended would be told too early and cut
     /// records it must keep.
+    ///
+    /// Writes the checkpoint before it returns, blocking on a real disk; on an executor use
+    /// [`stage_assign`](Self::stage_assign).
     pub fn assign(&mut self, epoch: i32, start_offset: i64) -> Result<(), StorageError> {
+        match self.stage_assign(epoch, start_offset) {
+            Some(checkpoint) => self.write_now(checkpoint),
+            None => Ok(()),
+        }
+    }
+
+    /// [`assign`](Self::assign) in memory; returns the checkpoint to write if anything
+    /// changed. Write it before appending a batch of `epoch`.
+    pub fn stage_assign(&mut self, epoch: i32, start_offset: i64) -> Option<EpochCheckpoint> {
         if epoch < 0 {
-            return Ok(());
+            return None;
         }
         let mut changed = false;
         while self.entries.last().is_some_and(|last| last.epoch > epoch) {
@@ -86,7 +186,7 @@ impl LeaderEpochCache {
             changed = true;
         }
         if self.latest_epoch() == Some(epoch) {
-            return if changed { self.persist() } else { Ok(()) };
+            return changed.then(|| self.checkpoint());
         }
         // A later epoch that starts no later than an earlier one replaces it: nothing was
         // written in the earlier one.
@@ -104,17 +204,25 @@ impl LeaderEpochCache {
         if self.entries.len() > EPOCHS_MAX {
             self.entries.remove(0);
         }
-        self.persist()
+        Some(self.checkpoint())
     }
 
-    /// Forgets the epochs that began at or after `log_end` (the log was cut there).
+    /// Forgets the epochs that began at or after `log_end` (the log was cut there). Writes
+    /// the checkpoint before it returns, blocking on a real disk; on an executor use
+    /// [`stage_truncate_from_end`](Self::stage_truncate_from_end).
     pub fn truncate_from_end(&mut self, log_end: i64) -> Result<(), StorageError> {
+        match self.stage_truncate_from_end(log_end) {
+            Some(checkpoint) => self.write_now(checkpoint),
+            None => Ok(()),
+        }
+    }
+
+    /// [`truncate_from_end`](Self::truncate_from_end) in memory; returns the checkpoint to
+    /// write if anything changed.
+    pub fn stage_truncate_from_end(&mut self, log_end: i64) -> Option<EpochCheckpoint> {
         let before = self.entries.len();
         self.entries.retain(|entry| entry.start_offset < log_end);
-        if self.entries.len() != before {
-            self.persist()?;
-        }
-        Ok(())
+        (self.entries.len() != before).then(|| self.checkpoint())
     }
 
     /// OffsetForLeaderEpoch, answered from this log: the largest epoch not above `epoch`, and
@@ -156,12 +264,27 @@ impl LeaderEpochCache {
         target.min(log_end)
     }
 
-    fn persist(&self) -> Result<(), StorageError> {
+    /// The entries as they are now, numbered after every checkpoint made before.
+    fn checkpoint(&mut self) -> EpochCheckpoint {
         let mut text = String::new();
         for entry in &self.entries {
             text.push_str(&format!("{} {}\n", entry.epoch, entry.start_offset));
         }
-        self.storage.write_file_atomic(&self.path, text.as_bytes())
+        self.staged += 1;
+        EpochCheckpoint {
+            writer: Rc::clone(&self.writer),
+            number: self.staged,
+            bytes: text.into_bytes(),
+        }
+    }
+
+    /// Writes `checkpoint` blocking the calling thread on a real disk.
+    fn write_now(&self, checkpoint: EpochCheckpoint) -> Result<(), StorageError> {
+        self.writer
+            .storage
+            .write_file_atomic(&self.writer.path, &checkpoint.bytes)?;
+        self.writer.written.set(checkpoint.number);
+        Ok(())
     }
 }
 
@@ -270,6 +393,67 @@ mod tests {
         assert_eq!(cache.end_offset_for(0, 7), (0, 7));
         cache.assign(2, 7).expect("assign");
         assert_eq!(cache.end_offset_for(1, 9), (0, 7));
+    }
+
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        shardlog_storage::runtime::run_local(
+            shardlog_storage::runtime::IO_MEMORY_BYTES_DEFAULT,
+            future,
+        )
+    }
+
+    fn on_disk(disk: &crate::storage::SimDisk) -> Option<Vec<u8>> {
+        disk.read_whole(&Path::new("/p").join(FILE_NAME), FILE_BYTES_MAX)
+    }
+
+    /// A staged change is in memory only until its checkpoint is written; once written it
+    /// survives a crash. A checkpoint overtaken by a later one's write is skipped, so the
+    /// file never goes back to older entries.
+    #[test]
+    fn staged_checkpoints_are_written_in_order_and_survive_a_crash() {
+        run(async {
+            let disk = crate::storage::SimDisk::new(1);
+            let storage = Storage::Sim(disk.clone());
+            let mut cache = LeaderEpochCache::load(storage.clone(), Path::new("/p"))
+                .await
+                .expect("load");
+            let first = cache.stage_assign(1, 0).expect("a change");
+            assert!(cache.stage_assign(1, 5).is_none(), "the same epoch again");
+            let second = cache.stage_assign(2, 10).expect("a change");
+            assert_eq!(on_disk(&disk), None, "nothing written yet");
+            second.write().await.expect("write");
+            first.write().await.expect("an older checkpoint is skipped");
+            disk.crash();
+            let reopened = LeaderEpochCache::load(storage, Path::new("/p"))
+                .await
+                .expect("reload");
+            assert_eq!(reopened.entries(), cache.entries());
+            assert_eq!(reopened.entries().len(), 2);
+        });
+    }
+
+    /// A failed fdatasync of the checkpoint is reported, and the file keeps the entries it
+    /// had.
+    #[test]
+    fn a_failed_checkpoint_write_is_reported_and_the_old_file_stays() {
+        run(async {
+            let disk = crate::storage::SimDisk::new(2);
+            let storage = Storage::Sim(disk.clone());
+            let mut cache = LeaderEpochCache::load(storage.clone(), Path::new("/p"))
+                .await
+                .expect("load");
+            let checkpoint = cache.stage_assign(1, 0).expect("a change");
+            checkpoint.write().await.expect("write");
+            let before = on_disk(&disk);
+            disk.fail_with(
+                crate::storage::SimOp::Sync,
+                Some(crate::storage::SimFault::Io),
+            );
+            let checkpoint = cache.stage_truncate_from_end(0).expect("a change");
+            assert!(checkpoint.write().await.is_err());
+            disk.crash();
+            assert_eq!(on_disk(&disk), before);
+        });
     }
 
     #[test]

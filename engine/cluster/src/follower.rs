@@ -168,7 +168,8 @@ impl Follower {
 
 /// Appends the whole batches of a replica fetch (`records`, as the leader wrote them:
 /// offsets and leader epochs assigned) to `log`, skipping those it already holds. For each
-/// batch, its leader epoch is recorded in `epochs` first, an idempotent producer's
+/// batch, its leader epoch is recorded in `epochs` first (the checkpoint written through the
+/// storage's async small-file API when it changes), an idempotent producer's
 /// sequences in `producers` under the append lock, and then `appended` is told what was
 /// stored. A partial last batch (a size-limited fetch) is left for the next fetch.
 ///
@@ -193,9 +194,13 @@ pub async fn append_fetched(
         if header.last_offset() < log.log_end_offset() {
             continue;
         }
-        epochs
+        // The epoch's entry is durable before any batch of that epoch is appended.
+        let checkpoint = epochs
             .borrow_mut()
-            .assign(header.partition_leader_epoch, header.base_offset)?;
+            .stage_assign(header.partition_leader_epoch, header.base_offset);
+        if let Some(checkpoint) = checkpoint {
+            checkpoint.write().await?;
+        }
         let record_producer = |stored: &BatchHeader| {
             if stored.producer_id >= 0 {
                 producers.borrow_mut().record(

@@ -445,7 +445,10 @@ impl Shard {
     ) -> Result<(), LogError> {
         let log_end = open.log.truncate_to(offset).await?;
         self.read_ahead.forget(&(topic.to_string(), partition));
-        open.epochs.borrow_mut().truncate_from_end(log_end)?;
+        let checkpoint = open.epochs.borrow_mut().stage_truncate_from_end(log_end);
+        if let Some(checkpoint) = checkpoint {
+            checkpoint.write().await?;
+        }
         open.replica.borrow_mut().truncated(log_end);
         if let Some(tail) = &open.tail {
             tail.borrow_mut().clear();

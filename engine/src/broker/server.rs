@@ -95,9 +95,10 @@ impl Shared {
     }
 
     /// A producer id never handed out before by any broker, even across restarts
-    /// ([`ProducerIds`]: one blocking file write per block of ids, none for the others).
-    pub fn allocate_producer_id(&self) -> Result<i64, ProducerIdError> {
-        self.producer_ids.allocate(&crate::Storage::Buffered)
+    /// ([`ProducerIds`]: one durable file write per block of ids, off the executor's thread,
+    /// none for the others).
+    pub async fn allocate_producer_id(&self) -> Result<i64, ProducerIdError> {
+        self.producer_ids.allocate(&crate::Storage::Buffered).await
     }
 
     /// Stops the broker because of `why` (an error it cannot serve without).

@@ -253,18 +253,22 @@ impl Shard {
             tracing::error!(topic = %topic.name, partition, %error, "cannot rebuild producer state");
             log_failed(topic, partition, error)
         })?;
-        let mut epochs = LeaderEpochCache::open(self.storage.clone(), dir).map_err(|error| {
-            tracing::error!(topic = %topic.name, partition, %error, "cannot read leader epochs");
-            log_failed(topic, partition, error)
-        })?;
+        let mut epochs = LeaderEpochCache::load(self.storage.clone(), dir)
+            .await
+            .map_err(|error| {
+                tracing::error!(topic = %topic.name, partition, %error, "cannot read leader epochs");
+                log_failed(topic, partition, error)
+            })?;
         // Recovery may have cut the log below epochs the checkpoint still lists.
-        if let Err(source) = epochs.truncate_from_end(log.log_end_offset()) {
-            tracing::error!(topic = %topic.name, partition, %source, "cannot trim leader epochs");
-            return Err(PartitionError::Epochs {
-                topic: topic.name.clone(),
-                partition,
-                source,
-            });
+        if let Some(checkpoint) = epochs.stage_truncate_from_end(log.log_end_offset()) {
+            if let Err(source) = checkpoint.write().await {
+                tracing::error!(topic = %topic.name, partition, %source, "cannot trim leader epochs");
+                return Err(PartitionError::Epochs {
+                    topic: topic.name.clone(),
+                    partition,
+                    source,
+                });
+            }
         }
         let direct_io = matches!(
             self.storage.kind(),
@@ -313,11 +317,10 @@ impl Shard {
                 tracing::warn!(topic, partition, %error, "closing a deleted partition");
             }
         }
+        // Unlinking a partition's segments frees all their extents: off the executor's thread.
         let dir = self.partition_dir(topic, partition);
-        if let Err(error) = std::fs::remove_dir_all(&dir) {
-            if error.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), %error, "cannot delete a partition directory");
-            }
+        if let Err(error) = self.storage.remove_dir_all_off_thread(&dir).await {
+            tracing::warn!(dir = %dir.display(), %error, "cannot delete a partition directory");
         }
     }
     /// Opens every partition this core owns that has data on disk, so recovery happens at

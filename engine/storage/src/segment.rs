@@ -178,7 +178,7 @@ impl Segment {
         let paths = SegmentPaths::new(dir, base_offset);
         // Leftovers of an interrupted roll or truncation must not be read as this segment's.
         for path in [&paths.log, &paths.index, &paths.time_index] {
-            storage.remove(path)?;
+            storage.remove_off_thread(path).await?;
         }
         let mut renamed = false;
         if let Some(spare) = recycled {
@@ -187,8 +187,8 @@ impl Segment {
                 Err(error) => {
                     // A spare is only a speed-up: start a fresh file instead.
                     tracing::warn!(spare = %spare.display(), %error, "cannot recycle a spare segment file");
-                    storage.remove(spare)?;
-                    storage.remove(&paths.log)?;
+                    storage.remove_off_thread(spare).await?;
+                    storage.remove_off_thread(&paths.log).await?;
                 }
             }
         }
@@ -550,8 +550,8 @@ impl Segment {
             Err(error) => return Err(error.into()),
         }
         // Index files on disk describe the old contents; they are rewritten at the next seal.
-        storage.remove(&self.paths.index)?;
-        storage.remove(&self.paths.time_index)?;
+        storage.remove_off_thread(&self.paths.index).await?;
+        storage.remove_off_thread(&self.paths.time_index).await?;
         // Rebuild offsets, timestamps and indexes from what remains.
         let outcome = self.scan(max_batch_bytes, interval_bytes, false).await?;
         debug_assert_eq!(outcome.valid_len, position);
@@ -585,20 +585,24 @@ impl Segment {
 
     /// Loads the index files of a sealed segment of `len` bytes; `false` if they are missing
     /// or fail their checks (the caller then rebuilds them with a full scan).
-    pub fn load_indexes(&self, storage: &Storage, len: u64) -> Result<bool, LogError> {
+    pub async fn load_indexes(&self, storage: &Storage, len: u64) -> Result<bool, LogError> {
         // An entry per batch at most, and a batch is at least a header long.
         let entries_max = len / HEADER_BYTES as u64 + 1;
-        let Some(offset_bytes) = storage.read_file(
-            &self.paths.index,
-            entries_max * OFFSET_ENTRY_BYTES as u64 + 1,
-        )?
+        let Some(offset_bytes) = storage
+            .read_file_off_thread(
+                &self.paths.index,
+                entries_max * OFFSET_ENTRY_BYTES as u64 + 1,
+            )
+            .await?
         else {
             return Ok(false);
         };
-        let Some(time_bytes) = storage.read_file(
-            &self.paths.time_index,
-            entries_max * TIME_ENTRY_BYTES as u64 + 1,
-        )?
+        let Some(time_bytes) = storage
+            .read_file_off_thread(
+                &self.paths.time_index,
+                entries_max * TIME_ENTRY_BYTES as u64 + 1,
+            )
+            .await?
         else {
             return Ok(false);
         };
@@ -618,10 +622,12 @@ impl Segment {
         Ok(true)
     }
 
-    /// Removes the segment's files. The segment must no longer be in the log's list.
-    pub fn delete_files(&self, storage: &Storage) -> Result<(), LogError> {
+    /// Removes the segment's files, off the executor's thread (unlinking a segment frees
+    /// its extents, which can take the file system a while). The segment must no longer be
+    /// in the log's list.
+    pub async fn delete_files(&self, storage: &Storage) -> Result<(), LogError> {
         for path in [&self.paths.log, &self.paths.index, &self.paths.time_index] {
-            storage.remove(path)?;
+            storage.remove_off_thread(path).await?;
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -462,6 +463,108 @@ fn without_preallocation_the_file_holds_only_data(kind: StrategyKind) {
     });
 }
 
+/// The small-file API (index files, checkpoints, markers): a write replaces the file whole
+/// and leaves no temporary file, reads are bounded, a rename moves the file, removing a
+/// missing file or directory is no error, and the executor runs its other tasks while the
+/// calls are out.
+fn small_files_are_replaced_whole_renamed_and_removed(kind: StrategyKind) {
+    run(async move {
+        let place = place(kind);
+        let storage = &place.storage;
+        let dir = place.dir.join("small");
+        storage
+            .create_dir_all_off_thread(&dir)
+            .await
+            .expect("mkdir");
+        let file = dir.join("checkpoint");
+        let missing = storage.read_file_off_thread(&file, 64).await;
+        assert_eq!(missing.expect("read"), None);
+
+        let ticks = Rc::new(Cell::new(0_u64));
+        let ticker = {
+            let ticks = Rc::clone(&ticks);
+            glommio::spawn_local(async move {
+                loop {
+                    ticks.set(ticks.get() + 1);
+                    futures_lite::future::yield_now().await;
+                }
+            })
+        };
+        storage
+            .write_file_atomic_off_thread(&file, b"first".to_vec())
+            .await
+            .expect("write");
+        assert!(ticks.get() > 0, "other tasks ran while the write was out");
+        drop(ticker);
+        let longer = b"second, and longer than the first".to_vec();
+        storage
+            .write_file_atomic_off_thread(&file, longer.clone())
+            .await
+            .expect("replace");
+        let read = storage
+            .read_file_off_thread(&file, 1024)
+            .await
+            .expect("read");
+        assert_eq!(read, Some(longer.clone()));
+        let bounded = storage.read_file_off_thread(&file, 6).await.expect("read");
+        assert_eq!(bounded, Some(longer[..6].to_vec()), "at most max_bytes");
+        assert_eq!(
+            storage.list_off_thread(&dir).await.expect("list"),
+            vec!["checkpoint".to_string()],
+            "no temporary file is left"
+        );
+        assert_eq!(
+            storage.file_len(&file).await.expect("stat"),
+            Some(longer.len() as u64)
+        );
+
+        let moved = dir.join("moved");
+        storage
+            .rename_off_thread(&file, &moved)
+            .await
+            .expect("rename");
+        assert_eq!(
+            storage.read_file_off_thread(&file, 64).await.expect("read"),
+            None
+        );
+        assert_eq!(
+            storage
+                .read_file_off_thread(&moved, 1024)
+                .await
+                .expect("read"),
+            Some(longer)
+        );
+        storage.remove_off_thread(&moved).await.expect("remove");
+        storage
+            .remove_off_thread(&moved)
+            .await
+            .expect("a missing file is no error");
+        storage.sync_dir_off_thread(&dir).await.expect("sync dir");
+        assert!(storage
+            .list_off_thread(&dir)
+            .await
+            .expect("list")
+            .is_empty());
+
+        storage
+            .write_file_atomic_off_thread(&file, b"doomed".to_vec())
+            .await
+            .expect("write");
+        storage
+            .remove_dir_all_off_thread(&dir)
+            .await
+            .expect("remove the directory");
+        assert_eq!(
+            storage.read_file_off_thread(&file, 64).await.expect("read"),
+            None
+        );
+        storage
+            .remove_dir_all_off_thread(&dir)
+            .await
+            .expect("a missing directory is no error");
+    });
+}
+
 macro_rules! conformance {
     ($($strategy:ident => $kind:expr),* $(,)?) => {$(
         mod $strategy {
@@ -501,6 +604,8 @@ macro_rules! conformance {
             fn reserved_in_steps() { space_is_reserved_in_steps_and_recovery_trims_it($kind) }
             #[test]
             fn no_preallocation() { without_preallocation_the_file_holds_only_data($kind) }
+            #[test]
+            fn small_files() { small_files_are_replaced_whole_renamed_and_removed($kind) }
         }
     )*};
 }

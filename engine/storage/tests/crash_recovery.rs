@@ -297,6 +297,11 @@ fn corruption_inside_a_sealed_segment_drops_the_segments_after_it() {
                 let info = log.append(&batch, 0).await.expect("append");
                 stored.push(as_stored(batch, info.base_offset, 0));
             }
+            // The second segment's seal writes its last partial page again: let it finish, or
+            // that write could land after the corruption below and undo it.
+            while log.seals_in_flight() > 0 {
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+            }
             drop(log);
             let bases = common_bases(&place.dir);
             let second = place.dir.join(format!("{:020}.log", bases[1]));

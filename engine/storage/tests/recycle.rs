@@ -6,15 +6,17 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use common::{
     alternating_commit_mode, as_stored, crash_rounds, make_batch, place, read_all, run, CrashPlan,
 };
 use shardlog_storage::batch;
-use shardlog_storage::storage::Storage;
+use shardlog_storage::storage::{SimDisk, Storage};
 use shardlog_storage::{Durability, LogConfig, LogError, PartitionLog, StrategyKind};
 
 /// Segments of about seven 2.3 KB batches; retention keeps about two of them.
@@ -398,4 +400,115 @@ fn acknowledged_batches_survive_random_crashes_with_recycling() {
     for seed in 0..seeds {
         acknowledged_batches_survive_with_recycling(seed);
     }
+}
+
+/// Retention's file work (the rename into the spare pool and its directory fsync) runs after
+/// the append lock is released: with that fsync held, appends go on, and the spare is not
+/// offered to a roll before its rename is durable. A crash meanwhile finds the file under
+/// either name: the log then starts where retention left it or earlier, and keeps every
+/// batch that was durable.
+#[test]
+fn retention_renames_into_the_pool_outside_the_append_lock() {
+    run(async {
+        for crash in [false, true] {
+            let disk = SimDisk::new(11);
+            let storage = Storage::Sim(disk.clone());
+            let dir = Path::new("/sim/retire");
+            let config = recycle_config(Durability::None);
+            let log = Rc::new(
+                PartitionLog::open(storage.clone(), dir, config.clone())
+                    .await
+                    .expect("open"),
+            );
+            let mut stored = fill_with(&log, 30, 3, false, false).await;
+            while log.seals_in_flight() > 0 {
+                futures_lite::future::yield_now().await;
+            }
+            log.sync().await.expect("sync");
+            let synced_end = log.log_end_offset();
+            let start_before = log.log_start_offset();
+            let segments_before = log.segment_count();
+
+            disk.stall_syncs(dir, true);
+            let done = Rc::new(Cell::new(false));
+            let retention = {
+                let (log, done) = (Rc::clone(&log), Rc::clone(&done));
+                glommio::spawn_local(async move {
+                    let dropped = log.enforce_retention(0).await;
+                    done.set(true);
+                    dropped
+                })
+            };
+            for _ in 0..50 {
+                futures_lite::future::yield_now().await;
+            }
+            assert!(
+                log.segment_count() < segments_before,
+                "retention dropped segments"
+            );
+            let start_after_retention = log.log_start_offset();
+            assert!(start_after_retention > start_before);
+            assert!(!done.get(), "its rename waits for the directory fsync");
+            assert_eq!(
+                log.recycle_stats().kept,
+                0,
+                "no spare before its rename is durable"
+            );
+            let appended = Rc::new(Cell::new(false));
+            let appending = {
+                let (log, appended) = (Rc::clone(&log), Rc::clone(&appended));
+                glommio::spawn_local(async move {
+                    let more = fill_with(&log, 2, 4, false, false).await;
+                    appended.set(true);
+                    more
+                })
+            };
+            for _ in 0..50 {
+                futures_lite::future::yield_now().await;
+            }
+            assert!(
+                appended.get(),
+                "appends go on while retention's rename is held"
+            );
+            stored.extend(appending.await);
+            assert_eq!(log.recycle_stats().reused, 0);
+
+            if crash {
+                disk.crash();
+                disk.stall_syncs(dir, false);
+                // The interrupted rename falls back to deleting the file; either way the
+                // task ends. (The simulated process outlives its crash; recovery below runs
+                // on what the disk holds then.)
+                let _ = retention.await;
+                drop(log);
+                let reopened = PartitionLog::open(storage, dir, config)
+                    .await
+                    .expect("open after a crash");
+                let start = reopened.log_start_offset();
+                assert!(
+                    start <= start_after_retention,
+                    "a crash may undo retention, never drop more"
+                );
+                let served = read_all(&reopened, start, 1 << 20).await;
+                let mut next = start;
+                for batch in &served {
+                    assert_eq!(stored.get(&next), Some(batch), "batch at {next}");
+                    next = header(batch).last_offset() + 1;
+                }
+                assert!(next >= synced_end, "every synced batch is served");
+                continue;
+            }
+            disk.stall_syncs(dir, false);
+            let dropped = retention.await.expect("retention");
+            assert!(dropped >= 1);
+            let stats = log.recycle_stats();
+            assert!(stats.kept >= 1 && stats.spares >= 1, "{stats:?}");
+            assert!(
+                disk.list(dir).iter().any(|name| name.ends_with(".spare")),
+                "{:?}",
+                disk.list(dir)
+            );
+            assert_serves(&log, &stored, "after retention").await;
+        }
+    });
 }

@@ -190,7 +190,7 @@ pub async fn handle(shard: Rc<Shard>, frame: Bytes) -> Reply {
             configs::incremental_alter_configs(&shard, request).await,
         ),
         RequestKind::InitProducerId(request) => {
-            ResponseKind::InitProducerId(producer_id::init_producer_id(&shard, request))
+            ResponseKind::InitProducerId(producer_id::init_producer_id(&shard, request).await)
         }
         RequestKind::OffsetForLeaderEpoch(request) => ResponseKind::OffsetForLeaderEpoch(
             epochs::offset_for_leader_epoch(&shard, request).await,

@@ -9,7 +9,7 @@ use kafka_protocol::messages::ProducerId;
 use super::super::shard::Shard;
 use shardlog_protocol::error_code;
 
-pub fn init_producer_id(
+pub async fn init_producer_id(
     shard: &Rc<Shard>,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -25,7 +25,7 @@ pub fn init_producer_id(
         response.producer_epoch = request.producer_epoch.saturating_add(1);
         return response;
     }
-    match shard.shared.allocate_producer_id() {
+    match shard.shared.allocate_producer_id().await {
         Ok(id) => {
             response.producer_id = ProducerId(id);
             response.producer_epoch = 0;

@@ -35,7 +35,7 @@ use crate::fifo_lock::{FifoLock, Turn};
 use crate::segment::{FileRegion, Segment};
 use crate::storage::{AppendConfig, SegmentFile, Storage};
 use seal::{Failure, PendingSeal, SealOutcome};
-use spares::SparePool;
+use spares::{Retiring, SparePool};
 
 /// The marker a clean close leaves; its presence lets the next open trust the index files.
 pub const CLEAN_SHUTDOWN_FILE: &str = "clean-shutdown";
@@ -63,7 +63,10 @@ struct LogInner {
     /// Oldest first; the last is the active segment. Never empty.
     segments: RefCell<Vec<Rc<Segment>>>,
     /// Files of dropped segments, kept for new segments to overwrite (see `spares`).
-    spares: RefCell<SparePool>,
+    spares: Rc<RefCell<SparePool>>,
+    /// The file work of the last retention (renames into spares, deletions), which runs
+    /// after the append lock is released; at most one at a time.
+    retiring: RefCell<Option<Retiring>>,
     /// Whether this log recycles segment files (setting and strategy).
     recycles: bool,
     /// Serialises appends, rolls, truncation, retention and close, first come first served
@@ -127,7 +130,8 @@ impl PartitionLog {
                 config,
                 append_config,
                 segments: RefCell::new(segments),
-                spares: RefCell::new(spares),
+                spares: Rc::new(RefCell::new(spares)),
+                retiring: RefCell::new(None),
                 recycles,
                 append_lock: FifoLock::new(),
                 pending_seals: RefCell::new(VecDeque::new()),
@@ -467,6 +471,7 @@ impl PartitionLog {
         let permit = self.lock().await?;
         // Background seals finish (or fail) first, so none writes behind recovery's back.
         let sealing: Vec<i64> = self.settle_seals().await;
+        self.settle_retiring().await;
         let segments: Vec<Rc<Segment>> = self.inner.segments.borrow().clone();
         for segment in &segments {
             let active = Rc::ptr_eq(segment, segments.last().expect("never empty"));
@@ -474,7 +479,7 @@ impl PartitionLog {
                 segment.file().settle().await;
                 // Pages the kernel failed to write back may be marked clean and still be
                 // served from the page cache; recovery must read what the device holds.
-                self.inner.storage.drop_cached(&segment.paths().log);
+                self.inner.storage.drop_cached(&segment.paths().log).await;
             }
         }
         let reopened = PartitionLog::open(
@@ -726,7 +731,7 @@ impl PartitionLog {
         let dropped: Vec<Rc<Segment>> = self.inner.segments.borrow_mut().split_off(keep);
         // Newest first, so a crash part-way leaves a contiguous prefix.
         for segment in dropped.iter().rev() {
-            segment.delete_files(&self.inner.storage)?;
+            segment.delete_files(&self.inner.storage).await?;
         }
         let target = self.active();
         // The target's index files are removed and rewritten at its next seal.
@@ -767,45 +772,70 @@ impl PartitionLog {
     /// Waits for background seals to finish first, so no seal runs on a dropped segment. It
     /// does not retry index files a seal failed to write (that could fail on the full disk
     /// retention is freeing); a segment whose file failed is deleted, never recycled.
+    ///
+    /// Under the append lock it only takes the segments out of the log and decides what
+    /// becomes of each file. The renames into spares and the deletions (an unlink, a rename
+    /// and a directory fsync each) run after the lock is released, off the executor's
+    /// thread, in a task of their own (`spares::retire_in_background`); this returns once
+    /// they are done, with the first error. A later retention, `close` and `reopen` wait for
+    /// them, under the lock.
     pub async fn enforce_retention(&self, now_ms: i64) -> Result<usize, LogError> {
-        let _permit = self.lock().await?;
-        self.settle_seals().await;
-        let config = &self.inner.config;
-        let mut deleted = 0;
-        loop {
-            let candidate = {
-                let segments = self.inner.segments.borrow();
-                if segments.len() < 2 {
-                    break;
-                }
-                let total: u64 = segments.iter().map(|segment| segment.len()).sum();
-                let oldest = &segments[0];
-                let over_size = config
-                    .retention_bytes
-                    .is_some_and(|limit| total - oldest.len() >= limit);
-                let too_old = config.retention_age_max.is_some_and(|age_max| {
-                    oldest.max_timestamp_ms() >= 0
-                        && now_ms - oldest.max_timestamp_ms() > age_max.as_millis() as i64
-                });
-                (over_size || too_old).then(|| Rc::clone(oldest))
-            };
-            let Some(segment) = candidate else { break };
-            self.inner.segments.borrow_mut().remove(0);
-            let base_offset = segment.base_offset();
-            self.inner
-                .pending_seals
-                .borrow_mut()
-                .retain(|seal| seal.base_offset != base_offset);
-            let recyclable = self.inner.recycles && !segment.file().is_failed();
-            self.inner.spares.borrow_mut().retire(
-                &self.inner.storage,
-                segment,
-                config.segment_bytes,
-                recyclable,
-            )?;
-            deleted += 1;
-        }
+        let (retiring, deleted) = {
+            let _permit = self.lock().await?;
+            self.settle_seals().await;
+            self.settle_retiring().await;
+            let config = &self.inner.config;
+            let mut retirements = Vec::new();
+            loop {
+                let candidate = {
+                    let segments = self.inner.segments.borrow();
+                    if segments.len() < 2 {
+                        break;
+                    }
+                    let total: u64 = segments.iter().map(|segment| segment.len()).sum();
+                    let oldest = &segments[0];
+                    let over_size = config
+                        .retention_bytes
+                        .is_some_and(|limit| total - oldest.len() >= limit);
+                    let too_old = config.retention_age_max.is_some_and(|age_max| {
+                        oldest.max_timestamp_ms() >= 0
+                            && now_ms - oldest.max_timestamp_ms() > age_max.as_millis() as i64
+                    });
+                    (over_size || too_old).then(|| Rc::clone(oldest))
+                };
+                let Some(segment) = candidate else { break };
+                self.inner.segments.borrow_mut().remove(0);
+                let base_offset = segment.base_offset();
+                self.inner
+                    .pending_seals
+                    .borrow_mut()
+                    .retain(|seal| seal.base_offset != base_offset);
+                let recyclable = self.inner.recycles && !segment.file().is_failed();
+                retirements.push(self.inner.spares.borrow_mut().plan_retirement(
+                    segment,
+                    config.segment_bytes,
+                    recyclable,
+                ));
+            }
+            if retirements.is_empty() {
+                return Ok(0);
+            }
+            let deleted = retirements.len();
+            let retiring =
+                spares::retire_in_background(&self.inner.storage, &self.inner.spares, retirements);
+            *self.inner.retiring.borrow_mut() = Some(retiring.clone());
+            (retiring, deleted)
+        };
+        retiring.await?;
         Ok(deleted)
+    }
+
+    /// Waits until the file work of the last retention is done (its errors are its caller's).
+    async fn settle_retiring(&self) {
+        let retiring = self.inner.retiring.borrow_mut().take();
+        if let Some(retiring) = retiring {
+            let _ = retiring.await;
+        }
     }
 
     /// Returns when everything appended so far is written (not necessarily durable).
@@ -827,13 +857,15 @@ impl PartitionLog {
     pub async fn close(&self) -> Result<(), LogError> {
         let _permit = self.lock().await?;
         self.settle_seals().await;
+        self.settle_retiring().await;
         self.finish_seals().await?;
         let active = self.active();
         active.wait_durable_after().await?;
         active.seal(&self.inner.storage).await?;
         self.inner
             .storage
-            .write_file_atomic(&self.inner.dir.join(CLEAN_SHUTDOWN_FILE), b"")?;
+            .write_file_atomic_off_thread(&self.inner.dir.join(CLEAN_SHUTDOWN_FILE), Vec::new())
+            .await?;
         self.inner.closed.set(true);
         self.inner.append_lock.close();
         Ok(())

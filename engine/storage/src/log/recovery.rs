@@ -69,16 +69,18 @@ pub(super) async fn recover(
     config: &LogConfig,
     append_config: &AppendConfig,
 ) -> Result<(Vec<Rc<Segment>>, SparePool, RecoveryReport), LogError> {
-    storage.create_dir_all(dir)?;
-    let names = storage.list(dir)?;
+    storage.create_dir_all_off_thread(dir).await?;
+    let names = storage.list_off_thread(dir).await?;
     let mut report = RecoveryReport {
         clean_shutdown: names.iter().any(|name| name == CLEAN_SHUTDOWN_FILE),
         ..RecoveryReport::default()
     };
     // From now on a crash is unclean again.
-    storage.remove(&dir.join(CLEAN_SHUTDOWN_FILE))?;
+    storage
+        .remove_off_thread(&dir.join(CLEAN_SHUTDOWN_FILE))
+        .await?;
     for name in names.iter().filter(|name| name.ends_with(".tmp")) {
-        storage.remove(&dir.join(name))?;
+        storage.remove_off_thread(&dir.join(name)).await?;
     }
     let bases: Vec<i64> = names
         .iter()
@@ -90,7 +92,7 @@ pub(super) async fn recover(
         let is_last = position + 1 == bases.len();
         if let Some(previous) = segments.last() {
             if previous.next_offset() != base_offset {
-                drop_segments(storage, dir, &bases[position..], &mut report)?;
+                drop_segments(storage, dir, &bases[position..], &mut report).await?;
                 // The previous segment was opened sealed and is the last one now: it must
                 // take appends again. (A crash while a roll's background seal had not yet
                 // made its end durable leaves exactly this: the old segment ends short of
@@ -114,7 +116,8 @@ pub(super) async fn recover(
         let segment =
             Segment::open(storage, dir, base_offset, len, !is_last, append_config).await?;
         report.segments_opened += 1;
-        let trusted = (report.clean_shutdown || !is_last) && segment.load_indexes(storage, len)?;
+        let trusted =
+            (report.clean_shutdown || !is_last) && segment.load_indexes(storage, len).await?;
         if !trusted {
             report.indexes_rebuilt += 1;
         }
@@ -174,7 +177,7 @@ pub(super) async fn recover(
         }
         segments.push(Rc::new(segment));
         if becomes_last && !is_last {
-            drop_segments(storage, dir, &bases[position + 1..], &mut report)?;
+            drop_segments(storage, dir, &bases[position + 1..], &mut report).await?;
             break;
         }
     }
@@ -199,7 +202,7 @@ pub(super) async fn recover(
 }
 
 /// Deletes the files of segments that can no longer be part of the log, newest first.
-fn drop_segments(
+async fn drop_segments(
     storage: &Storage,
     dir: &Path,
     bases: &[i64],
@@ -208,7 +211,7 @@ fn drop_segments(
     for &base_offset in bases.iter().rev() {
         let paths = SegmentPaths::new(dir, base_offset);
         for path in [&paths.log, &paths.index, &paths.time_index] {
-            storage.remove(path)?;
+            storage.remove_off_thread(path).await?;
         }
         report.segments_dropped += 1;
     }

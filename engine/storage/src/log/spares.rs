@@ -26,9 +26,13 @@
 //! - renaming a spare into place fsyncs the directory before the segment takes appends, since
 //!   fdatasyncs of overwritten blocks need no journal commit and so would not carry the rename.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
+
+use futures_util::future::{FutureExt, Shared};
 
 use crate::error::LogError;
 use crate::segment::Segment;
@@ -54,18 +58,67 @@ pub struct RecycleStats {
 
 /// One spare file.
 #[derive(Clone, Debug)]
-struct Spare {
+pub(super) struct Spare {
     path: PathBuf,
     /// Every batch in the file has a base offset below this.
     stale_end: i64,
 }
 
-/// A log's spare files, oldest first, at most [`SPARE_SEGMENTS_MAX`].
+/// A log's spare files, oldest first, at most [`SPARE_SEGMENTS_MAX`] counting those still
+/// being renamed into the pool.
 #[derive(Debug, Default)]
 pub(super) struct SparePool {
     spares: VecDeque<Spare>,
+    /// The stale ends of retired files being renamed into spares: their places are taken.
+    arriving: Vec<i64>,
     kept: u64,
     reused: u64,
+}
+
+/// What becomes of one segment retention dropped, decided under the append lock and carried
+/// out after it is released.
+pub(super) struct Retirement {
+    segment: Rc<Segment>,
+    /// The spare its log file becomes; `None` to delete it.
+    keep_as: Option<Spare>,
+}
+
+impl Retirement {
+    /// The stale end of the spare this retirement keeps, if it keeps one.
+    pub(super) fn keeps(&self) -> Option<i64> {
+        self.keep_as.as_ref().map(|spare| spare.stale_end)
+    }
+
+    /// Renames the segment's log file into a spare (durably: the directory is fsynced), or
+    /// deletes it, and deletes its index files; all off the executor's thread. Returns the
+    /// spare to add to the pool, or `None` when the file was deleted.
+    ///
+    /// A crash at any point leaves a state recovery handles: the file under its segment name
+    /// (an old segment that ends where the log's first one starts, opened again as the
+    /// log's first segment, its index files rebuilt if they are gone) or under its spare
+    /// name. A rename that fails falls back to deleting the file under either name.
+    pub(super) async fn carry_out(self, storage: &Storage) -> Result<Option<Spare>, LogError> {
+        let Retirement { segment, keep_as } = self;
+        let Some(spare) = keep_as else {
+            segment.delete_files(storage).await?;
+            return Ok(None);
+        };
+        let paths = segment.paths().clone();
+        // Closes the file; nothing else had it open (checked when planned).
+        drop(segment);
+        let kept = match storage.rename_off_thread(&paths.log, &spare.path).await {
+            Ok(()) => Some(spare),
+            Err(error) => {
+                tracing::warn!(file = %paths.log.display(), %error, "cannot keep a dropped segment's file as a spare; deleting it");
+                storage.remove_off_thread(&paths.log).await?;
+                storage.remove_off_thread(&spare.path).await?;
+                None
+            }
+        };
+        storage.remove_off_thread(&paths.index).await?;
+        storage.remove_off_thread(&paths.time_index).await?;
+        Ok(kept)
+    }
 }
 
 /// The path of a spare holding batches below `stale_end`.
@@ -99,6 +152,43 @@ fn fits(len: u64, segment_bytes: u64) -> bool {
     len <= segment_bytes && len >= segment_bytes / 2
 }
 
+/// Retirements being carried out in the background; resolves with the first error.
+pub(super) type Retiring = Shared<Pin<Box<dyn std::future::Future<Output = Result<(), LogError>>>>>;
+
+/// Carries out `retirements` in order, oldest segment first (so a crash part-way leaves the
+/// log's files a contiguous chain), in a task of the core: a caller that stops waiting
+/// neither stops the file work half-way nor leaves a place in the pool taken. Each kept
+/// spare joins `pool` as soon as its rename is durable.
+pub(super) fn retire_in_background(
+    storage: &Storage,
+    pool: &Rc<RefCell<SparePool>>,
+    retirements: Vec<Retirement>,
+) -> Retiring {
+    let (storage, pool) = (storage.clone(), Rc::clone(pool));
+    let work = glommio::spawn_local(async move {
+        let mut first_error = None;
+        for retirement in retirements {
+            let stale_end = retirement.keeps();
+            let spare = match retirement.carry_out(&storage).await {
+                Ok(spare) => spare,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                    None
+                }
+            };
+            if let Some(stale_end) = stale_end {
+                pool.borrow_mut().arrived(stale_end, spare);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    })
+    .detach();
+    // `None`: the executor is shutting down and cancelled the task; nothing to report.
+    async move { work.await.unwrap_or(Ok(())) }
+        .boxed_local()
+        .shared()
+}
+
 impl SparePool {
     /// Takes over the spare files a previous run left in `dir` (`names` is the directory's
     /// listing): keeps those a new segment could use, at most [`SPARE_SEGMENTS_MAX`], and
@@ -128,7 +218,7 @@ impl SparePool {
             match usable {
                 Some(stale_end) => pool.spares.push_back(Spare { path, stale_end }),
                 None => {
-                    storage.remove(&path)?;
+                    storage.remove_off_thread(&path).await?;
                     deleted += 1;
                 }
             }
@@ -144,40 +234,49 @@ impl SparePool {
         }
     }
 
-    /// Disposes of a segment retention dropped: keeps its log file as a spare if it can be
-    /// recycled (see the module documentation), deletes it otherwise. Index files are always
-    /// deleted (they are small, and rewritten whole anyway). The segment must no longer be in
-    /// the log's list; `segment` should be the last reference to it.
-    pub(super) fn retire(
+    /// Decides what becomes of a segment retention dropped: its log file is kept as a spare
+    /// if it can be recycled (see the module documentation), deleted otherwise. A kept file
+    /// takes a place in the pool now, so the bound holds while it is being renamed; it is
+    /// offered to rolls only once [`Retirement::carry_out`] has renamed it and
+    /// [`arrived`](Self::arrived) is told. The segment must no longer be in the log's list;
+    /// `segment` should be the last reference to it.
+    pub(super) fn plan_retirement(
         &mut self,
-        storage: &Storage,
         segment: Rc<Segment>,
         segment_bytes: u64,
         enabled: bool,
-    ) -> Result<(), LogError> {
+    ) -> Retirement {
         let stale_end = segment.next_offset();
         let keep = enabled
-            && self.spares.len() < SPARE_SEGMENTS_MAX
+            && self.spares.len() + self.arriving.len() < SPARE_SEGMENTS_MAX
             && Rc::strong_count(&segment) == 1
             && !segment.file_is_shared()
             && fits(segment.len(), segment_bytes)
-            && !self.spares.iter().any(|spare| spare.stale_end == stale_end);
-        if !keep {
-            return segment.delete_files(storage);
+            && !self.spares.iter().any(|spare| spare.stale_end == stale_end)
+            && !self.arriving.contains(&stale_end);
+        let keep_as = keep.then(|| {
+            self.arriving.push(stale_end);
+            let dir = segment
+                .paths()
+                .log
+                .parent()
+                .unwrap_or_else(|| Path::new("."));
+            Spare {
+                path: spare_path(dir, stale_end),
+                stale_end,
+            }
+        });
+        Retirement { segment, keep_as }
+    }
+
+    /// Takes back the place [`plan_retirement`](Self::plan_retirement) gave a spare, and adds
+    /// the spare to the pool if its file was renamed (`Some`).
+    pub(super) fn arrived(&mut self, stale_end: i64, spare: Option<Spare>) {
+        self.arriving.retain(|&arriving| arriving != stale_end);
+        if let Some(spare) = spare {
+            self.spares.push_back(spare);
+            self.kept += 1;
         }
-        let paths = segment.paths().clone();
-        let path = spare_path(
-            paths.log.parent().unwrap_or_else(|| Path::new(".")),
-            stale_end,
-        );
-        // Closes the file; nothing else had it open (checked above).
-        drop(segment);
-        storage.rename(&paths.log, &path)?;
-        storage.remove(&paths.index)?;
-        storage.remove(&paths.time_index)?;
-        self.spares.push_back(Spare { path, stale_end });
-        self.kept += 1;
-        Ok(())
     }
 
     /// A spare a segment starting at `base_offset` may overwrite, removed from the pool: the

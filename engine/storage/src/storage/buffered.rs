@@ -30,14 +30,21 @@ pub struct BufferedIo {
 
 impl BufferedIo {
     /// Opens `path` for reading and writing, creating it if absent.
+    /// The creating `open` runs on the executor's blocking-thread pool: a roll opens the next
+    /// file under the append lock, and the file system may take a while to create one.
     pub async fn open(path: &Path) -> Result<Rc<Self>, StorageError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|error| StorageError::io("open", path, error))?;
+        let owned = path.to_path_buf();
+        let file = glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&owned)
+                    .map_err(|error| StorageError::io("open", &owned, error))
+            })
+            .await?;
         let ring_file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -40,35 +40,14 @@ impl DirectIo {
         // written (a segment a crash left at its preallocated length): reading an unwritten
         // extent does not reach the device either, so write that block's bytes back as they
         // are, which makes it a written extent.
-        let original_len = {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|error| StorageError::io("create", path, error))?;
-            let len = file
-                .metadata()
-                .map_err(|error| StorageError::io("stat", path, error))?
-                .len();
-            use std::os::unix::fs::FileExt;
-            if len < IOPOLL_PROBE_BYTES {
-                // Real bytes, not a hole: reading a hole does not reach the device either.
-                let zeros = [0u8; IOPOLL_PROBE_BYTES as usize];
-                file.write_all_at(&zeros[len as usize..], len)
-                    .map_err(|error| StorageError::io("write probe block", path, error))?;
-            } else {
-                let mut first = [0u8; IOPOLL_PROBE_BYTES as usize];
-                let reader = std::fs::File::open(path)
-                    .map_err(|error| StorageError::io("open for reading", path, error))?;
-                reader
-                    .read_exact_at(&mut first, 0)
-                    .map_err(|error| StorageError::io("read probe block", path, error))?;
-                file.write_all_at(&first, 0)
-                    .map_err(|error| StorageError::io("write probe block", path, error))?;
-            }
-            len
-        };
+        //
+        // The plain system calls (create, stat, the probe block, the reader's open) run on
+        // the executor's blocking-thread pool: a roll opens the next file under the append
+        // lock, and the file system may take a while to create one.
+        let owned = path.to_path_buf();
+        let (original_len, reader) = glommio::executor()
+            .spawn_blocking(move || prepare(&owned))
+            .await?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -81,8 +60,6 @@ impl DirectIo {
                 .await
                 .map_err(|error| StorageError::io("ftruncate", path, error.into()))?;
         }
-        let reader = std::fs::File::open(path)
-            .map_err(|error| StorageError::io("open for reading", path, error))?;
         Ok(Rc::new(DirectIo {
             file,
             reader,
@@ -93,6 +70,39 @@ impl DirectIo {
     fn error(&self, op: &'static str, error: glommio::GlommioError<()>) -> StorageError {
         StorageError::io(op, &self.path, error.into())
     }
+}
+
+/// Creates the file if absent and gives it a first block glommio's IOPOLL probe can read
+/// (see [`DirectIo::open`]); returns the file's length before that, and a descriptor opened
+/// without O_DIRECT for zero-copy sends. Blocking: runs on the blocking-thread pool.
+fn prepare(path: &Path) -> Result<(u64, std::fs::File), StorageError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|error| StorageError::io("create", path, error))?;
+    let len = file
+        .metadata()
+        .map_err(|error| StorageError::io("stat", path, error))?
+        .len();
+    let reader = std::fs::File::open(path)
+        .map_err(|error| StorageError::io("open for reading", path, error))?;
+    use std::os::unix::fs::FileExt;
+    if len < IOPOLL_PROBE_BYTES {
+        // Real bytes, not a hole: reading a hole does not reach the device either.
+        let zeros = [0u8; IOPOLL_PROBE_BYTES as usize];
+        file.write_all_at(&zeros[len as usize..], len)
+            .map_err(|error| StorageError::io("write probe block", path, error))?;
+    } else {
+        let mut first = [0u8; IOPOLL_PROBE_BYTES as usize];
+        reader
+            .read_exact_at(&mut first, 0)
+            .map_err(|error| StorageError::io("read probe block", path, error))?;
+        file.write_all_at(&first, 0)
+            .map_err(|error| StorageError::io("write probe block", path, error))?;
+    }
+    Ok((len, reader))
 }
 
 impl IoBuffer for DmaBuffer {

@@ -13,13 +13,15 @@
 //! | `uring`    | [`UringIo`]      | the `io-uring` crate driven directly: registered buffers and file, write and fdatasync linked |
 //! | `sim`      | [`SimIo`]        | memory, with durable and volatile bytes kept apart and faults injected on demand |
 //!
-//! Directory operations (create, list, remove, rename, small metadata files) are rare and go
-//! through [`Storage`], which the simulated strategy also answers from memory.
+//! Directory operations and small files (index files, checkpoints, markers) go through
+//! [`Storage`] too: the async small-file API in `small_file` runs them off the executor's
+//! thread on the real strategies and through the simulated disk's faults on `sim`.
 
 mod appender;
 mod buffered;
 mod direct;
 mod sim;
+mod small_file;
 mod uring;
 
 use std::future::Future;
@@ -233,7 +235,13 @@ impl Storage {
                 Appender::open(BufferedIo::open(path).await?, path, logical_len, config).await?,
             ),
             Storage::Uring => SegmentFile::Uring(
-                Appender::open(UringIo::open(path, config)?, path, logical_len, config).await?,
+                Appender::open(
+                    UringIo::open_off_thread(path, config).await?,
+                    path,
+                    logical_len,
+                    config,
+                )
+                .await?,
             ),
             Storage::Sim(disk) => {
                 SegmentFile::Sim(Appender::open(disk.open(path), path, logical_len, config).await?)
@@ -262,7 +270,7 @@ impl Storage {
                 config,
             )),
             Storage::Uring => SegmentFile::Uring(Appender::open_sealed(
-                UringIo::open(path, config)?,
+                UringIo::open_off_thread(path, config).await?,
                 path,
                 len,
                 config,
@@ -273,229 +281,48 @@ impl Storage {
         })
     }
 
-    /// The length of a file, or `None` if it does not exist.
+    /// The length of a file, or `None` if it does not exist. On the real strategies the
+    /// `stat` runs on the executor's blocking-thread pool (see `small_file`).
     pub async fn file_len(&self, path: &Path) -> Result<Option<u64>, StorageError> {
-        match self {
-            Storage::Sim(disk) => Ok(disk.file_len(path)),
-            _ => match std::fs::metadata(path) {
+        if let Storage::Sim(disk) = self {
+            return Ok(disk.file_len(path));
+        }
+        let path = path.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || match std::fs::metadata(&path) {
                 Ok(metadata) => Ok(Some(metadata.len())),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(error) => Err(StorageError::io("stat", path, error)),
-            },
-        }
+                Err(error) => Err(StorageError::io("stat", &path, error)),
+            })
+            .await
     }
 
     /// Best effort: drops the page cache's clean pages of a file, so the next reads come
     /// from the device. After a failed writeback the kernel may mark pages clean that never
     /// reached the device; a reader would otherwise take them for stored bytes. Only the
     /// `buffered` strategy reads through the page cache; the others read with O_DIRECT (or
-    /// from memory) and need nothing.
-    pub fn drop_cached(&self, path: &Path) {
+    /// from memory) and need nothing. The calls run on the executor's blocking-thread pool.
+    pub async fn drop_cached(&self, path: &Path) {
         if !matches!(self, Storage::Buffered) {
             return;
         }
-        use std::os::fd::AsRawFd;
-        let Ok(file) = std::fs::File::open(path) else {
-            return;
-        };
-        // SAFETY: posix_fadvise on a descriptor we own; it only advises the page cache.
-        let advised =
-            unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        if advised != 0 {
-            tracing::warn!(path = %path.display(), errno = advised, "cannot drop cached pages");
-        }
-    }
-
-    /// Creates a directory and its parents.
-    pub fn create_dir_all(&self, dir: &Path) -> Result<(), StorageError> {
-        match self {
-            Storage::Sim(_) => Ok(()),
-            _ => {
-                std::fs::create_dir_all(dir).map_err(|error| StorageError::io("mkdir", dir, error))
-            }
-        }
-    }
-
-    /// The names of the files directly inside `dir`, sorted.
-    pub fn list(&self, dir: &Path) -> Result<Vec<String>, StorageError> {
-        let mut names = match self {
-            Storage::Sim(disk) => disk.list(dir),
-            _ => {
-                let entries = std::fs::read_dir(dir)
-                    .map_err(|error| StorageError::io("readdir", dir, error))?;
-                let mut names = Vec::new();
-                for entry in entries {
-                    let entry = entry.map_err(|error| StorageError::io("readdir", dir, error))?;
-                    if let Some(name) = entry.file_name().to_str() {
-                        names.push(name.to_string());
-                    }
-                }
-                names
-            }
-        };
-        names.sort();
-        Ok(names)
-    }
-
-    /// Removes a file; a file that is already gone is not an error.
-    pub fn remove(&self, path: &Path) -> Result<(), StorageError> {
-        match self {
-            Storage::Sim(disk) => {
-                disk.remove(path);
-                Ok(())
-            }
-            _ => match std::fs::remove_file(path) {
-                Ok(()) => Ok(()),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(error) => Err(StorageError::io("unlink", path, error)),
-            },
-        }
-    }
-
-    /// Renames a file, replacing any file at `to`, durably: the directory is fsynced, so a
-    /// crash afterwards finds the file under its new name. (A file's fdatasync does not make
-    /// its directory entry durable; see "Recycled segments" in docs/storage.md for why that
-    /// matters when a recycled file becomes a segment.) Blocking on the real strategies;
-    /// callers use it at roll and retention time only.
-    pub fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
-        if let Storage::Sim(disk) = self {
-            return disk.rename(from, to);
-        }
-        std::fs::rename(from, to).map_err(|error| StorageError::io("rename", from, error))?;
-        if let Some(dir) = to.parent() {
-            sync_dir(dir)?;
-        }
-        Ok(())
-    }
-
-    /// [`rename`](Self::rename) without blocking the executor: the rename and the fsync of
-    /// the directory run on the executor's blocking-thread pool. Returns once the new name
-    /// is durable.
-    pub async fn rename_off_thread(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
-        if let Storage::Sim(disk) = self {
-            return disk.rename(from, to);
-        }
-        let (from, to) = (from.to_path_buf(), to.to_path_buf());
+        let path = path.to_path_buf();
         glommio::executor()
             .spawn_blocking(move || {
-                std::fs::rename(&from, &to)
-                    .map_err(|error| StorageError::io("rename", &from, error))?;
-                match to.parent() {
-                    Some(dir) => sync_dir(dir),
-                    None => Ok(()),
+                use std::os::fd::AsRawFd;
+                let Ok(file) = std::fs::File::open(&path) else {
+                    return;
+                };
+                // SAFETY: posix_fadvise on a descriptor we own; it only advises the page cache.
+                let advised = unsafe {
+                    libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED)
+                };
+                if advised != 0 {
+                    tracing::warn!(path = %path.display(), errno = advised, "cannot drop cached pages");
                 }
             })
             .await
     }
-
-    /// Makes the entries of `dir` durable (fsync of the directory): a new file's fdatasync
-    /// does not make its name durable. Blocking on the real strategies; callers use it at
-    /// roll time only. The simulated disk keeps names durable as they are made.
-    pub fn sync_dir(&self, dir: &Path) -> Result<(), StorageError> {
-        match self {
-            Storage::Sim(_) => Ok(()),
-            _ => sync_dir(dir),
-        }
-    }
-
-    /// Replaces a small metadata file atomically and durably: write a temporary file, fsync it,
-    /// rename it over the old one, fsync the directory.
-    ///
-    /// Blocking on the real strategies: for code that runs before the executors start, or at
-    /// close. On an executor, use [`write_file_atomic_off_thread`](Self::write_file_atomic_off_thread).
-    pub fn write_file_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-        if let Storage::Sim(disk) = self {
-            return disk.write_whole(path, bytes);
-        }
-        write_file_atomic(path, bytes)
-    }
-
-    /// [`write_file_atomic`](Self::write_file_atomic) without blocking the executor: on the
-    /// real strategies the system calls (two fsyncs among them) run on the executor's
-    /// blocking-thread pool while its other tasks go on; the simulated disk does it in memory.
-    /// Returns once the file is durable, as the blocking form does. Must run on a glommio
-    /// executor.
-    pub async fn write_file_atomic_off_thread(
-        &self,
-        path: &Path,
-        bytes: Vec<u8>,
-    ) -> Result<(), StorageError> {
-        if let Storage::Sim(disk) = self {
-            return disk.write_whole(path, &bytes);
-        }
-        let path = path.to_path_buf();
-        glommio::executor()
-            .spawn_blocking(move || write_file_atomic(&path, &bytes))
-            .await
-    }
-
-    /// [`sync_dir`](Self::sync_dir) without blocking the executor (see
-    /// [`write_file_atomic_off_thread`](Self::write_file_atomic_off_thread)). On the
-    /// simulated disk it is what makes a new file's name survive a crash, and it can be
-    /// failed or stalled there.
-    pub async fn sync_dir_off_thread(&self, dir: &Path) -> Result<(), StorageError> {
-        if let Storage::Sim(disk) = self {
-            return disk.sync_dir(dir).await;
-        }
-        let dir = dir.to_path_buf();
-        glommio::executor()
-            .spawn_blocking(move || sync_dir(&dir))
-            .await
-    }
-
-    /// Reads a whole small file, or `None` if it does not exist. `max_bytes` bounds the read.
-    pub fn read_file(&self, path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, StorageError> {
-        if let Storage::Sim(disk) = self {
-            return Ok(disk.read_whole(path, max_bytes));
-        }
-        use std::io::Read;
-        let file = match std::fs::File::open(path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(StorageError::io("open", path, error)),
-        };
-        let mut bytes = Vec::new();
-        file.take(max_bytes)
-            .read_to_end(&mut bytes)
-            .map_err(|error| StorageError::io("read", path, error))?;
-        Ok(Some(bytes))
-    }
-}
-
-/// Write a temporary file beside `path`, fdatasync it, rename it over `path`, fsync the
-/// directory: after a crash, `path` holds either its old bytes or all of `bytes`.
-fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
-    use std::io::Write;
-    let temporary = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temporary)
-        .map_err(|error| StorageError::io("create", &temporary, error))?;
-    let written = file
-        .write_all(bytes)
-        .map_err(|error| StorageError::io("write", &temporary, error))
-        .and_then(|()| {
-            file.sync_data()
-                .map_err(|error| StorageError::io("fdatasync", &temporary, error))
-        });
-    if let Err(error) = written {
-        // `path` is untouched; give back the space the partial copy took (a full disk).
-        drop(file);
-        let _ = std::fs::remove_file(&temporary);
-        return Err(error);
-    }
-    std::fs::rename(&temporary, path).map_err(|error| StorageError::io("rename", path, error))?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(())
-}
-
-/// fsyncs a directory, making the creation, removal and renaming of its entries durable.
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    let dir_file =
-        std::fs::File::open(dir).map_err(|error| StorageError::io("open", dir, error))?;
-    dir_file
-        .sync_all()
-        .map_err(|error| StorageError::io("fsync", dir, error))
 }
 
 /// A segment's log file under whichever strategy opened it. Cheap to clone (an `Rc`).

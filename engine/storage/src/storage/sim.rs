@@ -9,8 +9,17 @@
 //!   only after a sync of its directory ([`SimDisk::sync_dir`]): at a crash, a file created
 //!   since its directory was last synced is gone, whatever of its bytes were synced. This is
 //!   what a real file system does to a new file's name without a directory fsync.
+//! - A small file written with [`SimDisk::write_file_atomic`] goes through the steps the real
+//!   strategies take: a temporary file is written (a new, volatile name, unsynced bytes),
+//!   synced, renamed over the target, and the directory is synced. Until that directory sync
+//!   the rename is volatile: a crash keeps a prefix, in order, of the volatile renames and
+//!   undoes the rest (a file system that logs its metadata in order), so the target comes
+//!   back with its old bytes, or not at all if it was new. A failed or stalled sync of either
+//!   the file or the directory reaches the writer. [`SimDisk::rename_durably`] (a spare's
+//!   rename) is such a rename followed by the directory sync.
 //! - The other directory operations (remove, rename, whole-file replace) and `set_len` are
-//!   durable when they return (the real strategies fsync for those).
+//!   durable when they return (the real strategies fsync for those). A durable rename or
+//!   replace syncs its directory, so it also makes the earlier names and renames there durable.
 //!
 //! - With a capacity set, the disk holds at most that many bytes of file length in all: a
 //!   preallocation that would pass it fails with ENOSPC and changes nothing; a write that
@@ -85,6 +94,15 @@ impl SimFault {
     }
 }
 
+/// A rename made by [`SimDisk::write_file_atomic`] whose directory has not been synced since:
+/// a crash may undo it.
+struct VolatileRename {
+    from: PathBuf,
+    to: PathBuf,
+    /// The file `to` named before, put back if the rename is undone.
+    replaced: Option<SimFile>,
+}
+
 #[derive(Default)]
 struct SimFile {
     /// Identity, as an inode: a handle keeps writing to the file it opened even after that
@@ -119,6 +137,9 @@ struct DiskState {
     fail_sync_dir_with: Option<SimFault>,
     /// Files created since their directory was last synced: a crash removes them.
     volatile_names: BTreeSet<PathBuf>,
+    /// Renames of small files since their directory was last synced, oldest first: a crash
+    /// keeps a prefix of them and undoes the rest.
+    volatile_renames: Vec<VolatileRename>,
     /// Paths (files or directories) whose syncs wait until released, and the syncs waiting.
     stalled: BTreeMap<PathBuf, Vec<Waker>>,
     /// Directory syncs done so far, for tests that count them.
@@ -158,6 +179,32 @@ impl DiskState {
         self.files.insert(path.to_path_buf(), file);
         inode
     }
+
+    /// Renames `from` over `to`, volatile until `to`'s directory is synced.
+    fn rename_volatile(&mut self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        let Some(file) = self.files.remove(from) else {
+            return Err(StorageError::io(
+                "rename",
+                from,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        };
+        let replaced = self.files.insert(to.to_path_buf(), file);
+        self.volatile_renames.push(VolatileRename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            replaced,
+        });
+        Ok(())
+    }
+
+    /// What an fsync of `dir` makes durable: the names created and the renames made in it.
+    fn sync_names_in(&mut self, dir: &Path) {
+        self.volatile_names
+            .retain(|path| path.parent() != Some(dir));
+        self.volatile_renames
+            .retain(|rename| rename.to.parent() != Some(dir));
+    }
 }
 
 /// A simulated disk shared by every [`SimIo`] it opened. Cheap to clone; single core only.
@@ -186,6 +233,7 @@ impl SimDisk {
                 fail_sync_with: None,
                 fail_sync_dir_with: None,
                 volatile_names: BTreeSet::new(),
+                volatile_renames: Vec::new(),
                 stalled: BTreeMap::new(),
                 dir_syncs: 0,
                 capacity_bytes: None,
@@ -287,9 +335,7 @@ impl SimDisk {
         if let Some(fault) = state.fail_sync_dir_with {
             return Err(fault_error("fsync", dir, fault));
         }
-        state
-            .volatile_names
-            .retain(|path| path.parent() != Some(dir));
+        state.sync_names_in(dir);
         state.dir_syncs += 1;
         Ok(())
     }
@@ -299,10 +345,16 @@ impl SimDisk {
         self.state.borrow().dir_syncs
     }
 
-    /// Whether a crash now would lose the name of the file at `path` (created, and its
-    /// directory not synced since).
+    /// Whether a crash now could lose the name of the file at `path` (created, or renamed
+    /// there by [`write_file_atomic`](Self::write_file_atomic) or
+    /// [`rename_durably`](Self::rename_durably), and its directory not synced since).
     pub fn name_is_volatile(&self, path: &Path) -> bool {
-        self.state.borrow().volatile_names.contains(path)
+        let state = self.state.borrow();
+        state.volatile_names.contains(path)
+            || state
+                .volatile_renames
+                .iter()
+                .any(|rename| rename.to == path)
     }
 
     /// Limits the bytes of file length the disk holds in all (`None`: no limit). Files
@@ -322,6 +374,20 @@ impl SimDisk {
     /// from now on; stalled syncs stay stalled until released.
     pub fn crash(&self) {
         let mut state = self.state.borrow_mut();
+        let renames = std::mem::take(&mut state.volatile_renames);
+        if !renames.is_empty() {
+            // The generator is drawn only here, so seeds without small-file renames replay
+            // the crashes they did before.
+            let kept = state.random.below(renames.len() as u64 + 1) as usize;
+            for rename in renames.into_iter().skip(kept).rev() {
+                if let Some(file) = state.files.remove(&rename.to) {
+                    state.files.insert(rename.from, file);
+                }
+                if let Some(old) = rename.replaced {
+                    state.files.insert(rename.to, old);
+                }
+            }
+        }
         for path in std::mem::take(&mut state.volatile_names) {
             state.files.remove(&path);
         }
@@ -389,6 +455,8 @@ impl SimDisk {
         let mut state = self.state.borrow_mut();
         state.files.remove(path);
         state.volatile_names.remove(path);
+        // The file is durably gone: a crash must not bring it back by undoing its rename.
+        state.volatile_renames.retain(|rename| rename.to != path);
     }
 
     /// Renames a file durably, replacing any file at `to`, as `Storage::rename` does on a
@@ -405,12 +473,11 @@ impl SimDisk {
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             ));
         };
+        state.volatile_renames.retain(|rename| rename.to != to);
         state.files.insert(to.to_path_buf(), file);
         // The real rename fsyncs the directory, which makes every name in it durable.
         if let Some(dir) = to.parent() {
-            state
-                .volatile_names
-                .retain(|path| path.parent() != Some(dir));
+            state.sync_names_in(dir);
         }
         Ok(())
     }
@@ -434,12 +501,118 @@ impl SimDisk {
         if bytes.len() as u64 > state.free_bytes().saturating_add(old_len) {
             return Err(fault_error("write", path, SimFault::NoSpace));
         }
+        state.volatile_renames.retain(|rename| rename.to != path);
         state.create(path, bytes.to_vec());
         // The real replacement fsyncs the directory, which makes every name in it durable.
         if let Some(dir) = path.parent() {
-            state
-                .volatile_names
-                .retain(|other| other.parent() != Some(dir));
+            state.sync_names_in(dir);
+        }
+        Ok(())
+    }
+
+    /// Replaces a small file the way the real strategies do (see
+    /// `Storage::write_file_atomic_off_thread`), one step at a time, letting other tasks run
+    /// between the steps:
+    /// 1. write `bytes` to a new temporary file beside `path` (its name and bytes volatile);
+    ///    fails as `fail_writes` or `fail_with(SimOp::Write, ..)` say, or with ENOSPC when
+    ///    the disk has no room for the copy beside the old file;
+    /// 2. sync it: waits while syncs of `path` are stalled, fails as `fail_syncs` or
+    ///    `fail_with(SimOp::Sync, ..)` say (the temporary file is removed, `path` untouched);
+    /// 3. rename it over `path`: visible at once, volatile until the directory is synced;
+    /// 4. sync the directory ([`sync_dir`](Self::sync_dir)): stalls and faults as there.
+    ///
+    /// `Ok` means `path` holds `bytes` durably. After an `Err`, `path` holds its old bytes or
+    /// the new ones, and a crash may bring the old ones back. An operation a crash interrupted
+    /// never returns `Ok`.
+    pub async fn write_file_atomic(&self, path: &Path, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let temporary = super::small_file::temporary_path(path);
+        let crashes_before = self.state.borrow().crashes;
+        let interrupted = |state: &DiskState| {
+            (state.crashes != crashes_before).then(|| StorageError::Injected {
+                fault: "small-file write during a crash",
+                path: path.to_path_buf(),
+            })
+        };
+        futures_lite::future::yield_now().await;
+        {
+            let mut state = self.state.borrow_mut();
+            if state.fail_writes {
+                return Err(StorageError::Injected {
+                    fault: "write failure",
+                    path: temporary,
+                });
+            }
+            if let Some(fault) = state.fail_write_with {
+                return Err(fault_error("write", &temporary, fault));
+            }
+            let leftover_len = state
+                .files
+                .get(&temporary)
+                .map_or(0, |file| file.current.len() as u64);
+            if bytes.len() as u64 > state.free_bytes().saturating_add(leftover_len) {
+                return Err(fault_error("write", &temporary, SimFault::NoSpace));
+            }
+            state.create(&temporary, Vec::new());
+            state.volatile_names.insert(temporary.clone());
+            let file = state.files.get_mut(&temporary).expect("just created");
+            file.current = bytes.clone();
+            file.unsynced.push((0, bytes));
+        }
+        futures_lite::future::yield_now().await;
+        self.wait_unless_stalled(path).await;
+        {
+            let mut state = self.state.borrow_mut();
+            if let Some(error) = interrupted(&state) {
+                return Err(error);
+            }
+            let failure = if state.fail_syncs {
+                Some(StorageError::Injected {
+                    fault: "sync failure",
+                    path: temporary.clone(),
+                })
+            } else {
+                state
+                    .fail_sync_with
+                    .map(|fault| fault_error("fdatasync", &temporary, fault))
+            };
+            if let Some(error) = failure {
+                // As the real strategies do: `path` is untouched, the copy is given back.
+                state.files.remove(&temporary);
+                state.volatile_names.remove(&temporary);
+                return Err(error);
+            }
+            if let Some(file) = state.files.get_mut(&temporary) {
+                file.durable = file.current.clone();
+                file.unsynced.clear();
+            }
+            state.rename_volatile(&temporary, path)?;
+        }
+        if let Some(dir) = path.parent() {
+            self.sync_dir(dir).await?;
+        }
+        match interrupted(&self.state.borrow()) {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// Renames a file the way `Storage::rename_off_thread` does on a real disk: the rename
+    /// is visible at once and volatile until the directory sync that follows
+    /// ([`sync_dir`](Self::sync_dir): stalls and faults as there). `Ok` means a crash finds
+    /// the file under its new name; after an `Err` a crash may find it under either name.
+    /// The file keeps its inode and its bytes, durable and not.
+    pub async fn rename_durably(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
+        let crashes_before = self.state.borrow().crashes;
+        futures_lite::future::yield_now().await;
+        self.state.borrow_mut().rename_volatile(from, to)?;
+        if let Some(dir) = to.parent() {
+            self.sync_dir(dir).await?;
+        }
+        if self.state.borrow().crashes != crashes_before {
+            return Err(StorageError::Injected {
+                fault: "rename during a crash",
+                path: to.to_path_buf(),
+            });
         }
         Ok(())
     }

@@ -732,18 +732,52 @@ pub struct UringIo {
     path: PathBuf,
 }
 
+/// Opens (creating if absent) a segment file with O_DIRECT, and again without it for
+/// zero-copy sends. Blocking.
+fn open_files(path: &Path) -> Result<(File, File), StorageError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .map_err(|error| StorageError::io("open O_DIRECT", path, error))?;
+    let reader =
+        File::open(path).map_err(|error| StorageError::io("open for reading", path, error))?;
+    Ok((file, reader))
+}
+
 impl UringIo {
     /// Opens `path` for reading and writing with O_DIRECT, creating it if absent, and gives it
     /// a registered slot in this core's ring (setting the ring up on first use).
+    /// Blocking; on an executor use [`open_off_thread`](Self::open_off_thread).
     pub fn open(path: &Path, config: &AppendConfig) -> Result<Rc<UringIo>, StorageError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .map_err(|error| StorageError::io("open O_DIRECT", path, error))?;
+        let (file, reader) = open_files(path)?;
+        UringIo::register(file, reader, path, config)
+    }
+
+    /// [`open`](Self::open), with the files opened on the executor's blocking-thread pool: a
+    /// roll opens the next file under the append lock, and the file system may take a while
+    /// to create one. Only the registration in this core's ring runs on the executor.
+    pub async fn open_off_thread(
+        path: &Path,
+        config: &AppendConfig,
+    ) -> Result<Rc<UringIo>, StorageError> {
+        let owned = path.to_path_buf();
+        let (file, reader) = glommio::executor()
+            .spawn_blocking(move || open_files(&owned))
+            .await?;
+        UringIo::register(file, reader, path, config)
+    }
+
+    /// Gives `file` a registered slot in this core's ring (setting the ring up on first use).
+    fn register(
+        file: File,
+        reader: File,
+        path: &Path,
+        config: &AppendConfig,
+    ) -> Result<Rc<UringIo>, StorageError> {
         let fd = file.as_raw_fd();
         let target = CORE_RING
             .with(|cell| -> io::Result<FileTarget> {
@@ -756,8 +790,6 @@ impl UringIo {
                 Ok(core.register_file(fd))
             })
             .map_err(|error| StorageError::io("io_uring setup", path, error))?;
-        let reader =
-            File::open(path).map_err(|error| StorageError::io("open for reading", path, error))?;
         Ok(Rc::new(UringIo {
             file,
             reader,
