@@ -174,6 +174,9 @@ fn default_request(api_key: ApiKey) -> RequestKind {
         ApiKey::DeleteTopics => DeleteTopicsRequest::default().into(),
         ApiKey::InitProducerId => InitProducerIdRequest::default().into(),
         ApiKey::DescribeConfigs => DescribeConfigsRequest::default().into(),
+        ApiKey::IncrementalAlterConfigs => {
+            kafka_protocol::messages::IncrementalAlterConfigsRequest::default().into()
+        }
         ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::default().into(),
         ApiKey::OffsetCommit => OffsetCommitRequest::default().into(),
         ApiKey::OffsetFetch => OffsetFetchRequest::default().into(),
@@ -190,6 +193,12 @@ fn default_request(api_key: ApiKey) -> RequestKind {
         ApiKey::ShareGroupDescribe => ShareGroupDescribeRequest::default().into(),
         ApiKey::ShareFetch => ShareFetchRequest::default().into(),
         ApiKey::ShareAcknowledge => ShareAcknowledgeRequest::default().into(),
+        ApiKey::ReadShareGroupState => {
+            kafka_protocol::messages::ReadShareGroupStateRequest::default().into()
+        }
+        ApiKey::WriteShareGroupState => {
+            kafka_protocol::messages::WriteShareGroupStateRequest::default().into()
+        }
         other => panic!("no seed request for {other:?}"),
     }
 }
