@@ -10,9 +10,10 @@
 //!
 //! Connections, framing, correlation ids and version negotiation are the one Kafka client's,
 //! `shardlog_protocol::client` (blocking connections here). Request and response types come
-//! from `kafka-protocol`; record batches come from `shardlog::batch::BatchBuilder`. The hot paths allocate nothing per record: a batch is
-//! built once and its request frame encoded once; each send writes a fresh 12-byte frame
-//! prefix (size, API key, version, correlation id) and then the shared frame body.
+//! from `kafka-protocol`; record batches come from `shardlog::batch::BatchBuilder`. The hot
+//! paths allocate nothing per record: a batch is built once and its request frame encoded
+//! once; each send writes a fresh 12-byte frame prefix (size, API key, version, correlation
+//! id) and then the shared frame body.
 
 pub mod failover;
 pub mod fetch;
