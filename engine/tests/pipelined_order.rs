@@ -10,15 +10,13 @@
 
 mod common_broker;
 
-use std::io::{Read, Write};
-
 use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
-use kafka_protocol::messages::{ProduceResponse, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, HeaderVersion};
+use kafka_protocol::messages::{ApiKey, ProduceResponse};
 use shardlog::batch::{BatchBuilder, Compression};
+use shardlog_protocol::client::codec;
 
 use common_broker::{encode_request, error_code, topic_name, BrokerProcess, PRODUCE_VERSION};
 
@@ -45,44 +43,43 @@ fn pipelined_batches_keep_their_order(strategy: &str) {
     let mut client = broker.client();
     client.create_topic(TOPIC, 2);
     let producer = client.init_producer_id();
-    let mut writer = broker.client();
-    let mut reader = writer.stream.try_clone().expect("clone the socket");
+    let (mut writer, mut reader, _) = broker.client().into_connection().split();
+    let address = reader.address().to_string();
     // Partition 1 as well as 0: whichever core the connection lands on, one of them is
     // owned by the other core and its requests cross the core mesh.
     for partition in [0, 1] {
-        let sender = std::thread::spawn({
-            let mut stream = writer.stream.try_clone().expect("clone the socket");
-            move || {
-                for number in 0..REQUESTS {
-                    let batch = idempotent_batch(producer, number * RECORDS_PER_BATCH);
-                    let request = ProduceRequest::default()
-                        .with_acks(1)
-                        .with_timeout_ms(30_000)
-                        .with_topic_data(vec![TopicProduceData::default()
-                            .with_name(topic_name(TOPIC))
-                            .with_partition_data(vec![PartitionProduceData::default()
-                                .with_index(partition)
-                                .with_records(Some(Bytes::from(batch)))])]);
-                    let frame = encode_request(number, PRODUCE_VERSION, &request);
-                    stream.write_all(&frame).expect("send a produce request");
-                }
+        let sender = std::thread::spawn(move || {
+            for number in 0..REQUESTS {
+                let batch = idempotent_batch(producer, number * RECORDS_PER_BATCH);
+                let request = ProduceRequest::default()
+                    .with_acks(1)
+                    .with_timeout_ms(30_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(topic_name(TOPIC))
+                        .with_partition_data(vec![PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(Bytes::from(batch)))])]);
+                let frame = encode_request(number, PRODUCE_VERSION, &request);
+                writer
+                    .write_frame(&frame, &[])
+                    .expect("send a produce request");
             }
+            writer
         });
         let mut expected_base = 0;
         for number in 0..REQUESTS {
-            let mut size = [0u8; 4];
-            reader.read_exact(&mut size).expect("response size");
-            let mut frame = vec![0; u32::from_be_bytes(size) as usize];
-            reader.read_exact(&mut frame).expect("response");
-            let mut frame = Bytes::from(frame);
-            let header = ResponseHeader::decode(
+            let mut frame = reader.read_frame().expect("response");
+            let correlation_id = codec::decode_response_header(
+                &address,
                 &mut frame,
-                ProduceResponse::header_version(PRODUCE_VERSION),
+                ApiKey::Produce,
+                PRODUCE_VERSION,
             )
             .expect("response header");
-            assert_eq!(header.correlation_id, number, "answers in request order");
-            let response =
-                ProduceResponse::decode(&mut frame, PRODUCE_VERSION).expect("response body");
+            assert_eq!(correlation_id, number, "answers in request order");
+            let response: ProduceResponse =
+                codec::decode_response_body(&address, &mut frame, ApiKey::Produce, PRODUCE_VERSION)
+                    .expect("response body");
             let answer = &response.responses[0].partition_responses[0];
             assert_eq!(
                 answer.error_code,
@@ -98,7 +95,7 @@ fn pipelined_batches_keep_their_order(strategy: &str) {
             );
             expected_base += i64::from(RECORDS_PER_BATCH);
         }
-        sender.join().expect("sender thread");
+        writer = sender.join().expect("sender thread");
     }
     writer.shutdown_write();
 }

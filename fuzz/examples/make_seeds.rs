@@ -1,6 +1,6 @@
 //! Writes a seed corpus for every fuzz target into `fuzz/corpus/<target>/`, using the
-//! product's own encoders: `BatchBuilder`, the index encoders, `kafka-protocol` requests, the
-//! quorum record and frame encoders, and the group and share record encoders.
+//! product's own encoders: `BatchBuilder`, the index encoders, `kafka-protocol` requests and
+//! responses, the quorum record and frame encoders, and the group and share record encoders.
 //!
 //! Run from `fuzz/`: `cargo +nightly run --example make_seeds`. Existing seed files are
 //! overwritten; other corpus files are left alone.
@@ -14,8 +14,9 @@ use kafka_protocol::messages::{
     FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest,
     LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest,
     MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetForLeaderEpochRequest,
-    ProduceRequest, RequestHeader, RequestKind, ShareAcknowledgeRequest, ShareFetchRequest,
-    ShareGroupDescribeRequest, ShareGroupHeartbeatRequest, SyncGroupRequest, TopicName,
+    ProduceRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    ShareAcknowledgeRequest, ShareFetchRequest, ShareGroupDescribeRequest,
+    ShareGroupHeartbeatRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType, Snapshot};
@@ -24,7 +25,7 @@ use shardlog::broker::group::record::{self as group, OffsetKey, OffsetValue};
 use shardlog::broker::share::record::{self as share, DurableState, Run, StateKey};
 use shardlog::cluster::quorum::frame::{self, Frame};
 use shardlog::cluster::quorum::record::{self as quorum_record, RecordKind, MAGIC};
-use shardlog_fuzz::{index, internal, quorum, record_batch, request_frame};
+use shardlog_fuzz::{client_response, index, internal, quorum, record_batch, request_frame};
 use shardlog_storage::batch::layout::ATTRIBUTES_OFFSET;
 use shardlog_storage::batch::{BatchBuilder, Compression};
 use shardlog_storage::index::{OffsetIndex, TimeIndex};
@@ -38,6 +39,7 @@ fn main() {
         ("offset_index", offset_index_seeds()),
         ("time_index", time_index_seeds()),
         ("request_frame", request_frame_seeds()),
+        ("client_response", client_response_seeds()),
         ("quorum_record", quorum_record_seeds()),
         ("internal_records", internal_records_seeds()),
     ] {
@@ -174,6 +176,9 @@ fn default_request(api_key: ApiKey) -> RequestKind {
         ApiKey::DeleteTopics => DeleteTopicsRequest::default().into(),
         ApiKey::InitProducerId => InitProducerIdRequest::default().into(),
         ApiKey::DescribeConfigs => DescribeConfigsRequest::default().into(),
+        ApiKey::IncrementalAlterConfigs => {
+            kafka_protocol::messages::IncrementalAlterConfigsRequest::default().into()
+        }
         ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::default().into(),
         ApiKey::OffsetCommit => OffsetCommitRequest::default().into(),
         ApiKey::OffsetFetch => OffsetFetchRequest::default().into(),
@@ -190,6 +195,12 @@ fn default_request(api_key: ApiKey) -> RequestKind {
         ApiKey::ShareGroupDescribe => ShareGroupDescribeRequest::default().into(),
         ApiKey::ShareFetch => ShareFetchRequest::default().into(),
         ApiKey::ShareAcknowledge => ShareAcknowledgeRequest::default().into(),
+        ApiKey::ReadShareGroupState => {
+            kafka_protocol::messages::ReadShareGroupStateRequest::default().into()
+        }
+        ApiKey::WriteShareGroupState => {
+            kafka_protocol::messages::WriteShareGroupStateRequest::default().into()
+        }
         other => panic!("no seed request for {other:?}"),
     }
 }
@@ -317,6 +328,162 @@ fn request_frame_seeds() -> Seeds {
     seeds.push((
         "raw-api-versions-v3".into(),
         request_frame::write_raw(&api_versions),
+    ));
+    seeds
+}
+
+/// A default response body for each served API.
+fn default_response(api_key: ApiKey) -> ResponseKind {
+    use kafka_protocol::messages as m;
+    match api_key {
+        ApiKey::Produce => m::ProduceResponse::default().into(),
+        ApiKey::Fetch => m::FetchResponse::default().into(),
+        ApiKey::ListOffsets => m::ListOffsetsResponse::default().into(),
+        ApiKey::Metadata => m::MetadataResponse::default().into(),
+        ApiKey::ApiVersions => m::ApiVersionsResponse::default().into(),
+        ApiKey::CreateTopics => m::CreateTopicsResponse::default().into(),
+        ApiKey::DeleteTopics => m::DeleteTopicsResponse::default().into(),
+        ApiKey::InitProducerId => m::InitProducerIdResponse::default().into(),
+        ApiKey::DescribeConfigs => m::DescribeConfigsResponse::default().into(),
+        ApiKey::IncrementalAlterConfigs => m::IncrementalAlterConfigsResponse::default().into(),
+        ApiKey::OffsetForLeaderEpoch => m::OffsetForLeaderEpochResponse::default().into(),
+        ApiKey::OffsetCommit => m::OffsetCommitResponse::default().into(),
+        ApiKey::OffsetFetch => m::OffsetFetchResponse::default().into(),
+        ApiKey::FindCoordinator => m::FindCoordinatorResponse::default().into(),
+        ApiKey::JoinGroup => m::JoinGroupResponse::default().into(),
+        ApiKey::Heartbeat => m::HeartbeatResponse::default().into(),
+        ApiKey::LeaveGroup => m::LeaveGroupResponse::default().into(),
+        ApiKey::SyncGroup => m::SyncGroupResponse::default().into(),
+        ApiKey::DescribeGroups => m::DescribeGroupsResponse::default().into(),
+        ApiKey::ListGroups => m::ListGroupsResponse::default().into(),
+        ApiKey::AlterPartitionReassignments => {
+            m::AlterPartitionReassignmentsResponse::default().into()
+        }
+        ApiKey::ListPartitionReassignments => {
+            m::ListPartitionReassignmentsResponse::default().into()
+        }
+        ApiKey::ShareGroupHeartbeat => m::ShareGroupHeartbeatResponse::default().into(),
+        ApiKey::ShareGroupDescribe => m::ShareGroupDescribeResponse::default().into(),
+        ApiKey::ShareFetch => m::ShareFetchResponse::default().into(),
+        ApiKey::ShareAcknowledge => m::ShareAcknowledgeResponse::default().into(),
+        ApiKey::ReadShareGroupState => m::ReadShareGroupStateResponse::default().into(),
+        ApiKey::WriteShareGroupState => m::WriteShareGroupStateResponse::default().into(),
+        other => panic!("no seed response for {other:?}"),
+    }
+}
+
+/// The frame (without its size prefix) of `response` at `version`, or `None` when
+/// `kafka-protocol` refuses to encode it at that version.
+fn response_frame(api_key: ApiKey, version: i16, response: &ResponseKind) -> Option<Vec<u8>> {
+    let mut bytes = BytesMut::new();
+    ResponseHeader::default()
+        .with_correlation_id(2_000 + i32::from(version))
+        .encode(&mut bytes, api_key.response_header_version(version))
+        .ok()?;
+    response.encode(&mut bytes, version).ok()?;
+    Some(bytes.to_vec())
+}
+
+fn client_response_seeds() -> Seeds {
+    let mut seeds = Seeds::new();
+    for &(api_key, min, max) in SUPPORTED {
+        for version in min..=max {
+            match response_frame(api_key, version, &default_response(api_key)) {
+                Some(frame) => seeds.push((
+                    format!("{api_key:?}-v{version}"),
+                    client_response::write(api_key, version, &frame).expect("a served pair"),
+                )),
+                None => eprintln!("client_response: {api_key:?} v{version} does not encode"),
+            }
+        }
+    }
+
+    // Answers with content: a fetch carrying a batch, metadata naming a broker and a topic,
+    // and the ApiVersions answers the negotiation reads (v3, and v0 refusing our version).
+    let topic = || TopicName(StrBytes::from_static_str("orders"));
+    let fetch = kafka_protocol::messages::FetchResponse::default().with_responses(vec![
+        kafka_protocol::messages::fetch_response::FetchableTopicResponse::default()
+            .with_topic(topic())
+            .with_partitions(vec![
+                kafka_protocol::messages::fetch_response::PartitionData::default()
+                    .with_partition_index(0)
+                    .with_high_watermark(2)
+                    .with_records(Some(Bytes::from(sample_batch(Compression::None, 0, 2)))),
+            ]),
+    ]);
+    let metadata = kafka_protocol::messages::MetadataResponse::default()
+        .with_brokers(vec![
+            kafka_protocol::messages::metadata_response::MetadataResponseBroker::default()
+                .with_node_id(1.into())
+                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                .with_port(9092),
+        ])
+        .with_topics(vec![
+            kafka_protocol::messages::metadata_response::MetadataResponseTopic::default()
+                .with_name(Some(topic()))
+                .with_partitions(vec![
+                    kafka_protocol::messages::metadata_response::MetadataResponsePartition::default()
+                        .with_leader_id(1.into())
+                        .with_replica_nodes(vec![1.into()])
+                        .with_isr_nodes(vec![1.into()]),
+                ]),
+        ]);
+    let api_versions = kafka_protocol::messages::ApiVersionsResponse::default().with_api_keys(
+        SUPPORTED
+            .iter()
+            .map(|&(api_key, min, max)| {
+                kafka_protocol::messages::api_versions_response::ApiVersion::default()
+                    .with_api_key(api_key as i16)
+                    .with_min_version(min)
+                    .with_max_version(max)
+            })
+            .collect(),
+    );
+    for (name, api_key, version, response) in [
+        (
+            "fetch-batch",
+            ApiKey::Fetch,
+            12,
+            ResponseKind::from(fetch.clone()),
+        ),
+        (
+            "fetch-batch-v4",
+            ApiKey::Fetch,
+            4,
+            ResponseKind::from(fetch),
+        ),
+        (
+            "metadata-topic",
+            ApiKey::Metadata,
+            12,
+            ResponseKind::from(metadata),
+        ),
+    ] {
+        let frame = response_frame(api_key, version, &response).expect("a seed response encodes");
+        seeds.push((
+            name.into(),
+            client_response::write(api_key, version, &frame).expect("served"),
+        ));
+    }
+    let current = response_frame(
+        ApiKey::ApiVersions,
+        3,
+        &ResponseKind::from(api_versions.clone()),
+    )
+    .expect("ApiVersions v3 encodes");
+    seeds.push((
+        "negotiation-v3".into(),
+        client_response::write_negotiation(&current),
+    ));
+    let refusing = response_frame(
+        ApiKey::ApiVersions,
+        0,
+        &ResponseKind::from(api_versions.with_error_code(35)),
+    )
+    .expect("ApiVersions v0 encodes");
+    seeds.push((
+        "negotiation-v0-unsupported".into(),
+        client_response::write_negotiation(&refusing),
     ));
     seeds
 }

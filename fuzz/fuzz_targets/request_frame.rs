@@ -116,6 +116,7 @@ fn request_api_key(request: &RequestKind) -> Option<ApiKey> {
         RequestKind::DeleteTopics(_) => ApiKey::DeleteTopics,
         RequestKind::InitProducerId(_) => ApiKey::InitProducerId,
         RequestKind::DescribeConfigs(_) => ApiKey::DescribeConfigs,
+        RequestKind::IncrementalAlterConfigs(_) => ApiKey::IncrementalAlterConfigs,
         RequestKind::OffsetForLeaderEpoch(_) => ApiKey::OffsetForLeaderEpoch,
         RequestKind::OffsetCommit(_) => ApiKey::OffsetCommit,
         RequestKind::OffsetFetch(_) => ApiKey::OffsetFetch,
@@ -132,6 +133,8 @@ fn request_api_key(request: &RequestKind) -> Option<ApiKey> {
         RequestKind::ShareGroupDescribe(_) => ApiKey::ShareGroupDescribe,
         RequestKind::ShareFetch(_) => ApiKey::ShareFetch,
         RequestKind::ShareAcknowledge(_) => ApiKey::ShareAcknowledge,
+        RequestKind::ReadShareGroupState(_) => ApiKey::ReadShareGroupState,
+        RequestKind::WriteShareGroupState(_) => ApiKey::WriteShareGroupState,
         _ => return None,
     })
 }

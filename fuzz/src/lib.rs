@@ -178,6 +178,76 @@ pub mod request_frame {
     }
 }
 
+/// `client_response`: a selector byte, a version byte, then a response frame after its size
+/// prefix (correlation id, header tags where the version has them, body).
+///
+/// The selector picks an entry of `shardlog::broker::api::SUPPORTED` (modulo its length):
+/// those are the APIs the tests, the harness and the follower call. The low seven bits of the
+/// version byte pick a version in that entry's range. The client expects the frame's own
+/// correlation id, or the next one when [`OTHER_CORRELATION`] is set, so both the answer and
+/// the stray-answer paths are reached. A selector of [`NEGOTIATION`] hands the frame to the
+/// ApiVersions reader instead (v3, then v0).
+pub mod client_response {
+    use bytes::Bytes;
+    use kafka_protocol::messages::ApiKey;
+    use shardlog::broker::api::SUPPORTED;
+
+    pub const NEGOTIATION: u8 = 0xff;
+    /// Version-byte bit: expect the correlation id after the frame's own.
+    pub const OTHER_CORRELATION: u8 = 0x80;
+
+    pub struct Input {
+        /// The API and version to decode as; `None` for the ApiVersions negotiation.
+        pub api: Option<(ApiKey, i16)>,
+        pub expected_correlation_id: i32,
+        pub frame: Bytes,
+    }
+
+    /// Reads an input; `None` when it has no selector or version byte.
+    pub fn read(data: &[u8]) -> Option<Input> {
+        let (&selector, rest) = data.split_first()?;
+        let (&version_byte, frame) = rest.split_first()?;
+        let own = frame
+            .get(..4)
+            .map(|bytes| i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+            .unwrap_or(0);
+        let expected_correlation_id = if version_byte & OTHER_CORRELATION != 0 {
+            own.wrapping_add(1)
+        } else {
+            own
+        };
+        let api = (selector != NEGOTIATION).then(|| {
+            let (api_key, min, max) = SUPPORTED[usize::from(selector) % SUPPORTED.len()];
+            let step = i16::from(version_byte & !OTHER_CORRELATION);
+            (api_key, min + step % (max - min + 1))
+        });
+        Some(Input {
+            api,
+            expected_correlation_id,
+            frame: Bytes::copy_from_slice(frame),
+        })
+    }
+
+    /// The input that decodes `frame` as `api_key`'s response at `version`; `None` when that
+    /// pair is not served.
+    pub fn write(api_key: ApiKey, version: i16, frame: &[u8]) -> Option<Vec<u8>> {
+        let index = SUPPORTED
+            .iter()
+            .position(|&(key, min, max)| key == api_key && (min..=max).contains(&version))?;
+        let (_, min, _) = SUPPORTED[index];
+        let mut input = vec![u8::try_from(index).ok()?, u8::try_from(version - min).ok()?];
+        input.extend_from_slice(frame);
+        Some(input)
+    }
+
+    /// The input that hands `frame` to the ApiVersions reader.
+    pub fn write_negotiation(frame: &[u8]) -> Vec<u8> {
+        let mut input = vec![NEGOTIATION, 0];
+        input.extend_from_slice(frame);
+        input
+    }
+}
+
 /// `quorum_record`: an options byte, then a quorum log file or a quorum frame body.
 pub mod quorum {
     use shardlog::cluster::quorum::record::{MAGIC, RECORD_HEADER_BYTES, RECORD_PAYLOAD_BYTES_MAX};

@@ -20,13 +20,12 @@ use shardlog::batch::{BatchBuilder, Compression};
 
 use crate::engine_workload::cpu_time;
 use crate::faults::{FaultInjector, FaultPlan, FaultReport, FaultSchedule};
-use crate::kafka::connection::Connection;
 use crate::kafka::failover::KnownBrokers;
 use crate::kafka::fetch::{self, ConsumerConfig, ConsumerControl, ConsumerOutcome};
 use crate::kafka::metadata::{self, TopicLayout};
 use crate::kafka::produce::{self, ProducerConfig, ProducerControl, ProducerOutcome};
 use crate::kafka::stamp;
-use crate::kafka::ClientError;
+use crate::kafka::{self, WorkloadError};
 use crate::verify::{self, Verification};
 use crate::workload_file::KeyDistributor;
 
@@ -157,7 +156,7 @@ pub struct BrokerOutcome {
 /// of `record_bytes` value bytes each, no key, no compression. The first record also carries
 /// the send-time header, which the producer stamps before each send with the batch
 /// timestamps (see `kafka::stamp`).
-pub fn template_batch(workload: &BrokerWorkload) -> Result<Bytes, ClientError> {
+pub fn template_batch(workload: &BrokerWorkload) -> Result<Bytes, WorkloadError> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let value = vec![0x5a; workload.record_bytes as usize];
     let mut builder = BatchBuilder::new(now_ms, Compression::None);
@@ -177,7 +176,7 @@ pub fn template_batch(workload: &BrokerWorkload) -> Result<Bytes, ClientError> {
     builder
         .build(0)
         .map(Bytes::from)
-        .map_err(|error| ClientError::Unsupported {
+        .map_err(|error| WorkloadError::Unsupported {
             what: format!("cannot build the record batch: {error}"),
         })
 }
@@ -399,7 +398,7 @@ fn backlog_bytes(producer_control: &ProducerControl, consumer_control: &Consumer
 }
 
 /// Runs the workload and returns what it measured.
-pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, ClientError> {
+pub fn run(workload: &BrokerWorkload) -> Result<BrokerOutcome, WorkloadError> {
     run_with_faults(workload, None)
 }
 
@@ -414,9 +413,9 @@ struct Controls {
 pub fn run_with_faults(
     workload: &BrokerWorkload,
     injector: Option<&mut dyn FaultInjector>,
-) -> Result<BrokerOutcome, ClientError> {
+) -> Result<BrokerOutcome, WorkloadError> {
     let client_id = format!("shardlog-harness-{}", std::process::id());
-    let mut bootstrap = Connection::open(&workload.bootstrap, &client_id)?;
+    let mut bootstrap = kafka::open(&workload.bootstrap, &client_id)?;
     let layout = metadata::ensure_topic(
         &mut bootstrap,
         &workload.topic,
@@ -431,7 +430,7 @@ pub fn run_with_faults(
     let mut faults = match (workload.faults, injector) {
         (Some(plan), Some(injector)) => Some(FaultSchedule::new(plan, injector)),
         (Some(_), None) => {
-            return Err(ClientError::Unsupported {
+            return Err(WorkloadError::Unsupported {
                 what: "faults need a cluster the harness started (--brokers)".to_string(),
             })
         }
@@ -443,8 +442,8 @@ pub fn run_with_faults(
         consumer_failovers: AtomicU64::new(0),
     };
     let progress = indicatif::ProgressBar::new_spinner();
-    let outcome = std::thread::scope(|scope| -> Result<BrokerOutcome, ClientError> {
-        let producer_threads: Vec<ScopedJoinHandle<Result<ProducerOutcome, ClientError>>> =
+    let outcome = std::thread::scope(|scope| -> Result<BrokerOutcome, WorkloadError> {
+        let producer_threads: Vec<ScopedJoinHandle<Result<ProducerOutcome, WorkloadError>>> =
             producer_configs
                 .iter()
                 .enumerate()
@@ -480,7 +479,7 @@ pub fn run_with_faults(
                         })
                         .expect("can spawn a consumer thread")
                 })
-                .collect::<Vec<ScopedJoinHandle<Result<ConsumerOutcome, ClientError>>>>()
+                .collect::<Vec<ScopedJoinHandle<Result<ConsumerOutcome, WorkloadError>>>>()
         };
         let tailing_since = (Instant::now(), CpuMark::now(&workload.broker_pids));
         let mut consumer_threads = Vec::new();
@@ -518,7 +517,7 @@ pub fn run_with_faults(
             .unwrap_or_default();
         if end_offsets.iter().any(|(_, end)| *end < 0) && workload.consumers > 0 {
             controls.consumer.aborting.store(true, Ordering::SeqCst);
-            return Err(ClientError::Unsupported {
+            return Err(WorkloadError::Unsupported {
                 what: "consumers need to know where the producers ended: use --acks 1 or all \
                        (with acks=0 nothing is acknowledged)"
                     .to_string(),
@@ -611,11 +610,11 @@ struct PublishMeasured {
 fn measure_publish(
     workload: &BrokerWorkload,
     controls: &Controls,
-    producer_threads: &[ScopedJoinHandle<Result<ProducerOutcome, ClientError>>],
+    producer_threads: &[ScopedJoinHandle<Result<ProducerOutcome, WorkloadError>>],
     windows: &mut Windows,
     mut faults: Option<&mut FaultSchedule>,
     (brokers, progress): (&KnownBrokers, &indicatif::ProgressBar),
-) -> Result<PublishMeasured, ClientError> {
+) -> Result<PublishMeasured, WorkloadError> {
     let (producer_control, consumer_control) = (&controls.producer, &controls.consumer);
     progress.set_message("producers: warming up");
     let any_done = || producer_threads.iter().any(|thread| thread.is_finished());
@@ -671,9 +670,9 @@ struct Published {
 
 /// Waits for every producer to answer its last requests, and merges what they measured.
 fn join_producers(
-    producer_threads: Vec<ScopedJoinHandle<Result<ProducerOutcome, ClientError>>>,
+    producer_threads: Vec<ScopedJoinHandle<Result<ProducerOutcome, WorkloadError>>>,
     measured: PublishMeasured,
-) -> Result<Published, ClientError> {
+) -> Result<Published, WorkloadError> {
     let mut total = ProducerOutcome::new(&[]);
     let mut end_offsets: Vec<(i32, i64)> = Vec::new();
     let mut failure = None;
@@ -720,11 +719,11 @@ struct Consumed {
 fn measure_consume(
     workload: &BrokerWorkload,
     controls: &Controls,
-    consumer_threads: Vec<ScopedJoinHandle<Result<ConsumerOutcome, ClientError>>>,
+    consumer_threads: Vec<ScopedJoinHandle<Result<ConsumerOutcome, WorkloadError>>>,
     windows: &mut Windows,
     (started, cpu_mark): (Instant, CpuMark),
     progress: &indicatif::ProgressBar,
-) -> Result<Consumed, ClientError> {
+) -> Result<Consumed, WorkloadError> {
     let consumer_control = &controls.consumer;
     progress.set_message("consumers: reading");
     let mut next_tick = Instant::now() + Duration::from_secs(1);
@@ -837,10 +836,10 @@ fn finish(
 fn current_end_offsets(
     layout: &TopicLayout,
     client_id: &str,
-) -> Result<Vec<(i32, i64)>, ClientError> {
+) -> Result<Vec<(i32, i64)>, WorkloadError> {
     let mut ends = Vec::new();
     for leader in &layout.partitions {
-        let mut connection = Connection::open(&leader.leader_address, client_id)?;
+        let mut connection = kafka::open(&leader.leader_address, client_id)?;
         let end = fetch::high_watermark(&mut connection, &layout.name, leader.partition)?;
         ends.push((leader.partition, end));
     }

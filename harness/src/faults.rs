@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::kafka::failover::KnownBrokers;
-use crate::kafka::{metadata, ClientError};
+use crate::kafka::{metadata, WorkloadError};
 
 /// When to inject what, from the start of the measured period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,13 +72,13 @@ impl<'a> FaultSchedule<'a> {
         elapsed: Duration,
         brokers: &KnownBrokers,
         topic: &str,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), WorkloadError> {
         if self.report.killed_at_s.is_none() && elapsed >= self.plan.kill_leader_at {
             let address = leader_of_partition_0(brokers, topic)?;
             let node = self
                 .injector
                 .kill(&address)
-                .map_err(|what| ClientError::Unsupported { what })?;
+                .map_err(|what| WorkloadError::Unsupported { what })?;
             eprintln!("harness: killed broker {node} ({address}), the leader of {topic}/0");
             self.report.killed_node = Some(node);
             self.report.killed_address = Some(address);
@@ -95,7 +95,7 @@ impl<'a> FaultSchedule<'a> {
             self.restarted = true;
             self.injector
                 .restart()
-                .map_err(|what| ClientError::Unsupported { what })?;
+                .map_err(|what| WorkloadError::Unsupported { what })?;
             eprintln!("harness: restarted the killed broker");
             self.report.restarted_at_s = Some(elapsed.as_secs_f64());
         }
@@ -104,10 +104,10 @@ impl<'a> FaultSchedule<'a> {
 }
 
 /// The address of the broker leading partition 0 now, from fresh metadata.
-fn leader_of_partition_0(brokers: &KnownBrokers, topic: &str) -> Result<String, ClientError> {
+fn leader_of_partition_0(brokers: &KnownBrokers, topic: &str) -> Result<String, WorkloadError> {
     let mut connection = brokers.any()?;
     let layout =
-        metadata::describe_topic(&mut connection, topic)?.ok_or_else(|| ClientError::Topic {
+        metadata::describe_topic(&mut connection, topic)?.ok_or_else(|| WorkloadError::Topic {
             topic: topic.to_string(),
             reason: "partition 0 has no leader to kill".to_string(),
         })?;
@@ -116,7 +116,7 @@ fn leader_of_partition_0(brokers: &KnownBrokers, topic: &str) -> Result<String, 
         .iter()
         .find(|leader| leader.partition == 0)
         .map(|leader| leader.leader_address.clone())
-        .ok_or_else(|| ClientError::Topic {
+        .ok_or_else(|| WorkloadError::Topic {
             topic: topic.to_string(),
             reason: "no partition 0 in metadata".to_string(),
         })

@@ -19,8 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::broker_workload::{self, BrokerWorkload, ConsumeMode};
-use crate::kafka::connection::Connection;
-use crate::kafka::{metadata, ClientError};
+use crate::kafka::{self, metadata, WorkloadError};
 
 /// Share of the target rate a sustained trial must achieve.
 pub const ACHIEVED_SHARE_MIN: f64 = 0.95;
@@ -141,7 +140,7 @@ pub fn find_max_rate(
     workload: &BrokerWorkload,
     trial_duration: Duration,
     trials_max: usize,
-) -> Result<SearchSummary, ClientError> {
+) -> Result<SearchSummary, WorkloadError> {
     let mut search = RateSearch::new(trials_max);
     let mut trials = Vec::new();
     while let Some(rate) = search.next_rate() {
@@ -165,7 +164,7 @@ pub fn find_max_rate(
         trials.push(trial);
     }
     let Some(max) = search.result() else {
-        return Err(ClientError::Unsupported {
+        return Err(WorkloadError::Unsupported {
             what: format!(
                 "--find-max-rate: no rate was sustained in {} trials",
                 trials.len()
@@ -185,7 +184,7 @@ fn run_trial(
     rate: u64,
     trial_duration: Duration,
     index: usize,
-) -> Result<Trial, ClientError> {
+) -> Result<Trial, WorkloadError> {
     let mut trial = workload.clone();
     trial.topic = format!("{}-rate-trial-{}", workload.topic, index + 1);
     trial.rate_records_per_s = rate;
@@ -194,11 +193,11 @@ fn run_trial(
     trial.faults = None;
     let outcome = broker_workload::run(&trial);
     // The trial's data would only fill the disk: delete it whatever happened.
-    let deleted = Connection::open(&workload.bootstrap, "shardlog-harness-rate-search")
+    let deleted = kafka::open(&workload.bootstrap, "shardlog-harness-rate-search")
         .and_then(|mut connection| metadata::delete_topic(&mut connection, &trial.topic));
     let outcome = outcome?;
     deleted?;
-    let publish = outcome.publish.ok_or_else(|| ClientError::Unsupported {
+    let publish = outcome.publish.ok_or_else(|| WorkloadError::Unsupported {
         what: "--find-max-rate needs producers".to_string(),
     })?;
     let achieved_records_per_s = publish.records as f64 / publish.elapsed.as_secs_f64().max(1e-9);

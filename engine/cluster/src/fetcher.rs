@@ -3,27 +3,24 @@
 //!
 //! One connection per followed partition, owned by the task on the partition's core, one
 //! request in flight at a time (a follower's fetch is a long poll; pipelining buys nothing).
-//! Every response frame is bounded before it is read: a broken or hostile peer gets the
-//! connection closed, never an allocation sized from its bytes. Large responses are read
-//! into reused buffers, as the broker's requests are (`shardlog_protocol::buffers`).
+//! The wire is the one Kafka client's glommio connection
+//! (`shardlog_protocol::client::AsyncConnection`): every response frame is bounded before it
+//! is read, so a broken or hostile peer gets the connection closed, never an allocation sized
+//! from its bytes, and large responses are read into reused buffers, as the broker's requests
+//! are (`shardlog_protocol::buffers`). This module says what to ask and reads the answers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderEpochRequest, OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchResponse, OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader,
-    TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
 
 use shardlog_protocol::buffers::BufferPool;
+use shardlog_protocol::client::{AsyncConnection, ClientError};
 
 /// Fetch v12: the newest that names topics by name and is flexible; carries the follower's
 /// current leader epoch, so a deposed leader refuses it.
@@ -34,19 +31,17 @@ const OFFSET_FOR_LEADER_EPOCH_VERSION: i16 = 3;
 /// Response bytes beyond the records themselves (headers, names, offsets).
 const RESPONSE_OVERHEAD_BYTES: usize = 64 << 10;
 
+/// Longest an OffsetForLeaderEpoch request waits for its answer; a fetch waits its long
+/// poll plus this.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetcherError {
-    #[error("cannot reach leader {address}: {source}")]
-    Connect {
-        address: String,
-        source: std::io::Error,
-    },
-    #[error("connection to the leader failed: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("leader did not answer within {0:?}")]
-    Timeout(Duration),
-    #[error("leader's response is malformed: {0}")]
-    Malformed(String),
+    /// Reaching the leader, or its answer, failed (the client names the address and API).
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("broker {broker} is not registered")]
+    UnknownBroker { broker: i32 },
 }
 
 /// One partition's answer to a replica fetch.
@@ -69,13 +64,9 @@ pub struct EpochEnd {
 
 /// A connection to a leader.
 pub struct LeaderConnection {
-    stream: TcpStream,
+    connection: AsyncConnection,
     /// This broker's id, sent as the replica id.
     me: BrokerId,
-    correlation_id: i32,
-    client_id: StrBytes,
-    /// Response buffers, used again once the batches in them have been appended.
-    buffers: Arc<BufferPool>,
 }
 
 impl LeaderConnection {
@@ -87,29 +78,16 @@ impl LeaderConnection {
         timeout: Duration,
         idle_buffer_bytes: usize,
     ) -> Result<LeaderConnection, FetcherError> {
-        let connecting = async {
-            TcpStream::connect(address)
-                .await
-                .map_err(|error| FetcherError::Connect {
-                    address: address.to_string(),
-                    source: std::io::Error::other(error.to_string()),
-                })
-        };
-        let stream = connecting
-            .or(async {
-                glommio::timer::sleep(timeout).await;
-                Err(FetcherError::Timeout(timeout))
-            })
-            .await?;
-        stream
-            .set_nodelay(true)
-            .map_err(|error| std::io::Error::other(error.to_string()))?;
+        let connection = AsyncConnection::connect(
+            address,
+            &format!("shardlog-replica-{me}"),
+            timeout,
+            BufferPool::new(idle_buffer_bytes),
+        )
+        .await?;
         Ok(LeaderConnection {
-            stream,
+            connection,
             me: BrokerId(me),
-            correlation_id: 0,
-            client_id: StrBytes::from_string(format!("shardlog-replica-{me}")),
-            buffers: BufferPool::new(idle_buffer_bytes),
         })
     }
 
@@ -137,15 +115,10 @@ impl LeaderConnection {
                     .with_fetch_offset(offset)
                     .with_partition_max_bytes(max_bytes)])]);
         let frame_max = max_bytes.max(0) as usize + RESPONSE_OVERHEAD_BYTES;
-        let answer_within = max_wait + Duration::from_secs(10);
-        let response: FetchResponse = self
-            .call(
-                ApiKey::Fetch,
-                FETCH_VERSION,
-                &request,
-                frame_max,
-                answer_within,
-            )
+        let answer_within = max_wait + ANSWER_TIMEOUT;
+        let response = self
+            .connection
+            .call(&request, FETCH_VERSION, frame_max, answer_within)
             .await?;
         if response.error_code != 0 {
             return Ok(FetchedPartition {
@@ -160,7 +133,7 @@ impl LeaderConnection {
             .into_iter()
             .flat_map(|topic| topic.partitions)
             .find(|data| data.partition_index == partition)
-            .ok_or_else(|| FetcherError::Malformed("the partition is missing".into()))?;
+            .ok_or_else(|| self.partition_missing(ApiKey::Fetch, topic, partition))?;
         Ok(FetchedPartition {
             error_code: data.error_code,
             high_watermark: data.high_watermark,
@@ -186,13 +159,13 @@ impl LeaderConnection {
                     .with_partition(partition)
                     .with_current_leader_epoch(current_epoch)
                     .with_leader_epoch(epoch)])]);
-        let response: OffsetForLeaderEpochResponse = self
+        let response = self
+            .connection
             .call(
-                ApiKey::OffsetForLeaderEpoch,
-                OFFSET_FOR_LEADER_EPOCH_VERSION,
                 &request,
+                OFFSET_FOR_LEADER_EPOCH_VERSION,
                 RESPONSE_OVERHEAD_BYTES,
-                Duration::from_secs(10),
+                ANSWER_TIMEOUT,
             )
             .await?;
         let found = response
@@ -200,7 +173,9 @@ impl LeaderConnection {
             .into_iter()
             .flat_map(|topic| topic.partitions)
             .find(|result| result.partition == partition)
-            .ok_or_else(|| FetcherError::Malformed("the partition is missing".into()))?;
+            .ok_or_else(|| {
+                self.partition_missing(ApiKey::OffsetForLeaderEpoch, topic, partition)
+            })?;
         Ok(EpochEnd {
             error_code: found.error_code,
             leader_epoch: found.leader_epoch,
@@ -208,71 +183,12 @@ impl LeaderConnection {
         })
     }
 
-    /// Sends one request and reads its response, refusing a frame above `frame_max` bytes.
-    async fn call<Q: Encodable, R: Decodable>(
-        &mut self,
-        api_key: ApiKey,
-        version: i16,
-        request: &Q,
-        frame_max: usize,
-        timeout: Duration,
-    ) -> Result<R, FetcherError> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let correlation_id = self.correlation_id;
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
-        let mut frame = BytesMut::with_capacity(256);
-        frame.put_i32(0);
-        header
-            .encode(&mut frame, api_key.request_header_version(version))
-            .map_err(|error| FetcherError::Malformed(format!("encoding a request: {error}")))?;
-        request
-            .encode(&mut frame, version)
-            .map_err(|error| FetcherError::Malformed(format!("encoding a request: {error}")))?;
-        let length = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&length.to_be_bytes());
-
-        let exchange = async {
-            self.stream.write_all(&frame).await?;
-            let mut prefix = [0u8; 4];
-            self.stream.read_exact(&mut prefix).await?;
-            let length = i32::from_be_bytes(prefix);
-            if length < 4 || length as usize > frame_max {
-                return Err(FetcherError::Malformed(format!(
-                    "response frame of {length} bytes (at most {frame_max} expected)"
-                )));
-            }
-            Ok(self
-                .buffers
-                .read_exact(&mut self.stream, length as usize)
-                .await?)
-        };
-        let mut body = exchange
-            .or(async {
-                glommio::timer::sleep(timeout).await;
-                Err(FetcherError::Timeout(timeout))
-            })
-            .await?;
-        let header = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
-            .map_err(|error| FetcherError::Malformed(format!("response header: {error}")))?;
-        if header.correlation_id != correlation_id {
-            return Err(FetcherError::Malformed(format!(
-                "correlation id {} answers request {correlation_id}",
-                header.correlation_id
-            )));
-        }
-        let response = R::decode(&mut body, version)
-            .map_err(|error| FetcherError::Malformed(format!("{api_key:?} response: {error}")))?;
-        if body.has_remaining() {
-            return Err(FetcherError::Malformed(format!(
-                "{} bytes after the {api_key:?} response",
-                body.remaining()
-            )));
-        }
-        Ok(response)
+    fn partition_missing(&self, api: ApiKey, topic: &str, partition: i32) -> FetcherError {
+        FetcherError::Client(ClientError::MissingInResponse {
+            address: self.connection.address().to_string(),
+            api,
+            what: format!("partition {topic}/{partition}"),
+        })
     }
 }
 

@@ -372,9 +372,7 @@ impl Shard {
         me: BrokerId,
     ) -> Result<LeaderConnection, FetcherError> {
         let Some(address) = self.shared.metadata.broker_address(broker) else {
-            return Err(FetcherError::Malformed(format!(
-                "broker {broker} is not registered"
-            )));
+            return Err(FetcherError::UnknownBroker { broker });
         };
         let idle_buffer_bytes = self.shared.config.replica_fetch_max_bytes as usize;
         LeaderConnection::connect(&address, me, CONNECT_TIMEOUT, idle_buffer_bytes).await

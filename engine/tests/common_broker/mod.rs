@@ -1,18 +1,18 @@
 //! Helpers shared by the tests that run the real `broker` binary (`clients`, `bad_input`,
 //! `restart`): a broker process in a temporary directory, and a small blocking Kafka client
-//! over `std::net::TcpStream` that encodes requests and decodes responses with
-//! `kafka-protocol`.
+//! with the calls the tests make, over the one Kafka client's blocking connection
+//! (`shardlog_protocol::client`).
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
@@ -23,9 +23,10 @@ use kafka_protocol::messages::produce_request::{
     PartitionProduceData, ProduceRequest, TopicProduceData,
 };
 use kafka_protocol::messages::produce_response::PartitionProduceResponse;
-use kafka_protocol::messages::{ApiVersionsRequest, RequestHeader, ResponseHeader, TopicName};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::messages::{ApiVersionsRequest, TopicName};
+use kafka_protocol::protocol::{Request, StrBytes};
 use shardlog::batch::{self, BatchBuilder, Compression, Record};
+use shardlog_protocol::client::{codec, ClientError, Connection};
 
 /// Longest a broker may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +36,8 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a log line may take to reach the log file after the event it reports.
 pub const LOG_TIMEOUT: Duration = Duration::from_secs(5);
+/// The client id the tests' requests carry.
+const CLIENT_ID: &str = "shardlog-test";
 /// What the broker prints on stdout once every core listens.
 const READY_PREFIX: &str = "shardlog broker ready on ";
 
@@ -359,29 +362,22 @@ fn strip_ansi(text: &str) -> String {
 
 /// Frames a request: 4-byte size, header (v1 or v2 as the API and version want), body.
 pub fn encode_request<R: Request>(correlation_id: i32, version: i16, request: &R) -> Vec<u8> {
-    let header = RequestHeader::default()
-        .with_request_api_key(R::KEY)
-        .with_request_api_version(version)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("shardlog-test")));
-    let mut bytes = BytesMut::new();
-    bytes.extend_from_slice(&[0; 4]);
-    header
-        .encode(&mut bytes, R::header_version(version))
-        .expect("encode request header");
-    request
-        .encode(&mut bytes, version)
-        .expect("encode request body");
-    let size = u32::try_from(bytes.len() - 4).expect("request fits a frame");
-    bytes[..4].copy_from_slice(&size.to_be_bytes());
-    bytes.to_vec()
+    codec::encode_frame(
+        request,
+        version,
+        correlation_id,
+        &StrBytes::from_static_str(CLIENT_ID),
+    )
+    .expect("encode request")
+    .to_vec()
 }
 
 /// A blocking Kafka client on one connection: one request at a time, typed with
 /// `kafka-protocol`, plus raw frames for tests that misbehave on purpose.
 pub struct KafkaClient {
-    pub stream: TcpStream,
-    next_correlation_id: i32,
+    connection: Connection,
+    /// The same socket, for tests that watch the broker close it or half-close it themselves.
+    raw: TcpStream,
 }
 
 impl KafkaClient {
@@ -395,15 +391,20 @@ impl KafkaClient {
             .set_write_timeout(Some(CLIENT_TIMEOUT))
             .expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
-        KafkaClient {
-            stream,
-            next_correlation_id: 1,
-        }
+        let raw = stream.try_clone().expect("clone the socket");
+        let connection = Connection::from_stream(stream, &address.to_string(), CLIENT_ID)
+            .unwrap_or_else(|error| panic!("{error}"));
+        KafkaClient { connection, raw }
+    }
+
+    /// The connection itself, for tests that pipeline requests ([`Connection::split`]).
+    pub fn into_connection(self) -> Connection {
+        self.connection
     }
 
     /// This end's address, as the broker logs it (`peer=...`).
     pub fn local_address(&self) -> String {
-        self.stream.local_addr().expect("local address").to_string()
+        self.raw.local_addr().expect("local address").to_string()
     }
 
     /// Sends one request and returns its decoded response.
@@ -412,51 +413,36 @@ impl KafkaClient {
             .unwrap_or_else(|error| panic!("API {} v{version}: {error}", R::KEY))
     }
 
-    /// Sends one request; an I/O error (a closed connection) is returned, not a panic.
+    /// Sends one request; an error (a closed connection, an answer out of order) is
+    /// returned, not a panic.
     pub fn try_send<R: Request>(
         &mut self,
         version: i16,
         request: &R,
-    ) -> std::io::Result<R::Response> {
-        let correlation_id = self.next_correlation_id;
-        self.next_correlation_id += 1;
-        self.write_raw(&encode_request(correlation_id, version, request))?;
-        let mut frame = Bytes::from(self.read_frame()?);
-        let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version))
-            .expect("decode response header");
-        assert_eq!(
-            header.correlation_id, correlation_id,
-            "responses must come back in request order"
-        );
-        Ok(R::Response::decode(&mut frame, version).expect("decode response body"))
+    ) -> Result<R::Response, ClientError> {
+        self.connection.call(request, version)
     }
 
-    pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes)?;
-        self.stream.flush()
+    /// Sends bytes as they are (a frame the test built, whole or not).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.connection.writer().write_frame(bytes, &[])
     }
 
     /// Reads one size-prefixed response frame (without its size).
-    pub fn read_frame(&mut self) -> std::io::Result<Vec<u8>> {
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size)?;
-        let size = u32::from_be_bytes(size) as usize;
-        assert!(size < 256 << 20, "response frame of {size} bytes");
-        let mut frame = vec![0; size];
-        self.stream.read_exact(&mut frame)?;
-        Ok(frame)
+    pub fn read_frame(&mut self) -> Result<Vec<u8>, ClientError> {
+        Ok(self.connection.reader().read_frame()?.to_vec())
     }
 
     /// Half-closes the sending side (the broker then sees end of stream).
     pub fn shutdown_write(&mut self) {
-        let _ = self.stream.shutdown(Shutdown::Write);
+        let _ = self.raw.shutdown(Shutdown::Write);
     }
 
     /// Whether the broker closed the connection: end of stream or a reset, with no response
     /// bytes first. Panics if the broker answers instead, or neither happens in time.
     pub fn assert_closed_by_broker(&mut self) {
         let mut buffer = [0u8; 64];
-        match self.stream.read(&mut buffer) {
+        match self.raw.read(&mut buffer) {
             Ok(0) => {}
             Ok(read) => panic!(
                 "expected the broker to close the connection; it sent {read} bytes: {:?}",

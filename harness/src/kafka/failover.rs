@@ -10,9 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::connection::Connection;
+use shardlog_protocol::client::Connection;
+
 use super::metadata::{self, TopicLayout};
-use super::ClientError;
+use super::{open, ClientError, WorkloadError};
 
 /// Longest an actor waits for its partitions to have reachable leaders again.
 pub const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
@@ -25,7 +26,15 @@ pub type LeaderConnections = Vec<(Connection, Vec<i32>)>;
 
 /// Whether an error may go away once the actor has fresh metadata: a lost or refused
 /// connection, a timeout, or a Kafka error the protocol marks retriable.
-pub fn is_retriable(error: &ClientError) -> bool {
+pub fn is_retriable(error: &WorkloadError) -> bool {
+    match error {
+        WorkloadError::Client(error) => client_error_is_retriable(error),
+        _ => false,
+    }
+}
+
+/// [`is_retriable`] for what the client reports.
+pub fn client_error_is_retriable(error: &ClientError) -> bool {
     match error {
         ClientError::Connect { .. }
         | ClientError::Io { .. }
@@ -78,7 +87,7 @@ impl KnownBrokers {
     pub fn any(&self) -> Result<Connection, ClientError> {
         let mut last_error = None;
         for address in &self.addresses {
-            match Connection::open(address, &self.client_id) {
+            match open(address, &self.client_id) {
                 Ok(connection) => return Ok(connection),
                 Err(error) => last_error = Some(error),
             }
@@ -91,7 +100,7 @@ impl KnownBrokers {
     fn layout(&mut self, topic: &str) -> Result<Option<TopicLayout>, ClientError> {
         let mut last_error = None;
         for address in self.addresses.clone() {
-            let described = Connection::open(&address, &self.client_id)
+            let described = open(&address, &self.client_id)
                 .and_then(|mut connection| metadata::describe_topic(&mut connection, topic));
             match described {
                 Ok(Some(layout)) => {
@@ -99,7 +108,7 @@ impl KnownBrokers {
                     return Ok(Some(layout));
                 }
                 Ok(None) => {}
-                Err(error) if is_retriable(&error) => last_error = Some(error),
+                Err(error) if client_error_is_retriable(&error) => last_error = Some(error),
                 Err(error) => return Err(error),
             }
         }
@@ -116,7 +125,7 @@ impl KnownBrokers {
         topic: &str,
         partitions: &[i32],
         give_up: impl Fn() -> bool,
-    ) -> Result<Option<LeaderConnections>, ClientError> {
+    ) -> Result<Option<LeaderConnections>, WorkloadError> {
         let started = Instant::now();
         loop {
             if give_up() {
@@ -133,7 +142,7 @@ impl KnownBrokers {
                 Err(error) => return Err(error),
             }
             if started.elapsed() > FAILOVER_TIMEOUT {
-                return Err(ClientError::Stalled {
+                return Err(WorkloadError::Stalled {
                     what: format!("finding the leaders of {topic} {partitions:?}"),
                     waited_s: FAILOVER_TIMEOUT.as_secs(),
                 });
@@ -146,13 +155,13 @@ impl KnownBrokers {
         &mut self,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<Option<LeaderConnections>, ClientError> {
+    ) -> Result<Option<LeaderConnections>, WorkloadError> {
         let Some(layout) = self.layout(topic)? else {
             return Ok(None);
         };
         let mut connections = Vec::new();
         for (leader, led) in by_leader(&layout, partitions)? {
-            connections.push((Connection::open(&leader, &self.client_id)?, led));
+            connections.push((open(&leader, &self.client_id)?, led));
         }
         Ok(Some(connections))
     }
@@ -163,7 +172,7 @@ impl KnownBrokers {
 pub fn by_leader(
     layout: &TopicLayout,
     partitions: &[i32],
-) -> Result<Vec<(String, Vec<i32>)>, ClientError> {
+) -> Result<Vec<(String, Vec<i32>)>, WorkloadError> {
     let mut groups: Vec<(String, Vec<i32>)> = Vec::new();
     for partition in partitions {
         let leader = layout
@@ -171,7 +180,7 @@ pub fn by_leader(
             .iter()
             .find(|leader| leader.partition == *partition)
             .map(|leader| leader.leader_address.clone())
-            .ok_or_else(|| ClientError::Topic {
+            .ok_or_else(|| WorkloadError::Topic {
                 topic: layout.name.clone(),
                 reason: format!("partition {partition} has no leader in metadata"),
             })?;

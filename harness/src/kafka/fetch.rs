@@ -22,15 +22,15 @@ use kafka_protocol::messages::list_offsets_request::{
 };
 use kafka_protocol::messages::{ApiKey, FetchResponse, ListOffsetsResponse};
 use shardlog::batch::BatchHeader;
+use shardlog_protocol::client::Connection;
 
 use hdrhistogram::Histogram;
 
-use super::connection::Connection;
 use super::failover::{self, KnownBrokers};
 use super::metadata::topic_name;
 use super::produce::LATENCY_US_MAX;
 use super::stamp;
-use super::{response_error, ClientError};
+use super::{response_error, ClientError, WorkloadError};
 use crate::verify::Consumed;
 
 /// Fetch versions this client speaks: v4 has the isolation level and last stable offset;
@@ -142,7 +142,7 @@ struct FetcherEnd {
     positions: Vec<Position>,
     outcome: ConsumerOutcome,
     /// `None`: every partition reached its target, or the consumer was told to stop.
-    error: Option<ClientError>,
+    error: Option<WorkloadError>,
 }
 
 /// Runs one consumer on the calling thread until it reaches its targets: one fetcher thread
@@ -153,7 +153,7 @@ pub fn run(
     mut brokers: KnownBrokers,
     control: &ConsumerControl,
     failovers: &AtomicU64,
-) -> Result<ConsumerOutcome, ClientError> {
+) -> Result<ConsumerOutcome, WorkloadError> {
     let started = Instant::now();
     let mut waiting: Vec<Position> = config
         .partitions
@@ -258,7 +258,7 @@ fn fetch_loop(
     control: &ConsumerControl,
     started: Instant,
     outcome: &mut ConsumerOutcome,
-) -> Result<(), ClientError> {
+) -> Result<(), WorkloadError> {
     let version = connection.pick_version::<FetchRequest>(FETCH_VERSIONS.0, FETCH_VERSIONS.1)?;
     let mut last_progress = Instant::now();
     loop {
@@ -266,7 +266,7 @@ fn fetch_loop(
             return Ok(());
         }
         if last_progress.elapsed() > STALL_LIMIT {
-            return Err(ClientError::Stalled {
+            return Err(WorkloadError::Stalled {
                 what: format!(
                     "consumer of {} at offsets {:?}",
                     config.topic,
@@ -330,13 +330,14 @@ fn take_response(
     config: &ConsumerConfig,
     control: &ConsumerControl,
     outcome: &mut ConsumerOutcome,
-) -> Result<u64, ClientError> {
+) -> Result<u64, WorkloadError> {
     let answered_us = stamp::unix_us(Instant::now());
     if let Some(error) = response_error(response.error_code) {
         return Err(ClientError::BrokerRequest {
             api: ApiKey::Fetch,
             error,
-        });
+        }
+        .into());
     }
     let mut received = 0u64;
     for topic in &response.responses {
@@ -348,7 +349,8 @@ fn take_response(
                     partition: data.partition_index,
                     error,
                     message: None,
-                });
+                }
+                .into());
             }
             let Some(position) = positions
                 .iter_mut()
@@ -374,7 +376,7 @@ fn take_response(
                 }
             };
             let walked = walk_batches(records, position.next_offset, visit).map_err(
-                |(offset, reason)| ClientError::BadBatch {
+                |(offset, reason)| WorkloadError::BadBatch {
                     topic: config.topic.clone(),
                     partition,
                     offset,
@@ -471,7 +473,7 @@ pub fn high_watermark(
     connection: &mut Connection,
     topic: &str,
     partition: i32,
-) -> Result<i64, ClientError> {
+) -> Result<i64, WorkloadError> {
     let version = connection
         .pick_version::<ListOffsetsRequest>(LIST_OFFSETS_VERSIONS.0, LIST_OFFSETS_VERSIONS.1)?;
     let request = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
@@ -497,7 +499,8 @@ pub fn high_watermark(
             partition,
             error,
             message: None,
-        });
+        }
+        .into());
     }
     Ok(answer.offset)
 }

@@ -11,8 +11,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::connection::Connection;
-use super::{response_error, ClientError};
+use super::{response_error, ClientError, WorkloadError};
+use shardlog_protocol::client::Connection;
 
 /// Versions this client speaks. Metadata v0 differs in what a null topic list means;
 /// CreateTopics from v2 reports errors with messages.
@@ -194,7 +194,7 @@ pub fn ensure_topic(
     topic: &str,
     partitions: i32,
     replication: i16,
-) -> Result<TopicLayout, ClientError> {
+) -> Result<TopicLayout, WorkloadError> {
     let layout = match describe_topic(connection, topic)? {
         Some(layout) => layout,
         None => {
@@ -205,7 +205,7 @@ pub fn ensure_topic(
                     break layout;
                 }
                 if started.elapsed() > TOPIC_VISIBLE_WAIT {
-                    return Err(ClientError::Topic {
+                    return Err(WorkloadError::Topic {
                         topic: topic.to_string(),
                         reason: format!(
                             "created, but not in metadata after {} s",
@@ -218,7 +218,7 @@ pub fn ensure_topic(
         }
     };
     if layout.partitions.len() != partitions as usize {
-        return Err(ClientError::Topic {
+        return Err(WorkloadError::Topic {
             topic: topic.to_string(),
             reason: format!(
                 "exists with {} partitions, the workload asks for {partitions}; delete it or pick another --topic",

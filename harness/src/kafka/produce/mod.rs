@@ -30,7 +30,7 @@ use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use kafka_protocol::messages::{ApiKey, InitProducerIdResponse, ProducerId};
 
 use super::failover::{self, KnownBrokers};
-use super::{response_error, ClientError};
+use super::{response_error, ClientError, WorkloadError};
 use crate::verify::Acknowledged;
 use pipeline::{PartitionState, Pipeline, PipelineEnd};
 
@@ -158,7 +158,7 @@ pub fn run(
     config: &ProducerConfig,
     mut brokers: KnownBrokers,
     control: &ProducerControl,
-) -> Result<ProducerOutcome, ClientError> {
+) -> Result<ProducerOutcome, WorkloadError> {
     assert!(config.in_flight_max >= 1 && !config.partitions.is_empty());
     let identity = if config.idempotent {
         Some(init_producer_id(&brokers)?)
@@ -273,7 +273,7 @@ fn unacknowledged(states: &[PartitionState]) -> u64 {
 
 /// Asks any broker for a producer id (any broker may hand one to a non-transactional
 /// producer), retrying retriable errors for up to the failover timeout.
-fn init_producer_id(brokers: &KnownBrokers) -> Result<ProducerIdentity, ClientError> {
+fn init_producer_id(brokers: &KnownBrokers) -> Result<ProducerIdentity, WorkloadError> {
     let started = Instant::now();
     loop {
         let attempt = brokers.any().and_then(|mut connection| {
@@ -300,12 +300,12 @@ fn init_producer_id(brokers: &KnownBrokers) -> Result<ProducerIdentity, ClientEr
         });
         match attempt {
             Err(error)
-                if failover::is_retriable(&error)
+                if failover::client_error_is_retriable(&error)
                     && started.elapsed() < failover::FAILOVER_TIMEOUT =>
             {
                 std::thread::sleep(failover::RETRY_BACKOFF);
             }
-            other => return other,
+            other => return Ok(other?),
         }
     }
 }

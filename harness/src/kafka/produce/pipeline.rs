@@ -31,13 +31,12 @@ use kafka_protocol::messages::produce_request::{
 use kafka_protocol::messages::{ApiKey, ProduceResponse};
 
 use super::{ProducerConfig, ProducerControl, ProducerIdentity, LATENCY_US_MAX};
-use crate::kafka::connection::{
-    encode_frame, frame_prefix, Connection, FrameReader, FrameWriter, FRAME_PREFIX_BYTES,
-};
 use crate::kafka::metadata::topic_name;
 use crate::kafka::stamp::{self, ProducerStamp};
-use crate::kafka::{response_error, ClientError};
+use crate::kafka::{response_error, ClientError, WorkloadError};
 use crate::verify::Acknowledged;
+use shardlog_protocol::client::codec::{encode_frame, frame_prefix, FRAME_PREFIX_BYTES};
+use shardlog_protocol::client::{Connection, FrameReader, FrameWriter};
 
 /// Produce versions this client speaks: RecordBatch v2 needs v3; v13 names topics by id.
 const PRODUCE_VERSIONS: (i16, i16) = (3, 12);
@@ -94,7 +93,7 @@ pub struct PipelineEnd {
     pub partitions: Vec<PartitionState>,
     pub measured: Measured,
     /// `None`: stopped as asked.
-    pub error: Option<ClientError>,
+    pub error: Option<WorkloadError>,
 }
 
 /// A pipeline's settings, borrowed from its producer.
@@ -158,12 +157,12 @@ impl Pipeline<'_> {
         &self,
         connection: &Connection,
         partitions: &[PartitionState],
-    ) -> Result<Vec<StampedFrame>, ClientError> {
+    ) -> Result<Vec<StampedFrame>, WorkloadError> {
         let config = self.config;
         let version =
             connection.pick_version::<ProduceRequest>(PRODUCE_VERSIONS.0, PRODUCE_VERSIONS.1)?;
         let send_time_at =
-            stamp::send_time_position(&config.batch).ok_or_else(|| ClientError::Unsupported {
+            stamp::send_time_position(&config.batch).ok_or_else(|| WorkloadError::Unsupported {
                 what: "the template batch has no send-time header".to_string(),
             })?;
         partitions
@@ -191,7 +190,7 @@ impl Pipeline<'_> {
         mut frames: Vec<StampedFrame>,
         partitions: &mut [PartitionState],
         measured: &mut Measured,
-    ) -> Option<ClientError> {
+    ) -> Option<WorkloadError> {
         let version = frames[0].version;
         let (writer, reader, first_correlation_id) = connection.split();
         let receiver_failed = AtomicBool::new(false);
@@ -310,7 +309,7 @@ impl Sender<'_> {
         slots: &impl Slots,
         sent: Option<SyncSender<InFlight>>,
         mut on_written: impl FnMut(u64),
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), WorkloadError> {
         let resends: Vec<(usize, Pending)> = partitions
             .iter_mut()
             .enumerate()
@@ -358,7 +357,7 @@ impl Sender<'_> {
         partitions: &mut [PartitionState],
         halt: &Halt,
         slots: &impl Slots,
-    ) -> Result<Option<(usize, Pending)>, ClientError> {
+    ) -> Result<Option<(usize, Pending)>, WorkloadError> {
         let slot = if self.max_rate {
             let slot = self.round_robin % partitions.len();
             self.round_robin = slot + 1;
@@ -389,7 +388,7 @@ impl Sender<'_> {
         };
         let batch_number = state.next_batch;
         if (batch_number + 1) * self.records_per_batch > i32::MAX as u64 {
-            return Err(ClientError::Unsupported {
+            return Err(WorkloadError::Unsupported {
                 what: format!(
                     "partition {} ran out of sequence numbers (2^31 records per run)",
                     state.partition
@@ -412,7 +411,7 @@ impl Sender<'_> {
         slot: usize,
         pending: Pending,
         sent: &Option<SyncSender<InFlight>>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<(), WorkloadError> {
         let producer = self.identity.map(|identity| ProducerStamp {
             producer_id: identity.producer_id,
             producer_epoch: identity.producer_epoch,
@@ -430,7 +429,8 @@ impl Sender<'_> {
                 // The receiver is gone; it reports why.
                 return Err(ClientError::Closed {
                     address: String::from("(receiver stopped)"),
-                });
+                }
+                .into());
             }
         }
         let prefix = frame_prefix(frame.bytes(), self.correlation_id);
@@ -439,7 +439,7 @@ impl Sender<'_> {
             .write_frame(&prefix, &frame.bytes()[FRAME_PREFIX_BYTES..])
         {
             self.writer.shutdown();
-            return Err(error);
+            return Err(error.into());
         }
         self.correlation_id = self.correlation_id.wrapping_add(1);
         Ok(())
@@ -477,7 +477,7 @@ impl Receiving<'_, '_> {
         &mut self,
         sent: Receiver<InFlight>,
         slots: SyncSender<()>,
-    ) -> (Vec<InFlight>, Option<ClientError>) {
+    ) -> (Vec<InFlight>, Option<WorkloadError>) {
         while let Ok(in_flight) = sent.recv() {
             if let Err(error) = self.answer(&in_flight) {
                 self.failed.store(true, Ordering::SeqCst);
@@ -494,7 +494,7 @@ impl Receiving<'_, '_> {
     }
 
     /// Reads the response to `in_flight` and counts it.
-    fn answer(&mut self, in_flight: &InFlight) -> Result<(), ClientError> {
+    fn answer(&mut self, in_flight: &InFlight) -> Result<(), WorkloadError> {
         let config = self.pipeline.config;
         let control = self.pipeline.control;
         let response: ProduceResponse =
@@ -512,7 +512,8 @@ impl Receiving<'_, '_> {
                         partition: answer.index,
                         error,
                         message: answer.error_message.as_ref().map(|text| text.to_string()),
-                    });
+                    }
+                    .into());
                 }
                 if answer.index == partition {
                     acknowledged = true;
@@ -526,7 +527,8 @@ impl Receiving<'_, '_> {
                 address: self.reader.address().to_string(),
                 api: ApiKey::Produce,
                 what: format!("an answer for {}/{partition}", config.topic),
-            });
+            }
+            .into());
         }
         if let Some(identity) = self.pipeline.identity {
             let base_sequence = in_flight.pending.batch_number * config.records_per_batch;
@@ -579,12 +581,12 @@ impl StampedFrame {
         batch: &[u8],
         send_time_at: usize,
         version: i16,
-    ) -> Result<StampedFrame, ClientError> {
+    ) -> Result<StampedFrame, WorkloadError> {
         // The records are the last field of the only partition of the only topic.
         let batch_at = (0..=TRAILER_BYTES_MAX)
             .filter_map(|trailer| bytes.len().checked_sub(batch.len() + trailer))
             .find(|&at| &bytes[at..at + batch.len()] == batch)
-            .ok_or_else(|| ClientError::Unsupported {
+            .ok_or_else(|| WorkloadError::Unsupported {
                 what: "cannot find the record batch in the encoded produce request".to_string(),
             })?;
         Ok(StampedFrame {
