@@ -10,21 +10,19 @@
 //! seed S, `SHARDLOG_SIM_STEPS=K` sets the steps per seed (default 12000). See
 //! docs/cluster.md, "Replication simulation".
 
-#[path = "replication_sim/broker.rs"]
+#[path = "replication/broker.rs"]
 mod broker;
-#[path = "replication_sim/controller.rs"]
+#[path = "replication/controller.rs"]
 mod controller;
-#[path = "replication_sim/invariants.rs"]
+#[path = "replication/invariants.rs"]
 mod invariants;
-#[path = "replication_sim/log.rs"]
+#[path = "replication/log.rs"]
 mod log;
-#[path = "replication_sim/network.rs"]
+#[path = "replication/network.rs"]
 mod network;
-#[path = "replication_sim/producer.rs"]
+#[path = "replication/producer.rs"]
 mod producer;
-#[path = "replication_sim/rng.rs"]
-mod rng;
-#[path = "replication_sim/world.rs"]
+#[path = "replication/world.rs"]
 mod world;
 
 use world::World;

@@ -7,7 +7,7 @@ use shardlog::broker::shard::error_code;
 use shardlog::cluster::state::{BrokerId, NO_LEADER};
 
 use super::network::{Message, Node};
-use super::rng::Rng;
+use shardlog_sim::Rng;
 
 const REQUEST_TIMEOUT_MS: u64 = 1_500;
 const PAUSE_MS_MAX: u64 = 40;

@@ -15,7 +15,7 @@ use super::invariants::Checker;
 use super::log::Policy;
 use super::network::{Envelope, Message, Network, Node};
 use super::producer::Producer;
-use super::rng::Rng;
+use shardlog_sim::Rng;
 
 const BROKERS: [BrokerId; 3] = [1, 2, 3];
 const PRODUCERS: u8 = 2;
@@ -437,7 +437,7 @@ impl World {
         );
         let _ = writeln!(
             text,
-            "replay: SHARDLOG_SIM_SEED={} cargo test -p shardlog-engine --test replication_sim",
+            "replay: SHARDLOG_SIM_SEED={} cargo test -p shardlog-sim --test replication",
             self.seed
         );
         let partition = self.controller.partition();

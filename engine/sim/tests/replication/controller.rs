@@ -64,6 +64,7 @@ fn settings(id: BrokerId) -> NodeSettings {
     NodeSettings {
         node_id: id,
         election_ticks: 10,
+        election_ticks_max: 11,
         heartbeat_ticks: 2,
         broker_session_timeout: Duration::from_millis(SESSION_TIMEOUT_MS),
         snapshot_every_entries: 512,

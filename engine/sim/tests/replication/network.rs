@@ -9,7 +9,7 @@ use bytes::Bytes;
 use shardlog::cluster::state::{BrokerId, Command, PartitionState, Refusal};
 
 use super::log;
-use super::rng::Rng;
+use shardlog_sim::Rng;
 
 /// Everything that sends or receives messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
