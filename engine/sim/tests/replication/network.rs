@@ -4,7 +4,7 @@
 //! machine: a partition that cuts a broker off cuts its voter off too, and messages between
 //! a broker and its own voter always arrive, at once.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
@@ -178,8 +178,9 @@ pub struct Network {
     delay_ms_min: u64,
     delay_ms_max: u64,
     drop_per_mille: u64,
-    /// Links that are cut, as (smaller, larger) pairs of machines.
-    cut: BTreeSet<(Node, Node)>,
+    /// Links that are cut, as (smaller, larger) pairs of machines, with how many partitions
+    /// cut each (partitions overlap: a link heals when the last one ends).
+    cut: BTreeMap<(Node, Node), u32>,
 }
 
 impl Network {
@@ -188,7 +189,7 @@ impl Network {
             delay_ms_min,
             delay_ms_max,
             drop_per_mille,
-            cut: BTreeSet::new(),
+            cut: BTreeMap::new(),
         }
     }
 
@@ -198,19 +199,25 @@ impl Network {
     }
 
     pub fn cut(&mut self, one: Node, other: Node) {
-        self.cut.insert(Network::link(one, other));
+        *self.cut.entry(Network::link(one, other)).or_insert(0) += 1;
     }
 
     pub fn heal(&mut self, one: Node, other: Node) {
-        self.cut.remove(&Network::link(one, other));
+        let link = Network::link(one, other);
+        if let Some(count) = self.cut.get_mut(&link) {
+            *count -= 1;
+            if *count == 0 {
+                self.cut.remove(&link);
+            }
+        }
     }
 
     pub fn connected(&self, one: Node, other: Node) -> bool {
-        one.machine() == other.machine() || !self.cut.contains(&Network::link(one, other))
+        one.machine() == other.machine() || !self.cut.contains_key(&Network::link(one, other))
     }
 
     pub fn cut_links(&self) -> impl Iterator<Item = &(Node, Node)> {
-        self.cut.iter()
+        self.cut.keys()
     }
 
     /// When a message sent now arrives, or `None` if it is lost.

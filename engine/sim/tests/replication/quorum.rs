@@ -201,6 +201,22 @@ impl Quorum {
         partition_of(&self.view.1).expect("the topic exists from the start")
     }
 
+    /// Whether no change is in flight: every voter is up and has applied everything in its
+    /// log, and all logs end at the same index. A change proposed before a crash and applied
+    /// after it (a fence electing the broker that just crashed) cannot happen from here.
+    pub fn settled(&self) -> bool {
+        let mut ends = self.seats.iter().map(|seat| {
+            seat.voter.node().and_then(|node| {
+                let last = raft::Storage::last_index(node.store()).ok()?;
+                (node.applied() == last).then_some(last)
+            })
+        });
+        let Some(Some(first)) = ends.next() else {
+            return false;
+        };
+        ends.all(|end| end == Some(first))
+    }
+
     /// The highest raft term any voter reached (elections held, counting the first).
     pub fn highest_term(&self) -> u64 {
         self.highest_term
