@@ -388,6 +388,11 @@ impl SimBroker {
         }
     }
 
+    /// Whether this broker has an ISR proposal in flight (sent, not answered, not timed out).
+    pub fn proposing_isr(&self) -> bool {
+        self.isr_proposal.is_some()
+    }
+
     /// `propose_isr_changes`: one proposal in flight at a time; a pending one whose answer
     /// was lost goes again unchanged.
     fn propose_isr_changes(&mut self, now_ms: u64) {

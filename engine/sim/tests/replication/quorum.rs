@@ -201,10 +201,13 @@ impl Quorum {
         partition_of(&self.view.1).expect("the topic exists from the start")
     }
 
-    /// Whether no change is in flight: every voter is up and has applied everything in its
-    /// log, and all logs end at the same index. A change proposed before a crash and applied
+    /// Whether no change is in flight: no voter waits for a proposal of its broker, every
+    /// voter is up and has applied everything in its log, and all logs end at the same index. A change proposed before a crash and applied
     /// after it (a fence electing the broker that just crashed) cannot happen from here.
     pub fn settled(&self) -> bool {
+        if self.seats.iter().any(|seat| !seat.pending.is_empty()) {
+            return false;
+        }
         let mut ends = self.seats.iter().map(|seat| {
             seat.voter.node().and_then(|node| {
                 let last = raft::Storage::last_index(node.store()).ok()?;

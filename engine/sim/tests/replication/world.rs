@@ -349,9 +349,9 @@ impl World {
     // ---- faults ----
 
     /// Under `none` a crash loses the unsynced tail, so only a crash that the others can
-    /// repair is injected: no partition is in progress, the quorum has no change in flight
-    /// (one applied after the crash could still name the crashed broker the only ISR
-    /// member: seed 1511), and every other broker is up, registered, in the ISR and holds
+    /// repair is injected: no partition is in progress, no broker has an ISR proposal in
+    /// flight and the quorum has no change in flight (one applied after the crash could
+    /// still name the crashed broker the only ISR member: seeds 1511 and 7271), and every other broker is up, registered, in the ISR and holds
     /// every committed record. Under `always`
     /// any broker may crash at any time.
     fn may_crash(&self, victim: BrokerId) -> bool {
@@ -361,6 +361,7 @@ impl World {
         let isr = self.quorum.partition().isr;
         self.network.cut_links().next().is_none()
             && self.quorum.settled()
+            && self.brokers.iter().all(|broker| !broker.proposing_isr())
             && self.brokers.iter().all(|broker| {
                 broker.up
                     && (broker.id == victim
