@@ -68,6 +68,7 @@ impl Driver {
         let settings = NodeSettings {
             node_id: config.node_id,
             election_ticks: config.election_ticks,
+            election_ticks_max: 2 * config.election_ticks,
             heartbeat_ticks: config.heartbeat_ticks,
             broker_session_timeout: config.broker_session_timeout,
             snapshot_every_entries: config.snapshot_every_entries,

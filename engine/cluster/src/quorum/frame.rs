@@ -21,6 +21,7 @@
 //! it starts with `subscribe`, then sends heartbeats and proposals; the voter pushes the
 //! applied state whenever its version moves, the controller, and each proposal's outcome.
 
+use futures_lite::AsyncReadExt;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use uuid::Uuid;
@@ -216,6 +217,24 @@ fn broker_id_payload(payload: &[u8]) -> Result<BrokerId, FrameError> {
         .try_into()
         .map_err(|_| FrameError::Heartbeat(payload.len()))?;
     Ok(BrokerId::from_be_bytes(id))
+}
+
+/// Reads one frame: its length (checked before allocating), then the body.
+pub async fn read_frame(
+    stream: &mut (impl futures_lite::AsyncRead + Unpin),
+) -> Result<Frame, String> {
+    let mut length = [0u8; LENGTH_BYTES];
+    stream
+        .read_exact(&mut length)
+        .await
+        .map_err(|error| error.to_string())?;
+    let length = check_length(u32::from_be_bytes(length)).map_err(|e| e.to_string())?;
+    let mut body = vec![0; length];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(|error| error.to_string())?;
+    decode(&body).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ mod observer;
 pub mod proposal;
 pub mod record;
 pub mod storage;
+mod subscription;
 mod transport;
 
 use std::collections::VecDeque;

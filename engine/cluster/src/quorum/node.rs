@@ -40,8 +40,13 @@ use crate::state::{BrokerId, ClusterState, Command, Refusal};
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
     pub node_id: BrokerId,
-    /// Ticks without a leader before a follower campaigns (raft randomises up to twice this).
+    /// Ticks without a leader before a follower campaigns, at least.
     pub election_ticks: usize,
+    /// Raft draws each election timeout from `election_ticks..election_ticks_max` with a
+    /// generator of its own, so that voters rarely campaign at once. The broker uses twice
+    /// `election_ticks`; a simulation uses `election_ticks + 1` (a fixed timeout, different
+    /// per voter) so that a seed replays its elections exactly.
+    pub election_ticks_max: usize,
     /// Ticks between the leader's raft heartbeats.
     pub heartbeat_ticks: usize,
     /// A registered broker not heard from for this long is fenced by the leader.
@@ -111,6 +116,8 @@ impl QuorumNode {
         let raft_config = raft::Config {
             id: raft_id(settings.node_id),
             election_tick: settings.election_ticks,
+            min_election_tick: settings.election_ticks,
+            max_election_tick: settings.election_ticks_max,
             heartbeat_tick: settings.heartbeat_ticks,
             applied,
             max_size_per_msg: 1 << 20,

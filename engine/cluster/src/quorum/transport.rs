@@ -3,7 +3,7 @@
 //! - One listener on this voter's controller address; each accepted connection is read
 //!   frame by frame into the quorum's inbox. Raft messages not addressed to this node or not
 //!   from a voter are dropped. A connection that starts with `subscribe` is an observer's
-//!   session and is served by [`observer::serve`](super::observer::serve).
+//!   session and is served by [`subscription::serve`].
 //! - An observer has no listener; its senders only carry its heartbeats to every voter.
 //! - One sender per other voter: it dials the voter's address, writes whatever its queue
 //!   holds, and on any failure drops the connection, clears the queue (stale raft messages
@@ -23,10 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use event_listener::Event;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use futures_lite::{AsyncWriteExt, FutureExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::frame::{self, Frame};
+use super::frame::{read_frame, Frame};
+use super::subscription;
 use super::{raft_id, Quorum, QuorumError};
 use crate::state::BrokerId;
 
@@ -287,24 +288,6 @@ async fn accept_loop(
     }
 }
 
-/// Reads one frame: its length (checked before allocating), then the body.
-pub(super) async fn read_frame(
-    stream: &mut (impl futures_lite::AsyncRead + Unpin),
-) -> Result<Frame, String> {
-    let mut length = [0u8; frame::LENGTH_BYTES];
-    stream
-        .read_exact(&mut length)
-        .await
-        .map_err(|error| error.to_string())?;
-    let length = frame::check_length(u32::from_be_bytes(length)).map_err(|e| e.to_string())?;
-    let mut body = vec![0; length];
-    stream
-        .read_exact(&mut body)
-        .await
-        .map_err(|error| error.to_string())?;
-    frame::decode(&body).map_err(|error| error.to_string())
-}
-
 /// Reads frames into the quorum's inbox until the connection ends; returns why.
 async fn read_frames(mut stream: TcpStream, quorum: &Arc<Quorum>, voters: &HashSet<u64>) -> String {
     let own_raft_id = raft_id(quorum.config.node_id);
@@ -323,7 +306,7 @@ async fn read_frames(mut stream: TcpStream, quorum: &Arc<Quorum>, voters: &HashS
             }
             Ok(Frame::Heartbeat { broker_id }) => quorum.deliver_heartbeat(broker_id),
             Ok(Frame::Subscribe { broker_id }) => {
-                return super::observer::serve(stream, Arc::clone(quorum), broker_id).await;
+                return subscription::serve(stream, Arc::clone(quorum), broker_id).await;
             }
             Ok(_) => return "an observer-session frame on a voter connection".to_string(),
             Err(error) => return error,

@@ -1,28 +1,42 @@
-//! The simulated network: every message between the controller, the brokers and the
-//! producers goes through here, arrives after a seeded random delay or is dropped, and is
-//! lost when a partition cuts its link at sending or at delivery time.
+//! The simulated network: every message between the voters, the brokers and the producers
+//! goes through here, arrives after a seeded random delay or is dropped, and is lost when a
+//! partition cuts its link at sending or at delivery time. A voter lives on its broker's
+//! machine: a partition that cuts a broker off cuts its voter off too, and messages between
+//! a broker and its own voter always arrive, at once.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use bytes::Bytes;
+use shardlog::cluster::quorum::node::Message as RaftMessage;
 use shardlog::cluster::state::{BrokerId, Command, PartitionState, Refusal};
 
 use super::log;
-use super::rng::Rng;
+use shardlog_sim::Rng;
 
 /// Everything that sends or receives messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Node {
-    Controller,
     Broker(BrokerId),
+    /// The quorum voter running on broker N's machine.
+    Voter(BrokerId),
     Producer(u8),
+}
+
+impl Node {
+    /// The machine a node runs on: a voter runs on its broker's.
+    pub fn machine(self) -> Node {
+        match self {
+            Node::Voter(id) => Node::Broker(id),
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for Node {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Node::Controller => write!(formatter, "ctl"),
+            Node::Voter(id) => write!(formatter, "v{id}"),
             Node::Broker(id) => write!(formatter, "b{id}"),
             Node::Producer(id) => write!(formatter, "p{id}"),
         }
@@ -89,11 +103,14 @@ pub enum Message {
         /// `None`: applied.
         refusal: Option<Refusal>,
     },
-    /// The controller's state of the partition, newest `version` wins.
+    /// A voter's applied state of the partition; `version` is the raft index it was
+    /// applied at, and the newest wins.
     Metadata {
         version: u64,
         partition: PartitionState,
     },
+    /// Between voters.
+    Raft(Box<RaftMessage>),
 }
 
 /// Which fetch loop (role generation) and which request of it a replica message belongs to.
@@ -139,6 +156,17 @@ impl fmt::Display for Envelope {
                 "Metadata v{version} leader={} epoch={} isr={:?} pepoch={}",
                 partition.leader, partition.leader_epoch, partition.isr, partition.partition_epoch
             ),
+            Message::Raft(message) => write!(
+                formatter,
+                "{:?} term={} log_term={} index={} commit={} entries={} reject={}",
+                message.get_msg_type(),
+                message.term,
+                message.log_term,
+                message.index,
+                message.commit,
+                message.entries.len(),
+                message.reject
+            ),
             other => write!(formatter, "{other:?}"),
         }
     }
@@ -150,8 +178,9 @@ pub struct Network {
     delay_ms_min: u64,
     delay_ms_max: u64,
     drop_per_mille: u64,
-    /// Links that are cut, as (smaller, larger) node pairs.
-    cut: BTreeSet<(Node, Node)>,
+    /// Links that are cut, as (smaller, larger) pairs of machines, with how many partitions
+    /// cut each (partitions overlap: a link heals when the last one ends).
+    cut: BTreeMap<(Node, Node), u32>,
 }
 
 impl Network {
@@ -160,32 +189,42 @@ impl Network {
             delay_ms_min,
             delay_ms_max,
             drop_per_mille,
-            cut: BTreeSet::new(),
+            cut: BTreeMap::new(),
         }
     }
 
     fn link(one: Node, other: Node) -> (Node, Node) {
+        let (one, other) = (one.machine(), other.machine());
         (one.min(other), one.max(other))
     }
 
     pub fn cut(&mut self, one: Node, other: Node) {
-        self.cut.insert(Network::link(one, other));
+        *self.cut.entry(Network::link(one, other)).or_insert(0) += 1;
     }
 
     pub fn heal(&mut self, one: Node, other: Node) {
-        self.cut.remove(&Network::link(one, other));
+        let link = Network::link(one, other);
+        if let Some(count) = self.cut.get_mut(&link) {
+            *count -= 1;
+            if *count == 0 {
+                self.cut.remove(&link);
+            }
+        }
     }
 
     pub fn connected(&self, one: Node, other: Node) -> bool {
-        !self.cut.contains(&Network::link(one, other))
+        one.machine() == other.machine() || !self.cut.contains_key(&Network::link(one, other))
     }
 
     pub fn cut_links(&self) -> impl Iterator<Item = &(Node, Node)> {
-        self.cut.iter()
+        self.cut.keys()
     }
 
     /// When a message sent now arrives, or `None` if it is lost.
     pub fn transit_ms(&self, rng: &mut Rng, from: Node, to: Node) -> Option<u64> {
+        if from.machine() == to.machine() {
+            return Some(0);
+        }
         if !self.connected(from, to) || rng.chance(self.drop_per_mille) {
             return None;
         }

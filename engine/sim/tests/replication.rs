@@ -2,29 +2,30 @@
 //! cluster: the shipped replication rules (`cluster::leader`, `cluster::follower`,
 //! `cluster::admission`, `cluster::replica`, `cluster::epochs`, `cluster::state`) and the
 //! real `PartitionLog` on a `SimDisk`, wired as `broker/replication.rs` and
-//! `broker/partition/` wire them, over a simulated network (delays, drops, partitions) and
-//! disks (crashes that lose what was not synced; recovery decides what survived). Every step is checked against the invariants listed in
-//! `replication_sim/invariants.rs`; a failure prints its seed, which replays it exactly.
+//! `broker/partition/` wire them, with the metadata quorum as the brokers run it (a
+//! `QuorumNode` voter on each broker's machine, its raft log on that machine's disk), over a
+//! simulated network (delays, drops, partitions between machines) and disks (crashes that
+//! lose what was not synced; recovery decides what survived). Every step is checked against
+//! the invariants listed in `replication/invariants.rs`; a failure prints its seed, which
+//! replays it exactly.
 //!
 //! `SHARDLOG_SIM_SEEDS=N` runs seeds 0..N (default 200), `SHARDLOG_SIM_SEED=S` runs only
 //! seed S, `SHARDLOG_SIM_STEPS=K` sets the steps per seed (default 12000). See
 //! docs/cluster.md, "Replication simulation".
 
-#[path = "replication_sim/broker.rs"]
+#[path = "replication/broker.rs"]
 mod broker;
-#[path = "replication_sim/controller.rs"]
-mod controller;
-#[path = "replication_sim/invariants.rs"]
+#[path = "replication/invariants.rs"]
 mod invariants;
-#[path = "replication_sim/log.rs"]
+#[path = "replication/log.rs"]
 mod log;
-#[path = "replication_sim/network.rs"]
+#[path = "replication/network.rs"]
 mod network;
-#[path = "replication_sim/producer.rs"]
+#[path = "replication/producer.rs"]
 mod producer;
-#[path = "replication_sim/rng.rs"]
-mod rng;
-#[path = "replication_sim/world.rs"]
+#[path = "replication/quorum.rs"]
+mod quorum;
+#[path = "replication/world.rs"]
 mod world;
 
 use world::World;
@@ -56,16 +57,18 @@ fn replication_keeps_kafkas_guarantees_under_faults() {
         Some(seed) => seed..seed + 1,
         None => 0..env_number("SHARDLOG_SIM_SEEDS").unwrap_or(SEEDS_DEFAULT),
     };
-    let (mut acknowledged, mut crashes, mut partitions) = (0, 0, 0);
+    let (mut acknowledged, mut crashes, mut partitions, mut terms) = (0, 0, 0, 0);
     for seed in seeds.clone() {
         let summary = run_seed(seed, steps);
         acknowledged += summary.acknowledged;
         crashes += summary.crashes;
         partitions += summary.partitions;
+        terms += summary.quorum_terms;
     }
     eprintln!(
         "seeds {seeds:?}, {steps} steps each: {acknowledged} records acknowledged, \
-         {crashes} crashes, {partitions} partitions"
+         {crashes} crashes, {partitions} partitions, {} quorum elections",
+        terms - (seeds.end - seeds.start)
     );
     // The faults must not stop all progress, or the run proves little.
     assert!(acknowledged > 0, "no record was ever acknowledged");

@@ -37,6 +37,7 @@ use shardlog::storage::{SimDisk, Storage};
 
 use super::log::{partition_dir, Policy, SimLog};
 use super::network::{Message, Node, Session};
+use super::world::BROKERS;
 
 pub const TOPIC: &str = "t";
 pub const MIN_INSYNC_REPLICAS: usize = 2;
@@ -116,7 +117,8 @@ pub struct SimBroker {
     /// The controller has seen this incarnation's registration.
     pub registered: bool,
     pub log: SimLog,
-    disk: SimDisk,
+    /// The machine's disk: the log's and the voter's.
+    pub disk: SimDisk,
     pub epochs: RefCell<LeaderEpochCache>,
     producers: RefCell<ProducerStates>,
     pub replica: ReplicaState,
@@ -232,14 +234,15 @@ impl SimBroker {
         }
         if now_ms >= self.next_heartbeat_ms {
             self.next_heartbeat_ms = now_ms + HEARTBEAT_MS;
-            let message = if self.registered {
-                Message::Heartbeat
-            } else {
-                Message::Register {
-                    incarnation: self.incarnation,
+            if self.registered {
+                // To every voter, as the broker does: whichever leads fences and unfences.
+                for voter in BROKERS {
+                    self.send(Node::Voter(voter), Message::Heartbeat);
                 }
-            };
-            self.send(Node::Controller, message);
+            } else {
+                let incarnation = self.incarnation;
+                self.send(Node::Voter(self.id), Message::Register { incarnation });
+            }
         }
         if now_ms >= self.next_write_back_ms {
             self.next_write_back_ms = now_ms + WRITE_BACK_MS;
@@ -324,7 +327,8 @@ impl SimBroker {
             Message::ProduceResponse { .. }
             | Message::Register { .. }
             | Message::Heartbeat
-            | Message::AlterIsr { .. } => {}
+            | Message::AlterIsr { .. }
+            | Message::Raft(_) => {}
         }
         self.settle_produces(now_ms);
     }
@@ -384,6 +388,11 @@ impl SimBroker {
         }
     }
 
+    /// Whether this broker has an ISR proposal in flight (sent, not answered, not timed out).
+    pub fn proposing_isr(&self) -> bool {
+        self.isr_proposal.is_some()
+    }
+
     /// `propose_isr_changes`: one proposal in flight at a time; a pending one whose answer
     /// was lost goes again unchanged.
     fn propose_isr_changes(&mut self, now_ms: u64) {
@@ -424,7 +433,10 @@ impl SimBroker {
             partition_epoch,
             isr,
         };
-        self.send(Node::Controller, Message::AlterIsr { proposal, command });
+        self.send(
+            Node::Voter(self.id),
+            Message::AlterIsr { proposal, command },
+        );
     }
 
     // ---- the leader's side (`produce_here`, `await_replication`, `fetch_here`) ----

@@ -1,5 +1,5 @@
 //! A producer: acks=all produces of one to three fresh values, one request in flight, sent
-//! to the broker the latest metadata it saw names as leader. A request unanswered for
+//! to the broker the newest metadata it got from a voter names as leader. A request unanswered for
 //! `REQUEST_TIMEOUT_MS` has an unknown outcome and is not retried (values are never reused,
 //! so the invariants can tell every record apart).
 
@@ -7,7 +7,8 @@ use shardlog::broker::shard::error_code;
 use shardlog::cluster::state::{BrokerId, NO_LEADER};
 
 use super::network::{Message, Node};
-use super::rng::Rng;
+use super::world::BROKERS;
+use shardlog_sim::Rng;
 
 const REQUEST_TIMEOUT_MS: u64 = 1_500;
 const PAUSE_MS_MAX: u64 = 40;
@@ -50,8 +51,10 @@ impl Producer {
         std::mem::take(&mut self.outputs)
     }
 
-    fn refresh_metadata(&mut self) {
-        self.outputs.push((Node::Controller, Message::Heartbeat));
+    /// Asks a voter, any of them, for its state of the partition.
+    fn refresh_metadata(&mut self, rng: &mut Rng) {
+        let voter = rng.pick(&BROKERS);
+        self.outputs.push((Node::Voter(voter), Message::Heartbeat));
     }
 
     pub fn tick(&mut self, now_ms: u64, rng: &mut Rng) {
@@ -60,14 +63,14 @@ impl Producer {
                 return;
             }
             self.in_flight = None;
-            self.refresh_metadata();
+            self.refresh_metadata(rng);
         }
         if now_ms < self.next_send_ms {
             return;
         }
         if self.leader == NO_LEADER {
             self.next_send_ms = now_ms + 100;
-            self.refresh_metadata();
+            self.refresh_metadata(rng);
             return;
         }
         let count = rng.between(1, 3);
@@ -110,7 +113,7 @@ impl Producer {
                 };
                 self.next_send_ms = now_ms + rng.between(0, PAUSE_MS_MAX);
                 if error != error_code::NONE {
-                    self.refresh_metadata();
+                    self.refresh_metadata(rng);
                     return Vec::new();
                 }
                 assert_eq!(

@@ -6,8 +6,8 @@
 //! 1. a leader's high watermark never goes back while it leads (same process, same epoch),
 //!    and a leader's records below its watermark are the committed ones (so the committed
 //!    prefix never changes or shrinks);
-//! 2. every committed record, so every acknowledged one, is in the log of the controller's
-//!    current leader and of every ISR member, at its offset, with its value (brokers that
+//! 2. every committed record, so every acknowledged one, is in the log of the partition's
+//!    leader and of every ISR member as the newest state any voter applied names them, at its offset, with its value (brokers that
 //!    are down, or restarted and not yet registered, are skipped: they serve nothing);
 //! 3. every broker's records below its own watermark are the committed ones, so no two
 //!    replicas disagree below the smaller of their watermarks;
@@ -25,8 +25,8 @@ use shardlog::cluster::replica::Role;
 use shardlog::cluster::state::{BrokerId, NO_LEADER};
 
 use super::broker::SimBroker;
-use super::controller::Controller;
 use super::log::Record;
+use super::quorum::Quorum;
 
 #[derive(Default)]
 pub struct Checker {
@@ -81,11 +81,7 @@ impl Checker {
         Ok(())
     }
 
-    pub fn check(
-        &mut self,
-        brokers: &mut [SimBroker],
-        controller: &Controller,
-    ) -> Result<(), String> {
+    pub fn check(&mut self, brokers: &mut [SimBroker], quorum: &Quorum) -> Result<(), String> {
         for broker in brokers.iter_mut() {
             self.check_log_shape(broker)?;
         }
@@ -106,7 +102,7 @@ impl Checker {
                 ));
             }
         }
-        self.check_leader_and_isr_hold_committed(brokers, controller)
+        self.check_leader_and_isr_hold_committed(brokers, quorum)
     }
 
     /// Invariants 4 and 5, over what changed since the last step.
@@ -218,9 +214,9 @@ impl Checker {
     fn check_leader_and_isr_hold_committed(
         &self,
         brokers: &[SimBroker],
-        controller: &Controller,
+        quorum: &Quorum,
     ) -> Result<(), String> {
-        let partition = controller.partition();
+        let partition = quorum.partition();
         let mut holders: Vec<(BrokerId, &str)> =
             partition.isr.iter().map(|&id| (id, "ISR member")).collect();
         if partition.leader != NO_LEADER {
@@ -242,7 +238,7 @@ impl Checker {
                         format!("acknowledged as v{value}")
                     });
                 return Err(format!(
-                    "invariant 2: {what} b{id} (controller: leader {} epoch {} isr {:?}) has {} \
+                    "invariant 2: {what} b{id} (quorum: leader {} epoch {} isr {:?}) has {} \
                      at offset {agree}, where the committed record is {} ({acked}); {} records \
                      are committed",
                     partition.leader,

@@ -1,7 +1,7 @@
 //! The simulated cluster and its event loop: one seeded RNG, one clock in milliseconds, one
 //! queue of timed events, handled one at a time (a step), with every invariant checked after
-//! each step. Faults are events too: crashes (restarts follow), and network partitions
-//! (which heal).
+//! each step. Faults are events too: crashes of a broker's machine, its voter with it
+//! (restarts follow), and network partitions between machines (which heal).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -10,26 +10,27 @@ use std::fmt::Write as _;
 use shardlog::cluster::state::BrokerId;
 
 use super::broker::{Output, SimBroker};
-use super::controller::Controller;
 use super::invariants::Checker;
 use super::log::Policy;
 use super::network::{Envelope, Message, Network, Node};
 use super::producer::Producer;
-use super::rng::Rng;
+use super::quorum::Quorum;
+use shardlog_sim::Rng;
 
-const BROKERS: [BrokerId; 3] = [1, 2, 3];
+/// The brokers, each with a voter of the metadata quorum on its machine.
+pub const BROKERS: [BrokerId; 3] = [1, 2, 3];
 const PRODUCERS: u8 = 2;
 const TICK_MS: u64 = 10;
 /// Events kept for a failure's trace.
 const TRACE_EVENTS_MAX: usize = 120;
-/// Notable events (faults, role changes, cuts, controller decisions) kept for the trace.
+/// Notable events (faults, role changes, cuts, quorum decisions) kept for the trace.
 const TRACE_NOTES_MAX: usize = 80;
 
 #[derive(Debug)]
 enum Event {
     Deliver(Envelope),
     TickBroker(BrokerId),
-    TickController,
+    TickVoter(BrokerId),
     TickProducer(u8),
     Append {
         broker: BrokerId,
@@ -85,6 +86,8 @@ pub struct Summary {
     pub acknowledged: usize,
     pub crashes: u64,
     pub partitions: u64,
+    /// Raft elections of the metadata quorum (the highest term reached).
+    pub quorum_terms: u64,
 }
 
 pub struct World {
@@ -97,7 +100,7 @@ pub struct World {
     queue: BinaryHeap<Reverse<Scheduled>>,
     network: Network,
     brokers: Vec<SimBroker>,
-    controller: Controller,
+    quorum: Quorum,
     producers: Vec<Producer>,
     checker: Checker,
     events: VecDeque<TraceEntry>,
@@ -121,8 +124,7 @@ impl World {
         for id in BROKERS {
             brokers.push(SimBroker::new(id, policy, rng.next_u64()).await);
         }
-        let mut subscribers: Vec<Node> = BROKERS.iter().map(|&id| Node::Broker(id)).collect();
-        subscribers.extend((0..PRODUCERS).map(Node::Producer));
+        let disks = brokers.iter().map(|broker| broker.disk.clone()).collect();
         let mut world = World {
             seed,
             policy,
@@ -132,7 +134,7 @@ impl World {
             queue: BinaryHeap::new(),
             network: Network::new(1, delay_ms_max, drop_per_mille),
             brokers,
-            controller: Controller::new(&BROKERS, subscribers).await,
+            quorum: Quorum::new(&BROKERS, disks).await,
             producers: (0..PRODUCERS).map(Producer::new).collect(),
             checker: Checker::default(),
             events: VecDeque::new(),
@@ -145,7 +147,10 @@ impl World {
             let phase = world.rng.between(0, TICK_MS - 1);
             world.schedule(phase, Event::TickBroker(id));
         }
-        world.schedule(0, Event::TickController);
+        for id in BROKERS {
+            let phase = world.rng.between(0, TICK_MS - 1);
+            world.schedule(phase, Event::TickVoter(id));
+        }
         for id in 0..PRODUCERS {
             let phase = world.rng.between(0, TICK_MS - 1);
             world.schedule(phase, Event::TickProducer(id));
@@ -208,7 +213,7 @@ impl World {
             self.now_ms = next.at_ms;
             self.handle(next.event)
                 .await
-                .and_then(|()| self.checker.check(&mut self.brokers, &self.controller))
+                .and_then(|()| self.checker.check(&mut self.brokers, &self.quorum))
                 .map_err(|violation| self.report(&violation))?;
         }
         Ok(Summary {
@@ -218,6 +223,7 @@ impl World {
             acknowledged: self.checker.acked_count(),
             crashes: self.crashes,
             partitions: self.partitions,
+            quorum_terms: self.quorum.highest_term(),
         })
     }
 
@@ -230,10 +236,12 @@ impl World {
                 self.collect_broker_outputs(id);
                 self.schedule(TICK_MS, Event::TickBroker(id));
             }
-            Event::TickController => {
-                self.controller.tick(self.now_ms).await;
-                self.collect_controller_outputs();
-                self.schedule(TICK_MS, Event::TickController);
+            Event::TickVoter(id) => {
+                if self.broker(id).up {
+                    self.quorum.tick(id, self.now_ms).await;
+                    self.collect_quorum_outputs();
+                }
+                self.schedule(TICK_MS, Event::TickVoter(id));
             }
             Event::TickProducer(id) => {
                 let producer = &mut self.producers[id as usize];
@@ -264,6 +272,8 @@ impl World {
                 let now_ms = self.now_ms;
                 self.broker(id).restart(now_ms);
                 self.collect_broker_outputs(id);
+                self.quorum.restart(id, now_ms).await;
+                self.collect_quorum_outputs();
             }
             Event::Heal(one, other) => {
                 self.network.heal(one, other);
@@ -286,9 +296,9 @@ impl World {
                 self.broker(id).receive(from, message, now_ms).await;
                 self.collect_broker_outputs(id);
             }
-            Node::Controller => {
-                self.controller.receive(from, message, now_ms).await;
-                self.collect_controller_outputs();
+            Node::Voter(id) => {
+                self.quorum.receive(id, from, message, now_ms).await;
+                self.collect_quorum_outputs();
             }
             Node::Producer(id) => {
                 let producer = &mut self.producers[id as usize];
@@ -326,28 +336,32 @@ impl World {
         }
     }
 
-    fn collect_controller_outputs(&mut self) {
-        let (messages, notes) = self.controller.take_outputs();
+    fn collect_quorum_outputs(&mut self) {
+        let (messages, notes) = self.quorum.take_outputs();
         for text in notes {
             self.note(text);
         }
-        for (to, message) in messages {
-            self.send(Node::Controller, to, message);
+        for (from, to, message) in messages {
+            self.send(from, to, message);
         }
     }
 
     // ---- faults ----
 
     /// Under `none` a crash loses the unsynced tail, so only a crash that the others can
-    /// repair is injected: no partition is in progress, and every other broker is up,
-    /// registered, in the controller's ISR and holds every committed record. Under `always`
+    /// repair is injected: no partition is in progress, no broker has an ISR proposal in
+    /// flight and the quorum has no change in flight (one applied after the crash could
+    /// still name the crashed broker the only ISR member: seeds 1511 and 7271), and every other broker is up, registered, in the ISR and holds
+    /// every committed record. Under `always`
     /// any broker may crash at any time.
     fn may_crash(&self, victim: BrokerId) -> bool {
         if self.policy == Policy::Always {
             return true;
         }
-        let isr = self.controller.partition().isr;
+        let isr = self.quorum.partition().isr;
         self.network.cut_links().next().is_none()
+            && self.quorum.settled()
+            && self.brokers.iter().all(|broker| !broker.proposing_isr())
             && self.brokers.iter().all(|broker| {
                 broker.up
                     && (broker.id == victim
@@ -378,6 +392,9 @@ impl World {
                 if !self.broker(victim).up || !self.may_crash(victim) {
                     return;
                 }
+                // The machine goes down: the voter stops, the broker's crash takes the disk's
+                // unsynced writes (the voter's log syncs each write).
+                self.quorum.stop(victim);
                 self.broker(victim).crash().await;
                 self.crashes += 1;
                 self.collect_broker_outputs(victim);
@@ -385,22 +402,23 @@ impl World {
             }
             25..=74 if !self.may_partition() => {}
             25..=44 => {
-                let mut others: Vec<Node> = vec![Node::Controller];
-                others.extend(
-                    BROKERS
-                        .iter()
-                        .filter(|&&id| id != victim)
-                        .map(|&id| Node::Broker(id)),
-                );
+                let others: Vec<Node> = BROKERS
+                    .iter()
+                    .filter(|&&id| id != victim)
+                    .map(|&id| Node::Broker(id))
+                    .collect();
                 self.cut(Node::Broker(victim), &others, duration_ms, "isolated");
             }
             45..=59 => {
-                self.cut(
-                    Node::Broker(victim),
-                    &[Node::Controller],
-                    duration_ms,
-                    "cut from the controller",
-                );
+                // From the machine of the voter that leads the quorum, if it is another's.
+                if let Some(leader) = self.quorum.leader().filter(|&id| id != victim) {
+                    self.cut(
+                        Node::Broker(victim),
+                        &[Node::Broker(leader)],
+                        duration_ms,
+                        "cut from the quorum leader's machine",
+                    );
+                }
             }
             60..=74 => {
                 let other = BROKERS[(victim as usize) % BROKERS.len()];
@@ -437,22 +455,24 @@ impl World {
         );
         let _ = writeln!(
             text,
-            "replay: SHARDLOG_SIM_SEED={} cargo test -p shardlog-engine --test replication_sim",
+            "replay: SHARDLOG_SIM_SEED={} cargo test -p shardlog-sim --test replication",
             self.seed
         );
-        let partition = self.controller.partition();
+        let partition = self.quorum.partition();
         let _ = writeln!(
             text,
-            "\ncontroller (v{}): leader {} epoch {} isr {:?} partition epoch {}; fenced {:?}",
-            self.controller.version,
+            "\nnewest applied state (raft index {}): leader {} epoch {} isr {:?} partition epoch {}; \
+             fenced {:?}\nvoters: {}",
+            self.quorum.version(),
             partition.leader,
             partition.leader_epoch,
             partition.isr,
             partition.partition_epoch,
             BROKERS
                 .iter()
-                .filter(|&&id| self.controller.is_fenced(id))
-                .collect::<Vec<_>>()
+                .filter(|&&id| self.quorum.is_fenced(id))
+                .collect::<Vec<_>>(),
+            self.quorum.describe().join("; ")
         );
         let _ = writeln!(
             text,
