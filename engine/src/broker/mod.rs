@@ -43,6 +43,7 @@ pub mod routing;
 pub mod server;
 pub mod shard;
 pub mod share;
+pub mod shared;
 pub mod tail_cache;
 pub mod zero_copy;
 
