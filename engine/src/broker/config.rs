@@ -334,7 +334,7 @@ impl BrokerConfig {
         if self.share_group_max_size == 0 {
             return Some("share_group_max_size must be at least 1".to_string());
         }
-        if super::share::OffsetReset::from_name(&self.share_auto_offset_reset).is_none() {
+        if OffsetReset::from_name(&self.share_auto_offset_reset).is_none() {
             return Some(format!(
                 "share_auto_offset_reset {:?}: expected earliest or latest",
                 self.share_auto_offset_reset
@@ -374,35 +374,6 @@ impl BrokerConfig {
 
     pub fn strategy_kind(&self) -> crate::StrategyKind {
         crate::StrategyKind::from_name(&self.strategy).unwrap_or(crate::StrategyKind::Buffered)
-    }
-
-    /// The group coordinator's limits and timings.
-    pub fn group_settings(&self) -> super::group::GroupSettings {
-        use std::time::Duration;
-        super::group::GroupSettings {
-            initial_rebalance_delay: Duration::from_millis(self.group_initial_rebalance_delay_ms),
-            session_timeout_min: Duration::from_millis(self.group_min_session_timeout_ms),
-            session_timeout_max: Duration::from_millis(self.group_max_session_timeout_ms),
-            max_size: self.group_max_size,
-            member_metadata_bytes_max: self.group_member_metadata_bytes_max,
-            ..super::group::GroupSettings::default()
-        }
-    }
-
-    /// The share groups' limits and timings.
-    pub fn share_settings(&self) -> super::share::ShareSettings {
-        use std::time::Duration;
-        super::share::ShareSettings {
-            lock_duration: Duration::from_millis(self.share_record_lock_duration_ms),
-            delivery_count_limit: self.share_delivery_count_limit,
-            max_record_locks: self.share_partition_max_record_locks,
-            session_timeout: Duration::from_millis(self.share_session_timeout_ms),
-            heartbeat_interval: Duration::from_millis(self.share_heartbeat_interval_ms),
-            max_size: self.share_group_max_size,
-            offset_reset: super::share::OffsetReset::from_name(&self.share_auto_offset_reset)
-                .unwrap_or(super::share::OffsetReset::Latest),
-            state_topic_partitions: self.share_state_topic_partitions,
-        }
     }
 
     pub fn durability_policy(&self) -> crate::Durability {
@@ -445,6 +416,24 @@ impl BrokerConfig {
                 0
             }
             + self.io_memory_bytes as u64
+    }
+}
+
+/// Where a share group starts in a partition it has never read (`share_auto_offset_reset`,
+/// or the group config `share.auto.offset.reset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+}
+
+impl OffsetReset {
+    pub fn from_name(name: &str) -> Option<OffsetReset> {
+        match name {
+            "earliest" => Some(OffsetReset::Earliest),
+            "latest" => Some(OffsetReset::Latest),
+            _ => None,
+        }
     }
 }
 

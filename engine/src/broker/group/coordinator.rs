@@ -59,6 +59,18 @@ pub struct OffsetsPartition {
     offsets: RefCell<CommittedOffsets>,
 }
 
+/// The group coordinator's limits and timings, as the broker's config names them.
+fn settings_of(config: &BrokerConfig) -> GroupSettings {
+    GroupSettings {
+        initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+        session_timeout_min: Duration::from_millis(config.group_min_session_timeout_ms),
+        session_timeout_max: Duration::from_millis(config.group_max_session_timeout_ms),
+        max_size: config.group_max_size,
+        member_metadata_bytes_max: config.group_member_metadata_bytes_max,
+        ..GroupSettings::default()
+    }
+}
+
 /// One core's coordinator; lives in its [`Shard`].
 pub struct Coordinator {
     settings: GroupSettings,
@@ -71,7 +83,7 @@ pub struct Coordinator {
 impl Coordinator {
     pub fn new(config: &BrokerConfig) -> Coordinator {
         Coordinator {
-            settings: config.group_settings(),
+            settings: settings_of(config),
             offset_metadata_bytes_max: config.offset_metadata_bytes_max,
             partitions: Replayed::default(),
             ticking: Cell::new(false),

@@ -67,24 +67,9 @@ pub mod acknowledge_type {
 /// `share_auto_offset_reset` for one group.
 pub const GROUP_CONFIG_OFFSET_RESET: &str = "share.auto.offset.reset";
 
-/// Where a share group starts in a partition it has never read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OffsetReset {
-    Earliest,
-    Latest,
-}
+pub use super::config::OffsetReset;
 
-impl OffsetReset {
-    pub fn from_name(name: &str) -> Option<OffsetReset> {
-        match name {
-            "earliest" => Some(OffsetReset::Earliest),
-            "latest" => Some(OffsetReset::Latest),
-            _ => None,
-        }
-    }
-}
-
-/// The share groups' limits and timings (from `BrokerConfig::share_settings`).
+/// The share groups' limits and timings (from the broker's config: [`ShareSettings::from_config`]).
 #[derive(Clone, Debug)]
 pub struct ShareSettings {
     pub lock_duration: Duration,
@@ -95,6 +80,23 @@ pub struct ShareSettings {
     pub max_size: usize,
     pub offset_reset: OffsetReset,
     pub state_topic_partitions: i32,
+}
+
+impl ShareSettings {
+    /// The settings the broker's config names.
+    pub fn from_config(config: &super::BrokerConfig) -> ShareSettings {
+        ShareSettings {
+            lock_duration: Duration::from_millis(config.share_record_lock_duration_ms),
+            delivery_count_limit: config.share_delivery_count_limit,
+            max_record_locks: config.share_partition_max_record_locks,
+            session_timeout: Duration::from_millis(config.share_session_timeout_ms),
+            heartbeat_interval: Duration::from_millis(config.share_heartbeat_interval_ms),
+            max_size: config.share_group_max_size,
+            offset_reset: OffsetReset::from_name(&config.share_auto_offset_reset)
+                .unwrap_or(OffsetReset::Latest),
+            state_topic_partitions: config.share_state_topic_partitions,
+        }
+    }
 }
 
 /// What a ShareFetch asks of one partition besides acknowledging.
@@ -217,7 +219,7 @@ pub struct ShareCore {
 impl ShareCore {
     pub fn new(config: &super::BrokerConfig) -> ShareCore {
         ShareCore {
-            settings: config.share_settings(),
+            settings: ShareSettings::from_config(config),
             groups: membership::ShareGroups::default(),
             partitions: leader::SharePartitions::default(),
             store: store::StateStore::default(),
