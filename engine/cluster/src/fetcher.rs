@@ -21,6 +21,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use shardlog_protocol::buffers::BufferPool;
 use shardlog_protocol::client::{AsyncConnection, ClientError};
+use shardlog_protocol::error_code::{self, ErrorCode};
+
+use crate::follower::{EpochEndAnswer, FetchAnswer};
 
 /// Fetch v12: the newest that names topics by name and is flexible; carries the follower's
 /// current leader epoch, so a deposed leader refuses it.
@@ -47,19 +50,34 @@ pub enum FetcherError {
 /// One partition's answer to a replica fetch.
 #[derive(Debug)]
 pub struct FetchedPartition {
-    pub error_code: i16,
+    /// What the leader's error code means to the follower ([`fetch_answer`]).
+    pub answer: FetchAnswer,
     pub high_watermark: i64,
     pub log_start_offset: i64,
     /// Whole batches (a partial last batch is possible, as in Kafka; the caller drops it).
     pub records: Bytes,
 }
 
-/// What the leader said about a leader epoch.
-#[derive(Debug, Clone, Copy)]
-pub struct EpochEnd {
-    pub error_code: i16,
-    pub leader_epoch: i32,
-    pub end_offset: i64,
+/// How a follower reads the code its leader answered a replica fetch with: out of range
+/// may mean a divergent log, anything else is a refusal to retry later.
+pub fn fetch_answer(code: ErrorCode) -> FetchAnswer {
+    match code {
+        error_code::NONE => FetchAnswer::Records,
+        error_code::OFFSET_OUT_OF_RANGE => FetchAnswer::OffsetOutOfRange,
+        _ => FetchAnswer::Refused,
+    }
+}
+
+/// How a follower reads its leader's OffsetForLeaderEpoch answer for one partition.
+pub fn epoch_end_answer(code: ErrorCode, leader_epoch: i32, end_offset: i64) -> EpochEndAnswer {
+    if code == error_code::NONE {
+        EpochEndAnswer::Ended {
+            leader_epoch,
+            end_offset,
+        }
+    } else {
+        EpochEndAnswer::Refused
+    }
 }
 
 /// A connection to a leader.
@@ -120,9 +138,9 @@ impl LeaderConnection {
             .connection
             .call(&request, FETCH_VERSION, frame_max, answer_within)
             .await?;
-        if response.error_code != 0 {
+        if response.error_code != error_code::NONE {
             return Ok(FetchedPartition {
-                error_code: response.error_code,
+                answer: fetch_answer(response.error_code),
                 high_watermark: -1,
                 log_start_offset: -1,
                 records: Bytes::new(),
@@ -135,7 +153,7 @@ impl LeaderConnection {
             .find(|data| data.partition_index == partition)
             .ok_or_else(|| self.partition_missing(ApiKey::Fetch, topic, partition))?;
         Ok(FetchedPartition {
-            error_code: data.error_code,
+            answer: fetch_answer(data.error_code),
             high_watermark: data.high_watermark,
             log_start_offset: data.log_start_offset,
             records: data.records.unwrap_or_default(),
@@ -150,7 +168,7 @@ impl LeaderConnection {
         partition: i32,
         current_epoch: i32,
         epoch: i32,
-    ) -> Result<EpochEnd, FetcherError> {
+    ) -> Result<EpochEndAnswer, FetcherError> {
         let request = OffsetForLeaderEpochRequest::default()
             .with_replica_id(self.me)
             .with_topics(vec![OffsetForLeaderTopic::default()
@@ -176,11 +194,11 @@ impl LeaderConnection {
             .ok_or_else(|| {
                 self.partition_missing(ApiKey::OffsetForLeaderEpoch, topic, partition)
             })?;
-        Ok(EpochEnd {
-            error_code: found.error_code,
-            leader_epoch: found.leader_epoch,
-            end_offset: found.end_offset,
-        })
+        Ok(epoch_end_answer(
+            found.error_code,
+            found.leader_epoch,
+            found.end_offset,
+        ))
     }
 
     fn partition_missing(&self, api: ApiKey, topic: &str, partition: i32) -> FetcherError {

@@ -20,7 +20,6 @@ use super::metadata::{PartitionState, Topic};
 use super::partition::{EpochEnd, EpochEndOutcome};
 use super::shard::{rebuild_producers, Partition, Shard};
 use super::share::STATE_TOPIC;
-use crate::broker::api::codes::{follower_epoch_end_answer, follower_fetch_answer};
 use crate::cluster::fetcher::{FetchedPartition, FetcherError, LeaderConnection};
 use crate::cluster::follower::{
     self, AfterFetch, Divergence, FetchAnswer, Follower, FollowerRequest,
@@ -348,7 +347,7 @@ impl Shard {
                     continue;
                 }
             };
-            let answer = follower_fetch_answer(fetched.error_code);
+            let answer = fetched.answer;
             if answer == FetchAnswer::OffsetOutOfRange {
                 tracing::warn!(topic = %topic.name, partition, leader, "replica fetch offset out of range");
             }
@@ -402,7 +401,6 @@ impl Shard {
         if open.role_generation.get() != generation {
             return Err(Retry::Later);
         }
-        let answer = follower_epoch_end_answer(&answer);
         let log_end = open.log.log_end_offset();
         let divergence = follower.divergence(
             answer,

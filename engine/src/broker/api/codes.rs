@@ -17,8 +17,6 @@ use crate::broker::partition::{
 };
 use crate::broker::share::{AckBatchError, HeartbeatRefusal, ShareError, StateRefusal};
 use crate::cluster::admission::AdmissionRefusal;
-use crate::cluster::fetcher::EpochEnd;
-use crate::cluster::follower::{EpochEndAnswer, FetchAnswer};
 use crate::cluster::leader::ProduceRefusal;
 use crate::cluster::producers::SequenceRefusal;
 use crate::cluster::quorum::ProposeError;
@@ -327,7 +325,7 @@ impl KafkaCode for ShareError {
             ShareError::NoStateLeader { .. }
             | ShareError::StateAppend { .. }
             | ShareError::StateCall { .. } => error_code::COORDINATOR_NOT_AVAILABLE,
-            // What the other broker answered (`state_answer` read its code back), as it
+            // What the other broker answered (`share::remote::state_answer` read its code back), as it
             // answered it.
             ShareError::StateRefused { refusal, .. } => refusal.code(),
             ShareError::PartitionCallDropped { .. }
@@ -356,46 +354,6 @@ impl KafkaCode for StateRefusal {
     }
 }
 
-/// What another broker answered a ReadShareGroupState or WriteShareGroupState call with,
-/// for one partition: read back from its code into what it means. The inverse of
-/// [`StateRefusal`]'s codes, so what a share coordinator answered reaches this broker's
-/// client as it was answered.
-pub fn state_answer(code: ErrorCode) -> Result<(), StateRefusal> {
-    let refusal = match code {
-        error_code::NONE => return Ok(()),
-        error_code::FENCED_LEADER_EPOCH => StateRefusal::FencedLeaderEpoch,
-        error_code::NOT_COORDINATOR => StateRefusal::NotCoordinator,
-        error_code::NOT_LEADER_OR_FOLLOWER => StateRefusal::NotLeader,
-        error_code::COORDINATOR_NOT_AVAILABLE => StateRefusal::CoordinatorNotAvailable,
-        error_code::UNKNOWN_TOPIC_OR_PARTITION => StateRefusal::UnknownPartition,
-        error_code::INVALID_REQUEST => StateRefusal::InvalidRequest,
-        error_code::UNKNOWN_SERVER_ERROR => StateRefusal::ServerError,
-        code => StateRefusal::Unexpected { code },
-    };
-    Err(refusal)
-}
-
-/// How a follower reads the code its leader answered a replica fetch with.
-pub fn follower_fetch_answer(code: ErrorCode) -> FetchAnswer {
-    match code {
-        error_code::NONE => FetchAnswer::Records,
-        error_code::OFFSET_OUT_OF_RANGE => FetchAnswer::OffsetOutOfRange,
-        _ => FetchAnswer::Refused,
-    }
-}
-
-/// How a follower reads its leader's answer to OffsetForLeaderEpoch.
-pub fn follower_epoch_end_answer(answer: &EpochEnd) -> EpochEndAnswer {
-    if answer.error_code == error_code::NONE {
-        EpochEndAnswer::Ended {
-            leader_epoch: answer.leader_epoch,
-            end_offset: answer.end_offset,
-        }
-    } else {
-        EpochEndAnswer::Refused
-    }
-}
-
 impl KafkaCode for HeartbeatRefusal {
     fn code(&self) -> ErrorCode {
         self.error.code()
@@ -405,6 +363,7 @@ impl KafkaCode for HeartbeatRefusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::share::remote::state_answer;
 
     /// The group layer's refusals reach the wire as the codes Kafka's coordinator answers.
     #[test]
@@ -1005,10 +964,10 @@ mod tests {
     /// refusal to retry.
     #[test]
     fn followers_read_their_leaders_codes() {
-        assert_eq!(
-            follower_fetch_answer(error_code::NONE),
-            FetchAnswer::Records
-        );
+        use crate::cluster::fetcher::{epoch_end_answer, fetch_answer};
+        use crate::cluster::follower::{EpochEndAnswer, FetchAnswer};
+
+        assert_eq!(fetch_answer(error_code::NONE), FetchAnswer::Records);
         let out_of_range = FetchError::OffsetOutOfRange {
             offset: 9,
             log_start_offset: 0,
@@ -1016,7 +975,7 @@ mod tests {
             high_watermark: 5,
         };
         assert_eq!(
-            follower_fetch_answer(out_of_range.code()),
+            fetch_answer(out_of_range.code()),
             FetchAnswer::OffsetOutOfRange
         );
         let refusals = [
@@ -1026,29 +985,16 @@ mod tests {
             FetchError::CallDropped,
         ];
         for error in refusals {
-            assert_eq!(
-                follower_fetch_answer(error.code()),
-                FetchAnswer::Refused,
-                "{error}"
-            );
+            assert_eq!(fetch_answer(error.code()), FetchAnswer::Refused, "{error}");
         }
-        let ended = EpochEnd {
-            error_code: error_code::NONE,
-            leader_epoch: 3,
-            end_offset: 40,
-        };
         assert_eq!(
-            follower_epoch_end_answer(&ended),
+            epoch_end_answer(error_code::NONE, 3, 40),
             EpochEndAnswer::Ended {
                 leader_epoch: 3,
                 end_offset: 40
             }
         );
-        let refused = EpochEnd {
-            error_code: EpochEndError::from(LeaderRefusal::UnknownEpoch).code(),
-            leader_epoch: -1,
-            end_offset: -1,
-        };
-        assert_eq!(follower_epoch_end_answer(&refused), EpochEndAnswer::Refused);
+        let refused = EpochEndError::from(LeaderRefusal::UnknownEpoch).code();
+        assert_eq!(epoch_end_answer(refused, -1, -1), EpochEndAnswer::Refused);
     }
 }

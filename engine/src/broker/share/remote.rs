@@ -14,29 +14,29 @@
 //! is always 0 (this broker does not reset share partitions); `leader_epoch` is the data
 //! partition's, which fences a deposed leader (FENCED_LEADER_EPOCH).
 //!
-//! A failed call is [`ShareError::StateCall`] (the caller retries later); a partition the
-//! other broker refused is [`ShareError::StateRefused`], its code read back into a
-//! [`StateRefusal`] by `broker::api::codes::state_answer`, where codes are made and read.
+//! Calls go through the one Kafka client (`shardlog_protocol::client::AsyncConnection`). A
+//! failed call is [`ShareError::StateCall`] (the caller retries later); a partition the other
+//! broker refused is [`ShareError::StateRefused`], its code read back into a [`StateRefusal`]
+//! by [`state_answer`]: this module is the client of those APIs, so it reads their codes,
+//! the inverse of the codes `broker::api::codes` gives a `StateRefusal` when answering.
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
-use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
-use glommio::net::TcpStream;
+use futures_lite::FutureExt;
 use kafka_protocol::messages::read_share_group_state_request::{
     self, ReadShareGroupStateRequest, ReadStateData,
 };
-use kafka_protocol::messages::read_share_group_state_response::ReadShareGroupStateResponse;
 use kafka_protocol::messages::write_share_group_state_request::{
     self, WriteShareGroupStateRequest, WriteStateData,
 };
-use kafka_protocol::messages::write_share_group_state_response::WriteShareGroupStateResponse;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Request, StrBytes};
+use shardlog_protocol::buffers::BufferPool;
+use shardlog_protocol::client::codec::api_of;
+use shardlog_protocol::client::AsyncConnection;
+use shardlog_protocol::error_code::{self, ErrorCode};
 
 use super::record::{DurableState, Run, Snapshot, StateKey};
 use super::{ShareError, StateRefusal};
-use crate::broker::api::codes::state_answer;
 use crate::broker::shard::Shard;
 
 /// The versions sent (the only ones Kafka has, flexible).
@@ -84,14 +84,7 @@ pub async fn read(
     let mut request = ReadShareGroupStateRequest::default();
     request.group_id = StrBytes::from_string(key.group.clone());
     request.topics = vec![topic];
-    let response: ReadShareGroupStateResponse = call(
-        shard,
-        broker,
-        ApiKey::ReadShareGroupState,
-        READ_VERSION,
-        &request,
-    )
-    .await?;
+    let response = call(shard, broker, READ_VERSION, &request).await?;
     let result = response
         .results
         .into_iter()
@@ -158,14 +151,7 @@ pub async fn write(
     let mut request = WriteShareGroupStateRequest::default();
     request.group_id = StrBytes::from_string(key.group.clone());
     request.topics = vec![topic];
-    let response: WriteShareGroupStateResponse = call(
-        shard,
-        broker,
-        ApiKey::WriteShareGroupState,
-        WRITE_VERSION,
-        &request,
-    )
-    .await?;
+    let response = call(shard, broker, WRITE_VERSION, &request).await?;
     let code = response
         .results
         .iter()
@@ -174,6 +160,24 @@ pub async fn write(
         .ok_or_else(|| answer_without_partition(broker, key))?
         .error_code;
     state_answer(code).map_err(|refusal| refused(broker, refusal))
+}
+
+/// What another broker answered a ReadShareGroupState or WriteShareGroupState call with,
+/// for one partition: read back from its code into what it means, so what a share
+/// coordinator answered reaches this broker's client as it was answered.
+pub fn state_answer(code: ErrorCode) -> Result<(), StateRefusal> {
+    let refusal = match code {
+        error_code::NONE => return Ok(()),
+        error_code::FENCED_LEADER_EPOCH => StateRefusal::FencedLeaderEpoch,
+        error_code::NOT_COORDINATOR => StateRefusal::NotCoordinator,
+        error_code::NOT_LEADER_OR_FOLLOWER => StateRefusal::NotLeader,
+        error_code::COORDINATOR_NOT_AVAILABLE => StateRefusal::CoordinatorNotAvailable,
+        error_code::UNKNOWN_TOPIC_OR_PARTITION => StateRefusal::UnknownPartition,
+        error_code::INVALID_REQUEST => StateRefusal::InvalidRequest,
+        error_code::UNKNOWN_SERVER_ERROR => StateRefusal::ServerError,
+        code => StateRefusal::Unexpected { code },
+    };
+    Err(refusal)
 }
 
 /// `broker` refused the call for the key's partition.
@@ -198,79 +202,55 @@ fn answer_without_partition(broker: i32, key: &StateKey) -> ShareError {
     ShareError::StateCall { broker }
 }
 
-/// Sends one request to `broker` and decodes its answer; any failure to reach it or to read
-/// the answer is [`ShareError::StateCall`] (the caller retries later).
-async fn call<Req: Encodable, Resp: Decodable>(
+/// Sends one request to `broker` over the one Kafka client and decodes its answer; any
+/// failure to reach it or to read the answer (the client bounds the response frame by
+/// [`RESPONSE_BYTES_MAX`] before reading it) is [`ShareError::StateCall`] (the caller retries
+/// later). The whole call, connecting included, is bounded by [`CALL_TIMEOUT`].
+async fn call<R: Request>(
     shard: &Shard,
     broker: i32,
-    api_key: ApiKey,
     version: i16,
-    request: &Req,
-) -> Result<Resp, ShareError> {
+    request: &R,
+) -> Result<R::Response, ShareError> {
+    let api = api_of::<R>();
     let Some(address) = shard.shared.metadata.broker_address(broker) else {
         tracing::warn!(
             broker,
-            ?api_key,
+            ?api,
             "share state call to a broker of no known address"
         );
         return Err(ShareError::StateCall { broker });
     };
-    let node_id = shard.shared.config.node_id;
+    let client_id = format!("shardlog-share-{}", shard.shared.config.node_id);
     let exchange = async {
-        let mut frame = BytesMut::with_capacity(256);
-        frame.put_i32(0);
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(1)
-            .with_client_id(Some(StrBytes::from_string(format!(
-                "shardlog-share-{node_id}"
-            ))));
-        header
-            .encode(&mut frame, api_key.request_header_version(version))
-            .map_err(|error| format!("encode header: {error}"))?;
-        request
-            .encode(&mut frame, version)
-            .map_err(|error| format!("encode request: {error}"))?;
-        let size = i32::try_from(frame.len() - 4).map_err(|_| "request too large".to_string())?;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
-        let mut stream = TcpStream::connect(address.as_str())
-            .await
-            .map_err(|error| format!("connect {address}: {error}"))?;
-        stream
-            .write_all(&frame)
-            .await
-            .map_err(|error| format!("send: {error}"))?;
-        let mut size = [0u8; 4];
-        stream
-            .read_exact(&mut size)
-            .await
-            .map_err(|error| format!("read size: {error}"))?;
-        let size = usize::try_from(i32::from_be_bytes(size)).unwrap_or(usize::MAX);
-        if size > RESPONSE_BYTES_MAX {
-            return Err(format!("response of {size} bytes"));
-        }
-        let mut body = vec![0u8; size];
-        stream
-            .read_exact(&mut body)
-            .await
-            .map_err(|error| format!("read body: {error}"))?;
-        let mut body = bytes::Bytes::from(body);
-        ResponseHeader::decode(&mut body, api_key.response_header_version(version))
-            .map_err(|error| format!("decode header: {error}"))?;
-        let response = Resp::decode(&mut body, version)
-            .map_err(|error| format!("decode response: {error}"))?;
-        if body.has_remaining() {
-            return Err(format!("{} bytes after the response", body.remaining()));
-        }
-        Ok(response)
+        let connection =
+            AsyncConnection::connect(&address, &client_id, CALL_TIMEOUT, BufferPool::new(0)).await;
+        let mut connection = match connection {
+            Ok(connection) => connection,
+            Err(error) => return Some(Err(error)),
+        };
+        let response = connection
+            .call(request, version, RESPONSE_BYTES_MAX, CALL_TIMEOUT)
+            .await;
+        Some(response)
     };
     let timed = exchange.or(async {
         glommio::timer::sleep(CALL_TIMEOUT).await;
-        Err(format!("no answer within {CALL_TIMEOUT:?}"))
+        None
     });
-    timed.await.map_err(|reason: String| {
-        tracing::warn!(broker, ?api_key, %reason, "share state call failed");
-        ShareError::StateCall { broker }
-    })
+    match timed.await {
+        Some(Ok(response)) => Ok(response),
+        Some(Err(error)) => {
+            tracing::warn!(broker, %error, "share state call failed");
+            Err(ShareError::StateCall { broker })
+        }
+        None => {
+            tracing::warn!(
+                broker,
+                ?api,
+                "share state call: no answer within {CALL_TIMEOUT:?}"
+            );
+            Err(ShareError::StateCall { broker })
+        }
+    }
 }
